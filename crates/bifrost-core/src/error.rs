@@ -1,0 +1,119 @@
+//! The error model shared by every protocol. Each error carries a stable code
+//! that the addon hands to JavaScript unchanged.
+
+use std::fmt;
+
+/// Stable error codes, as documented in DESIGN.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    Timeout,
+    ConnRefused,
+    ConnReset,
+    Closed,
+    Proto,
+    Address,
+    /// A caller-supplied value that does not fit the tag (range, type).
+    InvalidValue,
+    ModbusException,
+    CipStatus,
+    OpcuaStatus,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Timeout => "ETIMEDOUT",
+            ErrorCode::ConnRefused => "ECONNREFUSED",
+            ErrorCode::ConnReset => "ECONNRESET",
+            ErrorCode::Closed => "ECLOSED",
+            ErrorCode::Proto => "EPROTO",
+            ErrorCode::Address => "EADDRESS",
+            ErrorCode::InvalidValue => "EINVAL",
+            ErrorCode::ModbusException => "MODBUS_EXCEPTION",
+            ErrorCode::CipStatus => "CIP_STATUS",
+            ErrorCode::OpcuaStatus => "OPCUA_STATUS",
+        }
+    }
+}
+
+/// A Bifrost error: a stable code, a human message and, for Modbus
+/// exceptions, the exception code the device sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub code: ErrorCode,
+    pub message: String,
+    pub exception_code: Option<u8>,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Error { code, message: message.into(), exception_code: None }
+    }
+    pub fn proto(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Proto, message)
+    }
+    pub fn address(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Address, message)
+    }
+    pub fn invalid_value(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidValue, message)
+    }
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Timeout, message)
+    }
+    pub fn closed(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Closed, message)
+    }
+    pub fn conn_reset(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ConnReset, message)
+    }
+    /// A Modbus exception response: `function` is the request's function code.
+    pub fn modbus_exception(function: u8, exception_code: u8) -> Self {
+        Error {
+            code: ErrorCode::ModbusException,
+            message: format!(
+                "Modbus exception {exception_code} ({}) for function {function}",
+                modbus_exception_name(exception_code)
+            ),
+            exception_code: Some(exception_code),
+        }
+    }
+}
+
+/// The names the Modbus Application Protocol specification gives exception codes.
+pub fn modbus_exception_name(code: u8) -> &'static str {
+    match code {
+        1 => "illegal function",
+        2 => "illegal data address",
+        3 => "illegal data value",
+        4 => "server device failure",
+        5 => "acknowledge",
+        6 => "server device busy",
+        8 => "memory parity error",
+        10 => "gateway path unavailable",
+        11 => "gateway target device failed to respond",
+        _ => "unknown exception",
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        use std::io::ErrorKind::*;
+        let code = match e.kind() {
+            ConnectionRefused => ErrorCode::ConnRefused,
+            TimedOut | WouldBlock => ErrorCode::Timeout,
+            _ => ErrorCode::ConnReset,
+        };
+        Error::new(code, e.to_string())
+    }
+}

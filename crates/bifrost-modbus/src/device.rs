@@ -1,0 +1,593 @@
+//! A Modbus device: turns tag reads and writes into planned, pipelined
+//! requests over one `Client`, decodes replies into typed values, and learns
+//! which address ranges the device refuses (exception 2) so later plans avoid them.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bifrost_core::planner::{self, Plan, PlanLimits, Span};
+use bifrost_core::url::DeviceUrl;
+use bifrost_core::{
+    decode_element, decode_element_f64, decode_string, encode_element, encode_string, registers_per_element,
+    DataType, Error, Result, Value,
+};
+use bytes::Bytes;
+
+use crate::client::{Client, ClientConfig, Framing, Op};
+use crate::pdu::{self, Response};
+use crate::tag::{ModbusTag, Table};
+
+/// Spec limits for one read request.
+pub const MAX_READ_REGISTERS: u16 = 125;
+pub const MAX_READ_BITS: u16 = 2000;
+const MAX_WRITE_REGISTERS: usize = 123;
+const MAX_WRITE_BITS: usize = 1968;
+
+/// Settings from the connection URL (or the options beside it).
+#[derive(Debug, Clone)]
+pub struct DeviceSettings {
+    pub unit_id: u8,
+    pub max_registers_per_request: u16,
+    pub max_bits_per_request: u16,
+    pub max_gap: u16,
+    pub client: ClientConfig,
+}
+
+impl Default for DeviceSettings {
+    fn default() -> Self {
+        DeviceSettings {
+            unit_id: 1,
+            max_registers_per_request: MAX_READ_REGISTERS,
+            max_bits_per_request: MAX_READ_BITS,
+            max_gap: 8,
+            client: ClientConfig::default(),
+        }
+    }
+}
+
+impl DeviceSettings {
+    /// Takes the keys every Modbus transport shares from `url`.
+    pub fn from_url(url: &mut DeviceUrl, framing: Framing) -> Result<DeviceSettings> {
+        let mut s = DeviceSettings::default();
+        s.client.framing = framing;
+        if let Some(v) = url.take("unit-id")? {
+            s.unit_id = v;
+        }
+        if let Some(ms) = url.take::<u64>("request-timeout")? {
+            s.client.request_timeout = Duration::from_millis(ms.max(1));
+        }
+        if let Some(ms) = url.take::<u64>("connect-timeout")? {
+            s.client.connect_timeout = Duration::from_millis(ms.max(1));
+        }
+        if let Some(v) = url.take::<usize>("max-in-flight")? {
+            s.client.max_in_flight = v;
+        }
+        if let Some(v) = url.take::<u16>("max-registers-per-request")? {
+            s.max_registers_per_request = v.clamp(1, MAX_READ_REGISTERS);
+        }
+        if let Some(v) = url.take::<u16>("max-bits-per-request")? {
+            s.max_bits_per_request = v.clamp(1, MAX_READ_BITS);
+        }
+        if let Some(v) = url.take("max-gap")? {
+            s.max_gap = v;
+        }
+        Ok(s)
+    }
+}
+
+type Key = (u8, Table);
+
+/// What reading taught us about this device.
+#[derive(Default)]
+struct Learned {
+    /// Bumped on every change, so prepared plans know to re-plan.
+    generation: u64,
+    /// Tag spans that drew exception 2 on their own: always read alone.
+    refused: HashSet<Span<Key>>,
+    /// Per table, a request length the device accepted after refusing a longer one.
+    max_len: HashMap<Key, u16>,
+}
+
+pub struct ModbusDevice {
+    client: Client,
+    settings: DeviceSettings,
+    learned: Mutex<Learned>,
+}
+
+/// Tags parsed and planned once, read many times.
+pub struct ReadPlan {
+    tags: Vec<ModbusTag>,
+    spans: Vec<Span<Key>>,
+    plan: Plan<Key>,
+    generation: u64,
+}
+
+impl ReadPlan {
+    pub fn tags(&self) -> &[ModbusTag] {
+        &self.tags
+    }
+    /// Number of requests one read of this plan sends.
+    pub fn request_count(&self) -> usize {
+        self.plan.requests.len()
+    }
+}
+
+/// Columnar read result: element values of all tags back to back.
+#[derive(Debug, Default)]
+pub struct ColumnarRead {
+    pub values: Vec<f64>,
+    /// Tag `i` owns `values[offsets[i]..offsets[i + 1]]`.
+    pub offsets: Vec<u32>,
+    /// One `Err` per tag that failed; `None` where it succeeded.
+    pub errors: Vec<Option<Error>>,
+}
+
+/// Register images of the blocks read, and where each tag's data starts.
+struct Fetched {
+    images: Vec<Vec<u8>>,
+    /// Per tag: (image index, offset in table units within that image).
+    slots: Vec<Option<Result<(usize, u32)>>>,
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+impl ModbusDevice {
+    pub fn new(client: Client, settings: DeviceSettings) -> Self {
+        ModbusDevice { client, settings, learned: Mutex::new(Learned::default()) }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn settings(&self) -> &DeviceSettings {
+        &self.settings
+    }
+
+    fn key(&self, tag: &ModbusTag) -> Key {
+        (tag.unit_id.unwrap_or(self.settings.unit_id), tag.table)
+    }
+
+    fn learned(&self) -> std::sync::MutexGuard<'_, Learned> {
+        // A panic elsewhere must not make the device unusable.
+        self.learned.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn plan_spans(&self, spans: &[Span<Key>]) -> (Plan<Key>, u64) {
+        let learned = self.learned();
+        let plan = planner::plan(
+            spans,
+            |key: Key| {
+                let spec = if key.1.is_bit() {
+                    self.settings.max_bits_per_request
+                } else {
+                    self.settings.max_registers_per_request
+                };
+                let max_len = learned.max_len.get(&key).copied().unwrap_or(spec).min(spec);
+                PlanLimits { max_len, max_gap: self.settings.max_gap }
+            },
+            |i| learned.refused.contains(&spans[i]),
+        );
+        (plan, learned.generation)
+    }
+
+    pub fn prepare(&self, tags: Vec<ModbusTag>) -> ReadPlan {
+        let spans: Vec<Span<Key>> =
+            tags.iter().map(|t| Span { key: self.key(t), start: t.address, len: t.span() }).collect();
+        let (plan, generation) = self.plan_spans(&spans);
+        ReadPlan { tags, spans, plan, generation }
+    }
+
+    /// Reads every tag of the plan; one result per tag, in order.
+    pub async fn read(&self, plan: &mut ReadPlan) -> Vec<Result<Value>> {
+        let fetched = self.fetch_plan(plan).await;
+        plan.tags
+            .iter()
+            .zip(fetched.slots)
+            .map(|(tag, slot)| {
+                let (image, offset) = slot.unwrap_or_else(|| Err(Error::proto("tag was not planned")))?;
+                decode_tag(tag, &fetched.images[image], offset)
+            })
+            .collect()
+    }
+
+    /// Reads every tag of the plan into flat `f64` columns (STRING tags are refused by `prepare` callers).
+    pub async fn read_columnar(&self, plan: &mut ReadPlan) -> ColumnarRead {
+        let fetched = self.fetch_plan(plan).await;
+        let mut out = ColumnarRead {
+            values: Vec::with_capacity(plan.tags.iter().map(|t| t.elements()).sum()),
+            offsets: Vec::with_capacity(plan.tags.len() + 1),
+            errors: Vec::with_capacity(plan.tags.len()),
+        };
+        out.offsets.push(0);
+        for (tag, slot) in plan.tags.iter().zip(fetched.slots) {
+            let start = out.values.len();
+            let result = slot
+                .unwrap_or_else(|| Err(Error::proto("tag was not planned")))
+                .and_then(|(image, offset)| decode_tag_f64(tag, &fetched.images[image], offset, &mut out.values));
+            if result.is_err() {
+                out.values.truncate(start);
+                out.values.extend(std::iter::repeat_n(f64::NAN, tag.elements()));
+            }
+            out.errors.push(result.err());
+            out.offsets.push(out.values.len() as u32);
+        }
+        out
+    }
+
+    async fn fetch_plan(&self, plan: &mut ReadPlan) -> Fetched {
+        if plan.generation != self.learned().generation {
+            let (fresh, generation) = self.plan_spans(&plan.spans);
+            plan.plan = fresh;
+            plan.generation = generation;
+        }
+        let mut fetched = Fetched { images: Vec::new(), slots: (0..plan.spans.len()).map(|_| None).collect() };
+        let members: Vec<usize> = (0..plan.spans.len()).collect();
+        self.fetch(&plan.spans, members, Some(&plan.plan), &mut fetched).await;
+        fetched
+    }
+
+    /// Reads the spans listed in `members` (indices into `spans`); a merged
+    /// block refused with exception 2 is split in halves until the refused
+    /// tags stand alone.
+    fn fetch<'a>(
+        &'a self,
+        spans: &'a [Span<Key>],
+        members: Vec<usize>,
+        prepared: Option<&'a Plan<Key>>,
+        out: &'a mut Fetched,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let subset: Vec<Span<Key>> = members.iter().map(|&i| spans[i]).collect();
+            let owned;
+            let plan = match prepared {
+                Some(plan) => plan,
+                None => {
+                    owned = self.plan_spans(&subset).0;
+                    &owned
+                }
+            };
+            // Queue every request before awaiting any: this is what fills the pipeline.
+            let replies: Vec<_> = plan
+                .requests
+                .iter()
+                .map(|r| {
+                    let op = Op::Read { function: r.key.1.read_function(), address: r.start, quantity: r.len };
+                    self.client.submit(r.key.0, op, None)
+                })
+                .collect();
+            let mut images: Vec<Result<Vec<u8>>> =
+                plan.blocks.iter().map(|b| Ok(vec![0u8; image_len(b.key.1, b.len)])).collect();
+            for (request, reply) in plan.requests.iter().zip(replies) {
+                let result = reply.await;
+                if let Ok(image) = &mut images[request.block] {
+                    let copied = result.and_then(|reply| {
+                        let table = request.key.1;
+                        let response = reply.response(table.read_function())?;
+                        copy_into(table, &response, request.len, image, request.offset)
+                    });
+                    if let Err(e) = copied {
+                        images[request.block] = Err(e);
+                    }
+                }
+            }
+            for (block, image) in plan.blocks.iter().zip(images) {
+                match image {
+                    Ok(image) => {
+                        let index = out.images.len();
+                        out.images.push(image);
+                        for &m in &block.members {
+                            let offset = (subset[m].start - block.start) as u32;
+                            out.slots[members[m]] = Some(Ok((index, offset)));
+                        }
+                    }
+                    Err(e) if e.exception_code == Some(2) && block.members.len() > 1 => {
+                        let mut ordered: Vec<usize> = block.members.iter().map(|&m| members[m]).collect();
+                        ordered.sort_by_key(|&i| spans[i].start);
+                        let second = ordered.split_off(ordered.len() / 2);
+                        self.fetch(spans, ordered, None, out).await;
+                        self.fetch(spans, second, None, out).await;
+                        self.learn_limit(block.key, block.len);
+                    }
+                    Err(e) => {
+                        if e.exception_code == Some(2) {
+                            let mut learned = self.learned();
+                            if learned.refused.insert(subset[block.members[0]]) {
+                                learned.generation += 1;
+                            }
+                        }
+                        for &m in &block.members {
+                            out.slots[members[m]] = Some(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    /// A merged request of `len` was refused: keep later requests of that table shorter.
+    fn learn_limit(&self, key: Key, len: u32) {
+        let mut learned = self.learned();
+        let shorter = (len / 2).max(1).min(u16::MAX as u32) as u16;
+        let entry = learned.max_len.entry(key).or_insert(u16::MAX);
+        if shorter < *entry {
+            *entry = shorter;
+            learned.generation += 1;
+        }
+    }
+
+    /// Writes each tag; one result per tag, in order. All requests are queued
+    /// before any reply is awaited.
+    pub async fn write(&self, writes: &[(ModbusTag, Value)]) -> Vec<Result<()>> {
+        let queued: Vec<Result<Vec<_>>> = writes
+            .iter()
+            .map(|(tag, value)| {
+                let unit = self.key(tag).0;
+                Ok(write_ops(tag, value)?
+                    .into_iter()
+                    .map(|op| {
+                        let expected = op.clone();
+                        let reply = self.client.submit(unit, op, None);
+                        async move { check_write_echo(&expected, unit, &reply.await?) }
+                    })
+                    .collect())
+            })
+            .collect();
+        let mut results = Vec::with_capacity(writes.len());
+        for replies in queued {
+            let mut result = Ok(());
+            match replies {
+                Ok(replies) => {
+                    for reply in replies {
+                        let outcome = reply.await;
+                        if result.is_ok() {
+                            result = outcome;
+                        }
+                    }
+                }
+                Err(e) => result = Err(e),
+            }
+            results.push(result);
+        }
+        results
+    }
+
+    pub async fn close(&self) {
+        self.client.close().await;
+    }
+}
+
+/// Bytes per table unit in a block image: two per register, one per bit (unpacked).
+fn image_len(table: Table, units: u32) -> usize {
+    if table.is_bit() {
+        units as usize
+    } else {
+        units as usize * 2
+    }
+}
+
+/// Checks a read reply against its request and copies it into the block image.
+fn copy_into(table: Table, response: &Response, quantity: u16, image: &mut [u8], offset: u32) -> Result<()> {
+    let start = image_len(table, offset);
+    let end = start + image_len(table, quantity as u32);
+    let target = image.get_mut(start..end).ok_or_else(|| Error::proto("reply outside its block"))?;
+    match (response, table.is_bit()) {
+        (Response::ReadBits { packed }, true) if packed.len() == (quantity as usize).div_ceil(8) => {
+            for (i, slot) in target.iter_mut().enumerate() {
+                *slot = pdu::bit(packed, i) as u8;
+            }
+            Ok(())
+        }
+        (Response::ReadRegisters { registers }, false) if registers.len() == target.len() => {
+            target.copy_from_slice(registers);
+            Ok(())
+        }
+        _ => Err(Error::proto(format!(
+            "reply does not carry the {quantity} {} requested",
+            if table.is_bit() { "bits" } else { "registers" }
+        ))),
+    }
+}
+
+fn register_span_bytes(tag: &ModbusTag) -> usize {
+    if tag.data_type == DataType::String {
+        (tag.string_length as usize).div_ceil(2) * 2
+    } else {
+        registers_per_element(tag.data_type) * 2
+    }
+}
+
+/// Decodes one tag from its block image.
+pub fn decode_tag(tag: &ModbusTag, image: &[u8], offset: u32) -> Result<Value> {
+    let element = |i: usize| -> Result<Value> {
+        if tag.table.is_bit() {
+            let bit = image.get(offset as usize + i).ok_or_else(|| Error::proto("short image"))?;
+            return Ok(Value::Bool(*bit != 0));
+        }
+        let size = register_span_bytes(tag);
+        let start = offset as usize * 2 + i * size;
+        let bytes = image.get(start..start + size).ok_or_else(|| Error::proto("short image"))?;
+        match (tag.bit, tag.data_type) {
+            (Some(bit), _) => {
+                let Value::UInt(word) = decode_element(bytes, DataType::Uint, tag.byte_order)? else {
+                    return Err(Error::proto("register did not decode as UINT"));
+                };
+                Ok(Value::Bool(word >> bit & 1 == 1))
+            }
+            (None, DataType::String) => Ok(Value::String(decode_string(bytes, tag.byte_order))),
+            (None, ty) => decode_element(bytes, ty, tag.byte_order),
+        }
+    };
+    match tag.count {
+        None => element(0),
+        Some(n) => (0..n as usize).map(element).collect::<Result<Vec<_>>>().map(Value::Array),
+    }
+}
+
+fn decode_tag_f64(tag: &ModbusTag, image: &[u8], offset: u32, out: &mut Vec<f64>) -> Result<()> {
+    if tag.data_type == DataType::String {
+        return Err(Error::address(format!("STRING tag '{tag}' has no numeric column")));
+    }
+    if tag.table.is_bit() || tag.bit.is_some() {
+        // Bits are rare in hot loops; reuse the typed decoder.
+        return match decode_tag(tag, image, offset)? {
+            Value::Array(items) => {
+                out.extend(items.iter().map(|v| matches!(v, Value::Bool(true)) as u8 as f64));
+                Ok(())
+            }
+            v => {
+                out.push(matches!(v, Value::Bool(true)) as u8 as f64);
+                Ok(())
+            }
+        };
+    }
+    let size = registers_per_element(tag.data_type) * 2;
+    let start = offset as usize * 2;
+    let bytes = image
+        .get(start..start + size * tag.elements())
+        .ok_or_else(|| Error::proto("short image"))?;
+    for chunk in bytes.chunks_exact(size) {
+        out.push(decode_element_f64(chunk, tag.data_type, tag.byte_order)?);
+    }
+    Ok(())
+}
+
+fn as_bool(value: &Value) -> Result<bool> {
+    match value {
+        Value::Bool(b) => Ok(*b),
+        Value::Int(0) | Value::UInt(0) => Ok(false),
+        Value::Int(1) | Value::UInt(1) => Ok(true),
+        Value::Float(f) if *f == 0.0 || *f == 1.0 => Ok(*f == 1.0),
+        other => Err(Error::invalid_value(format!("expected a boolean, got {other:?}"))),
+    }
+}
+
+/// The elements of a write value: a scalar for scalar tags, an array of exactly `count` for arrays.
+fn elements<'v>(tag: &ModbusTag, value: &'v Value) -> Result<Vec<&'v Value>> {
+    match (tag.count, value) {
+        (None, Value::Array(_)) => Err(Error::invalid_value(format!("tag '{tag}' takes a single value, not an array"))),
+        (None, v) => Ok(vec![v]),
+        (Some(n), Value::Array(items)) if items.len() == n as usize => Ok(items.iter().collect()),
+        (Some(n), _) => Err(Error::invalid_value(format!("tag '{tag}' takes an array of exactly {n} values"))),
+    }
+}
+
+/// The requests that write `value` to `tag`, within the spec's per-request limits.
+pub fn write_ops(tag: &ModbusTag, value: &Value) -> Result<Vec<Op>> {
+    if !tag.table.is_writable() {
+        return Err(Error::address(format!("{} is read-only: cannot write '{tag}'", tag.table.name())));
+    }
+    let items = elements(tag, value)?;
+    if tag.table.is_bit() {
+        let bits: Vec<bool> = items.into_iter().map(as_bool).collect::<Result<_>>()?;
+        if tag.count.is_none() {
+            return Ok(vec![Op::WriteSingleCoil { address: tag.address, value: bits[0] }]);
+        }
+        return Ok(bits
+            .chunks(MAX_WRITE_BITS)
+            .enumerate()
+            .map(|(i, chunk)| {
+                let mut packed = Vec::with_capacity(chunk.len().div_ceil(8));
+                pdu::pack_bits(chunk.iter().copied(), &mut packed);
+                Op::WriteMultipleCoils {
+                    address: tag.address + (i * MAX_WRITE_BITS) as u16,
+                    quantity: chunk.len() as u16,
+                    packed: Bytes::from(packed),
+                }
+            })
+            .collect());
+    }
+    if let Some(bit) = tag.bit {
+        // One bit of a register: a mask write leaves the other fifteen alone.
+        let mask = 1u16 << bit;
+        let set = as_bool(items[0])?;
+        return Ok(vec![Op::MaskWriteRegister { address: tag.address, and_mask: !mask, or_mask: if set { mask } else { 0 } }]);
+    }
+    let mut registers = Vec::with_capacity(tag.span() as usize * 2);
+    for item in items {
+        match (tag.data_type, item) {
+            (DataType::String, Value::String(s)) => {
+                encode_string(s, tag.string_length as usize, tag.byte_order, &mut registers)?
+            }
+            (DataType::String, other) => {
+                return Err(Error::invalid_value(format!("tag '{tag}' takes a string, got {other:?}")))
+            }
+            (ty, v) => encode_element(v, ty, tag.byte_order, &mut registers)?,
+        }
+    }
+    if registers.len() == 2 {
+        return Ok(vec![Op::WriteSingleRegister {
+            address: tag.address,
+            value: u16::from_be_bytes([registers[0], registers[1]]),
+        }]);
+    }
+    let registers = Bytes::from(registers);
+    Ok((0..registers.len())
+        .step_by(MAX_WRITE_REGISTERS * 2)
+        .map(|start| Op::WriteMultipleRegisters {
+            address: tag.address + (start / 2) as u16,
+            registers: registers.slice(start..(start + MAX_WRITE_REGISTERS * 2).min(registers.len())),
+        })
+        .collect())
+}
+
+/// A write reply must echo what was written; anything else is a protocol error.
+fn check_write_echo(op: &Op, unit: u8, reply: &crate::client::Reply) -> Result<()> {
+    if unit == 0 {
+        return Ok(()); // broadcast: no reply to check
+    }
+    let request = op.request()?;
+    let response = reply.response(request.function())?;
+    let echoed = match (&request, &response) {
+        (pdu::Request::WriteSingleCoil { address, value }, Response::WriteSingleCoil { address: a, value: v }) => {
+            address == a && value == v
+        }
+        (pdu::Request::WriteSingleRegister { address, value }, Response::WriteSingleRegister { address: a, value: v }) => {
+            address == a && value == v
+        }
+        (pdu::Request::WriteMultipleCoils { address, quantity, .. }, Response::WriteMultiple { address: a, quantity: q }) => {
+            address == a && quantity == q
+        }
+        (pdu::Request::WriteMultipleRegisters { address, registers }, Response::WriteMultiple { address: a, quantity: q }) => {
+            address == a && registers.len() / 2 == *q as usize
+        }
+        (pdu::Request::MaskWriteRegister { address, .. }, Response::MaskWriteRegister { address: a, .. }) => address == a,
+        _ => false,
+    };
+    if echoed {
+        Ok(())
+    } else {
+        Err(Error::proto(format!("write reply does not echo the request (function {})", request.function())))
+    }
+}
+
+impl ModbusDevice {
+    /// Opens a device from its URL: `modbus-tcp://host[:502]`, `modbus-rtu-tcp://host[:502]`
+    /// or `modbus-rtu:///dev/ttyUSB0?baud-rate=9600&parity=even`.
+    pub async fn open(mut url: DeviceUrl) -> Result<ModbusDevice> {
+        let mut inter_frame_delay = Duration::ZERO;
+        let (framing, connector) = match url.scheme.as_str() {
+            "modbus-tcp" | "modbus-rtu-tcp" => {
+                let framing = if url.scheme == "modbus-tcp" { Framing::Tcp } else { Framing::Rtu };
+                if url.host.is_empty() {
+                    return Err(Error::address(format!("{}:// needs a host", url.scheme)));
+                }
+                (framing, crate::client::tcp_connector(url.socket_address(502)))
+            }
+            "modbus-rtu" => {
+                let (connector, silence) = crate::serial::connector(&mut url)?;
+                inter_frame_delay = silence;
+                (Framing::Rtu, connector)
+            }
+            other => return Err(Error::address(format!("'{other}://' is not a Modbus scheme"))),
+        };
+        let mut settings = DeviceSettings::from_url(&mut url, framing)?;
+        settings.client.inter_frame_delay = inter_frame_delay;
+        url.finish()?;
+        let client = Client::connect(connector, settings.client.clone()).await?;
+        Ok(ModbusDevice::new(client, settings))
+    }
+}

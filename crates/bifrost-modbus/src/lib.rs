@@ -1,0 +1,12 @@
+//! Modbus for Bifrost: the codec (PDU, MBAP/TCP, RTU, ASCII framing), PLC4X-style
+//! tag addresses, the pipelined client and the simulator server.
+
+pub mod ascii;
+pub mod pdu;
+pub mod rtu;
+pub mod tag;
+pub mod tcp;
+pub mod client;
+pub mod device;
+pub mod server;
+pub mod serial;

@@ -1,0 +1,218 @@
+/**
+ * The device handle `connect` returns, the same for every protocol.
+ * @packageDocumentation
+ */
+
+import { BifrostError, asBifrostError } from './errors.js'
+import { pluginFor, registeredSchemes } from './plugin.js'
+import type { ColumnarData, ConnectOptions, PreparedPlan, ProtocolPlugin, TagResult, TagValue } from './plugin.js'
+
+/** Options of {@link Device.watch}. */
+export interface WatchOptions {
+  /** Milliseconds from the start of one cycle to the start of the next. Default 1000. */
+  intervalMs?: number
+  /** Stops the watch when aborted. */
+  signal?: AbortSignal
+}
+
+/** A prepared read plan: tags parsed and planned once. */
+export class PreparedRead {
+  /** @internal */
+  constructor(
+    /** The tags of the plan, in order. */
+    readonly tags: readonly string[],
+    private readonly plan: PreparedPlan,
+  ) {}
+
+  /** Reads every tag with one call. Failed tags have quality 1 and an entry in `errors`. */
+  async read(): Promise<ColumnarData> {
+    return this.plan.read()
+  }
+}
+
+/**
+ * The value of tag `index` in a columnar result: a number for scalar tags, an
+ * array for array tags.
+ *
+ * @param data - a result of {@link PreparedRead.read}
+ * @param index - the tag's position in the plan
+ */
+export function columnValue(data: ColumnarData, index: number): number | number[] {
+  const start = data.offsets[index]
+  const end = data.offsets[index + 1]
+  if (start === undefined || end === undefined) throw new BifrostError('EINVAL', `no tag at index ${index}`)
+  return end - start === 1 ? data.values[start]! : Array.from(data.values.subarray(start, end))
+}
+
+function kebab(key: string): string {
+  return key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())
+}
+
+/** A connected device. Every protocol offers the same methods. */
+export class Device {
+  private closed = false
+
+  /** @internal */
+  constructor(
+    /** The URL the device was connected with. */
+    readonly url: string,
+    private readonly plugin: ProtocolPlugin,
+  ) {}
+
+  private checkOpen(): void {
+    if (this.closed) throw new BifrostError('ECLOSED', 'the device was closed')
+  }
+
+  /**
+   * Reads one tag.
+   * @param tag - a tag address, e.g. `holding-register:100:REAL{byte-order: CDAB}`
+   * @returns the value
+   * @throws {@link BifrostError} when the read fails
+   */
+  async read(tag: string): Promise<TagValue> {
+    const [result] = await this.readTags([tag])
+    if (!result || result.error) throw result?.error ?? new BifrostError('EPROTO', 'no result')
+    return result.value as TagValue
+  }
+
+  /**
+   * Reads many tags in one planned, pipelined batch.
+   * @param tags - tag addresses
+   * @returns one result per tag, in the same order; never throws per tag
+   */
+  async readTags(tags: string[]): Promise<TagResult[]> {
+    this.checkOpen()
+    if (!Array.isArray(tags)) throw new BifrostError('EINVAL', 'readTags takes an array of tag addresses')
+    try {
+      return await this.plugin.readTags(tags)
+    } catch (e) {
+      throw asBifrostError(e)
+    }
+  }
+
+  /**
+   * Writes one tag.
+   * @param tag - a tag address
+   * @param value - the value: boolean, number, bigint, string, or an array for array tags
+   * @throws {@link BifrostError} when the write fails
+   */
+  async write(tag: string, value: TagValue): Promise<void> {
+    const [result] = await this.writeTags([[tag, value]])
+    if (!result || result.error) throw result?.error ?? new BifrostError('EPROTO', 'no result')
+  }
+
+  /**
+   * Writes many tags; all requests are queued before any reply is awaited.
+   * @param values - tag addresses and their values, as an object or as pairs
+   * @returns one result per tag, in order; never throws per tag
+   */
+  async writeTags(values: Record<string, TagValue> | Array<[string, TagValue]>): Promise<TagResult[]> {
+    this.checkOpen()
+    const pairs = Array.isArray(values) ? values : Object.entries(values)
+    try {
+      return await this.plugin.writeTags(pairs)
+    } catch (e) {
+      throw asBifrostError(e)
+    }
+  }
+
+  /**
+   * Parses and plans the tags once. Each `read()` of the result is one call
+   * that returns typed arrays.
+   * @param tags - numeric tag addresses (STRING tags cannot be prepared)
+   * @throws {@link BifrostError} `EADDRESS` for a bad address
+   */
+  prepare(tags: string[]): PreparedRead {
+    this.checkOpen()
+    if (this.plugin.prepare) return new PreparedRead([...tags], this.plugin.prepare(tags))
+    return new PreparedRead([...tags], { read: () => this.columnsFromTags(tags) })
+  }
+
+  /** Columnar results for plugins without a native `prepare`. */
+  private async columnsFromTags(tags: string[]): Promise<ColumnarData> {
+    const results = await this.readTags(tags)
+    const values: number[] = []
+    const offsets = new Uint32Array(tags.length + 1)
+    const quality = new Uint8Array(tags.length)
+    const errors = new Map<number, BifrostError>()
+    results.forEach((r, i) => {
+      const items = Array.isArray(r.value) ? r.value : [r.value]
+      if (r.error) {
+        quality[i] = 1
+        errors.set(i, r.error)
+        values.push(NaN)
+      } else {
+        for (const v of items) values.push(Number(v))
+      }
+      offsets[i + 1] = values.length
+    })
+    return { values: Float64Array.from(values), offsets, quality, errors, timestamp: Date.now() }
+  }
+
+  /**
+   * Polls the tags, one batch per cycle, as an async iterator. Leave the loop
+   * (or abort `signal`, or close the device) to stop.
+   * @param tags - tag addresses
+   * @param options - the polling interval and an abort signal
+   */
+  async *watch(tags: string[], options: WatchOptions = {}): AsyncGenerator<TagResult[], void, undefined> {
+    const interval = options.intervalMs ?? 1000
+    if (!(interval > 0)) throw new BifrostError('EINVAL', 'intervalMs must be a positive number')
+    let next = Date.now()
+    while (!this.closed && !options.signal?.aborted) {
+      yield await this.readTags(tags)
+      next += interval
+      const wait = next - Date.now()
+      if (wait < 0) next = Date.now() // fell behind: skip cycles rather than burst
+      else await sleep(wait, options.signal)
+    }
+  }
+
+  /** Closes the connection. Requests still in flight fail with `ECLOSED`. */
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    await this.plugin.disconnect()
+  }
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms)
+    function done() {
+      clearTimeout(timer)
+      signal?.removeEventListener('abort', done)
+      resolve()
+    }
+    signal?.addEventListener('abort', done, { once: true })
+  })
+}
+
+/**
+ * Connects to a device by URL, e.g.
+ * `modbus-tcp://10.0.0.5:502?unit-id=1&request-timeout=1000&max-in-flight=8`.
+ *
+ * @param url - the device URL; its scheme picks the protocol plugin
+ * @param options - settings that override the URL's query
+ * @throws {@link BifrostError} `EADDRESS` for a bad URL or unknown scheme, or the connection error
+ */
+export async function connect(url: string, options: ConnectOptions = {}): Promise<Device> {
+  const match = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url)
+  if (!match) throw new BifrostError('EADDRESS', `'${url}' is not a device URL (scheme://...)`)
+  const scheme = match[1]!.toLowerCase()
+  const factory = pluginFor(scheme)
+  if (!factory) {
+    throw new BifrostError('EADDRESS', `no plugin for '${scheme}://' (known: ${registeredSchemes().join(', ')})`)
+  }
+  const kebabOptions: Record<string, string> = {}
+  for (const [key, value] of Object.entries(options)) {
+    if (value !== undefined) kebabOptions[kebab(key)] = String(value)
+  }
+  const plugin = factory()
+  try {
+    await plugin.connect({ url, scheme, options: kebabOptions })
+  } catch (e) {
+    throw asBifrostError(e)
+  }
+  return new Device(url, plugin)
+}

@@ -1,0 +1,71 @@
+/**
+ * The one error type Bifrost throws or reports per tag.
+ * @packageDocumentation
+ */
+
+/**
+ * Stable error codes. Match on these, never on messages.
+ *
+ * - `ETIMEDOUT`: no reply in time, or the connection attempt timed out.
+ * - `ECONNREFUSED`: the device could not be reached.
+ * - `ECONNRESET`: the connection broke while the request was in flight.
+ * - `ECLOSED`: the device was closed.
+ * - `EPROTO`: a malformed or unexpected frame.
+ * - `EADDRESS`: a bad tag address or URL.
+ * - `EINVAL`: a value that does not fit the tag (range or type).
+ * - `MODBUS_EXCEPTION`: the device answered with a Modbus exception; see {@link BifrostError.exceptionCode}.
+ * - `CIP_STATUS`, `OPCUA_STATUS`: protocol status errors (reserved for those protocols).
+ */
+export type ErrorCode =
+  | 'ETIMEDOUT'
+  | 'ECONNREFUSED'
+  | 'ECONNRESET'
+  | 'ECLOSED'
+  | 'EPROTO'
+  | 'EADDRESS'
+  | 'EINVAL'
+  | 'MODBUS_EXCEPTION'
+  | 'CIP_STATUS'
+  | 'OPCUA_STATUS'
+
+/** An error with a stable {@link ErrorCode}. */
+export class BifrostError extends Error {
+  /** The stable error code. */
+  readonly code: ErrorCode
+  /** For `MODBUS_EXCEPTION`: the exception code the device sent (2 = illegal data address, ...). */
+  declare readonly exceptionCode?: number
+
+  /**
+   * @param code - the stable error code
+   * @param message - a human-readable explanation
+   * @param details - protocol details such as the Modbus exception code
+   */
+  constructor(code: ErrorCode, message: string, details: { exceptionCode?: number } = {}) {
+    super(message)
+    this.name = 'BifrostError'
+    this.code = code
+    if (details.exceptionCode !== undefined && details.exceptionCode !== null) {
+      this.exceptionCode = details.exceptionCode
+    }
+  }
+}
+
+/** The plain error data the native addon reports. */
+export interface NativeErrorInfo {
+  code: string
+  message: string
+  exceptionCode?: number | null
+}
+
+/** Builds a {@link BifrostError} from the addon's plain error data. @internal */
+export function fromNative(info: NativeErrorInfo): BifrostError {
+  return new BifrostError(info.code as ErrorCode, info.message, { exceptionCode: info.exceptionCode ?? undefined })
+}
+
+/** Turns anything thrown by the addon or a plugin into a {@link BifrostError}. @internal */
+export function asBifrostError(error: unknown): BifrostError {
+  if (error instanceof BifrostError) return error
+  const message = error instanceof Error ? error.message : String(error)
+  // The addon rejects arguments it cannot convert (wrong JS types) with napi's own errors.
+  return new BifrostError('EINVAL', message)
+}

@@ -1,0 +1,30 @@
+/**
+ * `@bifrost/protocols`: industrial protocols for Node.js with a Rust core.
+ *
+ * ```ts
+ * import { connect } from '@bifrost/protocols'
+ * const dev = await connect('modbus-tcp://127.0.0.1:5020?max-in-flight=16')
+ * console.log(await dev.read('holding-register:0:UINT[4]'))
+ * await dev.close()
+ * ```
+ * @packageDocumentation
+ */
+
+export { BifrostError } from './errors.js'
+export type { ErrorCode } from './errors.js'
+export { connect, columnValue, Device, PreparedRead } from './device.js'
+export type { WatchOptions } from './device.js'
+export { registerPlugin, registeredSchemes } from './plugin.js'
+export type {
+  ColumnarData,
+  ConnectOptions,
+  DeviceDescriptor,
+  PluginFactory,
+  PreparedPlan,
+  ProtocolPlugin,
+  Quality,
+  TagResult,
+  TagValue,
+} from './plugin.js'
+export { MODBUS_SCHEMES, ModbusPlugin, startSimulator } from './modbus.js'
+export type { Simulator, SimulatorOptions } from './modbus.js'

@@ -1,0 +1,147 @@
+/**
+ * Modbus (TCP, RTU over TCP, RTU over a serial line) through the native addon,
+ * and the in-process Modbus simulator.
+ * @packageDocumentation
+ */
+
+import { BindingModbusDevice, BindingModbusPlan, connectModbus, startModbusSimulator } from '../index.js'
+import type { BindingTagResult } from '../index.js'
+import { BifrostError, fromNative } from './errors.js'
+import type { NativeErrorInfo } from './errors.js'
+import { registerPlugin } from './plugin.js'
+import type { ColumnarData, DeviceDescriptor, PreparedPlan, ProtocolPlugin, TagResult, TagValue } from './plugin.js'
+
+/** URL schemes served by {@link ModbusPlugin}. */
+export const MODBUS_SCHEMES = ['modbus-tcp', 'modbus-rtu-tcp', 'modbus-rtu'] as const
+
+function isError(value: unknown): value is NativeErrorInfo {
+  return typeof value === 'object' && value !== null && 'code' in value && 'message' in value
+}
+
+/** Only failed tags need a JS-side change: their plain error becomes a `BifrostError`. */
+function toTagResults(results: BindingTagResult[]): TagResult[] {
+  for (const r of results as Array<BindingTagResult & { error?: unknown }>) {
+    if (r.error) r.error = fromNative(r.error as NativeErrorInfo)
+    else delete r.error
+    if (r.value === undefined || r.value === null) delete r.value
+  }
+  return results as unknown as TagResult[]
+}
+
+/** The Modbus protocol plugin; registered for `modbus-tcp://`, `modbus-rtu-tcp://` and `modbus-rtu://`. */
+export class ModbusPlugin implements ProtocolPlugin {
+  private device?: BindingModbusDevice
+
+  private native(): BindingModbusDevice {
+    if (!this.device) throw new BifrostError('ECLOSED', 'the device is not connected')
+    return this.device
+  }
+
+  /** Opens the connection (the first request is not sent until a read or write). */
+  async connect(device: DeviceDescriptor): Promise<void> {
+    const opened = await connectModbus(device.url, device.options)
+    if (isError(opened)) throw fromNative(opened)
+    this.device = opened
+  }
+
+  /** Reads the tags in one planned, pipelined batch. */
+  async readTags(tags: string[]): Promise<TagResult[]> {
+    return toTagResults(await this.native().readTags(tags))
+  }
+
+  /** Writes the values; all requests are queued before any reply is awaited. */
+  async writeTags(values: Array<[string, TagValue]>): Promise<TagResult[]> {
+    return toTagResults(await this.native().writeTags(values))
+  }
+
+  /** Parses and plans the tags once, in Rust. */
+  prepare(tags: string[]): PreparedPlan {
+    const plan = this.native().prepare(tags)
+    if (isError(plan)) throw fromNative(plan)
+    return new NativePlan(plan)
+  }
+
+  /** Connection counters: requests sent, timeouts, unmatched (late) replies dropped, connects. */
+  stats(): { requests: number; timeouts: number; unmatched: number; connects: number } {
+    return this.native().stats()
+  }
+
+  /** Closes the connection; in-flight requests fail with `ECLOSED`. */
+  async disconnect(): Promise<void> {
+    await this.device?.close()
+  }
+}
+
+class NativePlan implements PreparedPlan {
+  constructor(private readonly plan: BindingModbusPlan) {}
+
+  async read(): Promise<ColumnarData> {
+    const raw = await this.plan.read()
+    const errors = new Map<number, BifrostError>()
+    for (const { index, error } of raw.errors) errors.set(index, fromNative(error))
+    return { values: raw.values, offsets: raw.offsets, quality: raw.quality, errors, timestamp: raw.timestamp }
+  }
+}
+
+for (const scheme of MODBUS_SCHEMES) registerPlugin(scheme, () => new ModbusPlugin())
+
+/** Settings of {@link startSimulator}. */
+export interface SimulatorOptions {
+  /** Address to listen on. Default `127.0.0.1`. */
+  host?: string
+  /** Port to listen on; 0 or absent picks a free one. */
+  port?: number
+  /** `tcp` (MBAP, the default) or `rtu` (RTU frames over TCP, for `modbus-rtu-tcp://`). */
+  framing?: 'tcp' | 'rtu'
+  /** Unit ids that answer (default 1 to 16); others get exception 11. */
+  units?: number[]
+  /** Milliseconds added before each batch of replies. */
+  latencyMs?: number
+  /** Every Nth request gets no reply. */
+  dropEvery?: number
+  /** Each connection is closed after serving N requests. */
+  disconnectAfter?: number
+  /** Every Nth reply has a corrupt byte count. */
+  malformedEvery?: number
+  /** Address ranges that answer exception 2, e.g. `holding-register:100-109`. */
+  invalid?: string[]
+}
+
+/** A running simulator. Register and input register `i` start at `i`; coil and discrete input `i` start as `i % 2 == 1`. */
+export interface Simulator {
+  /** The address it listens on. */
+  readonly host: string
+  /** The port it listens on. */
+  readonly port: number
+  /** Requests served so far. */
+  readonly requests: number
+  /** A `modbus-tcp://` (or `modbus-rtu-tcp://`) URL for it. */
+  readonly url: string
+  /** Stops listening and closes every connection. */
+  stop(): void
+}
+
+/**
+ * Starts the Modbus simulator inside this process, on the addon's own threads.
+ * @param options - listening address, framing and fault injection
+ * @throws {@link BifrostError} when the port cannot be bound or an option is bad
+ */
+export async function startSimulator(options: SimulatorOptions = {}): Promise<Simulator> {
+  const started = await startModbusSimulator(options)
+  if (isError(started)) throw fromNative(started)
+  const scheme = options.framing === 'rtu' ? 'modbus-rtu-tcp' : 'modbus-tcp'
+  const host = started.host.includes(':') ? `[${started.host}]` : started.host
+  return {
+    get host() {
+      return started.host
+    },
+    get port() {
+      return started.port
+    },
+    get requests() {
+      return started.requests
+    },
+    url: `${scheme}://${host}:${started.port}`,
+    stop: () => started.stop(),
+  }
+}

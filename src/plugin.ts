@@ -1,0 +1,131 @@
+/**
+ * The plugin contract every protocol implements, and the registry of URL schemes.
+ * @packageDocumentation
+ */
+
+import type { BifrostError } from './errors.js'
+
+/** A value read from or written to a tag. 64-bit integer types (LINT, ULINT) are `bigint`. */
+export type TagValue = boolean | number | bigint | string | TagValue[]
+
+/** How far a value can be trusted. */
+export type Quality = 'good' | 'bad' | 'uncertain'
+
+/** The outcome for one tag of a batch. Batches never throw per tag: a failed tag has `quality: 'bad'` and an `error`. */
+export interface TagResult {
+  /** The tag address exactly as it was given. */
+  tag: string
+  /** The value read; absent when the tag failed, and for writes. */
+  value?: TagValue
+  /** `good` when the read or write succeeded. */
+  quality: Quality
+  /** Why the tag failed. */
+  error?: BifrostError
+  /** When the batch completed, in milliseconds since the Unix epoch. */
+  timestamp: number
+}
+
+/**
+ * Connection settings, the same keys as the URL's query in camelCase
+ * (`requestTimeout` is `request-timeout`). Fields given here override the URL.
+ */
+export interface ConnectOptions {
+  /** Default unit (slave) id for tags without `{unit-id: N}`. Default 1. */
+  unitId?: number
+  /** Milliseconds a request may wait for its reply. Default 1000. */
+  requestTimeout?: number
+  /** Milliseconds a connection attempt may take. Default 3000. */
+  connectTimeout?: number
+  /** Requests on the wire at once on one connection. Default 1, which every device supports. */
+  maxInFlight?: number
+  /** Largest register read the planner builds (1 to 125). Default 125. */
+  maxRegistersPerRequest?: number
+  /** Largest coil or discrete-input read the planner builds (1 to 2000). Default 2000. */
+  maxBitsPerRequest?: number
+  /** Unused addresses the planner may read over to merge two tags into one request. Default 8. */
+  maxGap?: number
+  /** Serial lines: bits per second. Default 19200. */
+  baudRate?: number
+  /** Serial lines: `none`, `even` (the default) or `odd`. */
+  parity?: 'none' | 'even' | 'odd'
+  /** Serial lines: 7 or 8 (the default). */
+  dataBits?: number
+  /** Serial lines: 1 (the default) or 2. */
+  stopBits?: number
+  /** Any other key a plugin understands. */
+  [key: string]: string | number | boolean | undefined
+}
+
+/** What a plugin is asked to connect to. */
+export interface DeviceDescriptor {
+  /** The URL as given to `connect`. */
+  url: string
+  /** The URL scheme without `://`, lower-case. */
+  scheme: string
+  /** The options given beside the URL, as kebab-case keys with string values. */
+  options: Record<string, string>
+}
+
+/** A columnar read: the numeric values of all tags back to back. */
+export interface ColumnarData {
+  /** Element values of every tag, back to back (NaN where a tag failed). */
+  values: Float64Array
+  /** Tag `i` owns `values[offsets[i]]` up to `values[offsets[i + 1]]`. */
+  offsets: Uint32Array
+  /** Per tag: 0 good, 1 bad. */
+  quality: Uint8Array
+  /** The errors of the failed tags, by tag index. */
+  errors: Map<number, BifrostError>
+  /** When the read completed, in milliseconds since the Unix epoch. */
+  timestamp: number
+}
+
+/** A set of tags parsed and planned once, read many times with one call each. */
+export interface PreparedPlan {
+  /** Reads every tag of the plan. Never rejects per tag. */
+  read(): Promise<ColumnarData>
+}
+
+/**
+ * The contract of a protocol. Native protocols implement it in the addon;
+ * third-party plugins can be written in plain TypeScript and registered with
+ * {@link registerPlugin}.
+ */
+export interface ProtocolPlugin {
+  /** Opens the connection. Rejects with a `BifrostError`. */
+  connect(device: DeviceDescriptor): Promise<void>
+  /** Reads the tags; one result per tag, in order. Never rejects per tag. */
+  readTags(tags: string[]): Promise<TagResult[]>
+  /** Writes the values; one result per tag, in order. Never rejects per tag. */
+  writeTags(values: Array<[string, TagValue]>): Promise<TagResult[]>
+  /** Closes the connection; later calls fail with `ECLOSED`. */
+  disconnect(): Promise<void>
+  /** Optional: parse and plan tags once for fast repeated reads. Throws `EADDRESS` on a bad tag. */
+  prepare?(tags: string[]): PreparedPlan
+}
+
+/** Makes a fresh plugin instance for one device. */
+export type PluginFactory = () => ProtocolPlugin
+
+const registry = new Map<string, PluginFactory>()
+
+/**
+ * Registers a plugin under a URL scheme, e.g. `registerPlugin('acme', () => new AcmePlugin())`
+ * makes `connect('acme://...')` use it. Registering a scheme again replaces the earlier plugin.
+ *
+ * @param scheme - the URL scheme without `://`
+ * @param factory - makes one plugin instance per connected device
+ */
+export function registerPlugin(scheme: string, factory: PluginFactory): void {
+  registry.set(scheme.toLowerCase(), factory)
+}
+
+/** The factory registered for `scheme`, if any. @internal */
+export function pluginFor(scheme: string): PluginFactory | undefined {
+  return registry.get(scheme.toLowerCase())
+}
+
+/** The URL schemes that have a plugin. */
+export function registeredSchemes(): string[] {
+  return [...registry.keys()].sort()
+}
