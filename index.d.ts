@@ -11,9 +11,9 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 
 export declare class BindingModbusDevice {
   /** Reads the tags in one planned, pipelined batch; never rejects. */
-  readTags(tags: Array<string>): Promise<Array<BindingTagResult>>
+  readTags(tags: Array<string>, timeoutMs?: number | undefined | null): Promise<Array<BindingTagResult>>
   /** Writes each tag; one result per tag, never rejects. */
-  writeTags(writes: Array<[string, boolean | number | bigint | string | Array<unknown>]>): Promise<Array<BindingTagResult>>
+  writeTags(writes: Array<[string, boolean | number | bigint | string | Array<unknown>]>, timeoutMs?: number | undefined | null): Promise<Array<BindingTagResult>>
   /** Parses and plans the tags once; the plan's `read` then costs one call. */
   prepare(tags: Array<string>): BindingModbusPlan | ErrorInfo
   stats(): BindingConnectionStats
@@ -23,7 +23,7 @@ export declare class BindingModbusDevice {
 export declare class BindingModbusPlan {
   /** Requests one read of the plan sends (before any split on refusal). */
   get requestCount(): number
-  read(): Promise<BindingColumnarRead>
+  read(timeoutMs?: number | undefined | null): Promise<BindingColumnarRead>
 }
 
 export declare class BindingModbusSimulator {

@@ -5,7 +5,7 @@
 
 import { BifrostError, asBifrostError } from './errors.js'
 import { pluginFor, registeredSchemes } from './plugin.js'
-import type { ColumnarData, ConnectOptions, PreparedPlan, ProtocolPlugin, TagResult, TagValue } from './plugin.js'
+import type { ColumnarData, ConnectOptions, PreparedPlan, ProtocolPlugin, RequestOptions, TagResult, TagValue } from './plugin.js'
 
 /** Options of {@link Device.watch}. */
 export interface WatchOptions {
@@ -24,9 +24,12 @@ export class PreparedRead {
     private readonly plan: PreparedPlan,
   ) {}
 
-  /** Reads every tag with one call. Failed tags have quality 1 and an entry in `errors`. */
-  async read(): Promise<ColumnarData> {
-    return this.plan.read()
+  /**
+   * Reads every tag with one call. Failed tags have quality 1 and an entry in `errors`.
+   * @param options - a timeout for this read
+   */
+  async read(options?: RequestOptions): Promise<ColumnarData> {
+    return this.plan.read(options)
   }
 }
 
@@ -66,11 +69,12 @@ export class Device {
   /**
    * Reads one tag.
    * @param tag - a tag address, e.g. `holding-register:100:REAL{byte-order: CDAB}`
+   * @param options - a timeout for this read
    * @returns the value
    * @throws {@link BifrostError} when the read fails
    */
-  async read(tag: string): Promise<TagValue> {
-    const [result] = await this.readTags([tag])
+  async read(tag: string, options?: RequestOptions): Promise<TagValue> {
+    const [result] = await this.readTags([tag], options)
     if (!result || result.error) throw result?.error ?? new BifrostError('EPROTO', 'no result')
     return result.value as TagValue
   }
@@ -78,13 +82,14 @@ export class Device {
   /**
    * Reads many tags in one planned, pipelined batch.
    * @param tags - tag addresses
+   * @param options - a timeout for this read
    * @returns one result per tag, in the same order; never throws per tag
    */
-  async readTags(tags: string[]): Promise<TagResult[]> {
+  async readTags(tags: string[], options?: RequestOptions): Promise<TagResult[]> {
     this.checkOpen()
     if (!Array.isArray(tags)) throw new BifrostError('EINVAL', 'readTags takes an array of tag addresses')
     try {
-      return await this.plugin.readTags(tags)
+      return await this.plugin.readTags(tags, options)
     } catch (e) {
       throw asBifrostError(e)
     }
@@ -94,23 +99,28 @@ export class Device {
    * Writes one tag.
    * @param tag - a tag address
    * @param value - the value: boolean, number, bigint, string, or an array for array tags
+   * @param options - a timeout for this write
    * @throws {@link BifrostError} when the write fails
    */
-  async write(tag: string, value: TagValue): Promise<void> {
-    const [result] = await this.writeTags([[tag, value]])
+  async write(tag: string, value: TagValue, options?: RequestOptions): Promise<void> {
+    const [result] = await this.writeTags([[tag, value]], options)
     if (!result || result.error) throw result?.error ?? new BifrostError('EPROTO', 'no result')
   }
 
   /**
    * Writes many tags; all requests are queued before any reply is awaited.
    * @param values - tag addresses and their values, as an object or as pairs
+   * @param options - a timeout for this write
    * @returns one result per tag, in order; never throws per tag
    */
-  async writeTags(values: Record<string, TagValue> | Array<[string, TagValue]>): Promise<TagResult[]> {
+  async writeTags(
+    values: Record<string, TagValue> | Array<[string, TagValue]>,
+    options?: RequestOptions,
+  ): Promise<TagResult[]> {
     this.checkOpen()
     const pairs = Array.isArray(values) ? values : Object.entries(values)
     try {
-      return await this.plugin.writeTags(pairs)
+      return await this.plugin.writeTags(pairs, options)
     } catch (e) {
       throw asBifrostError(e)
     }
@@ -125,12 +135,12 @@ export class Device {
   prepare(tags: string[]): PreparedRead {
     this.checkOpen()
     if (this.plugin.prepare) return new PreparedRead([...tags], this.plugin.prepare(tags))
-    return new PreparedRead([...tags], { read: () => this.columnsFromTags(tags) })
+    return new PreparedRead([...tags], { read: (options) => this.columnsFromTags(tags, options) })
   }
 
   /** Columnar results for plugins without a native `prepare`. */
-  private async columnsFromTags(tags: string[]): Promise<ColumnarData> {
-    const results = await this.readTags(tags)
+  private async columnsFromTags(tags: string[], options?: RequestOptions): Promise<ColumnarData> {
+    const results = await this.readTags(tags, options)
     const values: number[] = []
     const offsets = new Uint32Array(tags.length + 1)
     const quality = new Uint8Array(tags.length)

@@ -23,6 +23,7 @@ export type {
   PreparedPlan,
   ProtocolPlugin,
   Quality,
+  RequestOptions,
   TagResult,
   TagValue,
 } from './plugin.js'

@@ -114,17 +114,16 @@ impl FromNapiValue for WriteValue {
         ValueType::String => Value::String(String::from_napi_value(env, value)?),
         ValueType::BigInt => {
           let big = BigInt::from_napi_value(env, value)?;
-          let (signed, unsigned, lossless) = big.get_u64();
-          if !lossless {
-            return Err(napi::Error::new(
-              Status::InvalidArg,
-              "bigint does not fit in 64 bits",
-            ));
-          }
-          if signed {
-            Value::Int(big.get_i64().0)
-          } else {
-            Value::UInt(unsigned)
+          let word = big.words.first().copied().unwrap_or(0);
+          match (big.sign_bit, big.words.len() <= 1) {
+            (false, true) => Value::UInt(word),
+            (true, true) if word <= i64::MIN.unsigned_abs() => Value::Int((word as i64).wrapping_neg()),
+            _ => {
+              return Err(napi::Error::new(
+                Status::InvalidArg,
+                "bigint does not fit in 64 bits",
+              ))
+            }
           }
         }
         ValueType::Object => {

@@ -80,6 +80,11 @@ fn tag_result(tag: String, outcome: Result<JsValue, Error>, timestamp: f64) -> B
   }
 }
 
+/// A per-call request timeout; `None` keeps the device's `request-timeout`.
+fn request_timeout(timeout_ms: Option<u32>) -> Option<Duration> {
+  timeout_ms.map(|ms| Duration::from_millis(ms.max(1) as u64))
+}
+
 /// Parses every address; the bad ones keep their error so each tag reports its own.
 fn parse_tags(tags: &[String]) -> Vec<Result<ModbusTag, Error>> {
   tags.iter().map(|t| ModbusTag::parse(t)).collect()
@@ -116,13 +121,14 @@ pub struct BindingModbusDevice {
 impl BindingModbusDevice {
   /// Reads the tags in one planned, pipelined batch; never rejects.
   #[napi]
-  pub async fn read_tags(&self, tags: Vec<String>) -> Vec<BindingTagResult> {
+  pub async fn read_tags(&self, tags: Vec<String>, timeout_ms: Option<u32>) -> Vec<BindingTagResult> {
+    let timeout = request_timeout(timeout_ms);
     let device = self.device.clone();
     let parsed = parse_tags(&tags);
     let outcome = guarded(async move {
       let valid: Vec<ModbusTag> = parsed.iter().filter_map(|t| t.as_ref().ok().cloned()).collect();
       let mut plan = device.prepare(valid);
-      let values = device.read(&mut plan).await;
+      let values = device.read(&mut plan, timeout).await;
       (parsed, plan, values)
     })
     .await;
@@ -151,8 +157,15 @@ impl BindingModbusDevice {
   }
 
   /// Writes each tag; one result per tag, never rejects.
-  #[napi(ts_args_type = "writes: Array<[string, boolean | number | bigint | string | Array<unknown>]>")]
-  pub async fn write_tags(&self, writes: Vec<(String, WriteValue)>) -> Vec<BindingTagResult> {
+  #[napi(
+    ts_args_type = "writes: Array<[string, boolean | number | bigint | string | Array<unknown>]>, timeoutMs?: number | undefined | null"
+  )]
+  pub async fn write_tags(
+    &self,
+    writes: Vec<(String, WriteValue)>,
+    timeout_ms: Option<u32>,
+  ) -> Vec<BindingTagResult> {
+    let timeout = request_timeout(timeout_ms);
     let device = self.device.clone();
     let (texts, values): (Vec<String>, Vec<Value>) = writes.into_iter().map(|(t, v)| (t, v.0)).unzip();
     let parsed = parse_tags(&texts);
@@ -162,7 +175,7 @@ impl BindingModbusDevice {
         .zip(values)
         .filter_map(|(t, v)| t.as_ref().ok().map(|t| (t.clone(), v)))
         .collect();
-      let results = device.write(&valid).await;
+      let results = device.write(&valid, timeout).await;
       (parsed, results)
     })
     .await;
@@ -255,13 +268,14 @@ impl BindingModbusPlan {
   }
 
   #[napi]
-  pub async fn read(&self) -> BindingColumnarRead {
+  pub async fn read(&self, timeout_ms: Option<u32>) -> BindingColumnarRead {
+    let timeout = request_timeout(timeout_ms);
     let device = self.device.clone();
     let plan = self.plan.clone();
     let tag_count = plan.lock().await.tags().len();
     let outcome = guarded(async move {
       let mut plan = plan.lock().await;
-      device.read_columnar(&mut plan).await
+      device.read_columnar(&mut plan, timeout).await
     })
     .await;
     let timestamp = now_ms();

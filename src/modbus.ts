@@ -9,7 +9,7 @@ import type { BindingTagResult } from '../index.js'
 import { BifrostError, fromNative } from './errors.js'
 import type { NativeErrorInfo } from './errors.js'
 import { registerPlugin } from './plugin.js'
-import type { ColumnarData, DeviceDescriptor, PreparedPlan, ProtocolPlugin, TagResult, TagValue } from './plugin.js'
+import type { ColumnarData, DeviceDescriptor, PreparedPlan, ProtocolPlugin, RequestOptions, TagResult, TagValue } from './plugin.js'
 
 /** URL schemes served by {@link ModbusPlugin}. */
 export const MODBUS_SCHEMES = ['modbus-tcp', 'modbus-rtu-tcp', 'modbus-rtu'] as const
@@ -45,13 +45,13 @@ export class ModbusPlugin implements ProtocolPlugin {
   }
 
   /** Reads the tags in one planned, pipelined batch. */
-  async readTags(tags: string[]): Promise<TagResult[]> {
-    return toTagResults(await this.native().readTags(tags))
+  async readTags(tags: string[], options?: RequestOptions): Promise<TagResult[]> {
+    return toTagResults(await this.native().readTags(tags, options?.timeout))
   }
 
   /** Writes the values; all requests are queued before any reply is awaited. */
-  async writeTags(values: Array<[string, TagValue]>): Promise<TagResult[]> {
-    return toTagResults(await this.native().writeTags(values))
+  async writeTags(values: Array<[string, TagValue]>, options?: RequestOptions): Promise<TagResult[]> {
+    return toTagResults(await this.native().writeTags(values, options?.timeout))
   }
 
   /** Parses and plans the tags once, in Rust. */
@@ -75,8 +75,8 @@ export class ModbusPlugin implements ProtocolPlugin {
 class NativePlan implements PreparedPlan {
   constructor(private readonly plan: BindingModbusPlan) {}
 
-  async read(): Promise<ColumnarData> {
-    const raw = await this.plan.read()
+  async read(options?: RequestOptions): Promise<ColumnarData> {
+    const raw = await this.plan.read(options?.timeout)
     const errors = new Map<number, BifrostError>()
     for (const { index, error } of raw.errors) errors.set(index, fromNative(error))
     return { values: raw.values, offsets: raw.offsets, quality: raw.quality, errors, timestamp: raw.timestamp }

@@ -56,6 +56,12 @@ export interface ConnectOptions {
   [key: string]: string | number | boolean | undefined
 }
 
+/** Settings for one call. */
+export interface RequestOptions {
+  /** Milliseconds each request of this call may wait for its reply; overrides the device's `request-timeout`. */
+  timeout?: number
+}
+
 /** What a plugin is asked to connect to. */
 export interface DeviceDescriptor {
   /** The URL as given to `connect`. */
@@ -83,7 +89,7 @@ export interface ColumnarData {
 /** A set of tags parsed and planned once, read many times with one call each. */
 export interface PreparedPlan {
   /** Reads every tag of the plan. Never rejects per tag. */
-  read(): Promise<ColumnarData>
+  read(options?: RequestOptions): Promise<ColumnarData>
 }
 
 /**
@@ -95,9 +101,9 @@ export interface ProtocolPlugin {
   /** Opens the connection. Rejects with a `BifrostError`. */
   connect(device: DeviceDescriptor): Promise<void>
   /** Reads the tags; one result per tag, in order. Never rejects per tag. */
-  readTags(tags: string[]): Promise<TagResult[]>
+  readTags(tags: string[], options?: RequestOptions): Promise<TagResult[]>
   /** Writes the values; one result per tag, in order. Never rejects per tag. */
-  writeTags(values: Array<[string, TagValue]>): Promise<TagResult[]>
+  writeTags(values: Array<[string, TagValue]>, options?: RequestOptions): Promise<TagResult[]>
   /** Closes the connection; later calls fail with `ECLOSED`. */
   disconnect(): Promise<void>
   /** Optional: parse and plan tags once for fast repeated reads. Throws `EADDRESS` on a bad tag. */

@@ -182,8 +182,8 @@ impl ModbusDevice {
     }
 
     /// Reads every tag of the plan; one result per tag, in order.
-    pub async fn read(&self, plan: &mut ReadPlan) -> Vec<Result<Value>> {
-        let fetched = self.fetch_plan(plan).await;
+    pub async fn read(&self, plan: &mut ReadPlan, timeout: Option<Duration>) -> Vec<Result<Value>> {
+        let fetched = self.fetch_plan(plan, timeout).await;
         plan.tags
             .iter()
             .zip(fetched.slots)
@@ -195,8 +195,8 @@ impl ModbusDevice {
     }
 
     /// Reads every tag of the plan into flat `f64` columns (STRING tags are refused by `prepare` callers).
-    pub async fn read_columnar(&self, plan: &mut ReadPlan) -> ColumnarRead {
-        let fetched = self.fetch_plan(plan).await;
+    pub async fn read_columnar(&self, plan: &mut ReadPlan, timeout: Option<Duration>) -> ColumnarRead {
+        let fetched = self.fetch_plan(plan, timeout).await;
         let mut out = ColumnarRead {
             values: Vec::with_capacity(plan.tags.iter().map(|t| t.elements()).sum()),
             offsets: Vec::with_capacity(plan.tags.len() + 1),
@@ -218,7 +218,7 @@ impl ModbusDevice {
         out
     }
 
-    async fn fetch_plan(&self, plan: &mut ReadPlan) -> Fetched {
+    async fn fetch_plan(&self, plan: &mut ReadPlan, timeout: Option<Duration>) -> Fetched {
         if plan.generation != self.learned().generation {
             let (fresh, generation) = self.plan_spans(&plan.spans);
             plan.plan = fresh;
@@ -226,7 +226,7 @@ impl ModbusDevice {
         }
         let mut fetched = Fetched { images: Vec::new(), slots: (0..plan.spans.len()).map(|_| None).collect() };
         let members: Vec<usize> = (0..plan.spans.len()).collect();
-        self.fetch(&plan.spans, members, Some(&plan.plan), &mut fetched).await;
+        self.fetch(&plan.spans, members, Some(&plan.plan), timeout, &mut fetched).await;
         fetched
     }
 
@@ -238,6 +238,7 @@ impl ModbusDevice {
         spans: &'a [Span<Key>],
         members: Vec<usize>,
         prepared: Option<&'a Plan<Key>>,
+        timeout: Option<Duration>,
         out: &'a mut Fetched,
     ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
@@ -256,7 +257,7 @@ impl ModbusDevice {
                 .iter()
                 .map(|r| {
                     let op = Op::Read { function: r.key.1.read_function(), address: r.start, quantity: r.len };
-                    self.client.submit(r.key.0, op, None)
+                    self.client.submit(r.key.0, op, timeout)
                 })
                 .collect();
             let mut images: Vec<Result<Vec<u8>>> =
@@ -288,9 +289,15 @@ impl ModbusDevice {
                         let mut ordered: Vec<usize> = block.members.iter().map(|&m| members[m]).collect();
                         ordered.sort_by_key(|&i| spans[i].start);
                         let second = ordered.split_off(ordered.len() / 2);
-                        self.fetch(spans, ordered, None, out).await;
-                        self.fetch(spans, second, None, out).await;
-                        self.learn_limit(block.key, block.len);
+                        self.fetch(spans, ordered, None, timeout, out).await;
+                        self.fetch(spans, second, None, timeout, out).await;
+                        // No tag refused on its own: the merged length itself was the problem.
+                        let refused_alone = block.members.iter().any(|&m| {
+                            matches!(&out.slots[members[m]], Some(Err(e)) if e.exception_code == Some(2))
+                        });
+                        if !refused_alone {
+                            self.learn_limit(block.key, block.len);
+                        }
                     }
                     Err(e) => {
                         if e.exception_code == Some(2) {
@@ -321,7 +328,7 @@ impl ModbusDevice {
 
     /// Writes each tag; one result per tag, in order. All requests are queued
     /// before any reply is awaited.
-    pub async fn write(&self, writes: &[(ModbusTag, Value)]) -> Vec<Result<()>> {
+    pub async fn write(&self, writes: &[(ModbusTag, Value)], timeout: Option<Duration>) -> Vec<Result<()>> {
         let queued: Vec<Result<Vec<_>>> = writes
             .iter()
             .map(|(tag, value)| {
@@ -330,7 +337,7 @@ impl ModbusDevice {
                     .into_iter()
                     .map(|op| {
                         let expected = op.clone();
-                        let reply = self.client.submit(unit, op, None);
+                        let reply = self.client.submit(unit, op, timeout);
                         async move { check_write_echo(&expected, unit, &reply.await?) }
                     })
                     .collect())

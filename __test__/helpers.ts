@@ -1,0 +1,102 @@
+// Shared set-up for the ava suites: third-party peers, raw socket peers, and
+// the rule that a missing peer fails in CI and is reported as skipped elsewhere.
+import test from 'ava'
+import type { ExecutionContext } from 'ava'
+import { spawn, spawnSync } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
+import net from 'node:net'
+import { join } from 'node:path'
+
+export const DEBIAN_PYTHON = '/usr/bin/python3'
+export const PEERS = join(__dirname, 'peers')
+
+/** True when `cmd` runs (exit status 0 for `args`). */
+export function available(cmd: string, args: string[]): boolean {
+  const r = spawnSync(cmd, args, { stdio: 'ignore', timeout: 20_000 })
+  return r.status === 0
+}
+
+export const hasPymodbus = (): boolean => available(DEBIAN_PYTHON, ['-c', 'import pymodbus, serial_asyncio'])
+export const hasMbpoll = (): boolean => available('mbpoll', ['-V'])
+export const hasSocat = (): boolean => available('socat', ['-V'])
+
+/**
+ * A test that needs a third-party peer. Without it the test fails under CI=true;
+ * elsewhere it is declared skipped, so the closing count shows it.
+ */
+export function peerTest(title: string, peer: { name: string; present: boolean }, body: (t: ExecutionContext) => Promise<void>): void {
+  if (peer.present) test.serial(title, body)
+  else if (process.env.CI) test.serial(title, (t) => t.fail(`peer ${peer.name} is missing (install it: see .ci/run)`))
+  else test.skip(`${title} (peer ${peer.name} missing)`, () => {})
+}
+
+/** A free TCP port on loopback. */
+export async function freePort(): Promise<number> {
+  const server = net.createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as net.AddressInfo).port
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
+
+/** Starts a child process and waits until a line of its output contains `ready`. */
+export async function startProcess(cmd: string, args: string[], ready: string, env: NodeJS.ProcessEnv = process.env): Promise<ChildProcess> {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env })
+  let output = ''
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${cmd} did not become ready in 20 s:\n${output}`)), 20_000)
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString()
+      if (output.includes(ready)) {
+        clearTimeout(timer)
+        resolve()
+      }
+    }
+    child.stdout!.on('data', onData)
+    child.stderr!.on('data', onData)
+    child.on('exit', (code) => {
+      clearTimeout(timer)
+      reject(new Error(`${cmd} exited (${code}) before it was ready:\n${output}`))
+    })
+  })
+  child.removeAllListeners('exit')
+  return child
+}
+
+export async function stopProcess(child: ChildProcess | undefined): Promise<void> {
+  if (!child || child.exitCode !== null) return
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  child.kill('SIGTERM')
+  await exited
+}
+
+/** Runs a command to completion and returns its stdout; rejects on a non-zero exit. */
+export function run(cmd: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (c) => (out += c))
+    child.stderr.on('data', (c) => (err += c))
+    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${err}${out}`))))
+  })
+}
+
+/** A raw TCP peer whose behaviour the test scripts: `onConnection` gets each socket. */
+export async function rawServer(onConnection: (socket: net.Socket) => void): Promise<{ port: number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer((socket) => {
+    sockets.add(socket)
+    socket.on('close', () => sockets.delete(socket))
+    socket.on('error', () => {})
+    onConnection(socket)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: async () => {
+      for (const s of sockets) s.destroy()
+      await new Promise((resolve) => server.close(resolve))
+    },
+  }
+}

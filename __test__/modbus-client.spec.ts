@@ -1,0 +1,272 @@
+// Client behaviour over real sockets: exceptions, timeouts, late replies,
+// garbage, reconnects, pipelining, the planner's split on refusal, prepared
+// reads, watch, and the plugin registry.
+import test from 'ava'
+import { BifrostError, columnValue, connect, registerPlugin, startSimulator } from '../src/index.js'
+import type { ModbusPlugin, TagResult, TagValue } from '../src/index.js'
+import { freePort, rawServer } from './helpers.js'
+
+/** The Modbus plugin behind a device, for its connection counters. */
+function stats(dev: object) {
+  return ((dev as unknown as { plugin: ModbusPlugin }).plugin).stats()
+}
+
+test('an exception reply is MODBUS_EXCEPTION with its code, and the connection goes on', async (t) => {
+  const sim = await startSimulator({ invalid: ['holding-register:100-109'] })
+  const dev = await connect(sim.url)
+  const error = await t.throwsAsync(dev.read('holding-register:105:UINT'))
+  t.true(error instanceof BifrostError)
+  t.is((error as BifrostError).code, 'MODBUS_EXCEPTION')
+  t.is((error as BifrostError).exceptionCode, 2)
+  const unknownUnit = await t.throwsAsync(dev.read('holding-register:1:UINT{unit-id: 200}'))
+  t.is((unknownUnit as BifrostError).exceptionCode, 11)
+  t.is(await dev.read('holding-register:110:UINT'), 110)
+  await dev.close()
+  sim.stop()
+})
+
+test('a merged read refused with exception 2 is split until only the refused tag is bad, and the limit is kept', async (t) => {
+  const sim = await startSimulator({ invalid: ['holding-register:105'] })
+  const dev = await connect(`${sim.url}?max-in-flight=4`)
+  const tags = Array.from({ length: 11 }, (_, i) => `holding-register:${100 + i}:UINT`)
+  const first = await dev.readTags(tags)
+  t.deepEqual(
+    first.map((r) => r.quality),
+    tags.map((_, i) => (i === 5 ? 'bad' : 'good')),
+  )
+  t.is(first[5]!.error?.exceptionCode, 2)
+  t.deepEqual(
+    first.filter((r) => r.quality === 'good').map((r) => r.value),
+    [100, 101, 102, 103, 104, 106, 107, 108, 109, 110],
+  )
+  const before = stats(dev).requests
+  const again = await dev.readTags(tags)
+  const second = stats(dev).requests - before
+  t.deepEqual(
+    again.map((r) => r.quality),
+    first.map((r) => r.quality),
+  )
+  // The first read needed the failed merged request plus its splits; the learned plan does not.
+  t.true(second < before, `second read used ${second} requests, first ${before}`)
+  t.true(second <= 3, `the refused tag is read alone beside at most two merged blocks (${second})`)
+  await dev.close()
+  sim.stop()
+})
+
+test('a server that never answers gives ETIMEDOUT on time', async (t) => {
+  const silent = await rawServer(() => {})
+  const dev = await connect(`modbus-tcp://127.0.0.1:${silent.port}?request-timeout=300`)
+  const started = Date.now()
+  const error = (await t.throwsAsync(dev.read('holding-register:0'))) as BifrostError
+  const elapsed = Date.now() - started
+  t.is(error.code, 'ETIMEDOUT')
+  t.true(elapsed >= 280 && elapsed < 1500, `timed out after ${elapsed} ms`)
+  await dev.close()
+  await silent.close()
+})
+
+test('a reply that arrives after its timeout is dropped and the next request gets its own answer', async (t) => {
+  const sim = await startSimulator({ latencyMs: 300 })
+  const dev = await connect(`${sim.url}?max-in-flight=4`)
+  const late = (await t.throwsAsync(dev.read('holding-register:1:UINT', { timeout: 100 }))) as BifrostError
+  t.is(late.code, 'ETIMEDOUT')
+  t.is(await dev.read('holding-register:2:UINT', { timeout: 3000 }), 2)
+  t.is(await dev.read('holding-register:3:UINT', { timeout: 3000 }), 3)
+  t.is(stats(dev).unmatched, 1)
+  t.is(stats(dev).timeouts, 1)
+  await dev.close()
+  sim.stop()
+})
+
+test('a malformed reply is EPROTO for that request only', async (t) => {
+  const sim = await startSimulator({ malformedEvery: 2 })
+  const dev = await connect(sim.url)
+  t.is(await dev.read('holding-register:7:UINT'), 7)
+  const error = (await t.throwsAsync(dev.read('holding-register:8:UINT'))) as BifrostError
+  t.is(error.code, 'EPROTO')
+  t.is(await dev.read('holding-register:9:UINT'), 9)
+  await dev.close()
+  sim.stop()
+})
+
+test('a server that sends garbage gives clean errors, never a hang or a crash', async (t) => {
+  const garbage = await rawServer((socket) => {
+    socket.on('data', () => socket.write(Buffer.from('HTTP/1.1 400 Bad Request\r\n\r\n\x00\xff\x13\x37 garbage')))
+  })
+  const dev = await connect(`modbus-tcp://127.0.0.1:${garbage.port}?request-timeout=1000`)
+  for (let i = 0; i < 3; i++) {
+    const error = (await t.throwsAsync(dev.read('holding-register:0:UINT'))) as BifrostError
+    t.true(['EPROTO', 'ECONNRESET'].includes(error.code), error.code)
+  }
+  // Random bytes of every length, each on a fresh connection.
+  const random = await rawServer((socket) => {
+    socket.on('data', () => socket.end(Buffer.from(Array.from({ length: 1 + Math.floor(Math.random() * 300) }, () => Math.floor(Math.random() * 256)))))
+  })
+  const dev2 = await connect(`modbus-tcp://127.0.0.1:${random.port}?request-timeout=500`)
+  for (let i = 0; i < 20; i++) {
+    const result = (await dev2.readTags(['holding-register:0:UINT[4]']))[0]!
+    t.is(result.quality, 'bad')
+    t.true(['EPROTO', 'ECONNRESET', 'ETIMEDOUT', 'ECONNREFUSED'].includes(result.error!.code), result.error!.code)
+  }
+  await dev.close()
+  await dev2.close()
+  await garbage.close()
+  await random.close()
+})
+
+test('the device reconnects after the server restarts', async (t) => {
+  const port = await freePort()
+  let sim = await startSimulator({ port })
+  const dev = await connect(`modbus-tcp://127.0.0.1:${port}?request-timeout=500`)
+  t.is(await dev.read('holding-register:11:UINT'), 11)
+  sim.stop()
+  const down = (await t.throwsAsync(dev.read('holding-register:11:UINT'))) as BifrostError
+  t.true(['ECONNRESET', 'ECONNREFUSED'].includes(down.code), down.code)
+  sim = await startSimulator({ port })
+  let value: TagValue | undefined
+  const deadline = Date.now() + 10_000
+  while (value === undefined && Date.now() < deadline) {
+    const r = (await dev.readTags(['holding-register:12:UINT']))[0]!
+    value = r.value
+  }
+  t.is(value, 12)
+  t.true(stats(dev).connects >= 2)
+  await dev.close()
+  sim.stop()
+})
+
+test('requests in flight when the connection breaks fail with ECONNRESET; the next request reconnects', async (t) => {
+  const sim = await startSimulator({ disconnectAfter: 3, latencyMs: 50 })
+  const dev = await connect(`${sim.url}?max-in-flight=8&max-gap=0`)
+  const tags = Array.from({ length: 8 }, (_, i) => `holding-register:${i * 10}:UINT`)
+  const results = await dev.readTags(tags)
+  const codes = results.map((r) => r.error?.code ?? 'ok')
+  t.true(codes.includes('ECONNRESET'), codes.join(','))
+  t.true(codes.filter((c) => c === 'ok').length >= 1, codes.join(','))
+  t.is(await dev.read('holding-register:5:UINT'), 5)
+  await dev.close()
+  sim.stop()
+})
+
+test('10,000 reads pipelined on one connection all get the right answers', async (t) => {
+  const sim = await startSimulator()
+  const dev = await connect(`${sim.url}?max-in-flight=16`)
+  const reads = Array.from({ length: 10_000 }, (_, i) => dev.read(`holding-register:${i}:UINT`))
+  const values = await Promise.all(reads)
+  t.true(values.every((v, i) => v === i))
+  t.is(stats(dev).connects, 1)
+  await dev.close()
+  sim.stop()
+})
+
+test('writes to unit 0 are broadcast and do not wait for a reply', async (t) => {
+  const sim = await startSimulator({ units: [1, 2, 3] })
+  const dev = await connect(sim.url)
+  await dev.write('holding-register:70:UINT{unit-id: 0}', 777)
+  // The broadcast is on the wire before the next request on the same connection.
+  t.deepEqual(
+    (await dev.readTags(['holding-register:70:UINT', 'holding-register:70:UINT{unit-id: 2}', 'holding-register:70:UINT{unit-id: 3}'])).map((r) => r.value),
+    [777, 777, 777],
+  )
+  await dev.close()
+  sim.stop()
+})
+
+test('prepared reads return typed columns from one call', async (t) => {
+  const sim = await startSimulator({ invalid: ['input-register:50'] })
+  const dev = await connect(`${sim.url}?max-in-flight=8`)
+  await dev.write('holding-register:200:REAL{byte-order: CDAB}', 21.5)
+  const plan = dev.prepare(['holding-register:0:UINT[3]', 'holding-register:200:REAL{byte-order: CDAB}', 'coil:1', 'input-register:50:INT', 'holding-register:10:LINT'])
+  const data = await plan.read()
+  t.true(data.values instanceof Float64Array)
+  t.deepEqual([...data.offsets], [0, 3, 4, 5, 6, 7])
+  t.deepEqual([...data.quality], [0, 0, 0, 1, 0])
+  t.deepEqual(columnValue(data, 0), [0, 1, 2])
+  t.is(columnValue(data, 1), 21.5)
+  t.is(columnValue(data, 2), 1)
+  t.true(Number.isNaN(columnValue(data, 3) as number))
+  t.is(data.errors.get(3)?.exceptionCode, 2)
+  t.is(columnValue(data, 4), 10 * 2 ** 48 + 11 * 2 ** 32 + 12 * 2 ** 16 + 13)
+  const error = t.throws(() => dev.prepare(['holding-register:0:FLOAT']))
+  t.is((error as BifrostError).code, 'EADDRESS')
+  t.regex(error!.message, /column 20/)
+  await dev.close()
+  sim.stop()
+})
+
+test('watch yields one batch per cycle until the loop ends', async (t) => {
+  const sim = await startSimulator()
+  const dev = await connect(sim.url)
+  const batches: TagResult[][] = []
+  const started = Date.now()
+  for await (const batch of dev.watch(['holding-register:1:UINT', 'coil:1'], { intervalMs: 100 })) {
+    batches.push(batch)
+    if (batches.length === 4) break
+  }
+  const elapsed = Date.now() - started
+  t.is(batches.length, 4)
+  t.true(elapsed >= 290, `four cycles of 100 ms took ${elapsed} ms`)
+  t.true(batches.every((b) => b.length === 2 && b[0]!.value === 1 && b[1]!.value === true))
+  await dev.close()
+  sim.stop()
+})
+
+test('bad URLs, bad addresses, refused connections and closed devices are clear BifrostErrors', async (t) => {
+  const codeOf = async (p: Promise<unknown>) => ((await t.throwsAsync(p)) as BifrostError).code
+  t.is(await codeOf(connect('not a url')), 'EADDRESS')
+  t.is(await codeOf(connect('nosuch://host')), 'EADDRESS')
+  t.is(await codeOf(connect('modbus-tcp://127.0.0.1:1?colour=red')), 'EADDRESS')
+  t.is(await codeOf(connect('modbus-tcp://127.0.0.1:1?unit-id=300')), 'EADDRESS')
+  const closedPort = await freePort()
+  t.is(await codeOf(connect(`modbus-tcp://127.0.0.1:${closedPort}`)), 'ECONNREFUSED')
+  const sim = await startSimulator()
+  const dev = await connect(sim.url, { maxInFlight: 4, requestTimeout: 500 })
+  const [bad] = await dev.readTags(['holding-register:20:FLOT'])
+  t.is(bad!.error?.code, 'EADDRESS')
+  t.regex(bad!.error!.message, /FLOT.*column 21/)
+  await dev.close()
+  t.is(await codeOf(dev.read('holding-register:0')), 'ECLOSED')
+  sim.stop()
+})
+
+test('a pure-TypeScript plugin registered under its own scheme gets the same Device API', async (t) => {
+  const store = new Map<string, TagValue>([['speed', 42]])
+  registerPlugin('memory', () => ({
+    async connect() {},
+    async readTags(tags) {
+      return tags.map((tag) =>
+        store.has(tag)
+          ? { tag, value: store.get(tag)!, quality: 'good' as const, timestamp: Date.now() }
+          : { tag, quality: 'bad' as const, error: new BifrostError('EADDRESS', `no tag ${tag}`), timestamp: Date.now() },
+      )
+    },
+    async writeTags(values) {
+      return values.map(([tag, value]) => (store.set(tag, value), { tag, quality: 'good' as const, timestamp: Date.now() }))
+    },
+    async disconnect() {},
+  }))
+  const dev = await connect('memory://local')
+  t.is(await dev.read('speed'), 42)
+  await dev.write('speed', 43)
+  t.is(await dev.read('speed'), 43)
+  t.is(((await t.throwsAsync(dev.read('missing'))) as BifrostError).code, 'EADDRESS')
+  t.deepEqual([...(await dev.prepare(['speed']).read()).values], [43])
+  await dev.close()
+})
+
+test('a device that refuses long reads teaches the planner a shorter request length', async (t) => {
+  // Tags 100, 110 and 135 answer on their own, but one read spanning them reaches into the
+  // refused 120..129, as on a device with holes or a shorter block limit.
+  const sim = await startSimulator({ invalid: ['holding-register:120-129'] })
+  const dev = await connect(`${sim.url}?max-in-flight=8&max-gap=30`)
+  const tags = ['holding-register:100:UINT', 'holding-register:110:UINT', 'holding-register:135:UINT']
+  const first = await dev.readTags(tags)
+  t.deepEqual(first.map((r) => r.value), [100, 110, 135])
+  // 100..135 refused; halves [100] and [110..135]; the latter refused and split again.
+  t.is(stats(dev).requests, 5)
+  const again = await dev.readTags(tags)
+  t.deepEqual(again.map((r) => r.value), [100, 110, 135])
+  t.is(stats(dev).requests - 5, 2, 'the learned limit plans [100..110] and [135], and nothing is refused')
+  await dev.close()
+  sim.stop()
+})
