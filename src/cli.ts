@@ -60,7 +60,7 @@ function printResults(results: TagResult[], json: boolean): boolean {
   if (json) {
     console.log(show(results.map((r) => ({ ...r, error: r.error && { code: r.error.code, message: r.error.message } })) as never))
   } else {
-    for (const r of results) console.log(r.error ? `${r.tag}\tERROR ${r.error.code}: ${r.error.message}` : `${r.tag}\t${show(r.value)}`)
+    for (const r of results) console.log(r.error ? `${r.tag}\tERROR ${r.error.code}: ${r.error.message}` : `${r.tag}\t${r.value === undefined ? "ok" : show(r.value)}`)
   }
   return results.every((r) => !r.error)
 }
