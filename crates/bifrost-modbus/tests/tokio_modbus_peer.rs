@@ -1,0 +1,192 @@
+//! tokio-modbus as a third-party peer over real loopback sockets: its client
+//! against our simulator, and its server for our pipelined client.
+
+use std::future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use bifrost_core::url::DeviceUrl;
+use bifrost_core::{ErrorCode, Value};
+use bifrost_modbus::client::{tcp_connector, Client, ClientConfig, Op};
+use bifrost_modbus::device::ModbusDevice;
+use bifrost_modbus::pdu::function;
+use bifrost_modbus::server::{Simulator, SimulatorConfig};
+use bifrost_modbus::tag::ModbusTag;
+use tokio_modbus::prelude::*;
+use tokio_modbus::server::tcp::{accept_tcp_connection, Server};
+
+
+async fn simulator(config: SimulatorConfig) -> (Simulator, SocketAddr) {
+    let sim = Simulator::start("127.0.0.1:0", config).await.unwrap();
+    let addr = sim.local_addr();
+    (sim, addr)
+}
+
+#[tokio::test]
+async fn tokio_modbus_client_reads_and_writes_our_simulator() {
+    let (_sim, addr) = simulator(SimulatorConfig::default()).await;
+    let mut ctx = tcp::connect_slave(addr, Slave(1)).await.unwrap();
+
+    assert_eq!(ctx.read_holding_registers(10, 5).await.unwrap().unwrap(), vec![10, 11, 12, 13, 14]);
+    assert_eq!(ctx.read_input_registers(65533, 3).await.unwrap().unwrap(), vec![65533, 65534, 65535]);
+    assert_eq!(ctx.read_coils(4, 4).await.unwrap().unwrap(), vec![false, true, false, true]);
+    assert_eq!(ctx.read_discrete_inputs(0, 3).await.unwrap().unwrap(), vec![false, true, false]);
+
+    ctx.write_single_register(500, 0xBEEF).await.unwrap().unwrap();
+    ctx.write_multiple_registers(501, &[1, 2, 3]).await.unwrap().unwrap();
+    assert_eq!(ctx.read_holding_registers(500, 4).await.unwrap().unwrap(), vec![0xBEEF, 1, 2, 3]);
+
+    ctx.write_single_coil(8, true).await.unwrap().unwrap();
+    ctx.write_multiple_coils(20, &[true, true, false, true]).await.unwrap().unwrap();
+    assert_eq!(ctx.read_coils(20, 4).await.unwrap().unwrap(), vec![true, true, false, true]);
+    assert!(ctx.read_coils(8, 1).await.unwrap().unwrap()[0]);
+
+    // FC22: result = (current AND and_mask) OR (or_mask AND NOT and_mask), spec example values.
+    ctx.write_single_register(4, 0x12).await.unwrap().unwrap();
+    ctx.masked_write_register(4, 0xF2, 0x25).await.unwrap().unwrap();
+    assert_eq!(ctx.read_holding_registers(4, 1).await.unwrap().unwrap(), vec![0x17]);
+
+    // FC23 writes before it reads.
+    let read = ctx.read_write_multiple_registers(600, 3, 601, &[7, 8]).await.unwrap().unwrap();
+    assert_eq!(read, vec![600, 7, 8]);
+
+    let id = ctx.read_device_identification(ReadCode::Basic, 0).await.unwrap().unwrap();
+    let objects: Vec<_> = id.device_id_objects.iter().map(|o| (o.id, o.value_as_str().unwrap().to_string())).collect();
+    assert_eq!(objects[0], (0, "Bifrost".to_string()));
+    assert_eq!(objects[1], (1, "BIFROST-SIM".to_string()));
+
+    assert_eq!(ctx.read_holding_registers(65535, 2).await.unwrap(), Err(ExceptionCode::IllegalDataAddress));
+    ctx.set_slave(Slave(99));
+    assert_eq!(
+        ctx.read_holding_registers(0, 1).await.unwrap(),
+        Err(ExceptionCode::GatewayTargetDevice)
+    );
+}
+
+/// A tokio-modbus server with 1000 holding registers (register i = 3 * i) and 100 coils.
+#[derive(Clone)]
+struct Peer {
+    registers: Arc<Mutex<Vec<u16>>>,
+    coils: Arc<Mutex<Vec<bool>>>,
+}
+
+impl tokio_modbus::server::Service for Peer {
+    type Request = Request<'static>;
+    type Response = Response;
+    type Exception = ExceptionCode;
+    type Future = future::Ready<Result<Response, ExceptionCode>>;
+
+    fn call(&self, req: Self::Request) -> Self::Future {
+        let mut registers = self.registers.lock().unwrap();
+        let mut coils = self.coils.lock().unwrap();
+        let range = |addr: u16, n: usize, len: usize| {
+            let (start, end) = (addr as usize, addr as usize + n);
+            if end <= len { Ok(start..end) } else { Err(ExceptionCode::IllegalDataAddress) }
+        };
+        future::ready(match req {
+            Request::ReadHoldingRegisters(addr, n) => {
+                range(addr, n as usize, registers.len()).map(|r| Response::ReadHoldingRegisters(registers[r].to_vec()))
+            }
+            Request::WriteSingleRegister(addr, value) => range(addr, 1, registers.len()).map(|r| {
+                registers[r.start] = value;
+                Response::WriteSingleRegister(addr, value)
+            }),
+            Request::WriteMultipleRegisters(addr, values) => range(addr, values.len(), registers.len()).map(|r| {
+                registers[r].copy_from_slice(&values);
+                Response::WriteMultipleRegisters(addr, values.len() as u16)
+            }),
+            Request::ReadCoils(addr, n) => {
+                range(addr, n as usize, coils.len()).map(|r| Response::ReadCoils(coils[r].to_vec()))
+            }
+            Request::WriteSingleCoil(addr, value) => range(addr, 1, coils.len()).map(|r| {
+                coils[r.start] = value;
+                Response::WriteSingleCoil(addr, value)
+            }),
+            _ => Err(ExceptionCode::IllegalFunction),
+        })
+    }
+}
+
+async fn tokio_modbus_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = Peer {
+        registers: Arc::new(Mutex::new((0..1000).map(|i| (i * 3) as u16).collect())),
+        coils: Arc::new(Mutex::new((0..100).map(|i| i % 4 == 0).collect())),
+    };
+    tokio::spawn(async move {
+        let server = Server::new(listener);
+        let on_connected = |stream, socket_addr| {
+            let peer = peer.clone();
+            async move { accept_tcp_connection(stream, socket_addr, move |_| Ok(Some(peer.clone()))) }
+        };
+        let _ = server.serve(&on_connected, |_| {}).await;
+    });
+    addr
+}
+
+#[tokio::test]
+async fn our_client_against_a_tokio_modbus_server() {
+    let addr = tokio_modbus_server().await;
+    let url = DeviceUrl::parse(&format!("modbus-tcp://{addr}?max-in-flight=8&max-gap=0")).unwrap();
+    let device = ModbusDevice::open(url).await.unwrap();
+
+    let tags: Vec<ModbusTag> = ["holding-register:0:UINT[4]", "holding-register:100:DINT", "coil:0:BOOL[5]", "holding-register:999:UINT"]
+        .iter()
+        .map(|t| ModbusTag::parse(t).unwrap())
+        .collect();
+    let mut plan = device.prepare(tags);
+    let values = device.read(&mut plan, None).await;
+    assert_eq!(
+        values,
+        vec![
+            Ok(Value::Array(vec![Value::UInt(0), Value::UInt(3), Value::UInt(6), Value::UInt(9)])),
+            Ok(Value::Int(300 * 65536 + 303)),
+            Ok(Value::Array([true, false, false, false, true].map(Value::Bool).to_vec())),
+            Ok(Value::UInt(2997)),
+        ]
+    );
+
+    let writes = vec![
+        (ModbusTag::parse("holding-register:10:REAL").unwrap(), Value::Float(-1.5)),
+        (ModbusTag::parse("holding-register:20:UINT").unwrap(), Value::UInt(7)),
+        (ModbusTag::parse("coil:3").unwrap(), Value::Bool(true)),
+    ];
+    assert!(device.write(&writes, None).await.iter().all(|r| r.is_ok()));
+    let mut check = device.prepare(writes.iter().map(|(t, _)| t.clone()).collect());
+    let read_back: Vec<Value> = device.read(&mut check, None).await.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(read_back, vec![Value::Float(-1.5), Value::UInt(7), Value::Bool(true)]);
+
+    // The peer refuses what it does not implement, and the connection carries on.
+    let mut refused = device.prepare(vec![ModbusTag::parse("input-register:0").unwrap()]);
+    let err = device.read(&mut refused, None).await.remove(0).unwrap_err();
+    assert_eq!((err.code, err.exception_code), (ErrorCode::ModbusException, Some(1)));
+    assert_eq!(device.read(&mut plan, None).await[3], Ok(Value::UInt(2997)));
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_matched_by_transaction_id() {
+    let (sim, addr) = simulator(SimulatorConfig::default()).await;
+    let config = ClientConfig { max_in_flight: 32, ..ClientConfig::default() };
+    let client = Client::connect(tcp_connector(addr.to_string()), config).await.unwrap();
+    let replies: Vec<_> = (0..5000u16)
+        .map(|i| {
+            let op = Op::Read { function: function::READ_HOLDING_REGISTERS, address: i, quantity: 2 };
+            client.submit(1, op, None)
+        })
+        .collect();
+    for (i, reply) in replies.into_iter().enumerate() {
+        let reply = reply.await.unwrap();
+        let expected: Vec<u8> = [i as u16, i as u16 + 1].iter().flat_map(|r| r.to_be_bytes()).collect();
+        match reply.response(function::READ_HOLDING_REGISTERS).unwrap() {
+            bifrost_modbus::pdu::Response::ReadRegisters { registers } => assert_eq!(registers, &expected[..]),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(client.stats().unmatched.load(Ordering::Relaxed), 0);
+    assert_eq!(sim.stats().requests.load(Ordering::Relaxed), 5000);
+    client.close().await;
+    let err = client.call(1, Op::Read { function: 3, address: 0, quantity: 1 }, None).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Closed);
+}
