@@ -28,4 +28,4 @@ export type {
   TagValue,
 } from './plugin.js'
 export { MODBUS_SCHEMES, ModbusPlugin, startSimulator } from './modbus.js'
-export type { Simulator, SimulatorOptions } from './modbus.js'
+export type { ConnectionStats, Simulator, SimulatorOptions } from './modbus.js'

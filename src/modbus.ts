@@ -28,6 +28,18 @@ function toTagResults(results: BindingTagResult[]): TagResult[] {
   return results as unknown as TagResult[]
 }
 
+/** Counters of one Modbus connection, since it was opened. */
+export interface ConnectionStats {
+  /** Requests written to the wire. */
+  requests: number
+  /** Requests that got no reply in time. */
+  timeouts: number
+  /** Replies that matched no request in flight (late or unknown) and were dropped. */
+  unmatched: number
+  /** Successful connects, the first one included. */
+  connects: number
+}
+
 /** The Modbus protocol plugin; registered for `modbus-tcp://`, `modbus-rtu-tcp://` and `modbus-rtu://`. */
 export class ModbusPlugin implements ProtocolPlugin {
   private device?: BindingModbusDevice
@@ -61,8 +73,8 @@ export class ModbusPlugin implements ProtocolPlugin {
     return new NativePlan(plan)
   }
 
-  /** Connection counters: requests sent, timeouts, unmatched (late) replies dropped, connects. */
-  stats(): { requests: number; timeouts: number; unmatched: number; connects: number } {
+  /** The connection's counters. */
+  stats(): ConnectionStats {
     return this.native().stats()
   }
 
