@@ -13,142 +13,120 @@ mod modbus;
 #[napi(object)]
 #[derive(Clone)]
 pub struct ErrorInfo {
-  pub code: String,
-  pub message: String,
-  pub exception_code: Option<u32>,
+    pub code: String,
+    pub message: String,
+    pub exception_code: Option<u32>,
 }
 
 impl From<Error> for ErrorInfo {
-  fn from(e: Error) -> Self {
-    ErrorInfo {
-      code: e.code.as_str().to_string(),
-      message: e.message,
-      exception_code: e.exception_code.map(u32::from),
+    fn from(e: Error) -> Self {
+        ErrorInfo {
+            code: e.code.as_str().to_string(),
+            message: e.message,
+            exception_code: e.exception_code.map(u32::from),
+        }
     }
-  }
 }
 
 /// Runs `work` as its own task so a panic inside it becomes an error for this
 /// call only, never a dead process.
 pub(crate) async fn guarded<T: Send + 'static>(
-  work: impl Future<Output = T> + Send + 'static,
+    work: impl Future<Output = T> + Send + 'static,
 ) -> std::result::Result<T, Error> {
-  tokio::spawn(work).await.map_err(|e| {
-    Error::new(
-      ErrorCode::Proto,
-      format!("internal error (please report it): {e}"),
-    )
-  })
+    tokio::spawn(work)
+        .await
+        .map_err(|e| Error::new(ErrorCode::Proto, format!("internal error (please report it): {e}")))
 }
 
 /// A decoded value on its way to JavaScript. 64-bit integer types become
 /// `bigint` so no value is silently rounded.
 pub struct JsValue {
-  value: Value,
-  wide: bool,
+    value: Value,
+    wide: bool,
 }
 
 impl JsValue {
-  pub fn new(value: Value, data_type: DataType) -> Self {
-    let wide = matches!(data_type, DataType::Lint | DataType::Ulint);
-    JsValue { value, wide }
-  }
+    pub fn new(value: Value, data_type: DataType) -> Self {
+        let wide = matches!(data_type, DataType::Lint | DataType::Ulint);
+        JsValue { value, wide }
+    }
 }
 
 impl TypeName for JsValue {
-  fn type_name() -> &'static str {
-    "unknown"
-  }
-  fn value_type() -> ValueType {
-    ValueType::Unknown
-  }
+    fn type_name() -> &'static str {
+        "unknown"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Unknown
+    }
 }
 
 impl ToNapiValue for JsValue {
-  unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
-    unsafe {
-      match val.value {
-        Value::Bool(b) => bool::to_napi_value(env, b),
-        Value::Int(i) if val.wide => BigInt::to_napi_value(env, BigInt::from(i)),
-        Value::UInt(u) if val.wide => BigInt::to_napi_value(env, BigInt::from(u)),
-        Value::Int(i) => f64::to_napi_value(env, i as f64),
-        Value::UInt(u) => f64::to_napi_value(env, u as f64),
-        Value::Float(f) => f64::to_napi_value(env, f),
-        Value::String(s) => String::to_napi_value(env, s),
-        Value::Array(items) => Vec::<JsValue>::to_napi_value(
-          env,
-          items
-            .into_iter()
-            .map(|value| JsValue {
-              value,
-              wide: val.wide,
-            })
-            .collect(),
-        ),
-      }
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        unsafe {
+            match val.value {
+                Value::Bool(b) => bool::to_napi_value(env, b),
+                Value::Int(i) if val.wide => BigInt::to_napi_value(env, BigInt::from(i)),
+                Value::UInt(u) if val.wide => BigInt::to_napi_value(env, BigInt::from(u)),
+                Value::Int(i) => f64::to_napi_value(env, i as f64),
+                Value::UInt(u) => f64::to_napi_value(env, u as f64),
+                Value::Float(f) => f64::to_napi_value(env, f),
+                Value::String(s) => String::to_napi_value(env, s),
+                Value::Array(items) => Vec::<JsValue>::to_napi_value(
+                    env,
+                    items.into_iter().map(|value| JsValue { value, wide: val.wide }).collect(),
+                ),
+            }
+        }
     }
-  }
 }
 
 /// A value written from JavaScript: boolean, number, bigint, string or an array of those.
 pub struct WriteValue(pub Value);
 
 impl TypeName for WriteValue {
-  fn type_name() -> &'static str {
-    "boolean | number | bigint | string | Array"
-  }
-  fn value_type() -> ValueType {
-    ValueType::Unknown
-  }
+    fn type_name() -> &'static str {
+        "boolean | number | bigint | string | Array"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Unknown
+    }
 }
 
 impl ValidateNapiValue for WriteValue {}
 
 impl FromNapiValue for WriteValue {
-  unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
-    unsafe {
-      let kind = napi::type_of!(env, value)?;
-      Ok(WriteValue(match kind {
-        ValueType::Boolean => Value::Bool(bool::from_napi_value(env, value)?),
-        ValueType::Number => Value::Float(f64::from_napi_value(env, value)?),
-        ValueType::String => Value::String(String::from_napi_value(env, value)?),
-        ValueType::BigInt => {
-          let big = BigInt::from_napi_value(env, value)?;
-          let word = big.words.first().copied().unwrap_or(0);
-          match (big.sign_bit, big.words.len() <= 1) {
-            (false, true) => Value::UInt(word),
-            (true, true) if word <= i64::MIN.unsigned_abs() => Value::Int((word as i64).wrapping_neg()),
-            _ => {
-              return Err(napi::Error::new(
-                Status::InvalidArg,
-                "bigint does not fit in 64 bits",
-              ))
-            }
-          }
+    unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
+        unsafe {
+            let kind = napi::type_of!(env, value)?;
+            Ok(WriteValue(match kind {
+                ValueType::Boolean => Value::Bool(bool::from_napi_value(env, value)?),
+                ValueType::Number => Value::Float(f64::from_napi_value(env, value)?),
+                ValueType::String => Value::String(String::from_napi_value(env, value)?),
+                ValueType::BigInt => {
+                    let big = BigInt::from_napi_value(env, value)?;
+                    let word = big.words.first().copied().unwrap_or(0);
+                    match (big.sign_bit, big.words.len() <= 1) {
+                        (false, true) => Value::UInt(word),
+                        (true, true) if word <= i64::MIN.unsigned_abs() => Value::Int((word as i64).wrapping_neg()),
+                        _ => return Err(napi::Error::new(Status::InvalidArg, "bigint does not fit in 64 bits")),
+                    }
+                }
+                ValueType::Object => {
+                    let mut is_array = false;
+                    napi::check_status!(sys::napi_is_array(env, value, &mut is_array))?;
+                    if !is_array {
+                        return Err(napi::Error::new(
+                            Status::InvalidArg,
+                            "write values must be booleans, numbers, bigints, strings or arrays of them",
+                        ));
+                    }
+                    Value::Array(Vec::<WriteValue>::from_napi_value(env, value)?.into_iter().map(|w| w.0).collect())
+                }
+                other => {
+                    return Err(napi::Error::new(Status::InvalidArg, format!("cannot write a value of type {other}")))
+                }
+            }))
         }
-        ValueType::Object => {
-          let mut is_array = false;
-          napi::check_status!(sys::napi_is_array(env, value, &mut is_array))?;
-          if !is_array {
-            return Err(napi::Error::new(
-              Status::InvalidArg,
-              "write values must be booleans, numbers, bigints, strings or arrays of them",
-            ));
-          }
-          Value::Array(
-            Vec::<WriteValue>::from_napi_value(env, value)?
-              .into_iter()
-              .map(|w| w.0)
-              .collect(),
-          )
-        }
-        other => {
-          return Err(napi::Error::new(
-            Status::InvalidArg,
-            format!("cannot write a value of type {other}"),
-          ))
-        }
-      }))
     }
-  }
 }

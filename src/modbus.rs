@@ -19,395 +19,343 @@ use crate::{guarded, ErrorInfo, JsValue, WriteValue};
 /// One tag's outcome; the TypeScript layer only swaps `error` for a `BifrostError`.
 #[napi(object, object_from_js = false)]
 pub struct BindingTagResult {
-  pub tag: String,
-  #[napi(ts_type = "boolean | number | bigint | string | Array<unknown>")]
-  pub value: Option<JsValue>,
-  pub quality: String,
-  pub error: Option<ErrorInfo>,
-  pub timestamp: f64,
+    pub tag: String,
+    #[napi(ts_type = "boolean | number | bigint | string | Array<unknown>")]
+    pub value: Option<JsValue>,
+    pub quality: String,
+    pub error: Option<ErrorInfo>,
+    pub timestamp: f64,
 }
 
 /// Columnar read: element values of every tag back to back, typed arrays made from Rust memory.
 #[napi(object, object_from_js = false)]
 pub struct BindingColumnarRead {
-  pub values: Float64Array,
-  pub offsets: Uint32Array,
-  /// 0 = good, 1 = bad, per tag.
-  pub quality: Uint8Array,
-  /// Sparse: one entry per failed tag, `index` pointing at it.
-  pub errors: Vec<BindingIndexedError>,
-  pub timestamp: f64,
+    pub values: Float64Array,
+    pub offsets: Uint32Array,
+    /// 0 = good, 1 = bad, per tag.
+    pub quality: Uint8Array,
+    /// Sparse: one entry per failed tag, `index` pointing at it.
+    pub errors: Vec<BindingIndexedError>,
+    pub timestamp: f64,
 }
 
 #[napi(object, object_from_js = false)]
 pub struct BindingIndexedError {
-  pub index: u32,
-  pub error: ErrorInfo,
+    pub index: u32,
+    pub error: ErrorInfo,
 }
 
 /// Counters of one connection.
 #[napi(object, object_from_js = false)]
 pub struct BindingConnectionStats {
-  pub requests: f64,
-  pub timeouts: f64,
-  pub unmatched: f64,
-  pub connects: f64,
+    pub requests: f64,
+    pub timeouts: f64,
+    pub unmatched: f64,
+    pub connects: f64,
 }
 
 fn now_ms() -> f64 {
-  SystemTime::now()
-    .duration_since(UNIX_EPOCH)
-    .map(|d| d.as_secs_f64() * 1000.0)
-    .unwrap_or(0.0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
 }
 
 fn tag_result(tag: String, outcome: Result<JsValue, Error>, timestamp: f64) -> BindingTagResult {
-  match outcome {
-    Ok(value) => BindingTagResult {
-      tag,
-      value: Some(value),
-      quality: "good".into(),
-      error: None,
-      timestamp,
-    },
-    Err(e) => BindingTagResult {
-      tag,
-      value: None,
-      quality: "bad".into(),
-      error: Some(e.into()),
-      timestamp,
-    },
-  }
+    match outcome {
+        Ok(value) => BindingTagResult { tag, value: Some(value), quality: "good".into(), error: None, timestamp },
+        Err(e) => BindingTagResult { tag, value: None, quality: "bad".into(), error: Some(e.into()), timestamp },
+    }
 }
 
 /// A per-call request timeout; `None` keeps the device's `request-timeout`.
 fn request_timeout(timeout_ms: Option<u32>) -> Option<Duration> {
-  timeout_ms.map(|ms| Duration::from_millis(ms.max(1) as u64))
+    timeout_ms.map(|ms| Duration::from_millis(ms.max(1) as u64))
 }
 
 /// Parses every address; the bad ones keep their error so each tag reports its own.
 fn parse_tags(tags: &[String]) -> Vec<Result<ModbusTag, Error>> {
-  tags.iter().map(|t| ModbusTag::parse(t)).collect()
+    tags.iter().map(|t| ModbusTag::parse(t)).collect()
 }
 
 /// Opens a Modbus device from its URL (`modbus-tcp://`, `modbus-rtu-tcp://`, `modbus-rtu://`);
 /// `options` are kebab-case keys that override the URL's query.
 #[napi]
-pub async fn connect_modbus(
-  url: String,
-  options: HashMap<String, String>,
-) -> Either<BindingModbusDevice, ErrorInfo> {
-  let opened = async move {
-    let mut url = DeviceUrl::parse(&url)?;
-    for (key, value) in options {
-      url.set(&key, value);
+pub async fn connect_modbus(url: String, options: HashMap<String, String>) -> Either<BindingModbusDevice, ErrorInfo> {
+    let opened = async move {
+        let mut url = DeviceUrl::parse(&url)?;
+        for (key, value) in options {
+            url.set(&key, value);
+        }
+        guarded(ModbusDevice::open(url)).await?
+    };
+    match opened.await {
+        Ok(device) => Either::A(BindingModbusDevice { device: Arc::new(device) }),
+        Err(e) => Either::B(e.into()),
     }
-    guarded(ModbusDevice::open(url)).await?
-  };
-  match opened.await {
-    Ok(device) => Either::A(BindingModbusDevice {
-      device: Arc::new(device),
-    }),
-    Err(e) => Either::B(e.into()),
-  }
 }
 
 #[napi]
 pub struct BindingModbusDevice {
-  device: Arc<ModbusDevice>,
+    device: Arc<ModbusDevice>,
 }
 
 #[napi]
 impl BindingModbusDevice {
-  /// Reads the tags in one planned, pipelined batch; never rejects.
-  #[napi]
-  pub async fn read_tags(&self, tags: Vec<String>, timeout_ms: Option<u32>) -> Vec<BindingTagResult> {
-    let timeout = request_timeout(timeout_ms);
-    let device = self.device.clone();
-    let parsed = parse_tags(&tags);
-    let outcome = guarded(async move {
-      let valid: Vec<ModbusTag> = parsed.iter().filter_map(|t| t.as_ref().ok().cloned()).collect();
-      let mut plan = device.prepare(valid);
-      let values = device.read(&mut plan, timeout).await;
-      (parsed, plan, values)
-    })
-    .await;
-    let timestamp = now_ms();
-    let (parsed, plan, values) = match outcome {
-      Ok(done) => done,
-      Err(e) => {
-        return tags
-          .into_iter()
-          .map(|t| tag_result(t, Err(e.clone()), timestamp))
-          .collect()
-      }
-    };
-    let mut values = plan.tags().iter().zip(values);
-    tags
-      .into_iter()
-      .zip(parsed)
-      .map(|(text, parsed)| {
-        let outcome = parsed.and_then(|_| {
-          let (tag, value) = values.next().expect("one value per valid tag");
-          value.map(|v| JsValue::new(v, tag.data_type))
-        });
-        tag_result(text, outcome, timestamp)
-      })
-      .collect()
-  }
+    /// Reads the tags in one planned, pipelined batch; never rejects.
+    #[napi]
+    pub async fn read_tags(&self, tags: Vec<String>, timeout_ms: Option<u32>) -> Vec<BindingTagResult> {
+        let timeout = request_timeout(timeout_ms);
+        let device = self.device.clone();
+        let parsed = parse_tags(&tags);
+        let outcome = guarded(async move {
+            let valid: Vec<ModbusTag> = parsed.iter().filter_map(|t| t.as_ref().ok().cloned()).collect();
+            let mut plan = device.prepare(valid);
+            let values = device.read(&mut plan, timeout).await;
+            (parsed, plan, values)
+        })
+        .await;
+        let timestamp = now_ms();
+        let (parsed, plan, values) = match outcome {
+            Ok(done) => done,
+            Err(e) => return tags.into_iter().map(|t| tag_result(t, Err(e.clone()), timestamp)).collect(),
+        };
+        let mut values = plan.tags().iter().zip(values);
+        tags.into_iter()
+            .zip(parsed)
+            .map(|(text, parsed)| {
+                let outcome = parsed.and_then(|_| {
+                    let (tag, value) = values.next().expect("one value per valid tag");
+                    value.map(|v| JsValue::new(v, tag.data_type))
+                });
+                tag_result(text, outcome, timestamp)
+            })
+            .collect()
+    }
 
-  /// Writes each tag; one result per tag, never rejects.
-  #[napi(
-    ts_args_type = "writes: Array<[string, boolean | number | bigint | string | Array<unknown>]>, timeoutMs?: number | undefined | null"
-  )]
-  pub async fn write_tags(
-    &self,
-    writes: Vec<(String, WriteValue)>,
-    timeout_ms: Option<u32>,
-  ) -> Vec<BindingTagResult> {
-    let timeout = request_timeout(timeout_ms);
-    let device = self.device.clone();
-    let (texts, values): (Vec<String>, Vec<Value>) = writes.into_iter().map(|(t, v)| (t, v.0)).unzip();
-    let parsed = parse_tags(&texts);
-    let outcome = guarded(async move {
-      let valid: Vec<(ModbusTag, Value)> = parsed
-        .iter()
-        .zip(values)
-        .filter_map(|(t, v)| t.as_ref().ok().map(|t| (t.clone(), v)))
-        .collect();
-      let results = device.write(&valid, timeout).await;
-      (parsed, results)
-    })
-    .await;
-    let timestamp = now_ms();
-    let (parsed, results) = match outcome {
-      Ok(done) => done,
-      Err(e) => {
-        return texts
-          .into_iter()
-          .map(|t| tag_result(t, Err(e.clone()), timestamp))
-          .collect()
-      }
-    };
-    let mut results = results.into_iter();
-    texts
-      .into_iter()
-      .zip(parsed)
-      .map(|(text, parsed)| {
-        let outcome = parsed.and_then(|_| {
-          results
-            .next()
-            .expect("one result per valid tag")
-            .map(|()| JsValue::new(Value::Bool(true), bifrost_core::DataType::Bool))
-        });
-        let mut result = tag_result(text, outcome, timestamp);
-        result.value = None;
-        result
-      })
-      .collect()
-  }
+    /// Writes each tag; one result per tag, never rejects.
+    #[napi(
+        ts_args_type = "writes: Array<[string, boolean | number | bigint | string | Array<unknown>]>, timeoutMs?: number | undefined | null"
+    )]
+    pub async fn write_tags(
+        &self,
+        writes: Vec<(String, WriteValue)>,
+        timeout_ms: Option<u32>,
+    ) -> Vec<BindingTagResult> {
+        let timeout = request_timeout(timeout_ms);
+        let device = self.device.clone();
+        let (texts, values): (Vec<String>, Vec<Value>) = writes.into_iter().map(|(t, v)| (t, v.0)).unzip();
+        let parsed = parse_tags(&texts);
+        let outcome = guarded(async move {
+            let valid: Vec<(ModbusTag, Value)> =
+                parsed.iter().zip(values).filter_map(|(t, v)| t.as_ref().ok().map(|t| (t.clone(), v))).collect();
+            let results = device.write(&valid, timeout).await;
+            (parsed, results)
+        })
+        .await;
+        let timestamp = now_ms();
+        let (parsed, results) = match outcome {
+            Ok(done) => done,
+            Err(e) => return texts.into_iter().map(|t| tag_result(t, Err(e.clone()), timestamp)).collect(),
+        };
+        let mut results = results.into_iter();
+        texts
+            .into_iter()
+            .zip(parsed)
+            .map(|(text, parsed)| {
+                let outcome = parsed.and_then(|_| {
+                    results
+                        .next()
+                        .expect("one result per valid tag")
+                        .map(|()| JsValue::new(Value::Bool(true), bifrost_core::DataType::Bool))
+                });
+                let mut result = tag_result(text, outcome, timestamp);
+                result.value = None;
+                result
+            })
+            .collect()
+    }
 
-  /// Parses and plans the tags once; the plan's `read` then costs one call.
-  #[napi]
-  pub fn prepare(&self, tags: Vec<String>) -> Either<BindingModbusPlan, ErrorInfo> {
-    let mut valid = Vec::with_capacity(tags.len());
-    for text in &tags {
-      match ModbusTag::parse(text) {
-        Ok(tag) if tag.data_type == bifrost_core::DataType::String => {
-          return Either::B(
-            Error::address(format!(
-              "STRING tag '{text}' cannot be prepared (columns are numeric); read it with readTags"
-            ))
-            .into(),
-          )
+    /// Parses and plans the tags once; the plan's `read` then costs one call.
+    #[napi]
+    pub fn prepare(&self, tags: Vec<String>) -> Either<BindingModbusPlan, ErrorInfo> {
+        let mut valid = Vec::with_capacity(tags.len());
+        for text in &tags {
+            match ModbusTag::parse(text) {
+                Ok(tag) if tag.data_type == bifrost_core::DataType::String => {
+                    return Either::B(
+                        Error::address(format!(
+                            "STRING tag '{text}' cannot be prepared (columns are numeric); read it with readTags"
+                        ))
+                        .into(),
+                    )
+                }
+                Ok(tag) => valid.push(tag),
+                Err(e) => return Either::B(e.into()),
+            }
         }
-        Ok(tag) => valid.push(tag),
-        Err(e) => return Either::B(e.into()),
-      }
+        let plan = self.device.prepare(valid);
+        Either::A(BindingModbusPlan {
+            device: self.device.clone(),
+            request_count: plan.request_count() as u32,
+            plan: Arc::new(Mutex::new(plan)),
+        })
     }
-    let plan = self.device.prepare(valid);
-    Either::A(BindingModbusPlan {
-      device: self.device.clone(),
-      request_count: plan.request_count() as u32,
-      plan: Arc::new(Mutex::new(plan)),
-    })
-  }
 
-  #[napi]
-  pub fn stats(&self) -> BindingConnectionStats {
-    use std::sync::atomic::Ordering::Relaxed;
-    let stats = self.device.client().stats();
-    BindingConnectionStats {
-      requests: stats.requests.load(Relaxed) as f64,
-      timeouts: stats.timeouts.load(Relaxed) as f64,
-      unmatched: stats.unmatched.load(Relaxed) as f64,
-      connects: stats.connects.load(Relaxed) as f64,
+    #[napi]
+    pub fn stats(&self) -> BindingConnectionStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = self.device.client().stats();
+        BindingConnectionStats {
+            requests: stats.requests.load(Relaxed) as f64,
+            timeouts: stats.timeouts.load(Relaxed) as f64,
+            unmatched: stats.unmatched.load(Relaxed) as f64,
+            connects: stats.connects.load(Relaxed) as f64,
+        }
     }
-  }
 
-  #[napi]
-  pub async fn close(&self) {
-    let device = self.device.clone();
-    let _ = guarded(async move { device.close().await }).await;
-  }
+    #[napi]
+    pub async fn close(&self) {
+        let device = self.device.clone();
+        let _ = guarded(async move { device.close().await }).await;
+    }
 }
 
 #[napi]
 pub struct BindingModbusPlan {
-  device: Arc<ModbusDevice>,
-  plan: Arc<Mutex<ReadPlan>>,
-  request_count: u32,
+    device: Arc<ModbusDevice>,
+    plan: Arc<Mutex<ReadPlan>>,
+    request_count: u32,
 }
 
 #[napi]
 impl BindingModbusPlan {
-  /// Requests one read of the plan sends (before any split on refusal).
-  #[napi(getter)]
-  pub fn request_count(&self) -> u32 {
-    self.request_count
-  }
-
-  #[napi]
-  pub async fn read(&self, timeout_ms: Option<u32>) -> BindingColumnarRead {
-    let timeout = request_timeout(timeout_ms);
-    let device = self.device.clone();
-    let plan = self.plan.clone();
-    let tag_count = plan.lock().await.tags().len();
-    let outcome = guarded(async move {
-      let mut plan = plan.lock().await;
-      device.read_columnar(&mut plan, timeout).await
-    })
-    .await;
-    let timestamp = now_ms();
-    let columns = match outcome {
-      Ok(columns) => columns,
-      Err(e) => bifrost_modbus::device::ColumnarRead {
-        values: Vec::new(),
-        offsets: vec![0; tag_count + 1],
-        errors: vec![Some(e); tag_count],
-      },
-    };
-    let quality: Vec<u8> = columns.errors.iter().map(|e| e.is_some() as u8).collect();
-    let errors = columns
-      .errors
-      .into_iter()
-      .enumerate()
-      .filter_map(|(index, e)| {
-        e.map(|e| BindingIndexedError {
-          index: index as u32,
-          error: e.into(),
-        })
-      })
-      .collect();
-    BindingColumnarRead {
-      values: Float64Array::new(columns.values),
-      offsets: Uint32Array::new(columns.offsets),
-      quality: Uint8Array::new(quality),
-      errors,
-      timestamp,
+    /// Requests one read of the plan sends (before any split on refusal).
+    #[napi(getter)]
+    pub fn request_count(&self) -> u32 {
+        self.request_count
     }
-  }
+
+    #[napi]
+    pub async fn read(&self, timeout_ms: Option<u32>) -> BindingColumnarRead {
+        let timeout = request_timeout(timeout_ms);
+        let device = self.device.clone();
+        let plan = self.plan.clone();
+        let tag_count = plan.lock().await.tags().len();
+        let outcome = guarded(async move {
+            let mut plan = plan.lock().await;
+            device.read_columnar(&mut plan, timeout).await
+        })
+        .await;
+        let timestamp = now_ms();
+        let columns = match outcome {
+            Ok(columns) => columns,
+            Err(e) => bifrost_modbus::device::ColumnarRead {
+                values: Vec::new(),
+                offsets: vec![0; tag_count + 1],
+                errors: vec![Some(e); tag_count],
+            },
+        };
+        let quality: Vec<u8> = columns.errors.iter().map(|e| e.is_some() as u8).collect();
+        let errors = columns
+            .errors
+            .into_iter()
+            .enumerate()
+            .filter_map(|(index, e)| e.map(|e| BindingIndexedError { index: index as u32, error: e.into() }))
+            .collect();
+        BindingColumnarRead {
+            values: Float64Array::new(columns.values),
+            offsets: Uint32Array::new(columns.offsets),
+            quality: Uint8Array::new(quality),
+            errors,
+            timestamp,
+        }
+    }
 }
 
 /// Simulator settings; every field is optional.
 #[napi(object)]
 pub struct SimulatorOptions {
-  pub host: Option<String>,
-  /// 0 or absent: pick a free port.
-  pub port: Option<u32>,
-  /// `tcp` (MBAP, the default) or `rtu` (RTU frames over TCP).
-  pub framing: Option<String>,
-  pub units: Option<Vec<u32>>,
-  pub latency_ms: Option<u32>,
-  pub drop_every: Option<u32>,
-  pub disconnect_after: Option<u32>,
-  pub malformed_every: Option<u32>,
-  /// Ranges that answer exception 2, e.g. `holding-register:100-109`.
-  pub invalid: Option<Vec<String>>,
+    pub host: Option<String>,
+    /// 0 or absent: pick a free port.
+    pub port: Option<u32>,
+    /// `tcp` (MBAP, the default) or `rtu` (RTU frames over TCP).
+    pub framing: Option<String>,
+    pub units: Option<Vec<u32>>,
+    pub latency_ms: Option<u32>,
+    pub drop_every: Option<u32>,
+    pub disconnect_after: Option<u32>,
+    pub malformed_every: Option<u32>,
+    /// Ranges that answer exception 2, e.g. `holding-register:100-109`.
+    pub invalid: Option<Vec<String>>,
 }
 
 fn simulator_config(options: SimulatorOptions) -> Result<SimulatorConfig, Error> {
-  use bifrost_modbus::client::Framing;
-  let mut config = SimulatorConfig::default();
-  config.framing = match options.framing.as_deref() {
-    None | Some("tcp") => Framing::Tcp,
-    Some("rtu") => Framing::Rtu,
-    Some(other) => {
-      return Err(Error::invalid_value(format!(
-        "framing must be 'tcp' or 'rtu', not '{other}'"
-      )))
-    }
-  };
-  if let Some(units) = options.units {
-    config.units = units
-      .into_iter()
-      .map(|u| u8::try_from(u).map_err(|_| Error::invalid_value(format!("unit id {u} is not 0..=255"))))
-      .collect::<Result<_, _>>()?;
-  }
-  config.latency = Duration::from_millis(options.latency_ms.unwrap_or(0) as u64);
-  config.drop_every = options.drop_every.unwrap_or(0) as u64;
-  config.disconnect_after = options.disconnect_after.unwrap_or(0) as u64;
-  config.malformed_every = options.malformed_every.unwrap_or(0) as u64;
-  for spec in options.invalid.unwrap_or_default() {
-    config.invalid.push(parse_range_spec(&spec)?);
-  }
-  Ok(config)
+    use bifrost_modbus::client::Framing;
+    let framing = match options.framing.as_deref() {
+        None | Some("tcp") => Framing::Tcp,
+        Some("rtu") => Framing::Rtu,
+        Some(other) => return Err(Error::invalid_value(format!("framing must be 'tcp' or 'rtu', not '{other}'"))),
+    };
+    let units = match options.units {
+        Some(units) => units
+            .into_iter()
+            .map(|u| u8::try_from(u).map_err(|_| Error::invalid_value(format!("unit id {u} is not 0..=255"))))
+            .collect::<Result<_, _>>()?,
+        None => SimulatorConfig::default().units,
+    };
+    let invalid =
+        options.invalid.unwrap_or_default().iter().map(|spec| parse_range_spec(spec)).collect::<Result<_, _>>()?;
+    Ok(SimulatorConfig {
+        framing,
+        units,
+        latency: Duration::from_millis(options.latency_ms.unwrap_or(0) as u64),
+        drop_every: options.drop_every.unwrap_or(0) as u64,
+        disconnect_after: options.disconnect_after.unwrap_or(0) as u64,
+        malformed_every: options.malformed_every.unwrap_or(0) as u64,
+        invalid,
+    })
 }
 
 /// Starts the Modbus simulator inside this process.
 #[napi]
-pub async fn start_modbus_simulator(
-  options: SimulatorOptions,
-) -> Either<BindingModbusSimulator, ErrorInfo> {
-  let host = options.host.clone().unwrap_or_else(|| "127.0.0.1".into());
-  let port = options.port.unwrap_or(0);
-  let started = async move {
-    let config = simulator_config(options)?;
-    let address = if host.contains(':') {
-      format!("[{host}]:{port}")
-    } else {
-      format!("{host}:{port}")
+pub async fn start_modbus_simulator(options: SimulatorOptions) -> Either<BindingModbusSimulator, ErrorInfo> {
+    let host = options.host.clone().unwrap_or_else(|| "127.0.0.1".into());
+    let port = options.port.unwrap_or(0);
+    let started = async move {
+        let config = simulator_config(options)?;
+        let address = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+        guarded(async move { Simulator::start(&address, config).await }).await?.map_err(Error::from)
     };
-    guarded(async move { Simulator::start(&address, config).await })
-      .await?
-      .map_err(Error::from)
-  };
-  match started.await {
-    Ok(simulator) => Either::A(BindingModbusSimulator { simulator }),
-    Err(e) => Either::B(e.into()),
-  }
+    match started.await {
+        Ok(simulator) => Either::A(BindingModbusSimulator { simulator }),
+        Err(e) => Either::B(e.into()),
+    }
 }
 
 #[napi]
 pub struct BindingModbusSimulator {
-  simulator: Simulator,
+    simulator: Simulator,
 }
 
 #[napi]
 impl BindingModbusSimulator {
-  #[napi(getter)]
-  pub fn port(&self) -> u32 {
-    self.simulator.local_addr().port() as u32
-  }
+    #[napi(getter)]
+    pub fn port(&self) -> u32 {
+        self.simulator.local_addr().port() as u32
+    }
 
-  #[napi(getter)]
-  pub fn host(&self) -> String {
-    self.simulator.local_addr().ip().to_string()
-  }
+    #[napi(getter)]
+    pub fn host(&self) -> String {
+        self.simulator.local_addr().ip().to_string()
+    }
 
-  /// Requests served so far, over all connections.
-  #[napi(getter)]
-  pub fn requests(&self) -> f64 {
-    self
-      .simulator
-      .stats()
-      .requests
-      .load(std::sync::atomic::Ordering::Relaxed) as f64
-  }
+    /// Requests served so far, over all connections.
+    #[napi(getter)]
+    pub fn requests(&self) -> f64 {
+        self.simulator.stats().requests.load(std::sync::atomic::Ordering::Relaxed) as f64
+    }
 
-  /// Stops listening and closes every connection.
-  #[napi]
-  pub fn stop(&self) {
-    self.simulator.stop();
-  }
+    /// Stops listening and closes every connection.
+    #[napi]
+    pub fn stop(&self) {
+        self.simulator.stop();
+    }
 }

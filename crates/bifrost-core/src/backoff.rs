@@ -41,17 +41,14 @@ impl Backoff {
 
     /// The un-jittered delay for the current attempt count.
     fn base(&self) -> Duration {
-        1u32.checked_shl(self.attempts)
-            .and_then(|f| self.min.checked_mul(f))
-            .map_or(self.max, |d| d.min(self.max))
+        1u32.checked_shl(self.attempts).and_then(|f| self.min.checked_mul(f)).map_or(self.max, |d| d.min(self.max))
     }
 
     fn next_u64(&mut self) -> u64 {
         if self.rng == 0 {
             // Seeded lazily so the address is where the struct finally lives,
             // which separates backoffs created in the same clock tick.
-            let nanos =
-                SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+            let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
             let addr = self as *const Self as usize as u64;
             self.rng = splitmix64(nanos ^ addr.rotate_left(32)) | 1;
         }
@@ -85,11 +82,7 @@ mod tests {
             let cap = (100 * MS * 2u32.pow(k.min(10))).min(5000 * MS);
             assert_eq!(b.base(), cap);
             let d = b.next_delay();
-            assert!(
-                d >= cap / 2 && d <= cap,
-                "attempt {k}: {d:?} outside [{:?}, {cap:?}]",
-                cap / 2
-            );
+            assert!(d >= cap / 2 && d <= cap, "attempt {k}: {d:?} outside [{:?}, {cap:?}]", cap / 2);
             assert_eq!(b.attempts(), k + 1);
         }
     }

@@ -13,12 +13,7 @@ const MAX_STRING_BYTES: usize = 2 * 65536;
 /// characters; callers handle STRING through the string functions).
 pub fn registers_per_element(ty: DataType) -> usize {
     match ty {
-        DataType::Bool
-        | DataType::Sint
-        | DataType::Usint
-        | DataType::Int
-        | DataType::Uint
-        | DataType::String => 1,
+        DataType::Bool | DataType::Sint | DataType::Usint | DataType::Int | DataType::Uint | DataType::String => 1,
         DataType::Dint | DataType::Udint | DataType::Real => 2,
         DataType::Lint | DataType::Ulint | DataType::Lreal => 4,
     }
@@ -51,11 +46,7 @@ enum Num {
 fn decode_num(bytes: &[u8], ty: DataType, order: ByteOrder) -> Result<Num> {
     let n = registers_per_element(ty) * 2;
     if bytes.len() != n {
-        return Err(Error::proto(format!(
-            "{} needs {n} bytes of register image, got {}",
-            ty.name(),
-            bytes.len()
-        )));
+        return Err(Error::proto(format!("{} needs {n} bytes of register image, got {}", ty.name(), bytes.len())));
     }
     let mut buf = [0u8; 8];
     let Some(val) = buf.get_mut(..n) else {
@@ -136,11 +127,7 @@ fn int_in(value: &Value, ty: DataType, lo: i128, hi: i128) -> Result<i128> {
         // `as` saturates; anything saturated is far outside every range below.
         Value::Float(f) if f.is_finite() && f.fract() == 0.0 => f as i128,
         Value::Float(_) => {
-            return Err(Error::invalid_value(format!(
-                "{} is not an integer, as {} requires",
-                show(value),
-                ty.name()
-            )))
+            return Err(Error::invalid_value(format!("{} is not an integer, as {} requires", show(value), ty.name())))
         }
         _ => return Err(wrong_kind(value, ty)),
     };
@@ -164,12 +151,7 @@ fn float_of(value: &Value, ty: DataType) -> Result<f64> {
 /// types take integral numbers (and BOOL as 0/1) that fit exactly; BOOL takes
 /// a bool or 0/1; REAL/LREAL take any number (a finite value beyond f32 range
 /// is rejected for REAL). STRING takes a string, encoded at its own length.
-pub fn encode_element(
-    value: &Value,
-    ty: DataType,
-    order: ByteOrder,
-    out: &mut Vec<u8>,
-) -> Result<()> {
+pub fn encode_element(value: &Value, ty: DataType, order: ByteOrder, out: &mut Vec<u8>) -> Result<()> {
     // Two's-complement casts keep the low bits, which is the wire form.
     let raw: u64 = match ty {
         DataType::Bool => int_in(value, ty, 0, 1)? as u64,
@@ -245,10 +227,7 @@ pub fn encode_string(s: &str, len_chars: usize, order: ByteOrder, out: &mut Vec<
     }
     let bytes = s.as_bytes();
     if bytes.len() > len_chars {
-        return Err(Error::invalid_value(format!(
-            "string of {} bytes does not fit STRING[{len_chars}]",
-            bytes.len()
-        )));
+        return Err(Error::invalid_value(format!("string of {} bytes does not fit STRING[{len_chars}]", bytes.len())));
     }
     let regs = len_chars.div_ceil(2);
     out.reserve(regs * 2);
@@ -284,21 +263,9 @@ mod tests {
             (T::Bool, Value::Bool(true), [vec![0, 1], vec![1, 0], vec![0, 1], vec![1, 0]]),
             (T::Bool, Value::Bool(false), [vec![0, 0], vec![0, 0], vec![0, 0], vec![0, 0]]),
             (T::Sint, Value::Int(-1), [vec![0, 0xFF], vec![0xFF, 0], vec![0, 0xFF], vec![0xFF, 0]]),
-            (
-                T::Usint,
-                Value::UInt(200),
-                [vec![0, 0xC8], vec![0xC8, 0], vec![0, 0xC8], vec![0xC8, 0]],
-            ),
-            (
-                T::Int,
-                Value::Int(-12345),
-                [vec![0xCF, 0xC7], vec![0xC7, 0xCF], vec![0xCF, 0xC7], vec![0xC7, 0xCF]],
-            ),
-            (
-                T::Uint,
-                Value::UInt(0x1234),
-                [vec![0x12, 0x34], vec![0x34, 0x12], vec![0x12, 0x34], vec![0x34, 0x12]],
-            ),
+            (T::Usint, Value::UInt(200), [vec![0, 0xC8], vec![0xC8, 0], vec![0, 0xC8], vec![0xC8, 0]]),
+            (T::Int, Value::Int(-12345), [vec![0xCF, 0xC7], vec![0xC7, 0xCF], vec![0xCF, 0xC7], vec![0xC7, 0xCF]]),
+            (T::Uint, Value::UInt(0x1234), [vec![0x12, 0x34], vec![0x34, 0x12], vec![0x12, 0x34], vec![0x34, 0x12]]),
             (
                 T::Dint,
                 Value::Int(0x12345678),
@@ -526,13 +493,10 @@ mod tests {
             T::Lint => any::<i64>().prop_map(Value::Int).boxed(),
             T::Ulint => any::<u64>().prop_map(Value::UInt).boxed(),
             // NaN never compares equal; its bits are covered by the wire test.
-            T::Real => any::<f32>()
-                .prop_filter("not NaN", |f| !f.is_nan())
-                .prop_map(|f| Value::Float(f.into()))
-                .boxed(),
-            T::Lreal => {
-                any::<f64>().prop_filter("not NaN", |f| !f.is_nan()).prop_map(Value::Float).boxed()
+            T::Real => {
+                any::<f32>().prop_filter("not NaN", |f| !f.is_nan()).prop_map(|f| Value::Float(f.into())).boxed()
             }
+            T::Lreal => any::<f64>().prop_filter("not NaN", |f| !f.is_nan()).prop_map(Value::Float).boxed(),
             T::String => "[a-zA-Z0-9 äé]{0,20}".prop_map(Value::String).boxed(),
         }
     }

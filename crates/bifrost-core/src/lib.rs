@@ -10,8 +10,7 @@ pub mod types;
 pub mod url;
 
 pub use codec::{
-    decode_element, decode_element_f64, decode_string, encode_element, encode_string,
-    registers_per_element,
+    decode_element, decode_element_f64, decode_string, encode_element, encode_string, registers_per_element,
 };
 pub use error::{Error, ErrorCode, Result};
 pub use types::{ByteOrder, DataType, Value};

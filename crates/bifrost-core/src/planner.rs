@@ -125,8 +125,7 @@ fn close<K: Copy>(mut cur: Open<K>, out: &mut Plan<K>) {
         let chunk = (len - offset).min(cur.max_len);
         // Both always fit (start + offset < 65536, chunk <= u16::MAX); the
         // guard only keeps this panic-free.
-        let (Ok(start), Ok(chunk16)) = (u16::try_from(cur.start + offset), u16::try_from(chunk))
-        else {
+        let (Ok(start), Ok(chunk16)) = (u16::try_from(cur.start + offset), u16::try_from(chunk)) else {
             break;
         };
         out.requests.push(ReadRequest { key: cur.key, start, len: chunk16, block, offset });
@@ -185,10 +184,7 @@ mod tests {
         let spans = [sp(0, 0, 2), sp(0, 5, 2), sp(0, 20, 1)];
         // Gap 3 to the second span, 13 to the third.
         assert_eq!(blocks(&plan(&spans, lim(125, 2), none)).len(), 3);
-        assert_eq!(
-            blocks(&plan(&spans, lim(125, 3), none)),
-            [(0, 0, 7, vec![0, 1]), (0, 20, 1, vec![2])]
-        );
+        assert_eq!(blocks(&plan(&spans, lim(125, 3), none)), [(0, 0, 7, vec![0, 1]), (0, 20, 1, vec![2])]);
         assert_eq!(blocks(&plan(&spans, lim(125, 13), none)), [(0, 0, 21, vec![0, 1, 2])]);
     }
 
@@ -203,14 +199,8 @@ mod tests {
     #[test]
     fn long_span_is_chunked_and_alone() {
         let p = plan(&[sp(0, 100, 300), sp(0, 150, 10), sp(0, 400, 5)], lim(125, 50), none);
-        assert_eq!(
-            blocks(&p),
-            [(0, 100, 300, vec![0]), (0, 150, 10, vec![1]), (0, 400, 5, vec![2])]
-        );
-        assert_eq!(
-            reqs(&p)[..3],
-            [(0, 100, 125, 0, 0), (0, 225, 125, 0, 125), (0, 350, 50, 0, 250)]
-        );
+        assert_eq!(blocks(&p), [(0, 100, 300, vec![0]), (0, 150, 10, vec![1]), (0, 400, 5, vec![2])]);
+        assert_eq!(reqs(&p)[..3], [(0, 100, 125, 0, 0), (0, 225, 125, 0, 125), (0, 350, 50, 0, 250)]);
         // The tail of the address space is reachable.
         let p = plan(&[sp(0, 65000, 536)], lim(125, 0), none);
         let last = p.requests.last().unwrap();
@@ -247,10 +237,8 @@ mod tests {
     }
 
     fn case() -> impl Strategy<Value = (Vec<Span<u8>>, Vec<PlanLimits>, Vec<bool>)> {
-        let span =
-            (0u8..3, 0u16..600, 1u32..300).prop_map(|(key, start, len)| Span { key, start, len });
-        let limits =
-            (1u16..130, 0u16..20).prop_map(|(max_len, max_gap)| PlanLimits { max_len, max_gap });
+        let span = (0u8..3, 0u16..600, 1u32..300).prop_map(|(key, start, len)| Span { key, start, len });
+        let limits = (1u16..130, 0u16..20).prop_map(|(max_len, max_gap)| PlanLimits { max_len, max_gap });
         (
             prop::collection::vec(span, 0..40),
             prop::collection::vec(limits, 3),

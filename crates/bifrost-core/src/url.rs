@@ -19,9 +19,7 @@ impl DeviceUrl {
     pub fn parse(text: &str) -> Result<DeviceUrl> {
         let bad = |why: &str| Error::address(format!("{why} in URL '{text}'"));
         let (scheme, rest) = text.split_once("://").ok_or_else(|| bad("missing '://'"))?;
-        if scheme.is_empty()
-            || !scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-        {
+        if scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) {
             return Err(bad("bad scheme"));
         }
         let (rest, query) = match rest.split_once('?') {
@@ -58,19 +56,14 @@ impl DeviceUrl {
         let Some(i) = self.query.iter().rposition(|(k, _)| k == key) else { return Ok(None) };
         let (_, value) = self.query.remove(i);
         self.query.retain(|(k, _)| k != key);
-        value
-            .parse()
-            .map(Some)
-            .map_err(|_| Error::address(format!("bad value '{value}' for URL option '{key}'")))
+        value.parse().map(Some).map_err(|_| Error::address(format!("bad value '{value}' for URL option '{key}'")))
     }
 
     /// Fails on any query key nobody took.
     pub fn finish(&self) -> Result<()> {
         match self.query.first() {
             None => Ok(()),
-            Some((key, _)) => {
-                Err(Error::address(format!("unknown URL option '{key}' for {}://", self.scheme)))
-            }
+            Some((key, _)) => Err(Error::address(format!("unknown URL option '{key}' for {}://", self.scheme))),
         }
     }
 
@@ -108,11 +101,7 @@ fn percent_decode(text: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).and_then(|&b| hex(b)),
-            bytes.get(i + 2).and_then(|&b| hex(b)),
-        ) {
+        match (bytes[i], bytes.get(i + 1).and_then(|&b| hex(b)), bytes.get(i + 2).and_then(|&b| hex(b))) {
             (b'%', Some(hi), Some(lo)) => {
                 out.push((hi * 16 + lo) as u8);
                 i += 3;
@@ -132,8 +121,7 @@ mod tests {
 
     #[test]
     fn parses_tcp_url_with_options() {
-        let mut url =
-            DeviceUrl::parse("modbus-tcp://10.0.0.5:502?unit-id=7&request-timeout=250").unwrap();
+        let mut url = DeviceUrl::parse("modbus-tcp://10.0.0.5:502?unit-id=7&request-timeout=250").unwrap();
         assert_eq!(url.scheme, "modbus-tcp");
         assert_eq!(url.host, "10.0.0.5");
         assert_eq!(url.port, Some(502));

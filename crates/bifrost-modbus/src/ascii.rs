@@ -46,10 +46,7 @@ fn hex_value(c: u8) -> Option<u8> {
 /// `Ok(None)` until CR LF arrives; more than the longest legal frame without
 /// CR LF is an error. The hex is decoded into `scratch` (cleared, reused) and
 /// the LRC checked; returns `(unit_id, pdu, bytes consumed)`.
-pub fn decode_frame<'s>(
-    buf: &[u8],
-    scratch: &'s mut Vec<u8>,
-) -> Result<Option<(u8, &'s [u8], usize)>> {
+pub fn decode_frame<'s>(buf: &[u8], scratch: &'s mut Vec<u8>) -> Result<Option<(u8, &'s [u8], usize)>> {
     let Some((&first, _)) = buf.split_first() else { return Ok(None) };
     if first != b':' {
         return Err(Error::proto(format!("ASCII frame starts with 0x{first:02X} instead of ':'")));
@@ -57,18 +54,13 @@ pub fn decode_frame<'s>(
     let window = buf.get(..MAX_FRAME_CHARS).unwrap_or(buf);
     let Some(cr) = window.windows(2).position(|w| w == b"\r\n") else {
         if buf.len() >= MAX_FRAME_CHARS {
-            return Err(Error::proto(format!(
-                "no CR LF within {MAX_FRAME_CHARS} bytes of an ASCII frame start"
-            )));
+            return Err(Error::proto(format!("no CR LF within {MAX_FRAME_CHARS} bytes of an ASCII frame start")));
         }
         return Ok(None);
     };
     let hex = window.get(1..cr).unwrap_or_default();
     if !hex.len().is_multiple_of(2) {
-        return Err(Error::proto(format!(
-            "ASCII frame has an odd number ({}) of hex digits",
-            hex.len()
-        )));
+        return Err(Error::proto(format!("ASCII frame has an odd number ({}) of hex digits", hex.len())));
     }
     if hex.len() < 6 {
         return Err(Error::proto("ASCII frame too short: needs unit id, function code and LRC"));
@@ -80,10 +72,7 @@ pub fn decode_frame<'s>(
             _ => None,
         };
         let Some((hi, lo)) = digits else {
-            return Err(Error::proto(format!(
-                "ASCII frame has a non-hex character near offset {}",
-                1 + 2 * i
-            )));
+            return Err(Error::proto(format!("ASCII frame has a non-hex character near offset {}", 1 + 2 * i)));
         };
         scratch.push(hi << 4 | lo);
     }
@@ -134,9 +123,7 @@ mod tests {
     fn round_trip() {
         let mut out = Vec::new();
         let mut pdu = Vec::new();
-        Request::WriteMultipleRegisters { address: 1, registers: &[0x00, 0x0A, 0x01, 0x02] }
-            .encode(&mut pdu)
-            .unwrap();
+        Request::WriteMultipleRegisters { address: 1, registers: &[0x00, 0x0A, 0x01, 0x02] }.encode(&mut pdu).unwrap();
         encode_frame(0xF7, &pdu, &mut out);
         encode_frame(0x02, &[0x81, 0x02], &mut out);
         let mut scratch = Vec::new();

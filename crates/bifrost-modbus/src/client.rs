@@ -402,12 +402,10 @@ impl Connection {
             }
             tokio::time::sleep_until(retry_at).await;
         }
-        let attempt = tokio::time::timeout_at(
-            deadline.min(Instant::now() + self.config.connect_timeout),
-            (self.connector)(),
-        )
-        .await
-        .unwrap_or_else(|_| Err(Error::timeout("connect timed out")));
+        let attempt =
+            tokio::time::timeout_at(deadline.min(Instant::now() + self.config.connect_timeout), (self.connector)())
+                .await
+                .unwrap_or_else(|_| Err(Error::timeout("connect timed out")));
         match attempt {
             Ok(stream) => {
                 self.stream = Some(stream);
@@ -430,8 +428,11 @@ impl Connection {
     fn dispatch_replies(&mut self) {
         loop {
             let parsed = match self.config.framing {
-                Framing::Tcp => tcp::decode_frame(&self.read_buf)
-                    .map(|f| f.map(|(header, pdu, len)| (Some(header.transaction_id), header.unit_id, pdu_offset(&self.read_buf, pdu), pdu.len(), len))),
+                Framing::Tcp => tcp::decode_frame(&self.read_buf).map(|f| {
+                    f.map(|(header, pdu, len)| {
+                        (Some(header.transaction_id), header.unit_id, pdu_offset(&self.read_buf, pdu), pdu.len(), len)
+                    })
+                }),
                 Framing::Rtu => match rtu::response_frame_len(&self.read_buf) {
                     Ok(Some(len)) if len <= self.read_buf.len() => rtu::decode_frame(&self.read_buf[..len])
                         .map(|(unit, pdu)| Some((None, unit, pdu_offset(&self.read_buf, pdu), pdu.len(), len))),
@@ -473,8 +474,7 @@ impl Connection {
 
     fn expire(&mut self) {
         let now = Instant::now();
-        let expired: Vec<u16> =
-            self.in_flight.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
+        let expired: Vec<u16> = self.in_flight.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
         for id in expired {
             if let Some(pending) = self.in_flight.remove(&id) {
                 self.stats.timeouts.fetch_add(1, Ordering::Relaxed);

@@ -11,8 +11,8 @@ use std::time::Duration;
 use bifrost_core::planner::{self, Plan, PlanLimits, Span};
 use bifrost_core::url::DeviceUrl;
 use bifrost_core::{
-    decode_element, decode_element_f64, decode_string, encode_element, encode_string, registers_per_element,
-    DataType, Error, Result, Value,
+    decode_element, decode_element_f64, decode_string, encode_element, encode_string, registers_per_element, DataType,
+    Error, Result, Value,
 };
 use bytes::Bytes;
 
@@ -292,9 +292,10 @@ impl ModbusDevice {
                         self.fetch(spans, ordered, None, timeout, out).await;
                         self.fetch(spans, second, None, timeout, out).await;
                         // No tag refused on its own: the merged length itself was the problem.
-                        let refused_alone = block.members.iter().any(|&m| {
-                            matches!(&out.slots[members[m]], Some(Err(e)) if e.exception_code == Some(2))
-                        });
+                        let refused_alone = block
+                            .members
+                            .iter()
+                            .any(|&m| matches!(&out.slots[members[m]], Some(Err(e)) if e.exception_code == Some(2)));
                         if !refused_alone {
                             self.learn_limit(block.key, block.len);
                         }
@@ -453,9 +454,7 @@ fn decode_tag_f64(tag: &ModbusTag, image: &[u8], offset: u32, out: &mut Vec<f64>
     }
     let size = registers_per_element(tag.data_type) * 2;
     let start = offset as usize * 2;
-    let bytes = image
-        .get(start..start + size * tag.elements())
-        .ok_or_else(|| Error::proto("short image"))?;
+    let bytes = image.get(start..start + size * tag.elements()).ok_or_else(|| Error::proto("short image"))?;
     for chunk in bytes.chunks_exact(size) {
         out.push(decode_element_f64(chunk, tag.data_type, tag.byte_order)?);
     }
@@ -511,7 +510,11 @@ pub fn write_ops(tag: &ModbusTag, value: &Value) -> Result<Vec<Op>> {
         // One bit of a register: a mask write leaves the other fifteen alone.
         let mask = 1u16 << bit;
         let set = as_bool(items[0])?;
-        return Ok(vec![Op::MaskWriteRegister { address: tag.address, and_mask: !mask, or_mask: if set { mask } else { 0 } }]);
+        return Ok(vec![Op::MaskWriteRegister {
+            address: tag.address,
+            and_mask: !mask,
+            or_mask: if set { mask } else { 0 },
+        }]);
     }
     let mut registers = Vec::with_capacity(tag.span() as usize * 2);
     for item in items {
@@ -552,16 +555,21 @@ fn check_write_echo(op: &Op, unit: u8, reply: &crate::client::Reply) -> Result<(
         (pdu::Request::WriteSingleCoil { address, value }, Response::WriteSingleCoil { address: a, value: v }) => {
             address == a && value == v
         }
-        (pdu::Request::WriteSingleRegister { address, value }, Response::WriteSingleRegister { address: a, value: v }) => {
-            address == a && value == v
+        (
+            pdu::Request::WriteSingleRegister { address, value },
+            Response::WriteSingleRegister { address: a, value: v },
+        ) => address == a && value == v,
+        (
+            pdu::Request::WriteMultipleCoils { address, quantity, .. },
+            Response::WriteMultiple { address: a, quantity: q },
+        ) => address == a && quantity == q,
+        (
+            pdu::Request::WriteMultipleRegisters { address, registers },
+            Response::WriteMultiple { address: a, quantity: q },
+        ) => address == a && registers.len() / 2 == *q as usize,
+        (pdu::Request::MaskWriteRegister { address, .. }, Response::MaskWriteRegister { address: a, .. }) => {
+            address == a
         }
-        (pdu::Request::WriteMultipleCoils { address, quantity, .. }, Response::WriteMultiple { address: a, quantity: q }) => {
-            address == a && quantity == q
-        }
-        (pdu::Request::WriteMultipleRegisters { address, registers }, Response::WriteMultiple { address: a, quantity: q }) => {
-            address == a && registers.len() / 2 == *q as usize
-        }
-        (pdu::Request::MaskWriteRegister { address, .. }, Response::MaskWriteRegister { address: a, .. }) => address == a,
         _ => false,
     };
     if echoed {

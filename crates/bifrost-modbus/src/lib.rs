@@ -2,11 +2,11 @@
 //! tag addresses, the pipelined client and the simulator server.
 
 pub mod ascii;
-pub mod pdu;
-pub mod rtu;
-pub mod tag;
-pub mod tcp;
 pub mod client;
 pub mod device;
-pub mod server;
+pub mod pdu;
+pub mod rtu;
 pub mod serial;
+pub mod server;
+pub mod tag;
+pub mod tcp;

@@ -142,9 +142,7 @@ fn fits_address_space(address: u16, quantity: u16) -> bool {
 /// Client-side check of a quantity against its spec limit and the address space.
 fn check_quantity(what: &str, address: u16, quantity: u16, max: u16) -> Result<()> {
     if quantity == 0 || quantity > max {
-        return Err(Error::invalid_value(format!(
-            "{what}: quantity {quantity} out of range 1..={max}"
-        )));
+        return Err(Error::invalid_value(format!("{what}: quantity {quantity} out of range 1..={max}")));
     }
     if !fits_address_space(address, quantity) {
         return Err(Error::invalid_value(format!(
@@ -156,10 +154,7 @@ fn check_quantity(what: &str, address: u16, quantity: u16, max: u16) -> Result<(
 
 fn register_count(what: &str, registers: &[u8]) -> Result<u16> {
     if !registers.len().is_multiple_of(2) {
-        return Err(Error::invalid_value(format!(
-            "{what}: register data has odd length {}",
-            registers.len()
-        )));
+        return Err(Error::invalid_value(format!("{what}: register data has odd length {}", registers.len())));
     }
     // Saturate: anything this large fails the quantity check anyway.
     Ok(u16::try_from(registers.len() / 2).unwrap_or(u16::MAX))
@@ -195,9 +190,7 @@ impl<'a> Request<'a> {
 
     fn validate(&self) -> Result<()> {
         match *self {
-            Request::ReadCoils { address, quantity } => {
-                check_quantity("read coils", address, quantity, MAX_READ_BITS)
-            }
+            Request::ReadCoils { address, quantity } => check_quantity("read coils", address, quantity, MAX_READ_BITS),
             Request::ReadDiscreteInputs { address, quantity } => {
                 check_quantity("read discrete inputs", address, quantity, MAX_READ_BITS)
             }
@@ -226,12 +219,7 @@ impl<'a> Request<'a> {
                 let quantity = register_count(what, registers)?;
                 check_quantity(what, address, quantity, MAX_WRITE_REGISTERS)
             }
-            Request::ReadWriteMultipleRegisters {
-                read_address,
-                read_quantity,
-                write_address,
-                write_registers,
-            } => {
+            Request::ReadWriteMultipleRegisters { read_address, read_quantity, write_address, write_registers } => {
                 check_quantity(
                     "read/write multiple registers (read)",
                     read_address,
@@ -292,12 +280,7 @@ impl<'a> Request<'a> {
                 push_u16(out, and_mask);
                 push_u16(out, or_mask);
             }
-            Request::ReadWriteMultipleRegisters {
-                read_address,
-                read_quantity,
-                write_address,
-                write_registers,
-            } => {
+            Request::ReadWriteMultipleRegisters { read_address, read_quantity, write_address, write_registers } => {
                 push_u16(out, read_address);
                 push_u16(out, read_quantity);
                 push_u16(out, write_address);
@@ -326,11 +309,7 @@ impl<'a> Request<'a> {
             READ_COILS | READ_DISCRETE_INPUTS | READ_HOLDING_REGISTERS | READ_INPUT_REGISTERS => {
                 let address = r.u16().ok_or(VALUE)?;
                 let quantity = r.u16().ok_or(VALUE)?;
-                let max = if function <= READ_DISCRETE_INPUTS {
-                    MAX_READ_BITS
-                } else {
-                    MAX_READ_REGISTERS
-                };
+                let max = if function <= READ_DISCRETE_INPUTS { MAX_READ_BITS } else { MAX_READ_REGISTERS };
                 check_request_quantity(address, quantity, max)?;
                 match function {
                     READ_COILS => Request::ReadCoils { address, quantity },
@@ -404,12 +383,7 @@ impl<'a> Request<'a> {
                 let write_registers = r.take(usize::from(byte_count)).ok_or(VALUE)?;
                 check_request_quantity(read_address, read_quantity, MAX_READ_REGISTERS)?;
                 check_request_quantity(write_address, write_quantity, MAX_RW_WRITE_REGISTERS)?;
-                Request::ReadWriteMultipleRegisters {
-                    read_address,
-                    read_quantity,
-                    write_address,
-                    write_registers,
-                }
+                Request::ReadWriteMultipleRegisters { read_address, read_quantity, write_address, write_registers }
             }
             ENCAPSULATED_INTERFACE => {
                 if r.u8().ok_or(VALUE)? != MEI_READ_DEVICE_ID {
@@ -497,8 +471,7 @@ impl<'a> DeviceIdentification<'a> {
 fn check_objects(objects: &[u8], count: u8) -> Result<()> {
     let mut r = Reader::new(objects);
     for i in 0..count {
-        let short =
-            || Error::proto(format!("device identification object {i} of {count} is truncated"));
+        let short = || Error::proto(format!("device identification object {i} of {count} is truncated"));
         let _id = r.u8().ok_or_else(short)?;
         let len = r.u8().ok_or_else(short)?;
         r.take(usize::from(len)).ok_or_else(short)?;
@@ -516,10 +489,7 @@ fn expect_end(r: &Reader, function: u8) -> Result<()> {
     if r.is_empty() {
         Ok(())
     } else {
-        Err(Error::proto(format!(
-            "function {function} response has {} trailing bytes",
-            r.rest().len()
-        )))
+        Err(Error::proto(format!("function {function} response has {} trailing bytes", r.rest().len())))
     }
 }
 
@@ -531,9 +501,7 @@ fn truncated(function: u8) -> Error {
 fn counted_payload<'a>(r: &mut Reader<'a>, function: u8, registers: bool) -> Result<&'a [u8]> {
     let byte_count = r.u8().ok_or_else(|| truncated(function))?;
     if byte_count == 0 || (registers && !byte_count.is_multiple_of(2)) {
-        return Err(Error::proto(format!(
-            "function {function} response has invalid byte count {byte_count}"
-        )));
+        return Err(Error::proto(format!("function {function} response has invalid byte count {byte_count}")));
     }
     let available = r.rest().len();
     if available != usize::from(byte_count) {
@@ -548,14 +516,11 @@ impl<'a> Response<'a> {
     /// Client side: decodes the response PDU to a request of `expected_function`.
     /// An exception for that function decodes to `Ok(Response::Exception)`.
     pub fn decode(pdu: &'a [u8], expected_function: u8) -> Result<Response<'a>> {
-        let (&function, body) =
-            pdu.split_first().ok_or_else(|| Error::proto("empty response PDU"))?;
+        let (&function, body) = pdu.split_first().ok_or_else(|| Error::proto("empty response PDU"))?;
         let mut r = Reader::new(body);
         if expected_function < 0x80 && function == expected_function | 0x80 {
             let code = r.u8().ok_or_else(|| {
-                Error::proto(format!(
-                    "exception response to function {expected_function} has no code"
-                ))
+                Error::proto(format!("exception response to function {expected_function} has no code"))
             })?;
             expect_end(&r, function)?;
             return Ok(Response::Exception { function: expected_function, code });
@@ -869,14 +834,9 @@ mod tests {
                 write_address: 14,
                 write_registers: &[0x00, 0xFF, 0x00, 0xFF, 0x00, 0xFF],
             },
-            &[
-                0x17, 0x00, 0x03, 0x00, 0x06, 0x00, 0x0E, 0x00, 0x03, 0x06, 0x00, 0xFF, 0x00, 0xFF,
-                0x00, 0xFF,
-            ],
+            &[0x17, 0x00, 0x03, 0x00, 0x06, 0x00, 0x0E, 0x00, 0x03, 0x06, 0x00, 0xFF, 0x00, 0xFF, 0x00, 0xFF],
             Response::ReadRegisters {
-                registers: &[
-                    0x00, 0xFE, 0x0A, 0xCD, 0x00, 0x01, 0x00, 0x03, 0x00, 0x0D, 0x00, 0xFF,
-                ],
+                registers: &[0x00, 0xFE, 0x0A, 0xCD, 0x00, 0x01, 0x00, 0x03, 0x00, 0x0D, 0x00, 0xFF],
             },
             &[0x17, 0x0C, 0x00, 0xFE, 0x0A, 0xCD, 0x00, 0x01, 0x00, 0x03, 0x00, 0x0D, 0x00, 0xFF],
         );
@@ -884,9 +844,7 @@ mod tests {
 
     fn device_id_response() -> Vec<u8> {
         let mut pdu = vec![0x2B, 0x0E, 0x01, 0x01, 0x00, 0x00, 0x03];
-        for (id, value) in
-            [(0u8, &b"Company identification"[..]), (1, b"Product code XX"), (2, b"V2.11")]
-        {
+        for (id, value) in [(0u8, &b"Company identification"[..]), (1, b"Product code XX"), (2, b"V2.11")] {
             pdu.push(id);
             pdu.push(value.len() as u8);
             pdu.extend_from_slice(value);
@@ -916,14 +874,7 @@ mod tests {
             panic!("not a device identification");
         };
         let list: Vec<(u8, &[u8])> = id.objects().collect();
-        assert_eq!(
-            list,
-            vec![
-                (0, &b"Company identification"[..]),
-                (1, &b"Product code XX"[..]),
-                (2, &b"V2.11"[..])
-            ]
-        );
+        assert_eq!(list, vec![(0, &b"Company identification"[..]), (1, &b"Product code XX"[..]), (2, &b"V2.11"[..])]);
     }
 
     #[test]
@@ -972,10 +923,7 @@ mod tests {
     #[test]
     fn spec_exception_example() {
         // Read coil 1185 (0x04A1) on a device that lacks it: illegal data address.
-        assert_eq!(
-            enc(Request::ReadCoils { address: 0x04A1, quantity: 1 }),
-            [0x01, 0x04, 0xA1, 0x00, 0x01]
-        );
+        assert_eq!(enc(Request::ReadCoils { address: 0x04A1, quantity: 1 }), [0x01, 0x04, 0xA1, 0x00, 0x01]);
         let resp = Response::Exception { function: 1, code: 2 };
         assert_eq!(Response::decode(&[0x81, 0x02], 1), Ok(resp));
         assert_eq!(enc_resp(resp, 1), [0x81, 0x02]);
@@ -1009,10 +957,7 @@ mod tests {
         assert!(Response::decode(&[0x16, 0x00, 0x04, 0x00, 0xF2, 0x00], 22).is_err());
         // Unsupported function.
         assert!(Response::decode(&[0x08, 0x00, 0x00], 8).is_err());
-        assert_eq!(
-            Response::decode(&[0x88, 0x01], 8),
-            Ok(Response::Exception { function: 8, code: 1 })
-        );
+        assert_eq!(Response::decode(&[0x88, 0x01], 8), Ok(Response::Exception { function: 8, code: 1 }));
     }
 
     #[test]
@@ -1093,14 +1038,8 @@ mod tests {
         assert_eq!(Request::decode(&[0x10, 0x00, 0x01, 0x00, 0x02, 0x03, 0, 0, 0]), Err(3));
         assert_eq!(Request::decode(&[0x10, 0xFF, 0xFF, 0x00, 0x02, 0x04, 0, 0, 0, 0]), Err(2));
         assert_eq!(Request::decode(&[0x16, 0x00, 0x04, 0x00, 0xF2, 0x00]), Err(3));
-        assert_eq!(
-            Request::decode(&[0x17, 0x00, 0x03, 0x00, 0x00, 0x00, 0x0E, 0x00, 0x01, 0x02, 0, 0]),
-            Err(3)
-        );
-        assert_eq!(
-            Request::decode(&[0x17, 0xFF, 0xFF, 0x00, 0x02, 0x00, 0x0E, 0x00, 0x01, 0x02, 0, 0]),
-            Err(2)
-        );
+        assert_eq!(Request::decode(&[0x17, 0x00, 0x03, 0x00, 0x00, 0x00, 0x0E, 0x00, 0x01, 0x02, 0, 0]), Err(3));
+        assert_eq!(Request::decode(&[0x17, 0xFF, 0xFF, 0x00, 0x02, 0x00, 0x0E, 0x00, 0x01, 0x02, 0, 0]), Err(2));
     }
 
     #[test]

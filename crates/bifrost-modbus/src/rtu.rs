@@ -64,9 +64,7 @@ fn counted(buf: &[u8], count_at: usize) -> Result<Option<usize>> {
 
 fn bounded(len: usize) -> Result<Option<usize>> {
     if len > MAX_FRAME_LEN {
-        return Err(Error::proto(format!(
-            "RTU frame length {len} exceeds the maximum of {MAX_FRAME_LEN}"
-        )));
+        return Err(Error::proto(format!("RTU frame length {len} exceeds the maximum of {MAX_FRAME_LEN}")));
     }
     Ok(Some(len))
 }
@@ -107,10 +105,7 @@ pub fn response_frame_len(buf: &[u8]) -> Result<Option<usize>> {
         | READ_HOLDING_REGISTERS
         | READ_INPUT_REGISTERS
         | READ_WRITE_MULTIPLE_REGISTERS => counted(buf, 2),
-        WRITE_SINGLE_COIL
-        | WRITE_SINGLE_REGISTER
-        | WRITE_MULTIPLE_COILS
-        | WRITE_MULTIPLE_REGISTERS => Ok(Some(8)),
+        WRITE_SINGLE_COIL | WRITE_SINGLE_REGISTER | WRITE_MULTIPLE_COILS | WRITE_MULTIPLE_REGISTERS => Ok(Some(8)),
         MASK_WRITE_REGISTER => Ok(Some(10)),
         ENCAPSULATED_INTERFACE => device_id_response_len(buf),
         _ => Err(Error::proto(format!("RTU response with unknown function code {function}"))),
@@ -146,16 +141,10 @@ pub fn request_frame_len(buf: &[u8]) -> Result<Option<usize>> {
 /// Checks the CRC of a complete frame and returns `(unit_id, pdu)` borrowing it.
 pub fn decode_frame(frame: &[u8]) -> Result<(u8, &[u8])> {
     if frame.len() < 4 {
-        return Err(Error::proto(format!(
-            "RTU frame of {} bytes is shorter than the minimum of 4",
-            frame.len()
-        )));
+        return Err(Error::proto(format!("RTU frame of {} bytes is shorter than the minimum of 4", frame.len())));
     }
     if frame.len() > MAX_FRAME_LEN {
-        return Err(Error::proto(format!(
-            "RTU frame of {} bytes exceeds the maximum of {MAX_FRAME_LEN}",
-            frame.len()
-        )));
+        return Err(Error::proto(format!("RTU frame of {} bytes exceeds the maximum of {MAX_FRAME_LEN}", frame.len())));
     }
     let Some((body, crc_bytes)) = frame.split_at_checked(frame.len() - 2) else {
         return Err(Error::proto("RTU frame is truncated"));
@@ -227,9 +216,7 @@ mod tests {
         assert_eq!(prefixed[1..], out[..]);
 
         let mut out = vec![9];
-        assert!(
-            encode_request(1, &Request::ReadCoils { address: 0, quantity: 0 }, &mut out).is_err()
-        );
+        assert!(encode_request(1, &Request::ReadCoils { address: 0, quantity: 0 }, &mut out).is_err());
         assert_eq!(out, [9]);
     }
 
@@ -346,19 +333,10 @@ mod tests {
         check_len(&req(Request::ReadInputRegisters { address: 8, quantity: 1 }), ql);
         check_len(&req(Request::WriteSingleCoil { address: 172, value: true }), ql);
         check_len(&req(Request::WriteSingleRegister { address: 1, value: 3 }), ql);
-        check_len(
-            &req(Request::WriteMultipleCoils { address: 19, quantity: 10, packed: &[0xCD, 0x01] }),
-            ql,
-        );
-        check_len(
-            &req(Request::WriteMultipleRegisters { address: 1, registers: &[0, 0x0A, 1, 2] }),
-            ql,
-        );
+        check_len(&req(Request::WriteMultipleCoils { address: 19, quantity: 10, packed: &[0xCD, 0x01] }), ql);
+        check_len(&req(Request::WriteMultipleRegisters { address: 1, registers: &[0, 0x0A, 1, 2] }), ql);
         check_len(&req(Request::WriteMultipleRegisters { address: 1, registers: &[0; 246] }), ql);
-        check_len(
-            &req(Request::MaskWriteRegister { address: 4, and_mask: 0xF2, or_mask: 0x25 }),
-            ql,
-        );
+        check_len(&req(Request::MaskWriteRegister { address: 4, and_mask: 0xF2, or_mask: 0x25 }), ql);
         check_len(
             &req(Request::ReadWriteMultipleRegisters {
                 read_address: 3,

@@ -109,11 +109,7 @@ impl Simulator {
                 units[unit as usize] = Some(UnitStore::new());
             }
         }
-        let shared = Arc::new(Shared {
-            store: Store { units },
-            config,
-            stats: Arc::new(SimulatorStats::default()),
-        });
+        let shared = Arc::new(Shared { store: Store { units }, config, stats: Arc::new(SimulatorStats::default()) });
         let stats = shared.stats.clone();
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(accept_loop(listener, shared, stopped));
@@ -196,10 +192,10 @@ async fn serve(mut socket: TcpStream, shared: &Shared) {
             scratch.clear();
             let answered = answer(&shared.store, &config.invalid, unit, &input[pdu_range], &mut scratch);
             let _ = input.split_to(len);
-            if !answered || (config.drop_every > 0 && n % config.drop_every == 0) {
+            if !answered || (config.drop_every > 0 && n.is_multiple_of(config.drop_every)) {
                 continue;
             }
-            if config.malformed_every > 0 && n % config.malformed_every == 0 {
+            if config.malformed_every > 0 && n.is_multiple_of(config.malformed_every) {
                 corrupt(&mut scratch);
             }
             match config.framing {
@@ -326,12 +322,9 @@ fn execute(unit: &UnitStore, invalid: &[(Table, Range<u32>)], request: &Request,
         Request::ReadCoils { address, quantity } => {
             read_bits(&unit.coils, check(invalid, Table::Coil, address, quantity)?, out, function)
         }
-        Request::ReadDiscreteInputs { address, quantity } => read_bits(
-            &unit.discrete_inputs,
-            check(invalid, Table::DiscreteInput, address, quantity)?,
-            out,
-            function,
-        ),
+        Request::ReadDiscreteInputs { address, quantity } => {
+            read_bits(&unit.discrete_inputs, check(invalid, Table::DiscreteInput, address, quantity)?, out, function)
+        }
         Request::ReadHoldingRegisters { address, quantity } => read_registers(
             &unit.holding_registers,
             check(invalid, Table::HoldingRegister, address, quantity)?,

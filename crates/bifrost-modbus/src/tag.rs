@@ -23,8 +23,7 @@ pub enum Table {
 }
 
 impl Table {
-    const ALL: [Table; 4] =
-        [Table::Coil, Table::DiscreteInput, Table::InputRegister, Table::HoldingRegister];
+    const ALL: [Table; 4] = [Table::Coil, Table::DiscreteInput, Table::InputRegister, Table::HoldingRegister];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -81,10 +80,10 @@ pub struct ModbusTag {
     pub unit_id: Option<u8>,
 }
 
-const TYPE_NAMES: &str =
-    "one of BOOL, SINT, USINT, INT, UINT, DINT, UDINT, LINT, ULINT, REAL, LREAL, STRING";
+const TYPE_NAMES: &str = "one of BOOL, SINT, USINT, INT, UINT, DINT, UDINT, LINT, ULINT, REAL, LREAL, STRING";
 const TABLE_NAMES: &str = "coil, discrete-input, input-register or holding-register";
-const BYTE_ORDERS: &str = "ABCD, BADC, CDAB, DCBA, BIG_ENDIAN, LITTLE_ENDIAN, BIG_ENDIAN_BYTE_SWAP or LITTLE_ENDIAN_BYTE_SWAP";
+const BYTE_ORDERS: &str =
+    "ABCD, BADC, CDAB, DCBA, BIG_ENDIAN, LITTLE_ENDIAN, BIG_ENDIAN_BYTE_SWAP or LITTLE_ENDIAN_BYTE_SWAP";
 const MAX_UNIT_ID: u32 = 247;
 
 impl ModbusTag {
@@ -182,11 +181,7 @@ impl<'t> Parser<'t> {
     }
 
     fn error(&self, pos: usize, what: &str, expected: &str) -> Error {
-        Error::address(format!(
-            "{what} at column {} in '{}' (expected {expected})",
-            self.column(pos),
-            self.text
-        ))
+        Error::address(format!("{what} at column {} in '{}' (expected {expected})", self.column(pos), self.text))
     }
 
     /// "unexpected 'x'" / "unexpected end of tag" at the current position.
@@ -232,11 +227,8 @@ impl<'t> Parser<'t> {
     }
 
     fn tag(mut self) -> Result<ModbusTag> {
-        let (table, address, address_pos) = if self.peek().is_some_and(|b| b.is_ascii_digit()) {
-            self.modicon()?
-        } else {
-            self.table_address()?
-        };
+        let (table, address, address_pos) =
+            if self.peek().is_some_and(|b| b.is_ascii_digit()) { self.modicon()? } else { self.table_address()? };
         let mut tag = ModbusTag {
             table,
             address,
@@ -272,11 +264,7 @@ impl<'t> Parser<'t> {
 
         if self.pos < self.bytes.len() {
             let rest = self.text.get(self.pos..).unwrap_or_default();
-            return Err(self.error(
-                self.pos,
-                &format!("unexpected trailing characters '{rest}'"),
-                "end of tag",
-            ));
+            return Err(self.error(self.pos, &format!("unexpected trailing characters '{rest}'"), "end of tag"));
         }
 
         let span = tag.span();
@@ -297,15 +285,11 @@ impl<'t> Parser<'t> {
 
     /// `table ':' address`, zero-based.
     fn table_address(&mut self) -> Result<(Table, u16, usize)> {
-        let (start, name) =
-            self.take_while(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let (start, name) = self.take_while(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if name.is_empty() {
-            return Err(
-                self.unexpected(&format!("a table name ({TABLE_NAMES}) or a Modicon address"))
-            );
+            return Err(self.unexpected(&format!("a table name ({TABLE_NAMES}) or a Modicon address")));
         }
-        let Some(table) = Table::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(name))
-        else {
+        let Some(table) = Table::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(name)) else {
             return Err(self.error(start, &format!("unknown table '{name}'"), TABLE_NAMES));
         };
         self.expect(b':', "':' and an address after the table name")?;
@@ -318,11 +302,7 @@ impl<'t> Parser<'t> {
         let (start, digits) = self.take_while(|b| b.is_ascii_digit());
         let expected = "a 5 or 6 digit Modicon address such as 40001 or 400001";
         if !(5..=6).contains(&digits.len()) {
-            return Err(self.error(
-                start,
-                &format!("'{digits}' is not a Modicon address"),
-                expected,
-            ));
+            return Err(self.error(start, &format!("'{digits}' is not a Modicon address"), expected));
         }
         let (kind, number) = digits.split_at_checked(1).unwrap_or_default();
         let table = match kind {
@@ -341,11 +321,7 @@ impl<'t> Parser<'t> {
         let range = "a one-based register number 1..=65536";
         match number.parse::<u32>() {
             Ok(n) if (1..=0x1_0000).contains(&n) => Ok((table, (n - 1) as u16, start)),
-            _ => Err(self.error(
-                start + 1,
-                &format!("Modicon register number {number} out of range"),
-                range,
-            )),
+            _ => Err(self.error(start + 1, &format!("Modicon register number {number} out of range"), range)),
         }
     }
 
@@ -395,11 +371,7 @@ impl<'t> Parser<'t> {
         let bracket = self.pos;
         if self.eat(b'[') {
             if tag.bit.is_some() {
-                return Err(self.error(
-                    bracket,
-                    "an array on a bit-in-register tag",
-                    "'{' options or end of tag",
-                ));
+                return Err(self.error(bracket, "an array on a bit-in-register tag", "'{' options or end of tag"));
             }
             let (_, n) = self.number("an array count", 1, 65535)?;
             tag.count = Some(n as u16);
@@ -414,8 +386,7 @@ impl<'t> Parser<'t> {
         let mut seen_unit_id = false;
         loop {
             self.skip_ws();
-            let (key_pos, key) =
-                self.take_while(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            let (key_pos, key) = self.take_while(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
             if key.is_empty() {
                 return Err(self.unexpected("an option key (byte-order or unit-id)"));
             }
@@ -423,17 +394,15 @@ impl<'t> Parser<'t> {
             self.expect(b':', "':' after the option key")?;
             self.skip_ws();
             let (value_pos, value) = self.value()?;
-            let duplicate = |p: &Self| {
-                p.error(key_pos, &format!("duplicate option '{key}'"), "each option at most once")
-            };
+            let duplicate =
+                |p: &Self| p.error(key_pos, &format!("duplicate option '{key}'"), "each option at most once");
             if key.eq_ignore_ascii_case("byte-order") {
                 if seen_byte_order {
                     return Err(duplicate(self));
                 }
                 seen_byte_order = true;
-                tag.byte_order = ByteOrder::parse(value).ok_or_else(|| {
-                    self.error(value_pos, &format!("unknown byte order '{value}'"), BYTE_ORDERS)
-                })?;
+                tag.byte_order = ByteOrder::parse(value)
+                    .ok_or_else(|| self.error(value_pos, &format!("unknown byte order '{value}'"), BYTE_ORDERS))?;
             } else if key.eq_ignore_ascii_case("unit-id") {
                 if seen_unit_id {
                     return Err(duplicate(self));
@@ -441,21 +410,11 @@ impl<'t> Parser<'t> {
                 seen_unit_id = true;
                 let unit = match value.parse::<u32>() {
                     Ok(n) if n <= MAX_UNIT_ID && value.bytes().all(|b| b.is_ascii_digit()) => n,
-                    _ => {
-                        return Err(self.error(
-                            value_pos,
-                            &format!("invalid unit id '{value}'"),
-                            "a unit id 0..=247",
-                        ))
-                    }
+                    _ => return Err(self.error(value_pos, &format!("invalid unit id '{value}'"), "a unit id 0..=247")),
                 };
                 tag.unit_id = Some(unit as u8);
             } else {
-                return Err(self.error(
-                    key_pos,
-                    &format!("unknown option '{key}'"),
-                    "byte-order or unit-id",
-                ));
+                return Err(self.error(key_pos, &format!("unknown option '{key}'"), "byte-order or unit-id"));
             }
             self.skip_ws();
             if self.eat(b',') {
@@ -479,8 +438,7 @@ impl<'t> Parser<'t> {
                 Ok((start, inner))
             }
             _ => {
-                let (start, value) = self
-                    .take_while(|b| !b.is_ascii_whitespace() && !matches!(b, b',' | b'}' | b'{'));
+                let (start, value) = self.take_while(|b| !b.is_ascii_whitespace() && !matches!(b, b',' | b'}' | b'{'));
                 if value.is_empty() {
                     return Err(self.unexpected("an option value"));
                 }
@@ -554,19 +512,13 @@ mod tests {
     #[test]
     fn types_arrays_strings() {
         let t = tag("holding-register:20:UINT[10]");
-        assert_eq!(
-            (t.data_type, t.count, t.span(), t.elements()),
-            (DataType::Uint, Some(10), 10, 10)
-        );
+        assert_eq!((t.data_type, t.count, t.span(), t.elements()), (DataType::Uint, Some(10), 10, 10));
         let t = tag("input-register:0:real");
         assert_eq!((t.data_type, t.span()), (DataType::Real, 2));
         let t = tag("holding-register:0:LREAL[3]");
         assert_eq!(t.span(), 12);
         let t = tag("holding-register:0:STRING(11)");
-        assert_eq!(
-            (t.data_type, t.string_length, t.span(), t.count),
-            (DataType::String, 11, 6, None)
-        );
+        assert_eq!((t.data_type, t.string_length, t.span(), t.count), (DataType::String, 11, 6, None));
         let t = tag("holding-register:0:string(10)[4]");
         assert_eq!((t.span(), t.elements()), (20, 4));
         let t = tag("coil:5:BOOL[16]");

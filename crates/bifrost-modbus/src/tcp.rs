@@ -32,12 +32,7 @@ fn push_header(transaction_id: u16, length: u16, unit_id: u8, out: &mut Vec<u8>)
 }
 
 /// Appends MBAP header + encoded request; nothing is left appended on error.
-pub fn encode_request(
-    transaction_id: u16,
-    unit_id: u8,
-    request: &Request,
-    out: &mut Vec<u8>,
-) -> Result<()> {
+pub fn encode_request(transaction_id: u16, unit_id: u8, request: &Request, out: &mut Vec<u8>) -> Result<()> {
     let start = out.len();
     push_header(transaction_id, 0, unit_id, out);
     if let Err(e) = request.encode(out) {
@@ -71,19 +66,14 @@ pub fn decode_frame(buf: &[u8]) -> Result<Option<(Header, &[u8], usize)>> {
     };
     let Some(protocol_id) = field(2) else { return Ok(None) };
     if protocol_id != 0 {
-        return Err(Error::proto(format!(
-            "MBAP protocol id {protocol_id} (expected 0 for Modbus)"
-        )));
+        return Err(Error::proto(format!("MBAP protocol id {protocol_id} (expected 0 for Modbus)")));
     }
     let Some(length) = field(4) else { return Ok(None) };
     if !(MIN_LENGTH..=MAX_LENGTH).contains(&length) {
-        return Err(Error::proto(format!(
-            "MBAP length {length} out of range {MIN_LENGTH}..={MAX_LENGTH}"
-        )));
+        return Err(Error::proto(format!("MBAP length {length} out of range {MIN_LENGTH}..={MAX_LENGTH}")));
     }
     let frame_len = 6 + usize::from(length);
-    let (Some(transaction_id), Some(&unit_id), Some(pdu)) =
-        (field(0), buf.get(6), buf.get(MBAP_HEADER_LEN..frame_len))
+    let (Some(transaction_id), Some(&unit_id), Some(pdu)) = (field(0), buf.get(6), buf.get(MBAP_HEADER_LEN..frame_len))
     else {
         return Ok(None);
     };
@@ -102,15 +92,9 @@ mod tests {
         let mut out = vec![0x55];
         let req = Request::ReadHoldingRegisters { address: 107, quantity: 3 };
         encode_request(0x1234, 0x11, &req, &mut out).unwrap();
-        assert_eq!(
-            out,
-            [0x55, 0x12, 0x34, 0x00, 0x00, 0x00, 0x06, 0x11, 0x03, 0x00, 0x6B, 0x00, 0x03]
-        );
+        assert_eq!(out, [0x55, 0x12, 0x34, 0x00, 0x00, 0x00, 0x06, 0x11, 0x03, 0x00, 0x6B, 0x00, 0x03]);
         let (header, pdu, len) = decode_frame(&out[1..]).unwrap().unwrap();
-        assert_eq!(
-            header,
-            Header { transaction_id: 0x1234, protocol_id: 0, length: 6, unit_id: 0x11 }
-        );
+        assert_eq!(header, Header { transaction_id: 0x1234, protocol_id: 0, length: 6, unit_id: 0x11 });
         assert_eq!(len, 12);
         assert_eq!(Request::decode(pdu), Ok(req));
     }

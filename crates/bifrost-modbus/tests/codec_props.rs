@@ -29,12 +29,8 @@ impl OwnedRequest {
                 3 => Request::ReadHoldingRegisters { address, quantity },
                 _ => Request::ReadInputRegisters { address, quantity },
             },
-            OwnedRequest::WriteSingleCoil(address, value) => {
-                Request::WriteSingleCoil { address, value }
-            }
-            OwnedRequest::WriteSingleRegister(address, value) => {
-                Request::WriteSingleRegister { address, value }
-            }
+            OwnedRequest::WriteSingleCoil(address, value) => Request::WriteSingleCoil { address, value },
+            OwnedRequest::WriteSingleRegister(address, value) => Request::WriteSingleRegister { address, value },
             OwnedRequest::WriteMultipleCoils(address, quantity, ref packed) => {
                 Request::WriteMultipleCoils { address, quantity, packed }
             }
@@ -45,16 +41,9 @@ impl OwnedRequest {
                 Request::MaskWriteRegister { address, and_mask, or_mask }
             }
             OwnedRequest::ReadWrite(read_address, read_quantity, write_address, ref w) => {
-                Request::ReadWriteMultipleRegisters {
-                    read_address,
-                    read_quantity,
-                    write_address,
-                    write_registers: w,
-                }
+                Request::ReadWriteMultipleRegisters { read_address, read_quantity, write_address, write_registers: w }
             }
-            OwnedRequest::DeviceId(read_code, object_id) => {
-                Request::ReadDeviceIdentification { read_code, object_id }
-            }
+            OwnedRequest::DeviceId(read_code, object_id) => Request::ReadDeviceIdentification { read_code, object_id },
         }
     }
 }
@@ -78,8 +67,7 @@ fn valid_request() -> impl Strategy<Value = OwnedRequest> {
             prop::collection::vec(any::<u8>(), usize::from(q) * 2)
                 .prop_map(move |r| OwnedRequest::WriteMultipleRegisters(a, r))
         }),
-        (any::<u16>(), any::<u16>(), any::<u16>())
-            .prop_map(|(a, and, or)| OwnedRequest::MaskWrite(a, and, or)),
+        (any::<u16>(), any::<u16>(), any::<u16>()).prop_map(|(a, and, or)| OwnedRequest::MaskWrite(a, and, or)),
         (span(125), span(121)).prop_flat_map(|((ra, rq), (wa, wq))| {
             prop::collection::vec(any::<u8>(), usize::from(wq) * 2)
                 .prop_map(move |w| OwnedRequest::ReadWrite(ra, rq, wa, w))
@@ -93,8 +81,7 @@ fn any_request() -> impl Strategy<Value = OwnedRequest> {
     let data = || prop::collection::vec(any::<u8>(), 0..300);
     prop_oneof![
         (1u8..=4, any::<u16>(), any::<u16>()).prop_map(|(f, a, q)| OwnedRequest::Read(f, a, q)),
-        (any::<u16>(), any::<u16>(), data())
-            .prop_map(|(a, q, p)| OwnedRequest::WriteMultipleCoils(a, q, p)),
+        (any::<u16>(), any::<u16>(), data()).prop_map(|(a, q, p)| OwnedRequest::WriteMultipleCoils(a, q, p)),
         (any::<u16>(), data()).prop_map(|(a, r)| OwnedRequest::WriteMultipleRegisters(a, r)),
         (any::<u16>(), any::<u16>(), any::<u16>(), data())
             .prop_map(|(ra, rq, wa, w)| OwnedRequest::ReadWrite(ra, rq, wa, w)),
@@ -145,15 +132,9 @@ impl OwnedResponse {
         match *self {
             OwnedResponse::ReadBits(..) => Response::ReadBits { packed: data },
             OwnedResponse::ReadRegisters(..) => Response::ReadRegisters { registers: data },
-            OwnedResponse::WriteSingleCoil(address, value) => {
-                Response::WriteSingleCoil { address, value }
-            }
-            OwnedResponse::WriteSingleRegister(address, value) => {
-                Response::WriteSingleRegister { address, value }
-            }
-            OwnedResponse::WriteMultiple(_, address, quantity) => {
-                Response::WriteMultiple { address, quantity }
-            }
+            OwnedResponse::WriteSingleCoil(address, value) => Response::WriteSingleCoil { address, value },
+            OwnedResponse::WriteSingleRegister(address, value) => Response::WriteSingleRegister { address, value },
+            OwnedResponse::WriteMultiple(_, address, quantity) => Response::WriteMultiple { address, quantity },
             OwnedResponse::MaskWrite(address, and_mask, or_mask) => {
                 Response::MaskWriteRegister { address, and_mask, or_mask }
             }
@@ -182,26 +163,23 @@ impl OwnedResponse {
 fn valid_response() -> impl Strategy<Value = OwnedResponse> {
     let object = (any::<u8>(), prop::collection::vec(any::<u8>(), 0..40));
     prop_oneof![
-        (1u8..=2, prop::collection::vec(any::<u8>(), 1..=250))
-            .prop_map(|(f, d)| OwnedResponse::ReadBits(f, d)),
+        (1u8..=2, prop::collection::vec(any::<u8>(), 1..=250)).prop_map(|(f, d)| OwnedResponse::ReadBits(f, d)),
         (prop::sample::select(vec![3u8, 4, 23]), 1usize..=125).prop_flat_map(|(f, n)| {
-            prop::collection::vec(any::<u8>(), n * 2)
-                .prop_map(move |d| OwnedResponse::ReadRegisters(f, d))
+            prop::collection::vec(any::<u8>(), n * 2).prop_map(move |d| OwnedResponse::ReadRegisters(f, d))
         }),
         (any::<u16>(), any::<bool>()).prop_map(|(a, v)| OwnedResponse::WriteSingleCoil(a, v)),
         (any::<u16>(), any::<u16>()).prop_map(|(a, v)| OwnedResponse::WriteSingleRegister(a, v)),
-        (15u8..=16, any::<u16>(), any::<u16>())
-            .prop_map(|(f, a, q)| OwnedResponse::WriteMultiple(f, a, q)),
-        (any::<u16>(), any::<u16>(), any::<u16>())
-            .prop_map(|(a, and, or)| OwnedResponse::MaskWrite(a, and, or)),
-        (any::<u8>(), any::<u8>(), any::<bool>(), any::<u8>(), prop::collection::vec(object, 0..6))
-            .prop_map(|(read_code, conformity, more, next, objects)| OwnedResponse::DeviceId {
+        (15u8..=16, any::<u16>(), any::<u16>()).prop_map(|(f, a, q)| OwnedResponse::WriteMultiple(f, a, q)),
+        (any::<u16>(), any::<u16>(), any::<u16>()).prop_map(|(a, and, or)| OwnedResponse::MaskWrite(a, and, or)),
+        (any::<u8>(), any::<u8>(), any::<bool>(), any::<u8>(), prop::collection::vec(object, 0..6)).prop_map(
+            |(read_code, conformity, more, next, objects)| OwnedResponse::DeviceId {
                 read_code,
                 conformity,
                 more,
                 next,
                 objects
-            }),
+            }
+        ),
         (1u8..0x80, any::<u8>()).prop_map(|(f, c)| OwnedResponse::Exception(f, c)),
     ]
 }
@@ -222,18 +200,9 @@ fn pdu_bytes() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn valid_tag() -> impl Strategy<Value = ModbusTag> {
-    let table = prop::sample::select(vec![
-        Table::Coil,
-        Table::DiscreteInput,
-        Table::InputRegister,
-        Table::HoldingRegister,
-    ]);
-    let order = prop::sample::select(vec![
-        ByteOrder::Abcd,
-        ByteOrder::Badc,
-        ByteOrder::Cdab,
-        ByteOrder::Dcba,
-    ]);
+    let table =
+        prop::sample::select(vec![Table::Coil, Table::DiscreteInput, Table::InputRegister, Table::HoldingRegister]);
+    let order = prop::sample::select(vec![ByteOrder::Abcd, ByteOrder::Badc, ByteOrder::Cdab, ByteOrder::Dcba]);
     let data_type = prop::sample::select(DataType::ALL.to_vec());
     (
         table,
@@ -245,33 +214,21 @@ fn valid_tag() -> impl Strategy<Value = ModbusTag> {
         order,
         prop::option::of(0u8..=247),
     )
-        .prop_map(
-            |(table, raw_address, data_type, count, strlen, bit, byte_order, unit_id)| {
-                let bit = if table.is_bit() { None } else { bit };
-                let data_type =
-                    if table.is_bit() || bit.is_some() { DataType::Bool } else { data_type };
-                let count = if bit.is_some() { None } else { count };
-                let string_length = if data_type == DataType::String { strlen } else { 0 };
-                let mut tag = ModbusTag {
-                    table,
-                    address: 0,
-                    data_type,
-                    count,
-                    string_length,
-                    bit,
-                    byte_order,
-                    unit_id,
-                };
-                // Keep long STRING arrays inside the address space.
-                if tag.span() > 65536 {
-                    tag.count = None;
-                }
-                // Pick an address that keeps the whole tag inside the table.
-                let room = 65536 - tag.span() + 1;
-                tag.address = (u32::from(raw_address) % room) as u16;
-                tag
-            },
-        )
+        .prop_map(|(table, raw_address, data_type, count, strlen, bit, byte_order, unit_id)| {
+            let bit = if table.is_bit() { None } else { bit };
+            let data_type = if table.is_bit() || bit.is_some() { DataType::Bool } else { data_type };
+            let count = if bit.is_some() { None } else { count };
+            let string_length = if data_type == DataType::String { strlen } else { 0 };
+            let mut tag = ModbusTag { table, address: 0, data_type, count, string_length, bit, byte_order, unit_id };
+            // Keep long STRING arrays inside the address space.
+            if tag.span() > 65536 {
+                tag.count = None;
+            }
+            // Pick an address that keeps the whole tag inside the table.
+            let room = 65536 - tag.span() + 1;
+            tag.address = (u32::from(raw_address) % room) as u16;
+            tag
+        })
 }
 
 /// Strings assembled from grammar pieces in grammar order, each piece often
@@ -298,9 +255,7 @@ fn tag_like() -> impl Strategy<Value = String> {
         "",
     ]);
     let bit = piece(&["", "", ".3", ".15", ".16", ".", ".x"]);
-    let data_type = piece(&[
-        "", "", ":REAL", ":int", ":BOOL", ":STRING", ":LREAL", ":UDINT", ":", ":FLOT", ":SINT",
-    ]);
+    let data_type = piece(&["", "", ":REAL", ":int", ":BOOL", ":STRING", ":LREAL", ":UDINT", ":", ":FLOT", ":SINT"]);
     let strlen = piece(&["", "", "(10)", "(1)", "(0)", "(", "(65535)"]);
     let count = piece(&["", "", "[2]", "[1]", "[0]", "[", "[65535]", "[]"]);
     let options = piece(&[

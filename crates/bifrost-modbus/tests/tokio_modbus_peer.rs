@@ -16,7 +16,6 @@ use bifrost_modbus::tag::ModbusTag;
 use tokio_modbus::prelude::*;
 use tokio_modbus::server::tcp::{accept_tcp_connection, Server};
 
-
 async fn simulator(config: SimulatorConfig) -> (Simulator, SocketAddr) {
     let sim = Simulator::start("127.0.0.1:0", config).await.unwrap();
     let addr = sim.local_addr();
@@ -58,10 +57,7 @@ async fn tokio_modbus_client_reads_and_writes_our_simulator() {
 
     assert_eq!(ctx.read_holding_registers(65535, 2).await.unwrap(), Err(ExceptionCode::IllegalDataAddress));
     ctx.set_slave(Slave(99));
-    assert_eq!(
-        ctx.read_holding_registers(0, 1).await.unwrap(),
-        Err(ExceptionCode::GatewayTargetDevice)
-    );
+    assert_eq!(ctx.read_holding_registers(0, 1).await.unwrap(), Err(ExceptionCode::GatewayTargetDevice));
 }
 
 /// A tokio-modbus server with 1000 holding registers (register i = 3 * i) and 100 coils.
@@ -82,7 +78,11 @@ impl tokio_modbus::server::Service for Peer {
         let mut coils = self.coils.lock().unwrap();
         let range = |addr: u16, n: usize, len: usize| {
             let (start, end) = (addr as usize, addr as usize + n);
-            if end <= len { Ok(start..end) } else { Err(ExceptionCode::IllegalDataAddress) }
+            if end <= len {
+                Ok(start..end)
+            } else {
+                Err(ExceptionCode::IllegalDataAddress)
+            }
         };
         future::ready(match req {
             Request::ReadHoldingRegisters(addr, n) => {
@@ -132,10 +132,11 @@ async fn our_client_against_a_tokio_modbus_server() {
     let url = DeviceUrl::parse(&format!("modbus-tcp://{addr}?max-in-flight=8&max-gap=0")).unwrap();
     let device = ModbusDevice::open(url).await.unwrap();
 
-    let tags: Vec<ModbusTag> = ["holding-register:0:UINT[4]", "holding-register:100:DINT", "coil:0:BOOL[5]", "holding-register:999:UINT"]
-        .iter()
-        .map(|t| ModbusTag::parse(t).unwrap())
-        .collect();
+    let tags: Vec<ModbusTag> =
+        ["holding-register:0:UINT[4]", "holding-register:100:DINT", "coil:0:BOOL[5]", "holding-register:999:UINT"]
+            .iter()
+            .map(|t| ModbusTag::parse(t).unwrap())
+            .collect();
     let mut plan = device.prepare(tags);
     let values = device.read(&mut plan, None).await;
     assert_eq!(
