@@ -267,6 +267,8 @@ struct Connection {
     /// Earliest time the next connect attempt may start, after a failed one.
     retry_at: Option<Instant>,
     last_connect_error: Option<Error>,
+    /// Serial lines: the next frame may start only after the line has been silent this long.
+    line_quiet_at: Instant,
 }
 
 impl Connection {
@@ -284,6 +286,7 @@ impl Connection {
             backoff,
             retry_at: None,
             last_connect_error: None,
+            line_quiet_at: Instant::now(),
         }
     }
 
@@ -320,7 +323,10 @@ impl Connection {
                 },
                 read = read_some(&mut self.stream, &mut self.read_buf), if reading => match read {
                     Ok(0) => self.drop_connection(Error::conn_reset("the server closed the connection")),
-                    Ok(_) => self.dispatch_replies(),
+                    Ok(_) => {
+                        self.line_quiet_at = Instant::now() + self.config.inter_frame_delay;
+                        self.dispatch_replies();
+                    }
                     Err(e) => self.drop_connection(Error::conn_reset(format!("connection lost: {e}"))),
                 },
                 _ = sleep_until(deadline), if deadline.is_some() => self.expire(),
@@ -349,6 +355,10 @@ impl Connection {
                         return;
                     }
                 };
+                // Skip ids still in flight: after the 16-bit id wraps, a slow request must keep its own.
+                while self.in_flight.contains_key(&self.next_id) {
+                    self.next_id = self.next_id.wrapping_add(1);
+                }
                 let id = self.next_id;
                 let mark = self.write_buf.len();
                 let encoded = match self.config.framing {
@@ -378,12 +388,15 @@ impl Connection {
             return;
         }
         let Some(stream) = self.stream.as_mut() else { return };
+        let silence = self.config.inter_frame_delay;
+        if !silence.is_zero() {
+            tokio::time::sleep_until(self.line_quiet_at).await;
+        }
         let result = stream.write_all(&self.write_buf).await;
         self.write_buf.clear();
+        self.line_quiet_at = Instant::now() + silence;
         if let Err(e) = result {
             self.drop_connection(Error::conn_reset(format!("write failed: {e}")));
-        } else if !self.config.inter_frame_delay.is_zero() {
-            tokio::time::sleep(self.config.inter_frame_delay).await;
         }
     }
 

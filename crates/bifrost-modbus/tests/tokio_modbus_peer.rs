@@ -191,3 +191,43 @@ async fn pipelined_requests_are_matched_by_transaction_id() {
     let err = client.call(1, Op::Read { function: 3, address: 0, quantity: 1 }, None).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::Closed);
 }
+
+/// Lifts this process's descriptor limit so one test can hold thousands of sockets.
+fn raise_fd_limit(wanted: u64) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain libc calls on a valid, initialised struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max.min(wanted);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+    assert!(limit.rlim_cur >= wanted, "descriptor limit {} is below the {wanted} this test needs", limit.rlim_cur);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_serves_thousands_of_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const CONNECTIONS: usize = 3000;
+    raise_fd_limit(2 * CONNECTIONS as u64 + 256);
+    let (sim, addr) = simulator(SimulatorConfig::default()).await;
+    let mut streams = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        streams.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // One request on every connection before any reply is read: all are open at once.
+    let mut frame = Vec::new();
+    for (i, stream) in streams.iter_mut().enumerate() {
+        frame.clear();
+        let request = bifrost_modbus::pdu::Request::ReadHoldingRegisters { address: i as u16, quantity: 1 };
+        bifrost_modbus::tcp::encode_request(i as u16, 1, &request, &mut frame).unwrap();
+        stream.write_all(&frame).await.unwrap();
+    }
+    for (i, stream) in streams.iter_mut().enumerate() {
+        let mut reply = [0u8; 11];
+        stream.read_exact(&mut reply).await.unwrap();
+        let (header, pdu, _) = bifrost_modbus::tcp::decode_frame(&reply).unwrap().unwrap();
+        assert_eq!(header.transaction_id, i as u16);
+        assert_eq!(pdu, &[3, 2, (i >> 8) as u8, i as u8]);
+    }
+    assert_eq!(sim.stats().connections.load(Ordering::Relaxed), CONNECTIONS as u64);
+}
