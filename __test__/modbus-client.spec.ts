@@ -270,3 +270,52 @@ test('a device that refuses long reads teaches the planner a shorter request len
   await dev.close()
   sim.stop()
 })
+
+test('close() overtakes queued requests: they all fail with ECLOSED at once', async (t) => {
+  const silent = await rawServer(() => {})
+  const dev = await connect(`modbus-tcp://127.0.0.1:${silent.port}?request-timeout=10000`)
+  const reads = Array.from({ length: 50 }, (_, i) => dev.readTags([`holding-register:${i}:UINT`]))
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  const started = Date.now()
+  await dev.close()
+  const results = (await Promise.all(reads)).flat()
+  t.true(Date.now() - started < 2000, `close took ${Date.now() - started} ms`)
+  t.true(results.every((r) => r.error?.code === 'ECLOSED'), [...new Set(results.map((r) => r.error?.code))].join())
+  await silent.close()
+})
+
+test('a device that stops reading cannot block the client past its deadlines', async (t) => {
+  let first = true
+  const stalled = await rawServer((socket) => {
+    if (first) socket.pause() // never reads: the socket buffers fill up
+    else socket.destroy()
+    first = false
+  })
+  const dev = await connect(`modbus-tcp://127.0.0.1:${stalled.port}?request-timeout=1000&max-in-flight=2000`)
+  const block = Array.from({ length: 120 }, (_, i) => i)
+  const writes: Array<[string, number[]]> = Array.from({ length: 20_000 }, (_, i) => [`holding-register:${i}:UINT[120]`, block])
+  const started = Date.now()
+  const results = await dev.writeTags(writes)
+  const elapsed = Date.now() - started
+  t.true(results.every((r) => r.quality === 'bad'))
+  t.true(results.some((r) => r.error?.code === 'ETIMEDOUT' && /stopped reading/.test(r.error.message)))
+  t.true(elapsed < 20_000, `took ${elapsed} ms`)
+  await dev.close()
+  await stalled.close()
+})
+
+test('a device that accepts and hangs up at once is not hammered: reconnects back off', async (t) => {
+  let connections = 0
+  const hangup = await rawServer((socket) => {
+    connections++
+    socket.destroy()
+  })
+  const dev = await connect(`modbus-tcp://127.0.0.1:${hangup.port}?request-timeout=100`)
+  for (let i = 0; i < 30; i++) {
+    const [r] = await dev.readTags(['holding-register:0:UINT'])
+    t.is(r!.quality, 'bad')
+  }
+  t.true(connections < 15, `30 failed reads made ${connections} connections`)
+  await dev.close()
+  await hangup.close()
+})

@@ -164,7 +164,6 @@ pub struct Stats {
 enum Command {
     Request { unit: u8, op: Op, timeout: Duration, reply: oneshot::Sender<Result<Reply>> },
     Connect { reply: oneshot::Sender<Result<()>> },
-    Close { reply: oneshot::Sender<()> },
 }
 
 /// A handle to one connection task. Cloning shares the connection; the task
@@ -172,6 +171,8 @@ enum Command {
 #[derive(Clone)]
 pub struct Client {
     commands: mpsc::UnboundedSender<Command>,
+    /// Close requests travel apart so they overtake queued and blocked work.
+    close: mpsc::UnboundedSender<oneshot::Sender<()>>,
     stats: Arc<Stats>,
     config: Arc<ClientConfig>,
 }
@@ -189,11 +190,12 @@ impl Client {
         }
         config.max_in_flight = config.max_in_flight.clamp(1, 65535);
         let (commands, receiver) = mpsc::unbounded_channel();
+        let (close, close_requests) = mpsc::unbounded_channel();
         let stats = Arc::new(Stats::default());
         let config = Arc::new(config);
         let task = Connection::new(connector, config.clone(), stats.clone());
-        tokio::spawn(task.run(receiver));
-        let client = Client { commands, stats, config };
+        tokio::spawn(task.run(receiver, close_requests));
+        let client = Client { commands, close, stats, config };
         let (reply, done) = oneshot::channel();
         client.send(Command::Connect { reply })?;
         match done.await.map_err(|_| closed())? {
@@ -241,7 +243,7 @@ impl Client {
     /// Fails every queued and in-flight request with `ECLOSED` and ends the task.
     pub async fn close(&self) {
         let (reply, done) = oneshot::channel();
-        if self.send(Command::Close { reply }).is_ok() {
+        if self.close.send(reply).is_ok() {
             let _ = done.await;
         }
     }
@@ -290,36 +292,44 @@ impl Connection {
         }
     }
 
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut close_requests: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+    ) {
+        let closer = {
+            let serve = self.serve(&mut commands);
+            tokio::pin!(serve);
+            tokio::select! {
+                biased;
+                closer = close_requests.recv() => closer,
+                () = &mut serve => None,
+            }
+        };
+        self.shutdown(&mut commands);
+        if let Some(reply) = closer {
+            let _ = reply.send(());
+        }
+    }
+
+    /// Serves until every handle is gone.
+    async fn serve(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) {
         loop {
             let accepting = self.in_flight.len() < self.config.max_in_flight;
             let deadline = self.in_flight.values().map(|p| p.deadline).min();
             let reading = self.stream.is_some();
             tokio::select! {
-                command = commands.recv(), if accepting => match command {
-                    None => break,
-                    Some(Command::Close { reply }) => {
-                        self.shutdown(&mut commands);
-                        let _ = reply.send(());
-                        return;
-                    }
-                    Some(command) => {
-                        self.handle(command).await;
-                        // Drain what is already queued so one write carries many requests.
-                        while self.stream.is_some() && self.in_flight.len() < self.config.max_in_flight {
-                            match commands.try_recv() {
-                                Ok(Command::Close { reply }) => {
-                                    self.flush().await;
-                                    self.shutdown(&mut commands);
-                                    let _ = reply.send(());
-                                    return;
-                                }
-                                Ok(command) => self.handle(command).await,
-                                Err(_) => break,
-                            }
+                command = commands.recv(), if accepting => {
+                    let Some(command) = command else { return };
+                    self.handle(command).await;
+                    // Drain what is already queued so one write carries many requests.
+                    while self.stream.is_some() && self.in_flight.len() < self.config.max_in_flight {
+                        match commands.try_recv() {
+                            Ok(command) => self.handle(command).await,
+                            Err(_) => break,
                         }
-                        self.flush().await;
                     }
+                    self.flush().await;
                 },
                 read = read_some(&mut self.stream, &mut self.read_buf), if reading => match read {
                     Ok(0) => self.drop_connection(Error::conn_reset("the server closed the connection")),
@@ -332,7 +342,6 @@ impl Connection {
                 _ = sleep_until(deadline), if deadline.is_some() => self.expire(),
             }
         }
-        self.shutdown(&mut commands);
     }
 
     async fn handle(&mut self, command: Command) {
@@ -379,7 +388,6 @@ impl Connection {
                 let function = request.function();
                 self.in_flight.insert(id, Pending { deadline, unit, function, reply });
             }
-            Command::Close { .. } => unreachable!("close is handled by the run loop"),
         }
     }
 
@@ -392,11 +400,20 @@ impl Connection {
         if !silence.is_zero() {
             tokio::time::sleep_until(self.line_quiet_at).await;
         }
-        let result = stream.write_all(&self.write_buf).await;
+        // A peer that stops reading must not block this task past the requests' deadlines.
+        let limit = self
+            .in_flight
+            .values()
+            .map(|p| p.deadline)
+            .min()
+            .unwrap_or_else(|| Instant::now() + self.config.request_timeout);
+        let result = tokio::time::timeout_at(limit, stream.write_all(&self.write_buf)).await;
         self.write_buf.clear();
         self.line_quiet_at = Instant::now() + silence;
-        if let Err(e) = result {
-            self.drop_connection(Error::conn_reset(format!("write failed: {e}")));
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.drop_connection(Error::conn_reset(format!("write failed: {e}"))),
+            Err(_) => self.drop_connection(Error::timeout("the device stopped reading requests")),
         }
     }
 
@@ -423,7 +440,6 @@ impl Connection {
             Ok(stream) => {
                 self.stream = Some(stream);
                 self.read_buf.clear();
-                self.backoff.reset();
                 self.retry_at = None;
                 self.last_connect_error = None;
                 self.stats.connects.fetch_add(1, Ordering::Relaxed);
@@ -456,8 +472,16 @@ impl Connection {
             let (id, unit, pdu_start, pdu_len, frame_len) = match parsed {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return,
+                Err(e) if self.config.framing == Framing::Rtu => {
+                    // No frame boundary survives garbage on a serial line: fail the request, start clean.
+                    self.read_buf.clear();
+                    for (_, pending) in self.in_flight.drain() {
+                        let _ = pending.reply.send(Err(e.clone()));
+                    }
+                    return;
+                }
                 Err(e) => {
-                    // The stream can no longer be trusted to be in sync.
+                    // The TCP stream can no longer be trusted to be in sync.
                     self.drop_connection(e);
                     return;
                 }
@@ -470,6 +494,8 @@ impl Connection {
             };
             match key.and_then(|k| self.in_flight.remove(&k)) {
                 Some(pending) if pending.unit == unit || unit == 0 => {
+                    // A reply proves the link works: the next break starts backing off afresh.
+                    self.backoff.reset();
                     let _ = pending.reply.send(Ok(Reply { frame, pdu_start, pdu_end: pdu_start + pdu_len }));
                 }
                 Some(pending) => {
@@ -504,6 +530,10 @@ impl Connection {
     }
 
     fn drop_connection(&mut self, error: Error) {
+        if self.stream.is_some() {
+            // A device that accepts and at once hangs up must not draw a reconnect per request.
+            self.retry_at = Some(Instant::now() + self.backoff.next_delay());
+        }
         self.stream = None;
         self.read_buf.clear();
         self.write_buf.clear();
@@ -522,9 +552,6 @@ impl Connection {
                 }
                 Command::Connect { reply } => {
                     let _ = reply.send(Err(closed()));
-                }
-                Command::Close { reply } => {
-                    let _ = reply.send(());
                 }
             }
         }

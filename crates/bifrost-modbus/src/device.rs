@@ -291,13 +291,11 @@ impl ModbusDevice {
                         let second = ordered.split_off(ordered.len() / 2);
                         self.fetch(spans, ordered, None, timeout, out).await;
                         self.fetch(spans, second, None, timeout, out).await;
-                        // No tag refused on its own: the merged length itself was the problem.
-                        let refused_alone = block
-                            .members
-                            .iter()
-                            .any(|&m| matches!(&out.slots[members[m]], Some(Err(e)) if e.exception_code == Some(2)));
-                        if !refused_alone {
-                            self.learn_limit(block.key, block.len);
+                        // Every tag read fine on its own: the merged request itself was refused.
+                        let all_read = block.members.iter().all(|&m| matches!(&out.slots[members[m]], Some(Ok(_))));
+                        if all_read {
+                            let longest_tag = block.members.iter().map(|&m| subset[m].len).max().unwrap_or(1);
+                            self.learn_limit(block.key, (block.len / 2).max(longest_tag));
                         }
                     }
                     Err(e) => {
@@ -316,10 +314,10 @@ impl ModbusDevice {
         })
     }
 
-    /// A merged request of `len` was refused: keep later requests of that table shorter.
+    /// A merged request was refused: keep later requests of that table at most `len` long.
     fn learn_limit(&self, key: Key, len: u32) {
         let mut learned = self.learned();
-        let shorter = (len / 2).max(1).min(u16::MAX as u32) as u16;
+        let shorter = len.clamp(1, u16::MAX as u32) as u16;
         let entry = learned.max_len.entry(key).or_insert(u16::MAX);
         if shorter < *entry {
             *entry = shorter;
@@ -490,7 +488,8 @@ pub fn write_ops(tag: &ModbusTag, value: &Value) -> Result<Vec<Op>> {
     if tag.table.is_bit() {
         let bits: Vec<bool> = items.into_iter().map(as_bool).collect::<Result<_>>()?;
         if tag.count.is_none() {
-            return Ok(vec![Op::WriteSingleCoil { address: tag.address, value: bits[0] }]);
+            let value = *bits.first().ok_or_else(|| Error::invalid_value("no value to write"))?;
+            return Ok(vec![Op::WriteSingleCoil { address: tag.address, value }]);
         }
         return Ok(bits
             .chunks(MAX_WRITE_BITS)
@@ -499,7 +498,7 @@ pub fn write_ops(tag: &ModbusTag, value: &Value) -> Result<Vec<Op>> {
                 let mut packed = Vec::with_capacity(chunk.len().div_ceil(8));
                 pdu::pack_bits(chunk.iter().copied(), &mut packed);
                 Op::WriteMultipleCoils {
-                    address: tag.address + (i * MAX_WRITE_BITS) as u16,
+                    address: tag.address.wrapping_add((i * MAX_WRITE_BITS) as u16),
                     quantity: chunk.len() as u16,
                     packed: Bytes::from(packed),
                 }
@@ -509,7 +508,7 @@ pub fn write_ops(tag: &ModbusTag, value: &Value) -> Result<Vec<Op>> {
     if let Some(bit) = tag.bit {
         // One bit of a register: a mask write leaves the other fifteen alone.
         let mask = 1u16 << bit;
-        let set = as_bool(items[0])?;
+        let set = as_bool(items.first().ok_or_else(|| Error::invalid_value("no value to write"))?)?;
         return Ok(vec![Op::MaskWriteRegister {
             address: tag.address,
             and_mask: !mask,
@@ -534,12 +533,18 @@ pub fn write_ops(tag: &ModbusTag, value: &Value) -> Result<Vec<Op>> {
             value: u16::from_be_bytes([registers[0], registers[1]]),
         }]);
     }
+    // Whole elements per request, so no value is ever half-written.
+    let per_element = registers.len() / tag.elements().max(1) / 2;
+    let chunk = match per_element {
+        1..=MAX_WRITE_REGISTERS => MAX_WRITE_REGISTERS / per_element * per_element,
+        _ => MAX_WRITE_REGISTERS, // long strings cannot stay whole in one request
+    };
     let registers = Bytes::from(registers);
     Ok((0..registers.len())
-        .step_by(MAX_WRITE_REGISTERS * 2)
+        .step_by(chunk * 2)
         .map(|start| Op::WriteMultipleRegisters {
-            address: tag.address + (start / 2) as u16,
-            registers: registers.slice(start..(start + MAX_WRITE_REGISTERS * 2).min(registers.len())),
+            address: tag.address.wrapping_add((start / 2) as u16),
+            registers: registers.slice(start..(start + chunk * 2).min(registers.len())),
         })
         .collect())
 }
