@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { connect, startSimulator } from '../src/index.js'
 import type { BifrostError } from '../src/index.js'
-import { DEBIAN_PYTHON, PEERS, freePort, hasMbpoll, hasPymodbus, hasSocat, peerTest, run, startProcess, stopProcess } from './helpers.js'
+import { DEBIAN_PYTHON, PEERS, freePort, hasMbpoll, hasPymodbus, hasSocat, peerTest, run, startProcess, stopProcess, waitForPort } from './helpers.js'
 
 const pymodbus = { name: 'python3-pymodbus (Debian, /usr/bin/python3)', present: hasPymodbus() }
 const mbpoll = { name: 'mbpoll', present: hasMbpoll() }
@@ -27,6 +27,7 @@ function mbpollValues(output: string): string[] {
 peerTest('our client reads and writes a pymodbus TCP server', pymodbus, async (t) => {
   const port = await freePort()
   children.push(await startProcess(DEBIAN_PYTHON, [join(PEERS, 'pymodbus_server.py'), 'tcp', String(port)], 'listening'))
+  await waitForPort(port)
   const dev = await connect(`modbus-tcp://127.0.0.1:${port}?max-in-flight=1&request-timeout=2000`)
   const results = await dev.readTags([
     'holding-register:0:UINT[5]',

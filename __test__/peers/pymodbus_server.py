@@ -5,7 +5,7 @@
 
 Holding register i holds 1000 + i, input register i holds 2000 + i, coil i is
 (i % 3 == 0), discrete input i is (i % 5 == 0), for addresses 0..999 of unit 1.
-Prints "listening" once the server is about to serve.
+Prints "listening" just before it serves (TCP: the port may bind a moment later).
 """
 
 import asyncio
