@@ -21,8 +21,6 @@ export declare class BindingModbusDevice {
 }
 
 export declare class BindingModbusPlan {
-  /** Requests one read of the plan sends (before any split on refusal). */
-  get requestCount(): number
   read(timeoutMs?: number | undefined | null): Promise<BindingColumnarRead>
 }
 

@@ -192,11 +192,7 @@ impl BindingModbusDevice {
             }
         }
         let plan = self.device.prepare(valid);
-        Either::A(BindingModbusPlan {
-            device: self.device.clone(),
-            request_count: plan.request_count() as u32,
-            plan: Arc::new(Mutex::new(plan)),
-        })
+        Either::A(BindingModbusPlan { device: self.device.clone(), plan: Arc::new(Mutex::new(plan)) })
     }
 
     #[napi]
@@ -222,17 +218,10 @@ impl BindingModbusDevice {
 pub struct BindingModbusPlan {
     device: Arc<ModbusDevice>,
     plan: Arc<Mutex<ReadPlan>>,
-    request_count: u32,
 }
 
 #[napi]
 impl BindingModbusPlan {
-    /// Requests one read of the plan sends (before any split on refusal).
-    #[napi(getter)]
-    pub fn request_count(&self) -> u32 {
-        self.request_count
-    }
-
     #[napi]
     pub async fn read(&self, timeout_ms: Option<u32>) -> BindingColumnarRead {
         let timeout = request_timeout(timeout_ms);

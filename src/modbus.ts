@@ -20,10 +20,9 @@ function isError(value: unknown): value is NativeErrorInfo {
 
 /** Only failed tags need a JS-side change: their plain error becomes a `BifrostError`. */
 function toTagResults(results: BindingTagResult[]): TagResult[] {
+  // The addon omits absent fields, so good tags need no work at all.
   for (const r of results as Array<BindingTagResult & { error?: unknown }>) {
     if (r.error) r.error = fromNative(r.error as NativeErrorInfo)
-    else delete r.error
-    if (r.value === undefined || r.value === null) delete r.value
   }
   return results as unknown as TagResult[]
 }

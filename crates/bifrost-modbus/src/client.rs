@@ -211,10 +211,6 @@ impl Client {
         self.commands.send(command).map_err(|_| closed())
     }
 
-    pub fn config(&self) -> &ClientConfig {
-        &self.config
-    }
-
     pub fn stats(&self) -> &Stats {
         &self.stats
     }

@@ -109,10 +109,6 @@ impl ReadPlan {
     pub fn tags(&self) -> &[ModbusTag] {
         &self.tags
     }
-    /// Number of requests one read of this plan sends.
-    pub fn request_count(&self) -> usize {
-        self.plan.requests.len()
-    }
 }
 
 /// Columnar read result: element values of all tags back to back.
@@ -141,10 +137,6 @@ impl ModbusDevice {
 
     pub fn client(&self) -> &Client {
         &self.client
-    }
-
-    pub fn settings(&self) -> &DeviceSettings {
-        &self.settings
     }
 
     fn key(&self, tag: &ModbusTag) -> Key {
