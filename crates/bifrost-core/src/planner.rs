@@ -3,12 +3,14 @@
 
 /// An address range in the table identified by `key`. Units are abstract
 /// (registers or bits). `len >= 1` and `start + len <= 65536`; anything else
-/// is clamped into that space.
+/// is clamped into that space. A span made of elements `align` units long
+/// (a REAL array: 2) that needs several requests is cut only between elements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Span<K> {
     pub key: K,
     pub start: u16,
     pub len: u32,
+    pub align: u16,
 }
 
 /// Per-key limits: the longest single request, and the largest hole between
@@ -57,6 +59,8 @@ struct Open<K> {
     isolated: bool,
     max_len: u32,
     max_gap: u32,
+    /// Element size of the first span; only matters for a lone span longer than `max_len`.
+    align: u32,
 }
 
 /// Plans blocks and requests for `spans`. `limits(key)` gives per-key limits;
@@ -108,6 +112,7 @@ pub fn plan<K: Copy + Ord>(
             // A zero limit would never make progress; treat it as 1.
             max_len: u32::from(lim.max_len.max(1)),
             max_gap: u32::from(lim.max_gap),
+            align: spans.get(i).map_or(1, |s| u32::from(s.align.max(1))),
         });
     }
     if let Some(cur) = open {
@@ -120,9 +125,11 @@ pub fn plan<K: Copy + Ord>(
 fn close<K: Copy>(mut cur: Open<K>, out: &mut Plan<K>) {
     let block = out.blocks.len();
     let len = cur.end - cur.start;
+    // Whole elements per request when an element fits in one.
+    let step = if cur.align <= cur.max_len { cur.max_len / cur.align * cur.align } else { cur.max_len };
     let mut offset = 0u32;
     while offset < len {
-        let chunk = (len - offset).min(cur.max_len);
+        let chunk = (len - offset).min(step);
         // Both always fit (start + offset < 65536, chunk <= u16::MAX); the
         // guard only keeps this panic-free.
         let (Ok(start), Ok(chunk16)) = (u16::try_from(cur.start + offset), u16::try_from(chunk)) else {
@@ -146,7 +153,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn sp(key: u8, start: u16, len: u32) -> Span<u8> {
-        Span { key, start, len }
+        Span { key, start, len, align: 1 }
     }
 
     fn lim(max_len: u16, max_gap: u16) -> impl Fn(u8) -> PlanLimits {
@@ -236,8 +243,24 @@ mod tests {
         assert!(p.requests.iter().all(|r| r.len == 1));
     }
 
+    #[test]
+    fn long_spans_are_cut_between_elements() {
+        // REAL[100]: 200 registers in elements of 2; 125 per request would cut element 62.
+        let real_array = Span { key: 0u8, start: 0, len: 200, align: 2 };
+        let p = plan(&[real_array], lim(125, 0), none);
+        assert_eq!(p.requests.iter().map(|r| (r.offset, r.len)).collect::<Vec<_>>(), [(0, 124), (124, 76)]);
+        // An element longer than a request cannot stay whole: plain cuts.
+        let p = plan(&[Span { key: 0u8, start: 0, len: 10, align: 8 }], lim(4, 0), none);
+        assert_eq!(p.requests.iter().map(|r| r.len).collect::<Vec<_>>(), [4, 4, 2]);
+    }
+
     fn case() -> impl Strategy<Value = (Vec<Span<u8>>, Vec<PlanLimits>, Vec<bool>)> {
-        let span = (0u8..3, 0u16..600, 1u32..300).prop_map(|(key, start, len)| Span { key, start, len });
+        let span = (0u8..3, 0u16..600, 1u32..300, 1u16..5).prop_map(|(key, start, len, align)| Span {
+            key,
+            start,
+            len,
+            align,
+        });
         let limits = (1u16..130, 0u16..20).prop_map(|(max_len, max_gap)| PlanLimits { max_len, max_gap });
         (
             prop::collection::vec(span, 0..40),

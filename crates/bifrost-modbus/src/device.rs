@@ -167,8 +167,13 @@ impl ModbusDevice {
     }
 
     pub fn prepare(&self, tags: Vec<ModbusTag>) -> ReadPlan {
-        let spans: Vec<Span<Key>> =
-            tags.iter().map(|t| Span { key: self.key(t), start: t.address, len: t.span() }).collect();
+        let spans: Vec<Span<Key>> = tags
+            .iter()
+            .map(|t| {
+                let align = (t.span() / t.elements().max(1) as u32).clamp(1, u16::MAX as u32) as u16;
+                Span { key: self.key(t), start: t.address, len: t.span(), align }
+            })
+            .collect();
         let (plan, generation) = self.plan_spans(&spans);
         ReadPlan { tags, spans, plan, generation }
     }
