@@ -319,3 +319,14 @@ test('a device that accepts and hangs up at once is not hammered: reconnects bac
   await dev.close()
   await hangup.close()
 })
+
+test('RTU framing: a reply that arrives after its timeout is dropped, not taken as the next answer', async (t) => {
+  const sim = await startSimulator({ framing: 'rtu', latencyMs: 150 })
+  const dev = await connect(sim.url)
+  const late = (await t.throwsAsync(dev.read('holding-register:1:UINT', { timeout: 100 }))) as BifrostError
+  t.is(late.code, 'ETIMEDOUT')
+  t.is(await dev.read('holding-register:2:UINT', { timeout: 3000 }), 2)
+  t.is(stats(dev).unmatched, 1)
+  await dev.close()
+  sim.stop()
+})

@@ -20,6 +20,9 @@ use tokio::time::Instant;
 use crate::pdu::{function, Request, Response};
 use crate::{rtu, tcp};
 
+/// After an RTU request times out, how long the line must stay quiet before the next one.
+const RTU_LATE_REPLY_GRACE: Duration = Duration::from_millis(100);
+
 /// How requests and replies are framed on the byte stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -314,8 +317,11 @@ impl Connection {
             let accepting = self.in_flight.len() < self.config.max_in_flight;
             let deadline = self.in_flight.values().map(|p| p.deadline).min();
             let reading = self.stream.is_some();
+            // Serial lines (and RTU after a timeout) need the line quiet before the next frame;
+            // replies keep being read meanwhile.
+            let quiet = Instant::now() >= self.line_quiet_at;
             tokio::select! {
-                command = commands.recv(), if accepting => {
+                command = commands.recv(), if accepting && quiet => {
                     let Some(command) = command else { return };
                     self.handle(command).await;
                     // Drain what is already queued so one write carries many requests.
@@ -336,6 +342,7 @@ impl Connection {
                     Err(e) => self.drop_connection(Error::conn_reset(format!("connection lost: {e}"))),
                 },
                 _ = sleep_until(deadline), if deadline.is_some() => self.expire(),
+                _ = tokio::time::sleep_until(self.line_quiet_at), if !quiet => {}
             }
         }
     }
@@ -393,9 +400,6 @@ impl Connection {
         }
         let Some(stream) = self.stream.as_mut() else { return };
         let silence = self.config.inter_frame_delay;
-        if !silence.is_zero() {
-            tokio::time::sleep_until(self.line_quiet_at).await;
-        }
         // A peer that stops reading must not block this task past the requests' deadlines.
         let limit = self
             .in_flight
@@ -520,8 +524,10 @@ impl Connection {
             }
         }
         if self.config.framing == Framing::Rtu {
-            // A late RTU reply cannot be told apart from the next one: start clean.
+            // An RTU reply carries no id: let a late one arrive (and be dropped as
+            // unmatched) before the next request goes out, or it would answer that one.
             self.read_buf.clear();
+            self.line_quiet_at = self.line_quiet_at.max(Instant::now() + RTU_LATE_REPLY_GRACE);
         }
     }
 
