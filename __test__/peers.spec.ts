@@ -72,7 +72,18 @@ peerTest('our client talks RTU over a serial line (socat pty pair) to a pymodbus
     // Several tags in one batch: on a serial line they go one at a time.
     const results = await dev.readTags(['input-register:1:UINT', 'discrete-input:5', 'holding-register:900:UINT'])
     t.deepEqual(results.map((r) => r.value), [2001, true, 1900])
+
+    // A second device on the same line (unit 2) shares the port: both poll at once, no garbled frames.
+    const unit2 = await connect(`modbus-rtu://${ours}?baud-rate=38400&parity=none&unit-id=2&request-timeout=2000`)
+    const both = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => [dev.read(`holding-register:${10 + i}:UINT`), unit2.read(`holding-register:${10 + i}:UINT`)]).flat(),
+    )
+    t.deepEqual(both, Array.from({ length: 10 }, (_, i) => [1010 + i, 5010 + i]).flat())
+    const mismatch = (await t.throwsAsync(connect(`modbus-rtu://${ours}?baud-rate=9600&parity=none`))) as BifrostError
+    t.is(mismatch.code, 'EADDRESS')
     await dev.close()
+    t.is(await unit2.read('holding-register:1:UINT'), 5001) // the port stays open for the other device
+    await unit2.close()
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }

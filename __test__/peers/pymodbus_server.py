@@ -3,8 +3,9 @@
   /usr/bin/python3 pymodbus_server.py tcp PORT
   /usr/bin/python3 pymodbus_server.py serial /dev/pts/N BAUD
 
-Holding register i holds 1000 + i, input register i holds 2000 + i, coil i is
-(i % 3 == 0), discrete input i is (i % 5 == 0), for addresses 0..999 of unit 1.
+Unit 1: holding register i holds 1000 + i, input register i holds 2000 + i,
+coil i is (i % 3 == 0), discrete input i is (i % 5 == 0), for addresses 0..999.
+Unit 2: the same with holding register i holding 5000 + i.
 Prints "listening" just before it serves (TCP: the port may bind a moment later).
 """
 
@@ -22,15 +23,18 @@ from pymodbus.transaction import ModbusRtuFramer
 SIZE = 1000
 
 
-def context():
-    unit = ModbusSlaveContext(
-        hr=ModbusSequentialDataBlock(0, [(1000 + i) % 65536 for i in range(SIZE)]),
+def unit(holding_base):
+    return ModbusSlaveContext(
+        hr=ModbusSequentialDataBlock(0, [(holding_base + i) % 65536 for i in range(SIZE)]),
         ir=ModbusSequentialDataBlock(0, [(2000 + i) % 65536 for i in range(SIZE)]),
         co=ModbusSequentialDataBlock(0, [i % 3 == 0 for i in range(SIZE)]),
         di=ModbusSequentialDataBlock(0, [i % 5 == 0 for i in range(SIZE)]),
         zero_mode=True,
     )
-    return ModbusServerContext(slaves={1: unit}, single=False)
+
+
+def context():
+    return ModbusServerContext(slaves={1: unit(1000), 2: unit(5000)}, single=False)
 
 
 async def main():

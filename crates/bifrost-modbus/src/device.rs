@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use bytes::Bytes;
 
 use crate::client::{Client, ClientConfig, Framing, Op};
 use crate::pdu::{self, Response};
+use crate::serial::{self, PortSettings};
 use crate::tag::{ModbusTag, Table};
 
 /// Spec limits for one read request.
@@ -95,6 +97,9 @@ pub struct ModbusDevice {
     client: Client,
     settings: DeviceSettings,
     learned: Mutex<Learned>,
+    /// Serial devices share their port's connection; closing releases it.
+    serial_port: Option<String>,
+    closed: AtomicBool,
 }
 
 /// Tags parsed and planned once, read many times.
@@ -131,8 +136,19 @@ struct Fetched {
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 impl ModbusDevice {
-    pub fn new(client: Client, settings: DeviceSettings) -> Self {
-        ModbusDevice { client, settings, learned: Mutex::new(Learned::default()) }
+    pub fn new(client: Client, settings: DeviceSettings, serial_port: Option<String>) -> Self {
+        ModbusDevice {
+            client,
+            settings,
+            learned: Mutex::new(Learned::default()),
+            serial_port,
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// This device's timeout unless the call gives one (a shared serial port serves devices with different ones).
+    fn timeout(&self, timeout: Option<Duration>) -> Option<Duration> {
+        Some(timeout.unwrap_or(self.settings.client.request_timeout))
     }
 
     pub fn client(&self) -> &Client {
@@ -222,6 +238,11 @@ impl ModbusDevice {
             plan.generation = generation;
         }
         let mut fetched = Fetched { images: Vec::new(), slots: (0..plan.spans.len()).map(|_| None).collect() };
+        if self.closed.load(Ordering::Relaxed) {
+            fetched.slots.fill_with(|| Some(Err(Error::closed("the device was closed"))));
+            return fetched;
+        }
+        let timeout = self.timeout(timeout);
         let members: Vec<usize> = (0..plan.spans.len()).collect();
         self.fetch(&plan.spans, members, Some(&plan.plan), timeout, &mut fetched).await;
         fetched
@@ -325,6 +346,10 @@ impl ModbusDevice {
     /// Writes each tag; one result per tag, in order. All requests are queued
     /// before any reply is awaited.
     pub async fn write(&self, writes: &[(ModbusTag, Value)], timeout: Option<Duration>) -> Vec<Result<()>> {
+        if self.closed.load(Ordering::Relaxed) {
+            return writes.iter().map(|_| Err(Error::closed("the device was closed"))).collect();
+        }
+        let timeout = self.timeout(timeout);
         let queued: Vec<Result<Vec<_>>> = writes
             .iter()
             .map(|(tag, value)| {
@@ -359,7 +384,13 @@ impl ModbusDevice {
     }
 
     pub async fn close(&self) {
-        self.client.close().await;
+        if self.closed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        match &self.serial_port {
+            Some(path) => serial::release(path).await,
+            None => self.client.close().await,
+        }
     }
 }
 
@@ -585,26 +616,27 @@ impl ModbusDevice {
     /// Opens a device from its URL: `modbus-tcp://host[:502]`, `modbus-rtu-tcp://host[:502]`
     /// or `modbus-rtu:///dev/ttyUSB0?baud-rate=9600&parity=even`.
     pub async fn open(mut url: DeviceUrl) -> Result<ModbusDevice> {
-        let mut inter_frame_delay = Duration::ZERO;
-        let (framing, connector) = match url.scheme.as_str() {
+        match url.scheme.as_str() {
             "modbus-tcp" | "modbus-rtu-tcp" => {
-                let framing = if url.scheme == "modbus-tcp" { Framing::Tcp } else { Framing::Rtu };
                 if url.host.is_empty() {
                     return Err(Error::address(format!("{}:// needs a host", url.scheme)));
                 }
-                (framing, crate::client::tcp_connector(url.socket_address(502)))
+                let framing = if url.scheme == "modbus-tcp" { Framing::Tcp } else { Framing::Rtu };
+                let connector = crate::client::tcp_connector(url.socket_address(502));
+                let settings = DeviceSettings::from_url(&mut url, framing)?;
+                url.finish()?;
+                let client = Client::connect(connector, settings.client.clone()).await?;
+                Ok(ModbusDevice::new(client, settings, None))
             }
             "modbus-rtu" => {
-                let (connector, silence) = crate::serial::connector(&mut url)?;
-                inter_frame_delay = silence;
-                (Framing::Rtu, connector)
+                let port = PortSettings::from_url(&mut url)?;
+                let mut settings = DeviceSettings::from_url(&mut url, Framing::Rtu)?;
+                settings.client.inter_frame_delay = port.inter_frame_delay();
+                url.finish()?;
+                let client = serial::acquire(&port, settings.client.clone()).await?;
+                Ok(ModbusDevice::new(client, settings, Some(port.path)))
             }
-            other => return Err(Error::address(format!("'{other}://' is not a Modbus scheme"))),
-        };
-        let mut settings = DeviceSettings::from_url(&mut url, framing)?;
-        settings.client.inter_frame_delay = inter_frame_delay;
-        url.finish()?;
-        let client = Client::connect(connector, settings.client.clone()).await?;
-        Ok(ModbusDevice::new(client, settings))
+            other => Err(Error::address(format!("'{other}://' is not a Modbus scheme"))),
+        }
     }
 }

@@ -1,56 +1,119 @@
-//! Modbus RTU over a serial line: port settings from the URL, and the
-//! inter-frame silence the serial line specification requires.
+//! Modbus RTU over a serial line: port settings from the URL, the inter-frame
+//! silence the serial line specification requires, and one connection task per
+//! port shared by every device on that line, so requests go one at a time.
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use bifrost_core::url::DeviceUrl;
-use bifrost_core::{Error, Result};
+use bifrost_core::{Error, ErrorCode, Result};
+use tokio::sync::Mutex;
 use tokio_serial::{DataBits, Parity, SerialPortBuilderExt, StopBits};
 
-use crate::client::Connector;
+use crate::client::{Client, ClientConfig, Connector};
 
-/// Reads `baud-rate`, `parity`, `data-bits` and `stop-bits` from the URL and
-/// returns a connector for the port plus the silence to keep between frames.
-pub fn connector(url: &mut DeviceUrl) -> Result<(Connector, Duration)> {
-    let path = if url.path.is_empty() { url.host.clone() } else { url.path.clone() };
-    if path.is_empty() {
-        return Err(Error::address("modbus-rtu:// needs a serial port path, e.g. modbus-rtu:///dev/ttyUSB0"));
-    }
-    let baud: u32 = url.take("baud-rate")?.unwrap_or(19200);
-    // The serial line specification's default is even parity.
-    let parity = match url.take::<String>("parity")?.as_deref().unwrap_or("even") {
-        "none" => Parity::None,
-        "even" => Parity::Even,
-        "odd" => Parity::Odd,
-        other => return Err(Error::address(format!("parity must be none, even or odd, not '{other}'"))),
-    };
-    let data_bits = match url.take::<u8>("data-bits")?.unwrap_or(8) {
-        7 => DataBits::Seven,
-        8 => DataBits::Eight,
-        other => return Err(Error::address(format!("data-bits must be 7 or 8, not {other}"))),
-    };
-    let stop_bits = match url.take::<u8>("stop-bits")?.unwrap_or(1) {
-        1 => StopBits::One,
-        2 => StopBits::Two,
-        other => return Err(Error::address(format!("stop-bits must be 1 or 2, not {other}"))),
-    };
-    let connector: Connector = Box::new(move || {
-        let opened = tokio_serial::new(path.clone(), baud)
-            .parity(parity)
-            .data_bits(data_bits)
-            .stop_bits(stop_bits)
-            .open_native_async()
-            .map_err(|e| Error::new(bifrost_core::ErrorCode::ConnRefused, format!("open {path}: {e}")));
-        Box::pin(async move { Ok(Box::new(opened?) as Box<dyn crate::client::Stream>) })
-    });
-    Ok((connector, inter_frame_delay(baud)))
+/// A serial port and its line settings, from `modbus-rtu:///dev/ttyUSB0?baud-rate=9600&parity=even`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSettings {
+    pub path: String,
+    pub baud_rate: u32,
+    pub parity: Parity,
+    pub data_bits: DataBits,
+    pub stop_bits: StopBits,
 }
 
-/// 3.5 character times (11 bits each), fixed at 1.75 ms above 19200 baud as the spec advises.
-pub fn inter_frame_delay(baud: u32) -> Duration {
-    if baud > 19200 {
-        Duration::from_micros(1750)
-    } else {
-        Duration::from_micros(3_500_000 * 11 / baud.max(1) as u64)
+impl PortSettings {
+    /// Takes `baud-rate`, `parity`, `data-bits` and `stop-bits` from the URL.
+    pub fn from_url(url: &mut DeviceUrl) -> Result<PortSettings> {
+        let path = if url.path.is_empty() { url.host.clone() } else { url.path.clone() };
+        if path.is_empty() {
+            return Err(Error::address("modbus-rtu:// needs a serial port path, e.g. modbus-rtu:///dev/ttyUSB0"));
+        }
+        // The serial line specification's defaults: 19200 baud, even parity.
+        let baud_rate = url.take("baud-rate")?.unwrap_or(19200);
+        let parity = match url.take::<String>("parity")?.as_deref().unwrap_or("even") {
+            "none" => Parity::None,
+            "even" => Parity::Even,
+            "odd" => Parity::Odd,
+            other => return Err(Error::address(format!("parity must be none, even or odd, not '{other}'"))),
+        };
+        let data_bits = match url.take::<u8>("data-bits")?.unwrap_or(8) {
+            7 => DataBits::Seven,
+            8 => DataBits::Eight,
+            other => return Err(Error::address(format!("data-bits must be 7 or 8, not {other}"))),
+        };
+        let stop_bits = match url.take::<u8>("stop-bits")?.unwrap_or(1) {
+            1 => StopBits::One,
+            2 => StopBits::Two,
+            other => return Err(Error::address(format!("stop-bits must be 1 or 2, not {other}"))),
+        };
+        Ok(PortSettings { path, baud_rate, parity, data_bits, stop_bits })
+    }
+
+    /// 3.5 character times (11 bits each), fixed at 1.75 ms above 19200 baud as the spec advises.
+    pub fn inter_frame_delay(&self) -> Duration {
+        if self.baud_rate > 19200 {
+            Duration::from_micros(1750)
+        } else {
+            Duration::from_micros(3_500_000 * 11 / u64::from(self.baud_rate.max(1)))
+        }
+    }
+
+    fn connector(&self) -> Connector {
+        let port = self.clone();
+        Box::new(move || {
+            let opened = tokio_serial::new(port.path.clone(), port.baud_rate)
+                .parity(port.parity)
+                .data_bits(port.data_bits)
+                .stop_bits(port.stop_bits)
+                .open_native_async()
+                .map_err(|e| Error::new(ErrorCode::ConnRefused, format!("open {}: {e}", port.path)));
+            Box::pin(async move { Ok(Box::new(opened?) as Box<dyn crate::client::Stream>) })
+        })
+    }
+}
+
+struct OpenPort {
+    settings: PortSettings,
+    client: Client,
+    devices: usize,
+}
+
+static OPEN_PORTS: LazyLock<Mutex<HashMap<String, OpenPort>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// The connection to `settings.path`, opened on first use and shared after that.
+/// A second device must ask for the same line settings.
+pub async fn acquire(settings: &PortSettings, config: ClientConfig) -> Result<Client> {
+    let mut ports = OPEN_PORTS.lock().await;
+    if let Some(port) = ports.get_mut(&settings.path) {
+        if port.settings != *settings {
+            return Err(Error::address(format!(
+                "{} is already open with other line settings ({:?})",
+                settings.path, port.settings
+            )));
+        }
+        port.devices += 1;
+        return Ok(port.client.clone());
+    }
+    let client = Client::connect(settings.connector(), config).await?;
+    ports.insert(settings.path.clone(), OpenPort { settings: settings.clone(), client: client.clone(), devices: 1 });
+    Ok(client)
+}
+
+/// One device is done with the port; the last one closes it.
+pub async fn release(path: &str) {
+    let mut ports = OPEN_PORTS.lock().await;
+    let last = match ports.get_mut(path) {
+        Some(port) => {
+            port.devices -= 1;
+            port.devices == 0
+        }
+        None => false,
+    };
+    if last {
+        if let Some(port) = ports.remove(path) {
+            port.client.close().await;
+        }
     }
 }
