@@ -330,3 +330,14 @@ test('RTU framing: a reply that arrives after its timeout is dropped, not taken 
   await dev.close()
   sim.stop()
 })
+
+test('a dropped reply times out alone; the requests around it are answered', async (t) => {
+  const sim = await startSimulator({ dropEvery: 2 })
+  const dev = await connect(`${sim.url}?request-timeout=300`)
+  t.is(await dev.read('holding-register:1:UINT'), 1)
+  t.is(((await t.throwsAsync(dev.read('holding-register:2:UINT'))) as BifrostError).code, 'ETIMEDOUT')
+  t.is(await dev.read('holding-register:3:UINT'), 3)
+  t.is(sim.requests, 3)
+  await dev.close()
+  sim.stop()
+})
