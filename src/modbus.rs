@@ -58,11 +58,32 @@ fn now_ms() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
 }
 
-fn tag_result(tag: String, outcome: Result<JsValue, Error>, timestamp: f64) -> BindingTagResult {
-    match outcome {
-        Ok(value) => BindingTagResult { tag, value: Some(value), quality: "good".into(), error: None, timestamp },
-        Err(e) => BindingTagResult { tag, value: None, quality: "bad".into(), error: Some(e.into()), timestamp },
-    }
+/// One result per input tag, in input order: the outcomes of the tags that parsed,
+/// with the address errors of those that did not in between.
+fn in_input_order<T>(
+    texts: Vec<String>,
+    parsed: Vec<Result<ModbusTag, Error>>,
+    outcomes: Vec<Result<T, Error>>,
+    to_js: impl Fn(&ModbusTag, T) -> Option<JsValue>,
+) -> Vec<BindingTagResult> {
+    let timestamp = now_ms();
+    let mut outcomes = outcomes.into_iter();
+    texts
+        .into_iter()
+        .zip(parsed)
+        .map(|(tag, parsed)| {
+            let outcome = parsed.and_then(|t| {
+                let outcome = outcomes.next().unwrap_or_else(|| Err(Error::proto("no result for this tag")));
+                outcome.map(|v| to_js(&t, v))
+            });
+            match outcome {
+                Ok(value) => BindingTagResult { tag, value, quality: "good".into(), error: None, timestamp },
+                Err(e) => {
+                    BindingTagResult { tag, value: None, quality: "bad".into(), error: Some(e.into()), timestamp }
+                }
+            }
+        })
+        .collect()
 }
 
 /// A per-call request timeout; `None` keeps the device's `request-timeout`.
@@ -105,29 +126,15 @@ impl BindingModbusDevice {
         let timeout = request_timeout(timeout_ms);
         let device = self.device.clone();
         let parsed = parse_tags(&tags);
-        let outcome = guarded(async move {
-            let valid: Vec<ModbusTag> = parsed.iter().filter_map(|t| t.as_ref().ok().cloned()).collect();
+        let valid: Vec<ModbusTag> = parsed.iter().filter_map(|t| t.as_ref().ok().cloned()).collect();
+        let count = valid.len();
+        let values = guarded(async move {
             let mut plan = device.prepare(valid);
-            let values = device.read(&mut plan, timeout).await;
-            (parsed, plan, values)
+            device.read(&mut plan, timeout).await
         })
-        .await;
-        let timestamp = now_ms();
-        let (parsed, plan, values) = match outcome {
-            Ok(done) => done,
-            Err(e) => return tags.into_iter().map(|t| tag_result(t, Err(e.clone()), timestamp)).collect(),
-        };
-        let mut values = plan.tags().iter().zip(values);
-        tags.into_iter()
-            .zip(parsed)
-            .map(|(text, parsed)| {
-                let outcome = parsed.and_then(|_| {
-                    let (tag, value) = values.next().expect("one value per valid tag");
-                    value.map(|v| JsValue::new(v, tag.data_type))
-                });
-                tag_result(text, outcome, timestamp)
-            })
-            .collect()
+        .await
+        .unwrap_or_else(|e| vec![Err(e); count]);
+        in_input_order(tags, parsed, values, |tag, value| Some(JsValue::new(value, tag.data_type)))
     }
 
     /// Writes each tag; one result per tag, never rejects.
@@ -143,34 +150,12 @@ impl BindingModbusDevice {
         let device = self.device.clone();
         let (texts, values): (Vec<String>, Vec<Value>) = writes.into_iter().map(|(t, v)| (t, v.0)).unzip();
         let parsed = parse_tags(&texts);
-        let outcome = guarded(async move {
-            let valid: Vec<(ModbusTag, Value)> =
-                parsed.iter().zip(values).filter_map(|(t, v)| t.as_ref().ok().map(|t| (t.clone(), v))).collect();
-            let results = device.write(&valid, timeout).await;
-            (parsed, results)
-        })
-        .await;
-        let timestamp = now_ms();
-        let (parsed, results) = match outcome {
-            Ok(done) => done,
-            Err(e) => return texts.into_iter().map(|t| tag_result(t, Err(e.clone()), timestamp)).collect(),
-        };
-        let mut results = results.into_iter();
-        texts
-            .into_iter()
-            .zip(parsed)
-            .map(|(text, parsed)| {
-                let outcome = parsed.and_then(|_| {
-                    results
-                        .next()
-                        .expect("one result per valid tag")
-                        .map(|()| JsValue::new(Value::Bool(true), bifrost_core::DataType::Bool))
-                });
-                let mut result = tag_result(text, outcome, timestamp);
-                result.value = None;
-                result
-            })
-            .collect()
+        let valid: Vec<(ModbusTag, Value)> =
+            parsed.iter().zip(values).filter_map(|(t, v)| t.as_ref().ok().map(|t| (t.clone(), v))).collect();
+        let count = valid.len();
+        let results =
+            guarded(async move { device.write(&valid, timeout).await }).await.unwrap_or_else(|e| vec![Err(e); count]);
+        in_input_order(texts, parsed, results, |_, ()| None)
     }
 
     /// Parses and plans the tags once; the plan's `read` then costs one call.
