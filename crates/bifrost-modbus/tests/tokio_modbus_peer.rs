@@ -231,3 +231,57 @@ async fn the_simulator_serves_thousands_of_connections() {
     }
     assert_eq!(sim.stats().connections.load(Ordering::Relaxed), CONNECTIONS as u64);
 }
+
+/// A slow request must keep its transaction id when the 16-bit id wraps around it.
+#[tokio::test]
+async fn a_slow_request_keeps_its_id_when_ids_wrap() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Answers every request with the register value = its address, except the one
+    // with id 0, which it answers only once 70,000 others have been served.
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut input = Vec::new();
+        let mut held = None;
+        let mut served = 0u32;
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = socket.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                return;
+            }
+            input.extend_from_slice(&chunk[..n]);
+            let mut out = Vec::new();
+            while let Some((header, pdu, len)) = bifrost_modbus::tcp::decode_frame(&input).unwrap() {
+                let address = [pdu[1], pdu[2]];
+                let reply = [3, 2, address[0], address[1]];
+                if header.transaction_id == 0 && held.is_none() {
+                    held = Some(reply);
+                } else {
+                    bifrost_modbus::tcp::encode_frame(header.transaction_id, header.unit_id, &reply, &mut out);
+                    served += 1;
+                }
+                input.drain(..len);
+            }
+            if served >= 70_000 {
+                if let Some(reply) = held.take() {
+                    bifrost_modbus::tcp::encode_frame(0, 1, &reply, &mut out);
+                }
+            }
+            socket.write_all(&out).await.unwrap();
+        }
+    });
+    let config = ClientConfig { max_in_flight: 2, ..ClientConfig::default() };
+    let client = Client::connect(tcp_connector(addr.to_string()), config).await.unwrap();
+    let read = |address| Op::Read { function: function::READ_HOLDING_REGISTERS, address, quantity: 1 };
+    let slow = client.submit(1, read(4242), Some(std::time::Duration::from_secs(120)));
+    for i in 0..70_000u32 {
+        let address = (i % 4000) as u16;
+        let reply = client.call(1, read(address), None).await.unwrap();
+        assert_eq!(reply.pdu(), &[3, 2, (address >> 8) as u8, address as u8]);
+    }
+    let reply = client.call(1, read(7), None).await.unwrap(); // and the connection goes on
+    assert_eq!(reply.pdu(), &[3, 2, 0, 7]);
+    assert_eq!(slow.await.unwrap().pdu(), &[3, 2, (4242u16 >> 8) as u8, 4242u16 as u8]);
+}
