@@ -315,7 +315,7 @@ impl Connection {
     async fn serve(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) {
         loop {
             let accepting = self.in_flight.len() < self.config.max_in_flight;
-            let deadline = self.in_flight.values().map(|p| p.deadline).min();
+            let deadline = self.earliest_deadline();
             let reading = self.stream.is_some();
             // Serial lines (and RTU after a timeout) need the line quiet before the next frame;
             // replies keep being read meanwhile.
@@ -345,6 +345,10 @@ impl Connection {
                 _ = tokio::time::sleep_until(self.line_quiet_at), if !quiet => {}
             }
         }
+    }
+
+    fn earliest_deadline(&self) -> Option<Instant> {
+        self.in_flight.values().map(|p| p.deadline).min()
     }
 
     async fn handle(&mut self, command: Command) {
@@ -398,15 +402,10 @@ impl Connection {
         if self.write_buf.is_empty() {
             return;
         }
-        let Some(stream) = self.stream.as_mut() else { return };
         let silence = self.config.inter_frame_delay;
         // A peer that stops reading must not block this task past the requests' deadlines.
-        let limit = self
-            .in_flight
-            .values()
-            .map(|p| p.deadline)
-            .min()
-            .unwrap_or_else(|| Instant::now() + self.config.request_timeout);
+        let limit = self.earliest_deadline().unwrap_or_else(|| Instant::now() + self.config.request_timeout);
+        let Some(stream) = self.stream.as_mut() else { return };
         let result = tokio::time::timeout_at(limit, stream.write_all(&self.write_buf)).await;
         self.write_buf.clear();
         self.line_quiet_at = Instant::now() + silence;

@@ -12,8 +12,7 @@ use std::time::Duration;
 use bifrost_core::planner::{self, Plan, PlanLimits, Span};
 use bifrost_core::url::DeviceUrl;
 use bifrost_core::{
-    decode_element, decode_element_f64, decode_string, encode_element, encode_string, registers_per_element, DataType,
-    Error, Result, Value,
+    decode_element, decode_element_f64, decode_string, encode_element, encode_string, DataType, Error, Result, Value,
 };
 use bytes::Bytes;
 
@@ -186,7 +185,7 @@ impl ModbusDevice {
         let spans: Vec<Span<Key>> = tags
             .iter()
             .map(|t| {
-                let align = (t.span() / t.elements().max(1) as u32).clamp(1, u16::MAX as u32) as u16;
+                let align = t.element_span().clamp(1, u16::MAX as u32) as u16;
                 Span { key: self.key(t), start: t.address, len: t.span(), align }
             })
             .collect();
@@ -239,7 +238,7 @@ impl ModbusDevice {
         }
         let mut fetched = Fetched { images: Vec::new(), slots: (0..plan.spans.len()).map(|_| None).collect() };
         if self.closed.load(Ordering::Relaxed) {
-            fetched.slots.fill_with(|| Some(Err(Error::closed("the device was closed"))));
+            fetched.slots.fill_with(|| Some(Err(device_closed())));
             return fetched;
         }
         let timeout = self.timeout(timeout);
@@ -347,7 +346,7 @@ impl ModbusDevice {
     /// before any reply is awaited.
     pub async fn write(&self, writes: &[(ModbusTag, Value)], timeout: Option<Duration>) -> Vec<Result<()>> {
         if self.closed.load(Ordering::Relaxed) {
-            return writes.iter().map(|_| Err(Error::closed("the device was closed"))).collect();
+            return writes.iter().map(|_| Err(device_closed())).collect();
         }
         let timeout = self.timeout(timeout);
         let queued: Vec<Result<Vec<_>>> = writes
@@ -394,6 +393,10 @@ impl ModbusDevice {
     }
 }
 
+fn device_closed() -> Error {
+    Error::closed("the device was closed")
+}
+
 /// Bytes per table unit in a block image: two per register, one per bit (unpacked).
 fn image_len(table: Table, units: u32) -> usize {
     if table.is_bit() {
@@ -426,14 +429,6 @@ fn copy_into(table: Table, response: &Response, quantity: u16, image: &mut [u8],
     }
 }
 
-fn register_span_bytes(tag: &ModbusTag) -> usize {
-    if tag.data_type == DataType::String {
-        (tag.string_length as usize).div_ceil(2) * 2
-    } else {
-        registers_per_element(tag.data_type) * 2
-    }
-}
-
 /// Decodes one tag from its block image.
 pub fn decode_tag(tag: &ModbusTag, image: &[u8], offset: u32) -> Result<Value> {
     let element = |i: usize| -> Result<Value> {
@@ -441,7 +436,7 @@ pub fn decode_tag(tag: &ModbusTag, image: &[u8], offset: u32) -> Result<Value> {
             let bit = image.get(offset as usize + i).ok_or_else(|| Error::proto("short image"))?;
             return Ok(Value::Bool(*bit != 0));
         }
-        let size = register_span_bytes(tag);
+        let size = tag.element_span() as usize * 2;
         let start = offset as usize * 2 + i * size;
         let bytes = image.get(start..start + size).ok_or_else(|| Error::proto("short image"))?;
         match (tag.bit, tag.data_type) {
@@ -478,7 +473,7 @@ fn decode_tag_f64(tag: &ModbusTag, image: &[u8], offset: u32, out: &mut Vec<f64>
             }
         };
     }
-    let size = registers_per_element(tag.data_type) * 2;
+    let size = tag.element_span() as usize * 2;
     let start = offset as usize * 2;
     let bytes = image.get(start..start + size * tag.elements()).ok_or_else(|| Error::proto("short image"))?;
     for chunk in bytes.chunks_exact(size) {
@@ -562,7 +557,7 @@ pub fn write_ops(tag: &ModbusTag, value: &Value) -> Result<Vec<Op>> {
         }]);
     }
     // Whole elements per request, so no value is ever half-written.
-    let per_element = registers.len() / tag.elements().max(1) / 2;
+    let per_element = tag.element_span() as usize;
     let chunk = match per_element {
         1..=MAX_WRITE_REGISTERS => MAX_WRITE_REGISTERS / per_element * per_element,
         _ => MAX_WRITE_REGISTERS, // long strings cannot stay whole in one request

@@ -94,15 +94,18 @@ impl ModbusTag {
 
     /// Units this tag covers: registers for register tables, bits for bit tables.
     pub fn span(&self) -> u32 {
-        let elements = self.elements() as u32;
+        self.elements() as u32 * self.element_span()
+    }
+
+    /// Units one element covers: 1 for bits (and a bit of a register), else its registers.
+    pub fn element_span(&self) -> u32 {
         if self.table.is_bit() || self.bit.is_some() {
-            return if self.table.is_bit() { elements } else { 1 };
+            return 1;
         }
-        let per_element = match self.data_type {
+        match self.data_type {
             DataType::String => u32::from(self.string_length).div_ceil(2),
             t => (t.size_bytes() as u32).div_ceil(2),
-        };
-        elements * per_element
+        }
     }
 
     /// Array length, or 1 for a scalar.
