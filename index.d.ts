@@ -33,6 +33,11 @@ export declare class BindingModbusSimulator {
   stop(): void
 }
 
+export declare class BindingReplyDecoder {
+  /** Decodes one Modbus TCP frame in place, on the calling thread. */
+  decode(frame: Uint8Array): BindingColumnarRead | ErrorInfo
+}
+
 /** Columnar read: element values of every tag back to back, typed arrays made from Rust memory. */
 export interface BindingColumnarRead {
   values: Float64Array
@@ -71,6 +76,9 @@ export interface BindingTagResult {
  * `options` are kebab-case keys that override the URL's query.
  */
 export declare function connectModbus(url: string, options: Record<string, string>): Promise<BindingModbusDevice | ErrorInfo>
+
+/** Makes a decoder for read replies captured elsewhere; `start` is the first address the reply answers. */
+export declare function createReplyDecoder(tags: Array<string>, start: number): BindingReplyDecoder | ErrorInfo
 
 /** An error as plain data; the TypeScript layer turns it into a `BifrostError`. */
 export interface ErrorInfo {

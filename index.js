@@ -838,5 +838,7 @@ module.exports = nativeBinding
 module.exports.BindingModbusDevice = nativeBinding.BindingModbusDevice
 module.exports.BindingModbusPlan = nativeBinding.BindingModbusPlan
 module.exports.BindingModbusSimulator = nativeBinding.BindingModbusSimulator
+module.exports.BindingReplyDecoder = nativeBinding.BindingReplyDecoder
 module.exports.connectModbus = nativeBinding.connectModbus
+module.exports.createReplyDecoder = nativeBinding.createReplyDecoder
 module.exports.startModbusSimulator = nativeBinding.startModbusSimulator

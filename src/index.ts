@@ -27,5 +27,5 @@ export type {
   TagResult,
   TagValue,
 } from './plugin.js'
-export { MODBUS_SCHEMES, ModbusPlugin, startSimulator } from './modbus.js'
+export { MODBUS_SCHEMES, ModbusPlugin, ReplyDecoder, startSimulator } from './modbus.js'
 export type { ConnectionStats, Simulator, SimulatorOptions } from './modbus.js'

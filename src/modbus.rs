@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bifrost_core::url::DeviceUrl;
 use bifrost_core::{Error, Value};
+use bifrost_modbus::decode::{ColumnarRead, ReplyDecoder};
 use bifrost_modbus::device::{ModbusDevice, ReadPlan};
 use bifrost_modbus::server::{parse_range_spec, Simulator, SimulatorConfig};
 use bifrost_modbus::tag::ModbusTag;
@@ -218,28 +219,61 @@ impl BindingModbusPlan {
             device.read_columnar(&mut plan, timeout).await
         })
         .await;
-        let timestamp = now_ms();
-        let columns = match outcome {
-            Ok(columns) => columns,
-            Err(e) => bifrost_modbus::device::ColumnarRead {
-                values: Vec::new(),
-                offsets: vec![0; tag_count + 1],
-                errors: vec![Some(e); tag_count],
-            },
-        };
-        let quality: Vec<u8> = columns.errors.iter().map(|e| e.is_some() as u8).collect();
-        let errors = columns
-            .errors
-            .into_iter()
-            .enumerate()
-            .filter_map(|(index, e)| e.map(|e| BindingIndexedError { index: index as u32, error: e.into() }))
-            .collect();
-        BindingColumnarRead {
-            values: Float64Array::new(columns.values),
-            offsets: Uint32Array::new(columns.offsets),
-            quality: Uint8Array::new(quality),
-            errors,
-            timestamp,
+        let columns = outcome.unwrap_or_else(|e| ColumnarRead {
+            values: Vec::new(),
+            offsets: vec![0; tag_count + 1],
+            errors: vec![Some(e); tag_count],
+        });
+        to_binding_columns(columns)
+    }
+}
+
+fn to_binding_columns(columns: ColumnarRead) -> BindingColumnarRead {
+    let quality: Vec<u8> = columns.errors.iter().map(|e| e.is_some() as u8).collect();
+    let errors = columns
+        .errors
+        .into_iter()
+        .enumerate()
+        .filter_map(|(index, e)| e.map(|e| BindingIndexedError { index: index as u32, error: e.into() }))
+        .collect();
+    BindingColumnarRead {
+        values: Float64Array::new(columns.values),
+        offsets: Uint32Array::new(columns.offsets),
+        quality: Uint8Array::new(quality),
+        errors,
+        timestamp: now_ms(),
+    }
+}
+
+/// Makes a decoder for read replies captured elsewhere; `start` is the first address the reply answers.
+#[napi]
+pub fn create_reply_decoder(tags: Vec<String>, start: u32) -> Either<BindingReplyDecoder, ErrorInfo> {
+    let made = (|| {
+        let start = u16::try_from(start).map_err(|_| Error::address(format!("start address {start} is above 65535")))?;
+        let tags = tags.iter().map(|t| ModbusTag::parse(t)).collect::<Result<Vec<_>, _>>()?;
+        ReplyDecoder::new(tags, start)
+    })();
+    match made {
+        Ok(decoder) => Either::A(BindingReplyDecoder { decoder }),
+        Err(e) => Either::B(e.into()),
+    }
+}
+
+#[napi]
+pub struct BindingReplyDecoder {
+    decoder: ReplyDecoder,
+}
+
+#[napi]
+impl BindingReplyDecoder {
+    /// Decodes one Modbus TCP frame in place, on the calling thread.
+    #[napi]
+    pub fn decode(&self, frame: &[u8]) -> Either<BindingColumnarRead, ErrorInfo> {
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.decoder.decode(frame)))
+            .unwrap_or_else(|_| Err(Error::proto("internal error while decoding (please report it)")));
+        match decoded {
+            Ok(columns) => Either::A(to_binding_columns(columns)),
+            Err(e) => Either::B(e.into()),
         }
     }
 }

@@ -4,8 +4,8 @@
  * @packageDocumentation
  */
 
-import { BindingModbusDevice, BindingModbusPlan, connectModbus, startModbusSimulator } from '../index.js'
-import type { BindingTagResult } from '../index.js'
+import { BindingModbusDevice, BindingModbusPlan, BindingReplyDecoder, connectModbus, createReplyDecoder, startModbusSimulator } from '../index.js'
+import type { BindingColumnarRead, BindingTagResult } from '../index.js'
 import { BifrostError, fromNative } from './errors.js'
 import type { NativeErrorInfo } from './errors.js'
 import { registerPlugin } from './plugin.js'
@@ -83,14 +83,57 @@ export class ModbusPlugin implements ProtocolPlugin {
   }
 }
 
+function toColumnarData(raw: BindingColumnarRead): ColumnarData {
+  const errors = new Map<number, BifrostError>()
+  for (const { index, error } of raw.errors) errors.set(index, fromNative(error))
+  return { values: raw.values, offsets: raw.offsets, quality: raw.quality, errors, timestamp: raw.timestamp }
+}
+
 class NativePlan implements PreparedPlan {
   constructor(private readonly plan: BindingModbusPlan) {}
 
   async read(options?: RequestOptions): Promise<ColumnarData> {
-    const raw = await this.plan.read(options?.timeout)
-    const errors = new Map<number, BifrostError>()
-    for (const { index, error } of raw.errors) errors.set(index, fromNative(error))
-    return { values: raw.values, offsets: raw.offsets, quality: raw.quality, errors, timestamp: raw.timestamp }
+    return toColumnarData(await this.plan.read(options?.timeout))
+  }
+}
+
+/**
+ * Decodes tags out of Modbus TCP read replies that reached you by another path
+ * (a capture, a gateway's own transport), with the same Rust codec a device
+ * read uses, on the calling thread.
+ *
+ * @example
+ * ```ts
+ * const decoder = new ReplyDecoder(['holding-register:0:UINT', 'holding-register:1:REAL{byte-order: CDAB}'], 0)
+ * const { values } = decoder.decode(frame) // frame: MBAP header + FC3 reply
+ * ```
+ */
+export class ReplyDecoder {
+  private readonly native: BindingReplyDecoder
+
+  /**
+   * @param tags - numeric tags, all in one table, with their real addresses
+   * @param start - the first address the replies answer (a reply does not carry it)
+   * @throws {@link BifrostError} `EADDRESS` for a bad tag or start, mixed tables, a STRING tag or a tag before `start`; `EINVAL` when `tags` is not an array of strings
+   */
+  constructor(tags: string[], start: number) {
+    if (!Array.isArray(tags) || !tags.every((t) => typeof t === 'string')) throw new BifrostError('EINVAL', 'tags must be an array of tag strings')
+    if (!Number.isInteger(start) || start < 0 || start > 65535) throw new BifrostError('EADDRESS', `start must be an address from 0 to 65535, not ${start}`)
+    const made = createReplyDecoder(tags, start)
+    if (isError(made)) throw fromNative(made)
+    this.native = made
+  }
+
+  /**
+   * Decodes one whole frame: MBAP header and a reply to the tags' read function.
+   * A tag beyond the reply's end fails alone, in `quality` and `errors`.
+   * @throws {@link BifrostError} `EPROTO` for a truncated or foreign frame, `MODBUS_EXCEPTION` for an exception reply, `EINVAL` when `frame` is not bytes
+   */
+  decode(frame: Uint8Array): ColumnarData {
+    if (!(frame instanceof Uint8Array)) throw new BifrostError('EINVAL', 'the frame must be a Uint8Array or Buffer')
+    const decoded = this.native.decode(frame)
+    if (isError(decoded)) throw fromNative(decoded)
+    return toColumnarData(decoded)
   }
 }
 

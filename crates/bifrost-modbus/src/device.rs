@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use bifrost_core::planner::{self, Plan, PlanLimits, Span};
 use bifrost_core::url::DeviceUrl;
-use bifrost_core::{
-    decode_element, decode_element_f64, decode_string, encode_element, encode_string, DataType, Error, Result, Value,
-};
+use bifrost_core::{encode_element, encode_string, DataType, Error, Result, Value};
 use bytes::Bytes;
 
 use crate::client::{Client, ClientConfig, Framing, Op};
+use crate::decode::{columns, decode_tag, ColumnarRead};
 use crate::pdu::{self, Response};
 use crate::serial::{self, PortSettings};
 use crate::tag::{ModbusTag, Table};
@@ -115,16 +114,6 @@ impl ReadPlan {
     }
 }
 
-/// Columnar read result: element values of all tags back to back.
-#[derive(Debug, Default)]
-pub struct ColumnarRead {
-    pub values: Vec<f64>,
-    /// Tag `i` owns `values[offsets[i]..offsets[i + 1]]`.
-    pub offsets: Vec<u32>,
-    /// One `Err` per tag that failed; `None` where it succeeded.
-    pub errors: Vec<Option<Error>>,
-}
-
 /// Register images of the blocks read, and where each tag's data starts.
 struct Fetched {
     images: Vec<Vec<u8>>,
@@ -209,25 +198,11 @@ impl ModbusDevice {
     /// Reads every tag of the plan into flat `f64` columns (STRING tags are refused by `prepare` callers).
     pub async fn read_columnar(&self, plan: &mut ReadPlan, timeout: Option<Duration>) -> ColumnarRead {
         let fetched = self.fetch_plan(plan, timeout).await;
-        let mut out = ColumnarRead {
-            values: Vec::with_capacity(plan.tags.iter().map(|t| t.elements()).sum()),
-            offsets: Vec::with_capacity(plan.tags.len() + 1),
-            errors: Vec::with_capacity(plan.tags.len()),
-        };
-        out.offsets.push(0);
-        for (tag, slot) in plan.tags.iter().zip(fetched.slots) {
-            let start = out.values.len();
-            let result = slot
-                .unwrap_or_else(|| Err(Error::proto("tag was not planned")))
-                .and_then(|(image, offset)| decode_tag_f64(tag, &fetched.images[image], offset, &mut out.values));
-            if result.is_err() {
-                out.values.truncate(start);
-                out.values.extend(std::iter::repeat_n(f64::NAN, tag.elements()));
-            }
-            out.errors.push(result.err());
-            out.offsets.push(out.values.len() as u32);
-        }
-        out
+        let slots = fetched.slots.into_iter().map(|slot| {
+            let (image, offset) = slot.unwrap_or_else(|| Err(Error::proto("tag was not planned")))?;
+            Ok((fetched.images[image].as_slice(), offset))
+        });
+        columns(&plan.tags, slots)
     }
 
     async fn fetch_plan(&self, plan: &mut ReadPlan, timeout: Option<Duration>) -> Fetched {
@@ -427,59 +402,6 @@ fn copy_into(table: Table, response: &Response, quantity: u16, image: &mut [u8],
             if table.is_bit() { "bits" } else { "registers" }
         ))),
     }
-}
-
-/// Decodes one tag from its block image.
-pub fn decode_tag(tag: &ModbusTag, image: &[u8], offset: u32) -> Result<Value> {
-    let element = |i: usize| -> Result<Value> {
-        if tag.table.is_bit() {
-            let bit = image.get(offset as usize + i).ok_or_else(|| Error::proto("short image"))?;
-            return Ok(Value::Bool(*bit != 0));
-        }
-        let size = tag.element_span() as usize * 2;
-        let start = offset as usize * 2 + i * size;
-        let bytes = image.get(start..start + size).ok_or_else(|| Error::proto("short image"))?;
-        match (tag.bit, tag.data_type) {
-            (Some(bit), _) => {
-                let Value::UInt(word) = decode_element(bytes, DataType::Uint, tag.byte_order)? else {
-                    return Err(Error::proto("register did not decode as UINT"));
-                };
-                Ok(Value::Bool(word >> bit & 1 == 1))
-            }
-            (None, DataType::String) => Ok(Value::String(decode_string(bytes, tag.byte_order))),
-            (None, ty) => decode_element(bytes, ty, tag.byte_order),
-        }
-    };
-    match tag.count {
-        None => element(0),
-        Some(n) => (0..n as usize).map(element).collect::<Result<Vec<_>>>().map(Value::Array),
-    }
-}
-
-fn decode_tag_f64(tag: &ModbusTag, image: &[u8], offset: u32, out: &mut Vec<f64>) -> Result<()> {
-    if tag.data_type == DataType::String {
-        return Err(Error::address(format!("STRING tag '{tag}' has no numeric column")));
-    }
-    if tag.table.is_bit() || tag.bit.is_some() {
-        // Bits are rare in hot loops; reuse the typed decoder.
-        return match decode_tag(tag, image, offset)? {
-            Value::Array(items) => {
-                out.extend(items.iter().map(|v| matches!(v, Value::Bool(true)) as u8 as f64));
-                Ok(())
-            }
-            v => {
-                out.push(matches!(v, Value::Bool(true)) as u8 as f64);
-                Ok(())
-            }
-        };
-    }
-    let size = tag.element_span() as usize * 2;
-    let start = offset as usize * 2;
-    let bytes = image.get(start..start + size * tag.elements()).ok_or_else(|| Error::proto("short image"))?;
-    for chunk in bytes.chunks_exact(size) {
-        out.push(decode_element_f64(chunk, tag.data_type, tag.byte_order)?);
-    }
-    Ok(())
 }
 
 fn as_bool(value: &Value) -> Result<bool> {

@@ -3,6 +3,7 @@
 
 pub mod ascii;
 pub mod client;
+pub mod decode;
 pub mod device;
 pub mod pdu;
 pub mod rtu;
