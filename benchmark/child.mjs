@@ -1,0 +1,155 @@
+// One client running one workload in its own process, so its CPU time and
+// peak RSS are its own. Prints one JSON line with the figures.
+//   node benchmark/child.mjs <client> <workload> '<settings JSON>'
+import { performance } from 'node:perf_hooks'
+import { BLOCK, POLL, check, makeFrames } from './workloads.mjs'
+
+const [clientName, workload, settingsJson] = process.argv.slice(2)
+const settings = JSON.parse(settingsJson)
+const server = { host: settings.host, port: settings.port }
+const { default: client } = await import(`./clients/${clientName}.mjs`)
+
+const BLOCK_EXPECTED = Float64Array.from(POLL.expected.subarray(0, BLOCK.quantity), (v) => v & 0xffff)
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)))
+const peakRssMb = () => process.resourceUsage().maxRSS / 1024
+const cpuSeconds = (since) => {
+  const used = process.cpuUsage(since)
+  return (used.user + used.system) / 1e6
+}
+
+/** Runs `fn` over `items` with at most `limit` at once (connecting 10,000 at once would overflow the listen backlog). */
+async function mapLimit(items, limit, fn) {
+  const out = new Array(items.length)
+  let next = 0
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++
+      out[i] = await fn(items[i], i)
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
+  return out
+}
+
+/** Calls `step` from `callers` concurrent loops until `seconds` pass; returns the calls made and the CPU used. */
+async function timedLoop(callers, seconds, step) {
+  let count = 0
+  const cpu = process.cpuUsage()
+  const started = performance.now()
+  const end = started + seconds * 1000
+  await Promise.all(
+    Array.from({ length: callers }, async (_, i) => {
+      while (performance.now() < end) {
+        await step(i)
+        count++
+      }
+    }),
+  )
+  return { count, seconds: (performance.now() - started) / 1000, cpu: cpuSeconds(cpu) }
+}
+
+async function requests(callers, seconds, inFlight) {
+  const lib = client.load()
+  const conn = await client.open(lib, server, { inFlight })
+  check('first read', await client.readBlock(conn), BLOCK_EXPECTED)
+  for (let i = 0; i < 200; i++) await client.readBlock(conn)
+  const run = await timedLoop(callers, seconds, () => client.readBlock(conn))
+  await client.close(conn)
+  return { reqPerSec: run.count / run.seconds, cpuMicrosPerReq: (run.cpu / run.count) * 1e6, peakRssMb: peakRssMb() }
+}
+
+async function poll(devices, seconds, rateHz) {
+  const lib = client.load()
+  const connectStart = performance.now()
+  const conns = await mapLimit(Array.from({ length: devices }), 100, () => client.open(lib, server, { inFlight: 2 }))
+  const connectSeconds = (performance.now() - connectStart) / 1000
+  const pollers = conns.map((conn) => client.preparePoll(conn))
+  // Every device's first poll is checked; it is also the warm-up.
+  await mapLimit(pollers, 100, async (p, i) => check(`device ${i}`, await p(), POLL.expected))
+  let run
+  if (rateHz) {
+    // Each device polls on its own fixed schedule, phases spread over the period.
+    const period = 1000 / rateHz
+    let polls = 0
+    let late = 0
+    const cpu = process.cpuUsage()
+    const started = performance.now()
+    const end = started + seconds * 1000
+    await Promise.all(
+      pollers.map(async (p, i) => {
+        for (let due = started + (i / devices) * period; due < end; due += period) {
+          await sleep(due - performance.now())
+          await p()
+          polls++
+          if (performance.now() > due + period) late++
+        }
+      }),
+    )
+    run = { count: polls, seconds: (performance.now() - started) / 1000, cpu: cpuSeconds(cpu), late }
+  } else {
+    run = await timedLoop(devices, seconds, (i) => pollers[i]())
+  }
+  await mapLimit(conns, 100, (c) => client.close(c))
+  const tags = run.count * POLL.tags.length
+  return {
+    tagsPerSec: tags / run.seconds,
+    cpuSecPerMillionTags: (run.cpu / tags) * 1e6,
+    peakRssMb: peakRssMb(),
+    connectSeconds,
+    ...(rateHz ? { latePolls: run.late } : {}),
+  }
+}
+
+async function decode(frameCount, passes) {
+  const { frames, expected } = makeFrames(frameCount)
+  const decodeFrame = client.decoder(client.load())
+  for (let f = 0; f < frames.length; f++) check(`frame ${f}`, await decodeFrame(frames[f]), expected[f]) // also the warm-up
+  const cpu = process.cpuUsage()
+  const started = performance.now()
+  for (let pass = 0; pass < passes; pass++) {
+    for (const frame of frames) await decodeFrame(frame)
+  }
+  const seconds = (performance.now() - started) / 1000
+  const tags = frames.length * passes * expected[0].length
+  return { tagsPerSec: tags / seconds, cpuSecPerMillionTags: (cpuSeconds(cpu) / tags) * 1e6, peakRssMb: peakRssMb() }
+}
+
+async function startup() {
+  const started = performance.now()
+  const lib = client.load()
+  const conn = await client.open(lib, server)
+  const values = await client.readBlock(conn)
+  const ms = performance.now() - started
+  const rssMb = process.memoryUsage().rss / 2 ** 20
+  check('first value', values, BLOCK_EXPECTED)
+  await client.close(conn)
+  return { ms, rssMb }
+}
+
+async function scale(connections) {
+  const lib = client.load()
+  const baseRssMb = process.memoryUsage().rss / 2 ** 20
+  const started = performance.now()
+  const conns = await mapLimit(Array.from({ length: connections }), 200, () => client.open(lib, server))
+  const connectSeconds = (performance.now() - started) / 1000
+  await sleep(1000) // held idle
+  const rssMb = process.memoryUsage().rss / 2 ** 20
+  check('a read on the last connection', await client.readBlock(conns.at(-1)), BLOCK_EXPECTED)
+  await mapLimit(conns, 200, (c) => client.close(c))
+  return { connectSeconds, rssMb, peakRssMb: peakRssMb(), baseRssMb }
+}
+
+const s = settings
+const run = {
+  startup: () => startup(),
+  seq: () => requests(1, s.seqSeconds, 1),
+  pipelined: () => requests(s.pipelinedCallers, s.pipelinedSeconds, s.pipelinedCallers),
+  'poll-1k': () => poll(s.pollDevices, s.pollSeconds, 0),
+  'poll-1k-1hz': () => poll(s.pollDevices, s.pollRateSeconds, 1),
+  decode: () => decode(s.decodeFrames, s.decodePasses),
+  scale: () => scale(s.scaleConnections),
+}[workload]
+if (!run) throw new Error(`unknown workload ${workload}`)
+const result = await run()
+process.stdout.write(JSON.stringify({ client: client.name, version: client.version, workload, ...result }) + '\n')
+process.exit(0)

@@ -1,0 +1,29 @@
+// The project, used as its README recommends: one Device per connection,
+// prepared plans for repeated polls, ReplyDecoder for frames from elsewhere.
+import { createRequire } from 'node:module'
+import { BLOCK, DECODE, POLL } from '../workloads.mjs'
+
+const require = createRequire(import.meta.url)
+const BLOCK_TAG = `holding-register:${BLOCK.address}:UINT[${BLOCK.quantity}]`
+
+export default {
+  name: 'bifrost',
+  version: require('../../package.json').version,
+  load: () => require('../../dist/index.js'),
+  open: (lib, { host, port }, { inFlight = 1 } = {}) =>
+    lib.connect(`modbus-tcp://${host}:${port}?max-in-flight=${inFlight}&request-timeout=5000`),
+  readBlock: (dev) => dev.read(BLOCK_TAG),
+  preparePoll(dev) {
+    const plan = dev.prepare(POLL.tags)
+    return async () => {
+      const data = await plan.read()
+      if (data.errors.size > 0) throw data.errors.values().next().value
+      return data.values
+    }
+  },
+  decoder(lib) {
+    const decoder = new lib.ReplyDecoder(DECODE.tags, 0)
+    return (frame) => decoder.decode(frame).values
+  },
+  close: (dev) => dev.close(),
+}
