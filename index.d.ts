@@ -38,7 +38,7 @@ export declare class BindingReplyDecoder {
   decode(frame: Uint8Array): BindingColumnarRead | ErrorInfo
 }
 
-/** Columnar read: element values of every tag back to back, typed arrays made from Rust memory. */
+/** Columnar read: element values of every tag back to back, in typed arrays. */
 export interface BindingColumnarRead {
   values: Float64Array
   offsets: Uint32Array

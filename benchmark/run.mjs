@@ -1,29 +1,59 @@
-// Benchmark: Modbus reads per second on one connection, with max-in-flight=16
-// against max-in-flight=1, against the project's simulator running in its own
-// process. Prints a table and writes benchmark/results/latest.json.
-//   npm run bench              (5 s per run)
-//   npm run bench -- --quick   (a smoke run of a few seconds, for CI)
+// The project against the pure-JS Modbus clients, side by side, in one run.
+// Each client runs each workload in its own child process (benchmark/child.mjs)
+// against one simulator process; clients alternate within every round.
+//   npm run bench                    all six workloads, 3 rounds (about 6 minutes)
+//   npm run bench -- --quick         a smoke run: small sizes, figures not comparable
+//   npm run bench -- --only seq,decode
+// A full run writes benchmark/results/latest.{json,md}, chart.svg and the README's
+// Performance table; a quick run writes quick.* beside them (not committed).
 import { spawn } from 'node:child_process'
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
 import os from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createRequire } from 'node:module'
 import { build } from '../scripts/build.mjs'
+import { SETTINGS, POLL } from './workloads.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
-const quick = process.argv.includes('--quick')
-const SECONDS = quick ? 0.5 : 5
-const ROUNDS = quick ? 1 : 3
-const CALLERS = 32 // concurrent callers in both settings: only max-in-flight differs
-const TAG = 'holding-register:0:UINT[10]'
+const results = join(root, 'benchmark', 'results')
+const args = process.argv.slice(2)
+const quick = args.includes('--quick')
+const only = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',') : null
+const settings = quick ? SETTINGS.quick : SETTINGS.full
+const CLIENTS = ['bifrost', 'modbus-serial', 'jsmodbus']
+const OURS = CLIENTS[0]
+const WORKLOADS = ['seq', 'pipelined', 'poll-1k', 'poll-1k-1hz', 'decode', 'startup', 'scale']
+const CHILD_TIMEOUT_MS = 5 * 60_000
 
-build()
-const require = createRequire(import.meta.url)
-const { connect } = require('../dist/index.js')
+/** The figures reported, and which direction is better. */
+const METRICS = [
+  { workload: 'seq', key: 'reqPerSec', label: 'seq: requests/s', better: 'higher', digits: 0 },
+  { workload: 'seq', key: 'cpuMicrosPerReq', label: 'seq: client CPU µs per request', better: 'lower', digits: 1 },
+  { workload: 'pipelined', key: 'reqPerSec', label: 'pipelined: requests/s', better: 'higher', digits: 0 },
+  { workload: 'pipelined', key: 'cpuMicrosPerReq', label: 'pipelined: client CPU µs per request', better: 'lower', digits: 1 },
+  { workload: 'poll-1k', key: 'tagsPerSec', label: 'poll-1k: tags/s', better: 'higher', digits: 0 },
+  { workload: 'poll-1k', key: 'cpuSecPerMillionTags', label: 'poll-1k: CPU-s per million tags', better: 'lower', digits: 3 },
+  { workload: 'poll-1k', key: 'peakRssMb', label: 'poll-1k: peak RSS MB', better: 'lower', digits: 0 },
+  { workload: 'poll-1k-1hz', key: 'tagsPerSec', label: 'poll-1k at 1 Hz: tags/s', better: 'higher', digits: 0 },
+  { workload: 'poll-1k-1hz', key: 'cpuSecPerMillionTags', label: 'poll-1k at 1 Hz: CPU-s per million tags', better: 'lower', digits: 3 },
+  { workload: 'poll-1k-1hz', key: 'peakRssMb', label: 'poll-1k at 1 Hz: peak RSS MB', better: 'lower', digits: 0 },
+  { workload: 'decode', key: 'tagsPerSec', label: 'decode: tags/s', better: 'higher', digits: 0 },
+  { workload: 'startup', key: 'ms', label: 'startup: ms to first value', better: 'lower', digits: 1 },
+  { workload: 'startup', key: 'rssMb', label: 'startup: RSS MB after first read', better: 'lower', digits: 0 },
+  { workload: 'scale', key: 'connectSeconds', label: 'scale: seconds to connect all', better: 'lower', digits: 2 },
+  { workload: 'scale', key: 'peakRssMb', label: 'scale: peak RSS MB', better: 'lower', digits: 0 },
+]
+
+/** Runs `args` with the soft file-descriptor limit raised to the hard one (10,000 sockets need it). */
+function spawnRaised(args, options) {
+  return spawn('/bin/sh', ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', 'sh', ...args], options)
+}
 
 async function startServer() {
-  const child = spawn(process.execPath, [join(root, 'bin', 'bifrost.js'), 'simulate', 'modbus', '--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const child = spawnRaised([process.execPath, join(root, 'bin', 'bifrost.js'), 'simulate', 'modbus', '--port', '0'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
   const url = await new Promise((resolve, reject) => {
     let out = ''
     child.stdout.on('data', (c) => {
@@ -33,64 +63,217 @@ async function startServer() {
     })
     child.on('exit', (code) => reject(new Error(`simulator exited ${code}`)))
   })
-  return { url, stop: () => child.kill('SIGTERM') }
+  const { hostname, port } = new URL(url)
+  return { url, host: hostname, port: Number(port), stop: () => child.kill('SIGTERM') }
 }
 
-async function measure(url, maxInFlight) {
-  const dev = await connect(`${url}?max-in-flight=${maxInFlight}`)
-  for (let i = 0; i < 200; i++) await dev.read(TAG) // warm-up
-  let count = 0
-  const end = performance.now() + SECONDS * 1000
-  const cpu = process.cpuUsage()
-  const started = performance.now()
-  await Promise.all(
-    Array.from({ length: CALLERS }, async () => {
-      while (performance.now() < end) {
-        await dev.read(TAG)
-        count++
-      }
-    }),
-  )
-  const elapsed = (performance.now() - started) / 1000
-  const used = process.cpuUsage(cpu)
-  await dev.close()
-  return { reqPerSec: count / elapsed, cpuMicrosPerReq: (used.user + used.system) / count }
+function runChild(client, workload, server) {
+  const childSettings = JSON.stringify({ ...settings, host: server.host, port: server.port })
+  const child = spawnRaised([process.execPath, join(root, 'benchmark', 'child.mjs'), client, workload, childSettings], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let out = ''
+  let err = ''
+  child.stdout.on('data', (c) => (out += c))
+  child.stderr.on('data', (c) => (err += c))
+  const timer = setTimeout(() => child.kill('SIGKILL'), CHILD_TIMEOUT_MS)
+  return new Promise((resolve) => {
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer)
+      const line = out.trim().split('\n').at(-1)
+      if (code === 0 && line) resolve(JSON.parse(line))
+      else resolve({ client, workload, error: (err.trim() || `exited ${code ?? signal}`).split('\n').slice(-8).join('\n') })
+    })
+  })
 }
 
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b)
+  const mid = Math.floor(s.length / 2)
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2
+}
+const format = (value, digits) =>
+  value === undefined ? 'n/a' : value.toLocaleString('en', { minimumFractionDigits: digits, maximumFractionDigits: digits })
+
+/** How many times better the project is than the best peer (above 1: better). */
+function advantage(metric, figures) {
+  const ours = figures[OURS]
+  const peers = CLIENTS.slice(1).map((c) => figures[c]).filter((v) => v !== undefined)
+  if (ours === undefined || peers.length === 0) return undefined
+  if (metric.better === 'higher') return ours / Math.max(...peers)
+  return Math.min(...peers) / ours
+}
+
+function barChart(rows, title) {
+  const width = 860
+  const labelWidth = 330
+  const barHeight = 22
+  const top = 48
+  const plotWidth = width - labelWidth - 90
+  const ratios = rows.map((r) => r.ratio)
+  const lo = Math.min(0.5, ...ratios)
+  const hi = Math.max(10, ...ratios)
+  const x = (v) => labelWidth + ((Math.log10(v) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo))) * plotWidth
+  const height = top + rows.length * (barHeight + 8) + 40
+  const esc = (s) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;')
+  const ticks = [0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500].filter((t) => t >= lo && t <= hi)
+  const parts = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="13">`,
+    `<rect width="100%" height="100%" fill="#fff"/>`,
+    `<text x="${width / 2}" y="24" text-anchor="middle" font-size="15" font-weight="bold">${esc(title)}</text>`,
+  ]
+  for (const t of ticks) {
+    parts.push(`<line x1="${x(t)}" y1="${top - 6}" x2="${x(t)}" y2="${height - 30}" stroke="${t === 1 ? '#333' : '#ddd'}"/>`)
+    parts.push(`<text x="${x(t)}" y="${height - 14}" text-anchor="middle" fill="#555">${t}×</text>`)
+  }
+  rows.forEach((r, i) => {
+    const y = top + i * (barHeight + 8)
+    const from = Math.min(x(1), x(r.ratio))
+    const to = Math.max(x(1), x(r.ratio))
+    parts.push(`<text x="${labelWidth - 8}" y="${y + barHeight * 0.7}" text-anchor="end">${esc(r.label)}</text>`)
+    parts.push(`<rect x="${from}" y="${y}" width="${Math.max(1, to - from)}" height="${barHeight}" fill="${r.ratio >= 1 ? '#2a9d60' : '#e07a2f'}"/>`)
+    parts.push(`<text x="${to + 6}" y="${y + barHeight * 0.7}">${r.ratio.toFixed(r.ratio < 10 ? 2 : 1)}×</text>`)
+  })
+  parts.push('</svg>')
+  return parts.join('\n') + '\n'
+}
+
+function goals(summary, fullSize) {
+  const f = (workload, client, key) => summary[workload]?.[client]?.[key]
+  const bestPeer = (workload, key, better) => {
+    const values = CLIENTS.slice(1).map((c) => f(workload, c, key)).filter((v) => v !== undefined)
+    return values.length ? (better === 'higher' ? Math.max(...values) : Math.min(...values)) : undefined
+  }
+  const cpuRatio = bestPeer('poll-1k', 'cpuSecPerMillionTags', 'lower') / f('poll-1k', OURS, 'cpuSecPerMillionTags')
+  const rssShare = f('poll-1k', OURS, 'peakRssMb') / bestPeer('poll-1k', 'peakRssMb', 'lower')
+  const pipelined = f('pipelined', OURS, 'reqPerSec') / f('pipelined', 'modbus-serial', 'reqPerSec')
+  const startup = f('startup', OURS, 'ms')
+  const scale = f('scale', OURS, 'peakRssMb')
+  return [
+    { goal: 'poll-1k: at least 10× the tags per client CPU-second of the best peer', value: cpuRatio, met: cpuRatio >= 10, shown: `${cpuRatio?.toFixed(2)}×` },
+    { goal: 'poll-1k: at most half the peak RSS of the best peer', value: rssShare, met: rssShare <= 0.5, shown: `${(rssShare * 100)?.toFixed(0)}% of it` },
+    { goal: 'pipelined: at least 5× modbus-serial', value: pipelined, met: pipelined >= 5, shown: `${pipelined?.toFixed(2)}×` },
+    { goal: 'startup: at most 50 ms to the first value', value: startup, met: startup <= 50, shown: `${startup?.toFixed(1)} ms` },
+    {
+      goal: 'scale: 10,000 connections in under 150 MB RSS',
+      value: scale,
+      met: fullSize ? scale < 150 : undefined,
+      shown: fullSize ? `${scale?.toFixed(0)} MB` : `${scale?.toFixed(0)} MB for ${settings.scaleConnections} (quick run)`,
+    },
+  ].filter((g) => g.value !== undefined && !Number.isNaN(g.value))
+}
+
+// ---- the run ----
+
+build()
+mkdirSync(results, { recursive: true })
 const server = await startServer()
-const runs = { 1: [], 16: [] }
-try {
-  for (let round = 0; round < ROUNDS; round++) {
-    for (const inFlight of [1, 16]) {
-      const r = await measure(server.url, inFlight)
-      runs[inFlight].push(r)
-      console.log(`round ${round + 1}/${ROUNDS}  max-in-flight=${String(inFlight).padEnd(2)}  ${Math.round(r.reqPerSec).toLocaleString('en')} req/s`)
+const require = createRequire(import.meta.url)
+const { connect } = require('../dist/index.js')
+const setup = await connect(server.url)
+for (const [tag, values] of POLL.setup) await setup.write(tag, values)
+await setup.close()
+
+const workloads = WORKLOADS.filter((w) => !only || only.includes(w))
+const plan = []
+for (let round = 0; round < settings.rounds; round++) {
+  for (const workload of workloads) {
+    const repeats = workload === 'startup' ? settings.startupRuns : 1
+    for (let r = 0; r < repeats; r++) {
+      const shift = (round + r) % CLIENTS.length // alternate who goes first
+      for (const client of [...CLIENTS.slice(shift), ...CLIENTS.slice(0, shift)]) plan.push({ round, workload, client })
     }
+  }
+}
+
+const runs = []
+const failures = []
+const started = Date.now()
+try {
+  for (const [i, step] of plan.entries()) {
+    const result = await runChild(step.client, step.workload, server)
+    const tag = `[${String(i + 1).padStart(String(plan.length).length)}/${plan.length}] round ${step.round + 1} ${step.workload.padEnd(11)} ${step.client.padEnd(13)}`
+    if (result.error) {
+      failures.push(result)
+      console.log(`${tag} FAILED: ${result.error}`)
+      continue
+    }
+    runs.push({ round: step.round, ...result })
+    const shown = METRICS.filter((m) => m.workload === step.workload)
+      .map((m) => `${format(result[m.key], m.digits)} ${m.label.split(': ')[1]}`)
+      .join(', ')
+    console.log(`${tag} ${shown}`)
   }
 } finally {
   server.stop()
 }
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
-const summary = Object.fromEntries(
-  Object.entries(runs).map(([k, rs]) => [k, { reqPerSec: median(rs.map((r) => r.reqPerSec)), cpuMicrosPerReq: median(rs.map((r) => r.cpuMicrosPerReq)) }]),
-)
-const ratio = summary[16].reqPerSec / summary[1].reqPerSec
-const result = {
-  date: new Date().toISOString(),
-  quick,
-  machine: { cpu: os.cpus()[0]?.model, cores: os.cpus().length, node: process.version, platform: `${process.platform}-${process.arch}` },
-  workload: { tag: TAG, secondsPerRun: SECONDS, rounds: ROUNDS, concurrentCallers: CALLERS, server: 'bifrost simulator, own process, loopback' },
-  pipelined: { maxInFlight1: summary[1], maxInFlight16: summary[16], ratio },
+const versions = Object.fromEntries(runs.map((r) => [r.client, r.version]))
+const summary = {}
+for (const workload of workloads) {
+  summary[workload] = {}
+  for (const client of CLIENTS) {
+    const mine = runs.filter((r) => r.workload === workload && r.client === client)
+    if (mine.length === 0) continue
+    const keys = Object.keys(mine[0]).filter((k) => typeof mine[0][k] === 'number' && k !== 'round')
+    summary[workload][client] = Object.fromEntries(keys.map((k) => [k, median(mine.map((r) => r[k]))]))
+  }
 }
-mkdirSync(join(root, 'benchmark', 'results'), { recursive: true })
-writeFileSync(join(root, 'benchmark', 'results', quick ? 'quick.json' : 'latest.json'), JSON.stringify(result, null, 2) + '\n')
+const rows = METRICS.filter((m) => summary[m.workload])
+  .map((m) => {
+    const figures = Object.fromEntries(CLIENTS.map((c) => [c, summary[m.workload][c]?.[m.key]]))
+    return { ...m, figures, ratio: advantage(m, figures) }
+  })
+  .filter((r) => r.ratio !== undefined)
+const fullSize = !quick && settings.scaleConnections === 10_000
+const goalRows = goals(summary, fullSize)
+const cpus = os.cpus()
+const machine = {
+  cpu: cpus[0]?.model ?? 'unknown',
+  cores: cpus.length,
+  memoryGb: Math.round(os.totalmem() / 2 ** 30),
+  node: process.version,
+  os: `${os.type()} ${os.release()} ${process.arch}`,
+}
+const name = (c) => `${c} ${versions[c] ?? ''}`.trim()
 
-console.log(`
-| one connection, ${TAG} | req/s | client CPU µs/req |
-| --- | ---: | ---: |
-| max-in-flight=1 | ${Math.round(summary[1].reqPerSec).toLocaleString('en')} | ${summary[1].cpuMicrosPerReq.toFixed(1)} |
-| max-in-flight=16 | ${Math.round(summary[16].reqPerSec).toLocaleString('en')} | ${summary[16].cpuMicrosPerReq.toFixed(1)} |
-| ratio 16 / 1 | ${ratio.toFixed(2)}x | |
+const table = [
+  `| Workload: figure | ${CLIENTS.map(name).join(' | ')} | ${OURS} vs best peer |`,
+  `| --- | ${CLIENTS.map(() => '---:').join(' | ')} | ---: |`,
+  ...rows.map((r) => `| ${r.label} | ${CLIENTS.map((c) => format(r.figures[c], r.digits)).join(' | ')} | **${r.ratio.toFixed(2)}×** |`),
+].join('\n')
+const goalTable = [
+  '| Goal | Measured | Met |',
+  '| --- | ---: | :---: |',
+  ...goalRows.map((g) => `| ${g.goal} | ${g.shown} | ${g.met === undefined ? 'n/a' : g.met ? 'yes' : 'no'} |`),
+].join('\n')
+const machineLine = `${machine.cpu}, ${machine.cores} cores, ${machine.memoryGb} GB, Node ${machine.node}, ${machine.os}`
+const sizes = `${settings.rounds} rounds (median), ${settings.pollDevices} devices for poll-1k, ${settings.decodeFrames.toLocaleString('en')} frames for decode, ${settings.scaleConnections.toLocaleString('en')} connections for scale`
+const markdown = [
+  `Measured ${new Date().toISOString().slice(0, 10)} on ${machineLine}; ${sizes}.`,
+  'Ratios: how many times better the project is than the best pure-JS peer on that figure (above 1× is better).',
+  '',
+  table,
+  '',
+  goalTable,
+  '',
+].join('\n')
 
-machine: ${result.machine.cpu}, ${result.machine.cores} cores, Node ${process.version}`)
+const prefix = quick ? 'quick' : 'latest'
+writeFileSync(join(results, `${prefix}.json`), JSON.stringify({ date: new Date().toISOString(), quick, machine, settings, versions, summary, ratios: Object.fromEntries(rows.map((r) => [r.label, r.ratio])), goals: goalRows, failures, runs }, null, 2) + '\n')
+writeFileSync(join(results, `${prefix}.md`), markdown)
+writeFileSync(join(results, quick ? 'quick.svg' : 'chart.svg'), barChart(rows, `@bifrost/protocols vs the best pure-JS Modbus client (${machine.cores} cores, Node ${machine.node})`))
+
+if (!quick && !only) {
+  // The README's Performance table is this run's table, between its markers.
+  const readme = join(root, 'README.md')
+  const text = readFileSync(readme, 'utf8')
+  const block = /(<!-- bench:start -->\n)[\s\S]*?(<!-- bench:end -->)/
+  if (block.test(text)) writeFileSync(readme, text.replace(block, `$1${markdown}$2`))
+}
+
+console.log(`\n${markdown}\nmachine: ${machineLine}\nwrote benchmark/results/${prefix}.{json,md} in ${((Date.now() - started) / 1000).toFixed(0)} s`)
+if (failures.length) {
+  console.error(`${failures.length} run(s) failed: ${failures.map((f) => `${f.client}/${f.workload}`).join(', ')}`)
+  process.exit(1)
+}

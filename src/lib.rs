@@ -28,14 +28,16 @@ impl From<Error> for ErrorInfo {
     }
 }
 
-/// Runs `work` as its own task so a panic inside it becomes an error for this
-/// call only, never a dead process.
-pub(crate) async fn guarded<T: Send + 'static>(
-    work: impl Future<Output = T> + Send + 'static,
-) -> std::result::Result<T, Error> {
-    tokio::spawn(work)
-        .await
-        .map_err(|e| Error::new(ErrorCode::Proto, format!("internal error (please report it): {e}")))
+/// Polls `work` in place, catching a panic so it becomes an error for this
+/// call only, never a dead process or a promise that never settles.
+pub(crate) async fn guarded<T>(work: impl Future<Output = T>) -> std::result::Result<T, Error> {
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work.as_mut().poll(cx)))
+            .map_err(|_| Error::new(ErrorCode::Proto, "internal error (please report it)"))?
+            .map(Ok)
+    })
+    .await
 }
 
 /// A decoded value on its way to JavaScript. 64-bit integer types become
@@ -128,5 +130,58 @@ impl FromNapiValue for WriteValue {
                 }
             }))
         }
+    }
+}
+
+
+/// Allocations cross threads (made on a runtime worker, freed on the JS thread);
+/// mimalloc handles that far better than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Element types of [`CopiedArray`].
+pub trait TypedElement: Copy {
+    const KIND: sys::napi_typedarray_type;
+}
+
+impl TypedElement for f64 {
+    const KIND: sys::napi_typedarray_type = sys::TypedarrayType::float64_array;
+}
+
+impl TypedElement for u32 {
+    const KIND: sys::napi_typedarray_type = sys::TypedarrayType::uint32_array;
+}
+
+impl TypedElement for u8 {
+    const KIND: sys::napi_typedarray_type = sys::TypedarrayType::uint8_array;
+}
+
+/// A typed array copied into a buffer V8 owns. Results are small, and an
+/// external buffer costs a finalizer and a cleanup hook per array, far more than the copy.
+pub struct CopiedArray<T: TypedElement>(pub Vec<T>);
+
+impl<T: TypedElement> TypeName for CopiedArray<T> {
+    fn type_name() -> &'static str {
+        "TypedArray"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl<T: TypedElement> ToNapiValue for CopiedArray<T> {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        let bytes = std::mem::size_of_val(val.0.as_slice());
+        let mut data = std::ptr::null_mut();
+        let mut buffer = std::ptr::null_mut();
+        let mut array = std::ptr::null_mut();
+        unsafe {
+            napi::check_status!(sys::napi_create_arraybuffer(env, bytes, &mut data, &mut buffer))?;
+            if bytes > 0 {
+                std::ptr::copy_nonoverlapping(val.0.as_ptr().cast::<u8>(), data.cast::<u8>(), bytes);
+            }
+            napi::check_status!(sys::napi_create_typedarray(env, T::KIND, val.0.len(), buffer, 0, &mut array))?;
+        }
+        Ok(array)
     }
 }

@@ -11,11 +11,11 @@ use bifrost_modbus::decode::{ColumnarRead, ReplyDecoder};
 use bifrost_modbus::device::{ModbusDevice, ReadPlan};
 use bifrost_modbus::server::{parse_range_spec, Simulator, SimulatorConfig};
 use bifrost_modbus::tag::ModbusTag;
-use napi::bindgen_prelude::{Either, Float64Array, Uint32Array, Uint8Array};
+use napi::bindgen_prelude::Either;
 use napi_derive::napi;
 use tokio::sync::Mutex;
 
-use crate::{guarded, ErrorInfo, JsValue, WriteValue};
+use crate::{guarded, CopiedArray, ErrorInfo, JsValue, WriteValue};
 
 /// One tag's outcome; the TypeScript layer only swaps `error` for a `BifrostError`.
 #[napi(object, object_from_js = false)]
@@ -28,13 +28,16 @@ pub struct BindingTagResult {
     pub timestamp: f64,
 }
 
-/// Columnar read: element values of every tag back to back, typed arrays made from Rust memory.
+/// Columnar read: element values of every tag back to back, in typed arrays.
 #[napi(object, object_from_js = false)]
 pub struct BindingColumnarRead {
-    pub values: Float64Array,
-    pub offsets: Uint32Array,
+    #[napi(ts_type = "Float64Array")]
+    pub values: CopiedArray<f64>,
+    #[napi(ts_type = "Uint32Array")]
+    pub offsets: CopiedArray<u32>,
     /// 0 = good, 1 = bad, per tag.
-    pub quality: Uint8Array,
+    #[napi(ts_type = "Uint8Array")]
+    pub quality: CopiedArray<u8>,
     /// Sparse: one entry per failed tag, `index` pointing at it.
     pub errors: Vec<BindingIndexedError>,
     pub timestamp: f64,
@@ -237,9 +240,9 @@ fn to_binding_columns(columns: ColumnarRead) -> BindingColumnarRead {
         .filter_map(|(index, e)| e.map(|e| BindingIndexedError { index: index as u32, error: e.into() }))
         .collect();
     BindingColumnarRead {
-        values: Float64Array::new(columns.values),
-        offsets: Uint32Array::new(columns.offsets),
-        quality: Uint8Array::new(quality),
+        values: CopiedArray(columns.values),
+        offsets: CopiedArray(columns.offsets),
+        quality: CopiedArray(quality),
         errors,
         timestamp: now_ms(),
     }
