@@ -36,6 +36,9 @@ export declare class BindingModbusSimulator {
 export declare class BindingReplyDecoder {
   /** Decodes one Modbus TCP frame in place, on the calling thread. */
   decode(frame: Uint8Array): BindingColumnarRead | ErrorInfo
+  /** Decodes into the caller's array, creating no JavaScript objects; returns how many tags failed. */
+  decodeInto(frame: Uint8Array, values: Float64Array): number | ErrorInfo
+  get valueCount(): number
 }
 
 /** Columnar read: element values of every tag back to back, in typed arrays. */

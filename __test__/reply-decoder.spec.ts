@@ -105,3 +105,20 @@ test('bad frames and settings throw BifrostError', async (t) => {
     t.is(error?.code, code, `${JSON.stringify(tags)} from ${start}`)
   }
 })
+
+test('decodeInto fills the caller array with the same values as decode', async (t) => {
+  const frame = await capture(3, 0, 125)
+  const decoder = new ReplyDecoder(REGISTER_TAGS, 0)
+  t.is(decoder.valueCount, 11)
+  const values = new Float64Array(12).fill(-1)
+  t.is(decoder.decodeInto(frame, values), 0)
+  t.deepEqual(Array.from(values.subarray(0, 11)), Array.from(decoder.decode(frame).values))
+  t.is(values[11], -1, 'nothing past valueCount is touched')
+
+  const partial = new ReplyDecoder(['holding-register:0', 'holding-register:4:DINT'], 0)
+  t.is(partial.decodeInto(await capture(3, 0, 5), values), 1)
+  t.true(Number.isNaN(values[1]))
+  t.is(t.throws(() => decoder.decodeInto(frame, new Float64Array(10)), { instanceOf: BifrostError })?.code, 'EINVAL')
+  t.is(t.throws(() => decoder.decodeInto(frame, [] as unknown as Float64Array), { instanceOf: BifrostError })?.code, 'EINVAL')
+  t.is(t.throws(() => decoder.decodeInto(frame.subarray(0, 20), values), { instanceOf: BifrostError })?.code, 'EPROTO')
+})

@@ -11,7 +11,7 @@ use bifrost_modbus::decode::{ColumnarRead, ReplyDecoder};
 use bifrost_modbus::device::{ModbusDevice, ReadPlan};
 use bifrost_modbus::server::{parse_range_spec, Simulator, SimulatorConfig};
 use bifrost_modbus::tag::ModbusTag;
-use napi::bindgen_prelude::Either;
+use napi::bindgen_prelude::{Either, Float64ArraySlice};
 use napi_derive::napi;
 use tokio::sync::Mutex;
 
@@ -272,12 +272,38 @@ impl BindingReplyDecoder {
     /// Decodes one Modbus TCP frame in place, on the calling thread.
     #[napi]
     pub fn decode(&self, frame: &[u8]) -> Either<BindingColumnarRead, ErrorInfo> {
-        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.decoder.decode(frame)))
-            .unwrap_or_else(|_| Err(Error::proto("internal error while decoding (please report it)")));
-        match decoded {
+        match self.guarded_decode(frame) {
             Ok(columns) => Either::A(to_binding_columns(columns)),
             Err(e) => Either::B(e.into()),
         }
+    }
+
+    /// Decodes into the caller's array, creating no JavaScript objects; returns how many tags failed.
+    #[napi]
+    pub fn decode_into(&self, frame: &[u8], mut values: Float64ArraySlice) -> Either<u32, ErrorInfo> {
+        // Safe: a synchronous call on the JS thread, so no JavaScript runs while Rust writes.
+        let values = unsafe { values.as_mut() };
+        let count = self.decoder.value_count();
+        if values.len() < count {
+            return Either::B(Error::invalid_value(format!("values holds {} numbers; {count} are needed", values.len())).into());
+        }
+        match self.guarded_decode(frame) {
+            Ok(columns) => {
+                values[..count].copy_from_slice(&columns.values);
+                Either::A(columns.errors.iter().filter(|e| e.is_some()).count() as u32)
+            }
+            Err(e) => Either::B(e.into()),
+        }
+    }
+
+    #[napi(getter)]
+    pub fn value_count(&self) -> u32 {
+        self.decoder.value_count() as u32
+    }
+
+    fn guarded_decode(&self, frame: &[u8]) -> Result<ColumnarRead, Error> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.decoder.decode(frame)))
+            .unwrap_or_else(|_| Err(Error::proto("internal error while decoding (please report it)")))
     }
 }
 

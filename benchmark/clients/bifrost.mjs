@@ -1,5 +1,5 @@
 // The project, used as its README recommends: one Device per connection,
-// prepared plans for repeated polls, ReplyDecoder for frames from elsewhere.
+// prepared plans for repeated polls, ReplyDecoder.decodeInto for frames from elsewhere.
 import { createRequire } from 'node:module'
 import { BLOCK, DECODE, POLL } from '../workloads.mjs'
 
@@ -23,7 +23,11 @@ export default {
   },
   decoder(lib) {
     const decoder = new lib.ReplyDecoder(DECODE.tags, 0)
-    return (frame) => decoder.decode(frame).values
+    const values = new Float64Array(decoder.valueCount)
+    return (frame) => {
+      if (decoder.decodeInto(frame, values) !== 0) throw decoder.decode(frame).errors.values().next().value
+      return values
+    }
   },
   close: (dev) => dev.close(),
 }

@@ -19,19 +19,19 @@ pub fn registers_per_element(ty: DataType) -> usize {
     }
 }
 
-/// Maps between wire bytes and value bytes (most significant first). Every
-/// order is an involution, so the same mapping serves both directions.
-/// `src` and `dst` have the same even length; out-of-range reads yield 0.
-fn permute(src: &[u8], order: ByteOrder, dst: &mut [u8]) {
-    let len = dst.len();
-    for (k, d) in dst.iter_mut().enumerate() {
-        let j = match order {
-            ByteOrder::Abcd => Some(k),
-            ByteOrder::Badc => Some(k ^ 1),
-            ByteOrder::Cdab => len.checked_sub(2 + (k & !1)).map(|r| r | (k & 1)),
-            ByteOrder::Dcba => len.checked_sub(1 + k),
-        };
-        *d = j.and_then(|j| src.get(j)).copied().unwrap_or(0);
+/// Maps between the wire order and the value order of an element of `n` bytes
+/// (2, 4 or 8), both held as big-endian numbers. Every order is an involution,
+/// so the same mapping serves both directions.
+fn reorder(bits: u64, n: usize, order: ByteOrder) -> u64 {
+    const LOW_BYTES: u64 = 0x00FF_00FF_00FF_00FF;
+    let swap_in_words = |v: u64| ((v & LOW_BYTES) << 8) | ((v >> 8) & LOW_BYTES);
+    let reversed = || bits.swap_bytes() >> (64 - 8 * n as u32);
+    match order {
+        ByteOrder::Abcd => bits,
+        ByteOrder::Badc => swap_in_words(bits),
+        ByteOrder::Dcba => reversed(),
+        // Reversing every byte, then each word's two bytes back, reverses the word order.
+        ByteOrder::Cdab => swap_in_words(reversed()),
     }
 }
 
@@ -48,12 +48,8 @@ fn decode_num(bytes: &[u8], ty: DataType, order: ByteOrder) -> Result<Num> {
     if bytes.len() != n {
         return Err(Error::proto(format!("{} needs {n} bytes of register image, got {}", ty.name(), bytes.len())));
     }
-    let mut buf = [0u8; 8];
-    let Some(val) = buf.get_mut(..n) else {
-        return Err(Error::proto(format!("{} is not a register type", ty.name())));
-    };
-    permute(bytes, order, val);
-    let raw = val.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+    let wire = bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+    let raw = reorder(wire, n, order);
     // Truncating casts below are intentional: `raw` holds exactly `n` bytes.
     Ok(match ty {
         DataType::Bool => Num::Bool(raw != 0),
@@ -180,12 +176,8 @@ pub fn encode_element(value: &Value, ty: DataType, order: ByteOrder, out: &mut V
         }
     };
     let n = registers_per_element(ty) * 2;
-    let be = raw.to_be_bytes();
-    let src = be.get(be.len().saturating_sub(n)..).unwrap_or(&[]);
-    let mut wire = [0u8; 8];
-    let dst = wire.get_mut(..n).unwrap_or(&mut []);
-    permute(src, order, dst);
-    out.extend_from_slice(dst);
+    let wire = reorder(raw, n, order).to_be_bytes();
+    out.extend_from_slice(&wire[8 - n..]);
     Ok(())
 }
 

@@ -122,6 +122,11 @@ impl ReplyDecoder {
         Ok(ReplyDecoder { tags, table, start })
     }
 
+    /// Element values one decode yields (a tag array counts each element).
+    pub fn value_count(&self) -> usize {
+        self.tags.iter().map(|t| t.elements()).sum()
+    }
+
     /// Decodes one whole Modbus TCP frame (MBAP header and PDU). A frame that is
     /// not a complete reply to this table's read function is an error; a tag
     /// beyond the reply's end fails alone.
