@@ -140,8 +140,8 @@ test('bit-in-register reads one bit and writes it without touching the others', 
 })
 
 test('coils write singly and as arrays', async (t) => {
-  await dev.write('coil:4', true)
-  t.is(await dev.read('coil:4'), true)
+  await dev.write('coil:40', true)
+  t.is(await dev.read('coil:40'), true)
   await dev.write('coil:100:BOOL[3]', [true, true, false])
   t.deepEqual(await dev.read('coil:99:BOOL[5]'), [true, true, true, false, true]) // 99 and 103 start true
 })
