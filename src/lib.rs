@@ -134,11 +134,6 @@ impl FromNapiValue for WriteValue {
 }
 
 
-/// Allocations cross threads (made on a runtime worker, freed on the JS thread);
-/// mimalloc handles that far better than the system allocator.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Element types of [`CopiedArray`].
 pub trait TypedElement: Copy {
     const KIND: sys::napi_typedarray_type;

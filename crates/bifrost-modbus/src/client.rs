@@ -164,8 +164,18 @@ pub struct Stats {
     pub connects: AtomicU64,
 }
 
+/// A request on its way to the connection task.
+struct Submitted {
+    unit: u8,
+    op: Op,
+    timeout: Duration,
+    reply: oneshot::Sender<Result<Reply>>,
+}
+
+// Requests are boxed: a channel allocates room for 32 commands up front, and
+// idle connections should not pay for 32 full requests each.
 enum Command {
-    Request { unit: u8, op: Op, timeout: Duration, reply: oneshot::Sender<Result<Reply>> },
+    Request(Box<Submitted>),
     Connect { reply: oneshot::Sender<Result<()>> },
 }
 
@@ -228,7 +238,7 @@ impl Client {
     ) -> impl Future<Output = Result<Reply>> + Send + 'static {
         let (reply, receiver) = oneshot::channel();
         let timeout = timeout.unwrap_or(self.config.request_timeout);
-        let sent = self.send(Command::Request { unit, op, timeout, reply });
+        let sent = self.send(Command::Request(Box::new(Submitted { unit, op, timeout, reply })));
         async move {
             sent?;
             receiver.await.map_err(|_| closed())?
@@ -361,7 +371,8 @@ impl Connection {
                 let result = self.ensure_connected(Instant::now() + self.config.connect_timeout).await;
                 let _ = reply.send(result);
             }
-            Command::Request { unit, op, timeout, reply } => {
+            Command::Request(submitted) => {
+                let Submitted { unit, op, timeout, reply } = *submitted;
                 let deadline = Instant::now() + timeout;
                 if let Err(e) = self.ensure_connected(deadline).await {
                     let _ = reply.send(Err(e));
@@ -552,8 +563,8 @@ impl Connection {
         commands.close();
         while let Ok(command) = commands.try_recv() {
             match command {
-                Command::Request { reply, .. } => {
-                    let _ = reply.send(Err(closed()));
+                Command::Request(submitted) => {
+                    let _ = submitted.reply.send(Err(closed()));
                 }
                 Command::Connect { reply } => {
                     let _ = reply.send(Err(closed()));

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 
 use crate::client::Framing;
@@ -101,7 +101,7 @@ pub struct Simulator {
 impl Simulator {
     /// Binds `addr` (port 0 picks a free port) and serves on the current tokio runtime.
     pub async fn start(addr: &str, config: SimulatorConfig) -> std::io::Result<Simulator> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = listen(addr).await?;
         let local_addr = listener.local_addr()?;
         let mut units: Vec<Option<UnitStore>> = (0..=255).map(|_| None).collect();
         for &unit in &config.units {
@@ -139,6 +139,26 @@ struct Shared {
     store: Store,
     config: SimulatorConfig,
     stats: Arc<SimulatorStats>,
+}
+
+/// Load tests open thousands of connections at once: a deep accept queue keeps
+/// their handshakes from being dropped (and retried a second later) while the
+/// accept loop catches up. The kernel caps the depth at `somaxconn`.
+const LISTEN_BACKLOG: u32 = 65_535;
+
+async fn listen(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last_error = None;
+    for address in tokio::net::lookup_host(addr).await? {
+        let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        // As std and tokio do: on Unix only, where it just allows rebinding over TIME_WAIT.
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        match socket.bind(address).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "no address to listen on")))
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
