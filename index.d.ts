@@ -41,12 +41,15 @@ export declare class BindingReplyDecoder {
   get valueCount(): number
 }
 
-/** Columnar read: element values of every tag back to back, in typed arrays. */
+/**
+ * Columnar read in one buffer, so a read allocates one backing store, not three:
+ * `valueCount` f64 values, then `tagCount + 1` u32 offsets, then `tagCount` quality
+ * bytes (0 good, 1 bad), all in platform byte order.
+ */
 export interface BindingColumnarRead {
-  values: Float64Array
-  offsets: Uint32Array
-  /** 0 = good, 1 = bad, per tag. */
-  quality: Uint8Array
+  buffer: ArrayBuffer
+  valueCount: number
+  tagCount: number
   /** Sparse: one entry per failed tag, `index` pointing at it. */
   errors: Array<BindingIndexedError>
   timestamp: number

@@ -341,3 +341,30 @@ test('a dropped reply times out alone; the requests around it are answered', asy
   await dev.close()
   sim.stop()
 })
+
+test('reads of one prepared plan overlap on the wire', async (t) => {
+  // This peer answers nothing until four requests are waiting, so reads that
+  // took turns would all time out.
+  const held: Buffer[] = []
+  const peer = await rawServer((socket) => {
+    let pending = Buffer.alloc(0)
+    socket.on('data', (chunk) => {
+      pending = Buffer.concat([pending, chunk])
+      while (pending.length >= 12) {
+        held.push(pending.subarray(0, 12))
+        pending = pending.subarray(12)
+      }
+      if (held.length < 4) return
+      for (const request of held.splice(0)) {
+        const address = request.readUInt16BE(8)
+        socket.write(Buffer.from([request[0]!, request[1]!, 0, 0, 0, 5, request[6]!, 3, 2, address >> 8, address & 0xff]))
+      }
+    })
+  })
+  const dev = await connect(`modbus-tcp://127.0.0.1:${peer.port}?max-in-flight=4&request-timeout=2000`)
+  const plan = dev.prepare(['holding-register:7:UINT'])
+  const reads = await Promise.all([plan.read(), plan.read(), plan.read(), plan.read()])
+  t.deepEqual(reads.map((r) => [r.values[0], r.quality[0]]), [[7, 0], [7, 0], [7, 0], [7, 0]])
+  await dev.close()
+  await peer.close()
+})

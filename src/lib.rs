@@ -134,49 +134,29 @@ impl FromNapiValue for WriteValue {
 }
 
 
-/// Element types of [`CopiedArray`].
-pub trait TypedElement: Copy {
-    const KIND: sys::napi_typedarray_type;
-}
+/// Bytes copied into an `ArrayBuffer` that V8 owns. Results are small, and an
+/// external buffer costs a finalizer and a cleanup hook each, far more than the copy.
+pub struct CopiedBuffer(pub Vec<u8>);
 
-impl TypedElement for f64 {
-    const KIND: sys::napi_typedarray_type = sys::TypedarrayType::float64_array;
-}
-
-impl TypedElement for u32 {
-    const KIND: sys::napi_typedarray_type = sys::TypedarrayType::uint32_array;
-}
-
-impl TypedElement for u8 {
-    const KIND: sys::napi_typedarray_type = sys::TypedarrayType::uint8_array;
-}
-
-/// A typed array copied into a buffer V8 owns. Results are small, and an
-/// external buffer costs a finalizer and a cleanup hook per array, far more than the copy.
-pub struct CopiedArray<T: TypedElement>(pub Vec<T>);
-
-impl<T: TypedElement> TypeName for CopiedArray<T> {
+impl TypeName for CopiedBuffer {
     fn type_name() -> &'static str {
-        "TypedArray"
+        "ArrayBuffer"
     }
     fn value_type() -> ValueType {
         ValueType::Object
     }
 }
 
-impl<T: TypedElement> ToNapiValue for CopiedArray<T> {
+impl ToNapiValue for CopiedBuffer {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
-        let bytes = std::mem::size_of_val(val.0.as_slice());
         let mut data = std::ptr::null_mut();
         let mut buffer = std::ptr::null_mut();
-        let mut array = std::ptr::null_mut();
         unsafe {
-            napi::check_status!(sys::napi_create_arraybuffer(env, bytes, &mut data, &mut buffer))?;
-            if bytes > 0 {
-                std::ptr::copy_nonoverlapping(val.0.as_ptr().cast::<u8>(), data.cast::<u8>(), bytes);
+            napi::check_status!(sys::napi_create_arraybuffer(env, val.0.len(), &mut data, &mut buffer))?;
+            if !val.0.is_empty() {
+                std::ptr::copy_nonoverlapping(val.0.as_ptr(), data.cast::<u8>(), val.0.len());
             }
-            napi::check_status!(sys::napi_create_typedarray(env, T::KIND, val.0.len(), buffer, 0, &mut array))?;
         }
-        Ok(array)
+        Ok(buffer)
     }
 }

@@ -13,9 +13,8 @@ use bifrost_modbus::server::{parse_range_spec, Simulator, SimulatorConfig};
 use bifrost_modbus::tag::ModbusTag;
 use napi::bindgen_prelude::{Either, Float64ArraySlice};
 use napi_derive::napi;
-use tokio::sync::Mutex;
 
-use crate::{guarded, CopiedArray, ErrorInfo, JsValue, WriteValue};
+use crate::{guarded, CopiedBuffer, ErrorInfo, JsValue, WriteValue};
 
 /// One tag's outcome; the TypeScript layer only swaps `error` for a `BifrostError`.
 #[napi(object, object_from_js = false)]
@@ -28,16 +27,15 @@ pub struct BindingTagResult {
     pub timestamp: f64,
 }
 
-/// Columnar read: element values of every tag back to back, in typed arrays.
+/// Columnar read in one buffer, so a read allocates one backing store, not three:
+/// `valueCount` f64 values, then `tagCount + 1` u32 offsets, then `tagCount` quality
+/// bytes (0 good, 1 bad), all in platform byte order.
 #[napi(object, object_from_js = false)]
 pub struct BindingColumnarRead {
-    #[napi(ts_type = "Float64Array")]
-    pub values: CopiedArray<f64>,
-    #[napi(ts_type = "Uint32Array")]
-    pub offsets: CopiedArray<u32>,
-    /// 0 = good, 1 = bad, per tag.
-    #[napi(ts_type = "Uint8Array")]
-    pub quality: CopiedArray<u8>,
+    #[napi(ts_type = "ArrayBuffer")]
+    pub buffer: CopiedBuffer,
+    pub value_count: u32,
+    pub tag_count: u32,
     /// Sparse: one entry per failed tag, `index` pointing at it.
     pub errors: Vec<BindingIndexedError>,
     pub timestamp: f64,
@@ -133,8 +131,8 @@ impl BindingModbusDevice {
         let valid: Vec<ModbusTag> = parsed.iter().filter_map(|t| t.as_ref().ok().cloned()).collect();
         let count = valid.len();
         let values = guarded(async move {
-            let mut plan = device.prepare(valid);
-            device.read(&mut plan, timeout).await
+            let plan = device.prepare(valid);
+            device.read(&plan, timeout).await
         })
         .await
         .unwrap_or_else(|e| vec![Err(e); count]);
@@ -181,7 +179,7 @@ impl BindingModbusDevice {
             }
         }
         let plan = self.device.prepare(valid);
-        Either::A(BindingModbusPlan { device: self.device.clone(), plan: Arc::new(Mutex::new(plan)) })
+        Either::A(BindingModbusPlan { device: self.device.clone(), plan: std::sync::Mutex::new(Arc::new(plan)) })
     }
 
     #[napi]
@@ -206,7 +204,18 @@ impl BindingModbusDevice {
 #[napi]
 pub struct BindingModbusPlan {
     device: Arc<ModbusDevice>,
-    plan: Arc<Mutex<ReadPlan>>,
+    /// Swapped for a fresh plan when the device learns something; reads share it, so they can overlap.
+    plan: std::sync::Mutex<Arc<ReadPlan>>,
+}
+
+impl BindingModbusPlan {
+    fn current(&self) -> Arc<ReadPlan> {
+        let mut plan = self.plan.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.device.is_current(&plan) {
+            *plan = Arc::new(self.device.prepare(plan.tags().to_vec()));
+        }
+        plan.clone()
+    }
 }
 
 #[napi]
@@ -214,14 +223,9 @@ impl BindingModbusPlan {
     #[napi]
     pub async fn read(&self, timeout_ms: Option<u32>) -> BindingColumnarRead {
         let timeout = request_timeout(timeout_ms);
-        let device = self.device.clone();
-        let plan = self.plan.clone();
-        let tag_count = plan.lock().await.tags().len();
-        let outcome = guarded(async move {
-            let mut plan = plan.lock().await;
-            device.read_columnar(&mut plan, timeout).await
-        })
-        .await;
+        let plan = self.current();
+        let tag_count = plan.tags().len();
+        let outcome = guarded(self.device.read_columnar(&plan, timeout)).await;
         let columns = outcome.unwrap_or_else(|e| ColumnarRead {
             values: Vec::new(),
             offsets: vec![0; tag_count + 1],
@@ -232,7 +236,11 @@ impl BindingModbusPlan {
 }
 
 fn to_binding_columns(columns: ColumnarRead) -> BindingColumnarRead {
-    let quality: Vec<u8> = columns.errors.iter().map(|e| e.is_some() as u8).collect();
+    let tag_count = columns.errors.len();
+    let mut buffer = Vec::with_capacity(columns.values.len() * 8 + columns.offsets.len() * 4 + tag_count);
+    buffer.extend(columns.values.iter().flat_map(|v| v.to_ne_bytes()));
+    buffer.extend(columns.offsets.iter().flat_map(|o| o.to_ne_bytes()));
+    buffer.extend(columns.errors.iter().map(|e| e.is_some() as u8));
     let errors = columns
         .errors
         .into_iter()
@@ -240,9 +248,9 @@ fn to_binding_columns(columns: ColumnarRead) -> BindingColumnarRead {
         .filter_map(|(index, e)| e.map(|e| BindingIndexedError { index: index as u32, error: e.into() }))
         .collect();
     BindingColumnarRead {
-        values: CopiedArray(columns.values),
-        offsets: CopiedArray(columns.offsets),
-        quality: CopiedArray(quality),
+        buffer: CopiedBuffer(buffer),
+        value_count: columns.values.len() as u32,
+        tag_count: tag_count as u32,
         errors,
         timestamp: now_ms(),
     }

@@ -83,10 +83,19 @@ export class ModbusPlugin implements ProtocolPlugin {
   }
 }
 
+/** Views over the one buffer the addon fills (its layout is documented on `BindingColumnarRead`). */
 function toColumnarData(raw: BindingColumnarRead): ColumnarData {
   const errors = new Map<number, BifrostError>()
   for (const { index, error } of raw.errors) errors.set(index, fromNative(error))
-  return { values: raw.values, offsets: raw.offsets, quality: raw.quality, errors, timestamp: raw.timestamp }
+  const { buffer, valueCount, tagCount } = raw
+  const offsetsAt = valueCount * 8
+  return {
+    values: new Float64Array(buffer, 0, valueCount),
+    offsets: new Uint32Array(buffer, offsetsAt, tagCount + 1),
+    quality: new Uint8Array(buffer, offsetsAt + (tagCount + 1) * 4, tagCount),
+    errors,
+    timestamp: raw.timestamp,
+  }
 }
 
 class NativePlan implements PreparedPlan {

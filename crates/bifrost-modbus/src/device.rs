@@ -183,7 +183,7 @@ impl ModbusDevice {
     }
 
     /// Reads every tag of the plan; one result per tag, in order.
-    pub async fn read(&self, plan: &mut ReadPlan, timeout: Option<Duration>) -> Vec<Result<Value>> {
+    pub async fn read(&self, plan: &ReadPlan, timeout: Option<Duration>) -> Vec<Result<Value>> {
         let fetched = self.fetch_plan(plan, timeout).await;
         plan.tags
             .iter()
@@ -196,7 +196,7 @@ impl ModbusDevice {
     }
 
     /// Reads every tag of the plan into flat `f64` columns (STRING tags are refused by `prepare` callers).
-    pub async fn read_columnar(&self, plan: &mut ReadPlan, timeout: Option<Duration>) -> ColumnarRead {
+    pub async fn read_columnar(&self, plan: &ReadPlan, timeout: Option<Duration>) -> ColumnarRead {
         let fetched = self.fetch_plan(plan, timeout).await;
         let slots = fetched.slots.into_iter().map(|slot| {
             let (image, offset) = slot.unwrap_or_else(|| Err(Error::proto("tag was not planned")))?;
@@ -205,12 +205,20 @@ impl ModbusDevice {
         columns(&plan.tags, slots)
     }
 
-    async fn fetch_plan(&self, plan: &mut ReadPlan, timeout: Option<Duration>) -> Fetched {
-        if plan.generation != self.learned().generation {
-            let (fresh, generation) = self.plan_spans(&plan.spans);
-            plan.plan = fresh;
-            plan.generation = generation;
-        }
+    /// Whether `plan` still reflects what the device has learned (refused ranges, shorter limits).
+    /// Holders of long-lived plans re-`prepare` when it does not; a stale plan still reads correctly.
+    pub fn is_current(&self, plan: &ReadPlan) -> bool {
+        plan.generation == self.learned().generation
+    }
+
+    async fn fetch_plan(&self, plan: &ReadPlan, timeout: Option<Duration>) -> Fetched {
+        let replanned;
+        let requests = if self.is_current(plan) {
+            &plan.plan
+        } else {
+            replanned = self.plan_spans(&plan.spans).0;
+            &replanned
+        };
         let mut fetched = Fetched { images: Vec::new(), slots: (0..plan.spans.len()).map(|_| None).collect() };
         if self.closed.load(Ordering::Relaxed) {
             fetched.slots.fill_with(|| Some(Err(device_closed())));
@@ -218,7 +226,7 @@ impl ModbusDevice {
         }
         let timeout = self.timeout(timeout);
         let members: Vec<usize> = (0..plan.spans.len()).collect();
-        self.fetch(&plan.spans, members, Some(&plan.plan), timeout, &mut fetched).await;
+        self.fetch(&plan.spans, members, Some(requests), timeout, &mut fetched).await;
         fetched
     }
 

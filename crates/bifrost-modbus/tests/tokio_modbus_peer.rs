@@ -137,8 +137,8 @@ async fn our_client_against_a_tokio_modbus_server() {
             .iter()
             .map(|t| ModbusTag::parse(t).unwrap())
             .collect();
-    let mut plan = device.prepare(tags);
-    let values = device.read(&mut plan, None).await;
+    let plan = device.prepare(tags);
+    let values = device.read(&plan, None).await;
     assert_eq!(
         values,
         vec![
@@ -155,15 +155,15 @@ async fn our_client_against_a_tokio_modbus_server() {
         (ModbusTag::parse("coil:3").unwrap(), Value::Bool(true)),
     ];
     assert!(device.write(&writes, None).await.iter().all(|r| r.is_ok()));
-    let mut check = device.prepare(writes.iter().map(|(t, _)| t.clone()).collect());
-    let read_back: Vec<Value> = device.read(&mut check, None).await.into_iter().map(|r| r.unwrap()).collect();
+    let check = device.prepare(writes.iter().map(|(t, _)| t.clone()).collect());
+    let read_back: Vec<Value> = device.read(&check, None).await.into_iter().map(|r| r.unwrap()).collect();
     assert_eq!(read_back, vec![Value::Float(-1.5), Value::UInt(7), Value::Bool(true)]);
 
     // The peer refuses what it does not implement, and the connection carries on.
-    let mut refused = device.prepare(vec![ModbusTag::parse("input-register:0").unwrap()]);
-    let err = device.read(&mut refused, None).await.remove(0).unwrap_err();
+    let refused = device.prepare(vec![ModbusTag::parse("input-register:0").unwrap()]);
+    let err = device.read(&refused, None).await.remove(0).unwrap_err();
     assert_eq!((err.code, err.exception_code), (ErrorCode::ModbusException, Some(1)));
-    assert_eq!(device.read(&mut plan, None).await[3], Ok(Value::UInt(2997)));
+    assert_eq!(device.read(&plan, None).await[3], Ok(Value::UInt(2997)));
 }
 
 #[tokio::test]
