@@ -51,9 +51,10 @@ async function timedLoop(callers, seconds, step) {
 async function requests(callers, seconds, inFlight) {
   const lib = client.load()
   const conn = await client.open(lib, server, { inFlight })
-  check('first read', await client.readBlock(conn), BLOCK_EXPECTED)
-  for (let i = 0; i < 200; i++) await client.readBlock(conn)
-  const run = await timedLoop(callers, seconds, () => client.readBlock(conn))
+  const readBlock = client.blockReader(conn)
+  check('first read', await readBlock(), BLOCK_EXPECTED)
+  for (let i = 0; i < 200; i++) await readBlock()
+  const run = await timedLoop(callers, seconds, readBlock)
   await client.close(conn)
   return { reqPerSec: run.count / run.seconds, cpuMicrosPerReq: (run.cpu / run.count) * 1e6, peakRssMb: peakRssMb() }
 }
@@ -118,7 +119,7 @@ async function startup() {
   const started = performance.now()
   const lib = client.load()
   const conn = await client.open(lib, server)
-  const values = await client.readBlock(conn)
+  const values = await client.blockReader(conn)()
   const ms = performance.now() - started
   const rssMb = process.memoryUsage().rss / 2 ** 20
   check('first value', values, BLOCK_EXPECTED)
@@ -134,7 +135,7 @@ async function scale(connections) {
   const connectSeconds = (performance.now() - started) / 1000
   await sleep(1000) // held idle
   const rssMb = process.memoryUsage().rss / 2 ** 20
-  check('a read on the last connection', await client.readBlock(conns.at(-1)), BLOCK_EXPECTED)
+  check('a read on the last connection', await client.blockReader(conns.at(-1))(), BLOCK_EXPECTED)
   await mapLimit(conns, 200, (c) => client.close(c))
   return { connectSeconds, rssMb, peakRssMb: peakRssMb(), baseRssMb }
 }

@@ -1,7 +1,7 @@
 // The project against the pure-JS Modbus clients, side by side, in one run.
 // Each client runs each workload in its own child process (benchmark/child.mjs)
 // against one simulator process; clients alternate within every round.
-//   npm run bench                    all six workloads, 3 rounds (about 6 minutes)
+//   npm run bench                    all six workloads, 3 rounds (about 4 minutes)
 //   npm run bench -- --quick         a smoke run: small sizes, figures not comparable
 //   npm run bench -- --only seq,decode
 // A full run writes benchmark/results/latest.{json,md}, chart.svg and the README's

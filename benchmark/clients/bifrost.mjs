@@ -12,7 +12,14 @@ export default {
   load: () => require('../../dist/index.js'),
   open: (lib, { host, port }, { inFlight = 1 } = {}) =>
     lib.connect(`modbus-tcp://${host}:${port}?max-in-flight=${inFlight}&request-timeout=5000`),
-  readBlock: (dev) => dev.read(BLOCK_TAG),
+  blockReader(dev) {
+    const plan = dev.prepare([BLOCK_TAG])
+    return async () => {
+      const data = await plan.read()
+      if (data.errors.size > 0) throw data.errors.values().next().value
+      return data.values
+    }
+  },
   preparePoll(dev) {
     const plan = dev.prepare(POLL.tags)
     return async () => {

@@ -18,7 +18,10 @@ export default {
     await once(socket, 'connect')
     return { socket, client }
   },
-  readBlock: async ({ client }) => (await client.readHoldingRegisters(BLOCK.address, BLOCK.quantity)).response.body.values,
+  blockReader:
+    ({ client }) =>
+    async () =>
+      (await client.readHoldingRegisters(BLOCK.address, BLOCK.quantity)).response.body.values,
   preparePoll({ client }) {
     const out = new Float64Array(POLL.tags.length)
     return async () => {

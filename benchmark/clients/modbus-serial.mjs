@@ -17,7 +17,7 @@ export default {
     client.setTimeout(5000)
     return client
   },
-  readBlock: async (client) => (await client.readHoldingRegisters(BLOCK.address, BLOCK.quantity)).data,
+  blockReader: (client) => async () => (await client.readHoldingRegisters(BLOCK.address, BLOCK.quantity)).data,
   preparePoll(client) {
     const out = new Float64Array(POLL.tags.length)
     return async () => {
