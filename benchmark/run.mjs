@@ -114,17 +114,18 @@ function barChart(rows, title) {
   const lo = Math.min(0.5, ...ratios)
   const hi = Math.max(10, ...ratios)
   const x = (v) => labelWidth + ((Math.log10(v) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo))) * plotWidth
-  const height = top + rows.length * (barHeight + 8) + 40
+  const height = top + rows.length * (barHeight + 8) + 52
   const esc = (s) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;')
   const ticks = [0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500].filter((t) => t >= lo && t <= hi)
   const parts = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="13">`,
     `<rect width="100%" height="100%" fill="#fff"/>`,
     `<text x="${width / 2}" y="24" text-anchor="middle" font-size="15" font-weight="bold">${esc(title)}</text>`,
+    `<text x="${width / 2}" y="${height - 8}" text-anchor="middle" font-size="11" fill="#555">right of 1×: the project is better by that factor; left: the best peer is (log scale)</text>`,
   ]
   for (const t of ticks) {
-    parts.push(`<line x1="${x(t)}" y1="${top - 6}" x2="${x(t)}" y2="${height - 30}" stroke="${t === 1 ? '#333' : '#ddd'}"/>`)
-    parts.push(`<text x="${x(t)}" y="${height - 14}" text-anchor="middle" fill="#555">${t}×</text>`)
+    parts.push(`<line x1="${x(t)}" y1="${top - 6}" x2="${x(t)}" y2="${height - 42}" stroke="${t === 1 ? '#333' : '#ddd'}"/>`)
+    parts.push(`<text x="${x(t)}" y="${height - 26}" text-anchor="middle" fill="#555">${t}×</text>`)
   }
   rows.forEach((r, i) => {
     const y = top + i * (barHeight + 8)
