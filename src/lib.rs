@@ -133,7 +133,6 @@ impl FromNapiValue for WriteValue {
     }
 }
 
-
 /// Bytes copied into an `ArrayBuffer` that V8 owns. Results are small, and an
 /// external buffer costs a finalizer and a cleanup hook each, far more than the copy.
 pub struct CopiedBuffer(pub Vec<u8>);

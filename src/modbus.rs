@@ -88,6 +88,14 @@ fn in_input_order<T>(
         .collect()
 }
 
+/// A result as the bindings return it: the value, or the error as plain data (they never throw).
+fn either<T>(result: Result<T, Error>) -> Either<T, ErrorInfo> {
+    match result {
+        Ok(value) => Either::A(value),
+        Err(e) => Either::B(e.into()),
+    }
+}
+
 /// A per-call request timeout; `None` keeps the device's `request-timeout`.
 fn request_timeout(timeout_ms: Option<u32>) -> Option<Duration> {
     timeout_ms.map(|ms| Duration::from_millis(ms.max(1) as u64))
@@ -109,10 +117,7 @@ pub async fn connect_modbus(url: String, options: HashMap<String, String>) -> Ei
         }
         guarded(ModbusDevice::open(url)).await?
     };
-    match opened.await {
-        Ok(device) => Either::A(BindingModbusDevice { device: Arc::new(device) }),
-        Err(e) => Either::B(e.into()),
-    }
+    either(opened.await.map(|device| BindingModbusDevice { device: Arc::new(device) }))
 }
 
 #[napi]
@@ -163,23 +168,16 @@ impl BindingModbusDevice {
     /// Parses and plans the tags once; the plan's `read` then costs one call.
     #[napi]
     pub fn prepare(&self, tags: Vec<String>) -> Either<BindingModbusPlan, ErrorInfo> {
-        let mut valid = Vec::with_capacity(tags.len());
-        for text in &tags {
-            match ModbusTag::parse(text) {
-                Ok(tag) if tag.data_type == bifrost_core::DataType::String => {
-                    return Either::B(
-                        Error::address(format!(
-                            "STRING tag '{text}' cannot be prepared (columns are numeric); read it with readTags"
-                        ))
-                        .into(),
-                    )
-                }
-                Ok(tag) => valid.push(tag),
-                Err(e) => return Either::B(e.into()),
-            }
-        }
-        let plan = self.device.prepare(valid);
-        Either::A(BindingModbusPlan { device: self.device.clone(), plan: std::sync::Mutex::new(Arc::new(plan)) })
+        let parsed = tags.iter().map(|text| match ModbusTag::parse(text) {
+            Ok(tag) if tag.data_type == bifrost_core::DataType::String => Err(Error::address(format!(
+                "STRING tag '{text}' cannot be prepared (columns are numeric); read it with readTags"
+            ))),
+            other => other,
+        });
+        either(parsed.collect::<Result<Vec<_>, _>>().map(|valid| BindingModbusPlan {
+            device: self.device.clone(),
+            plan: std::sync::Mutex::new(Arc::new(self.device.prepare(valid))),
+        }))
     }
 
     #[napi]
@@ -260,14 +258,12 @@ fn to_binding_columns(columns: ColumnarRead) -> BindingColumnarRead {
 #[napi]
 pub fn create_reply_decoder(tags: Vec<String>, start: u32) -> Either<BindingReplyDecoder, ErrorInfo> {
     let made = (|| {
-        let start = u16::try_from(start).map_err(|_| Error::address(format!("start address {start} is above 65535")))?;
+        let start =
+            u16::try_from(start).map_err(|_| Error::address(format!("start address {start} is above 65535")))?;
         let tags = tags.iter().map(|t| ModbusTag::parse(t)).collect::<Result<Vec<_>, _>>()?;
         ReplyDecoder::new(tags, start)
     })();
-    match made {
-        Ok(decoder) => Either::A(BindingReplyDecoder { decoder }),
-        Err(e) => Either::B(e.into()),
-    }
+    either(made.map(|decoder| BindingReplyDecoder { decoder }))
 }
 
 #[napi]
@@ -280,10 +276,7 @@ impl BindingReplyDecoder {
     /// Decodes one Modbus TCP frame in place, on the calling thread.
     #[napi]
     pub fn decode(&self, frame: &[u8]) -> Either<BindingColumnarRead, ErrorInfo> {
-        match self.guarded_decode(frame) {
-            Ok(columns) => Either::A(to_binding_columns(columns)),
-            Err(e) => Either::B(e.into()),
-        }
+        either(self.guarded_decode(frame).map(to_binding_columns))
     }
 
     /// Decodes into the caller's array, creating no JavaScript objects; returns how many tags failed.
@@ -293,15 +286,15 @@ impl BindingReplyDecoder {
         let values = unsafe { values.as_mut() };
         let count = self.decoder.value_count();
         if values.len() < count {
-            return Either::B(Error::invalid_value(format!("values holds {} numbers; {count} are needed", values.len())).into());
+            return either(Err(Error::invalid_value(format!(
+                "values holds {} numbers; {count} are needed",
+                values.len()
+            ))));
         }
-        match self.guarded_decode(frame) {
-            Ok(columns) => {
-                values[..count].copy_from_slice(&columns.values);
-                Either::A(columns.errors.iter().filter(|e| e.is_some()).count() as u32)
-            }
-            Err(e) => Either::B(e.into()),
-        }
+        either(self.guarded_decode(frame).map(|columns| {
+            values[..count].copy_from_slice(&columns.values);
+            columns.errors.iter().filter(|e| e.is_some()).count() as u32
+        }))
     }
 
     #[napi(getter)]
@@ -369,10 +362,7 @@ pub async fn start_modbus_simulator(options: SimulatorOptions) -> Either<Binding
         let address = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
         guarded(async move { Simulator::start(&address, config).await }).await?.map_err(Error::from)
     };
-    match started.await {
-        Ok(simulator) => Either::A(BindingModbusSimulator { simulator }),
-        Err(e) => Either::B(e.into()),
-    }
+    either(started.await.map(|simulator| BindingModbusSimulator { simulator }))
 }
 
 #[napi]

@@ -110,7 +110,10 @@ impl ReplyDecoder {
         };
         for tag in &tags {
             if tag.table != table {
-                return Err(Error::address(format!("tag '{tag}' is not in the {} table like the first tag", table.name())));
+                return Err(Error::address(format!(
+                    "tag '{tag}' is not in the {} table like the first tag",
+                    table.name()
+                )));
             }
             if tag.data_type == DataType::String {
                 return Err(Error::address(format!("STRING tag '{tag}' has no numeric column")));
