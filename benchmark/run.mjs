@@ -51,8 +51,10 @@ function spawnRaised(args, options) {
 }
 
 async function startServer() {
+  // The server gets a worker per core, so it holds up under every client.
   const child = spawnRaised([process.execPath, join(root, 'bin', 'bifrost.js'), 'simulate', 'modbus', '--port', '0'], {
     stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, BIFROST_WORKER_THREADS: String(os.availableParallelism()) },
   })
   const url = await new Promise((resolve, reject) => {
     let out = ''
