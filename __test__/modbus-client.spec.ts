@@ -368,3 +368,23 @@ test('reads of one prepared plan overlap on the wire', async (t) => {
   await dev.close()
   await peer.close()
 })
+
+test('a prepared plan adopts what the device learned from a refusal', async (t) => {
+  const sim = await startSimulator({ invalid: ['holding-register:105'] })
+  const dev = await connect(`${sim.url}?max-in-flight=4`)
+  const plan = dev.prepare(Array.from({ length: 11 }, (_, i) => `holding-register:${100 + i}:UINT`))
+  const first = await plan.read()
+  const firstRequests = stats(dev).requests
+  t.deepEqual(Array.from(first.quality), [0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0])
+  t.is(first.errors.get(5)?.exceptionCode, 2)
+  for (let round = 0; round < 3; round++) {
+    const before = stats(dev).requests
+    const again = await plan.read()
+    const used = stats(dev).requests - before
+    t.deepEqual(Array.from(again.quality), Array.from(first.quality))
+    t.deepEqual(Array.from(again.values.filter((v) => !Number.isNaN(v))), [100, 101, 102, 103, 104, 106, 107, 108, 109, 110])
+    t.true(used < firstRequests && used <= 3, `read ${round + 2} used ${used} requests, the first ${firstRequests}`)
+  }
+  await dev.close()
+  sim.stop()
+})
