@@ -3,7 +3,7 @@
 import net from 'node:net'
 import { once } from 'node:events'
 import { createRequire } from 'node:module'
-import { BLOCK, POLL, decodeBlock, decodePoll } from '../workloads.mjs'
+import { BLOCK, DECODE, POLL, decodeBlock, decodePoll } from '../workloads.mjs'
 
 const require = createRequire(import.meta.url)
 
@@ -34,7 +34,7 @@ export default {
   },
   // jsmodbus parses a whole TCP frame with ModbusTCPResponse.fromBuffer.
   decoder(Modbus) {
-    const out = new Float64Array(85)
+    const out = new Float64Array(DECODE.tags.length)
     return (frame) => decodeBlock(Modbus.ModbusTCPResponse.fromBuffer(frame).body.valuesAsBuffer, out)
   },
   async close({ socket }) {

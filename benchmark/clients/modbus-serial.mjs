@@ -2,7 +2,7 @@
 // the promise API. It pipelines over TCP (transaction ids), so poll reads go out together.
 import net from 'node:net'
 import { createRequire } from 'node:module'
-import { BLOCK, POLL, decodeBlock, decodePoll } from '../workloads.mjs'
+import { BLOCK, DECODE, POLL, decodeBlock, decodePoll } from '../workloads.mjs'
 
 const require = createRequire(import.meta.url)
 
@@ -40,7 +40,7 @@ export default {
     const client = new ModbusRTU(port)
     client.open(() => {})
     client.setID(1)
-    const out = new Float64Array(85)
+    const out = new Float64Array(DECODE.tags.length)
     return async (frame) => {
       frame.writeUInt16BE(port._transactionIdWrite, 0)
       const reply = client.readHoldingRegisters(0, 125)

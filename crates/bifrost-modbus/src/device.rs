@@ -121,6 +121,17 @@ struct Fetched {
     slots: Vec<Option<Result<(usize, u32)>>>,
 }
 
+impl Fetched {
+    /// Each tag's image and offset in it, in tag order.
+    fn located(&self) -> impl Iterator<Item = Result<(&[u8], u32)>> + '_ {
+        self.slots.iter().map(|slot| match slot {
+            Some(Ok((image, offset))) => Ok((self.images[*image].as_slice(), *offset)),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(Error::proto("tag was not planned")),
+        })
+    }
+}
+
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 impl ModbusDevice {
@@ -187,22 +198,15 @@ impl ModbusDevice {
         let fetched = self.fetch_plan(plan, timeout).await;
         plan.tags
             .iter()
-            .zip(fetched.slots)
-            .map(|(tag, slot)| {
-                let (image, offset) = slot.unwrap_or_else(|| Err(Error::proto("tag was not planned")))?;
-                decode_tag(tag, &fetched.images[image], offset)
-            })
+            .zip(fetched.located())
+            .map(|(tag, located)| located.and_then(|(image, offset)| decode_tag(tag, image, offset)))
             .collect()
     }
 
     /// Reads every tag of the plan into flat `f64` columns (STRING tags are refused by `prepare` callers).
     pub async fn read_columnar(&self, plan: &ReadPlan, timeout: Option<Duration>) -> ColumnarRead {
         let fetched = self.fetch_plan(plan, timeout).await;
-        let slots = fetched.slots.into_iter().map(|slot| {
-            let (image, offset) = slot.unwrap_or_else(|| Err(Error::proto("tag was not planned")))?;
-            Ok((fetched.images[image].as_slice(), offset))
-        });
-        columns(&plan.tags, slots)
+        columns(&plan.tags, fetched.located())
     }
 
     /// Whether `plan` still reflects what the device has learned (refused ranges, shorter limits).
