@@ -61,6 +61,8 @@ export interface BindingConnectionStats {
   timeouts: number
   unmatched: number
   connects: number
+  resyncs: number
+  queued: number
 }
 
 export interface BindingIndexedError {
@@ -93,7 +95,10 @@ export interface ErrorInfo {
   exceptionCode?: number
 }
 
-/** Simulator settings; every field is optional. */
+/**
+ * Simulator settings; every field is optional. Numbers arrive as JavaScript
+ * numbers and are checked here, never wrapped.
+ */
 export interface SimulatorOptions {
   host?: string
   /** 0 or absent: pick a free port. */
@@ -107,6 +112,9 @@ export interface SimulatorOptions {
   malformedEvery?: number
   /** Ranges that answer exception 2, e.g. `holding-register:100-109`. */
   invalid?: Array<string>
+  /** Close a connection idle this long; 0: never. */
+  idleTimeoutMs?: number
+  maxConnections?: number
 }
 
 /** Starts the Modbus simulator inside this process. */

@@ -18,6 +18,7 @@ const USAGE = `usage:
   bifrost simulate modbus [--host H] [--port N] [--framing tcp|rtu] [--units 1,2]
                           [--latency-ms N] [--drop-every N] [--disconnect-after N]
                           [--malformed-every N] [--invalid holding-register:100-109]
+                          [--idle-timeout-ms N (0: never)] [--max-connections N]
                                            serve the Modbus simulator until killed
 
 options:  --json  print JSON instead of text
@@ -85,6 +86,8 @@ async function simulate(p: Parsed): Promise<void> {
     dropEvery: flagNumber(p, 'drop-every'),
     disconnectAfter: flagNumber(p, 'disconnect-after'),
     malformedEvery: flagNumber(p, 'malformed-every'),
+    idleTimeoutMs: flagNumber(p, 'idle-timeout-ms'),
+    maxConnections: flagNumber(p, 'max-connections'),
     invalid: p.flags.get('invalid'),
   }
   const sim = await startSimulator(options)

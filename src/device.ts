@@ -9,10 +9,47 @@ import type { ColumnarData, ConnectOptions, PreparedPlan, ProtocolPlugin, Reques
 
 /** Options of {@link Device.watch}. */
 export interface WatchOptions {
-  /** Milliseconds from the start of one cycle to the start of the next. Default 1000. */
+  /** Milliseconds from the start of one cycle to the start of the next: a whole number from 1 to {@link MAX_MS}. Default 1000. */
   intervalMs?: number
-  /** Stops the watch when aborted. */
+  /** Stops the watch when aborted: no batch is yielded after it, and the loop ends at once. */
   signal?: AbortSignal
+}
+
+/** The longest time option, in milliseconds: what a Node timer can wait (about 24.8 days). */
+export const MAX_MS = 2_147_483_647
+
+/**
+ * A time option in milliseconds, checked before use: a whole number from 1 to
+ * {@link MAX_MS}. Anything else (negative, fractional, infinite, NaN, a string)
+ * is an `EINVAL` naming the option, never wrapped or clamped.
+ */
+function checkMs(name: string, value: unknown): number {
+  if (typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= MAX_MS) return value
+  const shown = typeof value === 'string' ? `the string '${value}'` : String(value)
+  throw new BifrostError('EINVAL', `${name} must be a whole number of milliseconds from 1 to ${MAX_MS}, not ${shown}`)
+}
+
+function checkRequestOptions(options: RequestOptions | undefined): void {
+  if (options?.timeout !== undefined) checkMs('timeout', options.timeout)
+}
+
+/** Settles with `work`'s value, or with `undefined` as soon as `signal` aborts (`work` is then left to finish unobserved). */
+function unlessAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T | undefined> {
+  if (signal.aborted) {
+    work.catch(() => {})
+    return Promise.resolve(undefined)
+  }
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      work.catch(() => {})
+      resolve(undefined)
+    }
+    signal.addEventListener('abort', onAbort, { once: true })
+    work.then(
+      (value) => (signal.removeEventListener('abort', onAbort), resolve(value)),
+      (error) => (signal.removeEventListener('abort', onAbort), reject(error)),
+    )
+  })
 }
 
 /** A prepared read plan: tags parsed and planned once. */
@@ -29,6 +66,7 @@ export class PreparedRead {
    * @param options - a timeout for this read
    */
   async read(options?: RequestOptions): Promise<ColumnarData> {
+    checkRequestOptions(options)
     return this.plan.read(options)
   }
 }
@@ -54,6 +92,8 @@ function kebab(key: string): string {
 /** A connected device. Every protocol offers the same methods. */
 export class Device {
   private closed = false
+  /** Aborted by {@link Device.close}, so a running `watch` ends at once. */
+  private readonly closing = new AbortController()
 
   /** @internal */
   constructor(
@@ -88,6 +128,7 @@ export class Device {
   async readTags(tags: string[], options?: RequestOptions): Promise<TagResult[]> {
     this.checkOpen()
     if (!Array.isArray(tags)) throw new BifrostError('EINVAL', 'readTags takes an array of tag addresses')
+    checkRequestOptions(options)
     try {
       return await this.plugin.readTags(tags, options)
     } catch (e) {
@@ -118,6 +159,7 @@ export class Device {
     options?: RequestOptions,
   ): Promise<TagResult[]> {
     this.checkOpen()
+    checkRequestOptions(options)
     const pairs = Array.isArray(values) ? values : Object.entries(values)
     try {
       return await this.plugin.writeTags(pairs, options)
@@ -160,21 +202,26 @@ export class Device {
   }
 
   /**
-   * Polls the tags, one batch per cycle, as an async iterator. Leave the loop
-   * (or abort `signal`, or close the device) to stop.
+   * Polls the tags, one batch per cycle, as an async iterator. A cycle that
+   * falls behind is skipped, never queued. Leave the loop, abort `signal` or
+   * close the device to stop: the loop then ends at once, yielding nothing more,
+   * even while a read is in flight.
    * @param tags - tag addresses
    * @param options - the polling interval and an abort signal
+   * @throws {@link BifrostError} `EINVAL` for an interval that is not a whole number from 1 to {@link MAX_MS}
    */
   async *watch(tags: string[], options: WatchOptions = {}): AsyncGenerator<TagResult[], void, undefined> {
-    const interval = options.intervalMs ?? 1000
-    if (!(interval > 0)) throw new BifrostError('EINVAL', 'intervalMs must be a positive number')
+    const interval = options.intervalMs === undefined ? 1000 : checkMs('intervalMs', options.intervalMs)
+    const stop = options.signal ? AbortSignal.any([options.signal, this.closing.signal]) : this.closing.signal
     let next = Date.now()
-    while (!this.closed && !options.signal?.aborted) {
-      yield await this.readTags(tags)
+    while (!stop.aborted) {
+      const batch = await unlessAborted(this.readTags(tags), stop)
+      if (batch === undefined || stop.aborted) return
+      yield batch
       next += interval
       const wait = next - Date.now()
       if (wait < 0) next = Date.now() // fell behind: skip cycles rather than burst
-      else await sleep(wait, options.signal)
+      else await sleep(wait, stop)
     }
   }
 
@@ -182,6 +229,7 @@ export class Device {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    this.closing.abort()
     await this.plugin.disconnect()
   }
 }

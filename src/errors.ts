@@ -8,18 +8,24 @@
  *
  * - `ETIMEDOUT`: no reply in time, or the connection attempt timed out.
  * - `ECONNREFUSED`: the device could not be reached.
- * - `ECONNRESET`: the connection broke while the request was in flight.
+ * - `ENOTFOUND`: the device's host name does not resolve.
+ * - `ECONNRESET`: the connection broke (or was dropped to resynchronise it) while the request was in flight.
+ * - `EADDRINUSE`: a simulator's listening address is taken.
+ * - `EQUEUEFULL`: the device already holds `max-queued` requests waiting their turn.
  * - `ECLOSED`: the device was closed.
  * - `EPROTO`: a malformed or unexpected frame.
  * - `EADDRESS`: a bad tag address or URL.
- * - `EINVAL`: a value that does not fit the tag (range or type).
+ * - `EINVAL`: a value that does not fit the tag, or an option out of its range.
  * - `MODBUS_EXCEPTION`: the device answered with a Modbus exception; see {@link BifrostError.exceptionCode}.
  * - `CIP_STATUS`, `OPCUA_STATUS`: protocol status errors (reserved for those protocols).
  */
 export type ErrorCode =
   | 'ETIMEDOUT'
   | 'ECONNREFUSED'
+  | 'ENOTFOUND'
   | 'ECONNRESET'
+  | 'EADDRINUSE'
+  | 'EQUEUEFULL'
   | 'ECLOSED'
   | 'EPROTO'
   | 'EADDRESS'

@@ -12,7 +12,7 @@
 
 export { BifrostError } from './errors.js'
 export type { ErrorCode } from './errors.js'
-export { connect, columnValue, Device, PreparedRead } from './device.js'
+export { connect, columnValue, Device, MAX_MS, PreparedRead } from './device.js'
 export type { WatchOptions } from './device.js'
 export { registerPlugin, registeredSchemes } from './plugin.js'
 export type {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bifrost_core::url::DeviceUrl;
+use bifrost_core::url::{whole_number, DeviceUrl, MAX_MS};
 use bifrost_core::{Error, Value};
 use bifrost_modbus::decode::{ColumnarRead, ReplyDecoder};
 use bifrost_modbus::device::{ModbusDevice, ReadPlan};
@@ -54,6 +54,8 @@ pub struct BindingConnectionStats {
     pub timeouts: f64,
     pub unmatched: f64,
     pub connects: f64,
+    pub resyncs: f64,
+    pub queued: f64,
 }
 
 fn now_ms() -> f64 {
@@ -189,6 +191,8 @@ impl BindingModbusDevice {
             timeouts: stats.timeouts.load(Relaxed) as f64,
             unmatched: stats.unmatched.load(Relaxed) as f64,
             connects: stats.connects.load(Relaxed) as f64,
+            resyncs: stats.resyncs.load(Relaxed) as f64,
+            queued: stats.queued.load(Relaxed) as f64,
         }
     }
 
@@ -308,47 +312,61 @@ impl BindingReplyDecoder {
     }
 }
 
-/// Simulator settings; every field is optional.
+/// Simulator settings; every field is optional. Numbers arrive as JavaScript
+/// numbers and are checked here, never wrapped.
 #[napi(object)]
 pub struct SimulatorOptions {
     pub host: Option<String>,
     /// 0 or absent: pick a free port.
-    pub port: Option<u32>,
+    pub port: Option<f64>,
     /// `tcp` (MBAP, the default) or `rtu` (RTU frames over TCP).
     pub framing: Option<String>,
-    pub units: Option<Vec<u32>>,
-    pub latency_ms: Option<u32>,
-    pub drop_every: Option<u32>,
-    pub disconnect_after: Option<u32>,
-    pub malformed_every: Option<u32>,
+    pub units: Option<Vec<f64>>,
+    pub latency_ms: Option<f64>,
+    pub drop_every: Option<f64>,
+    pub disconnect_after: Option<f64>,
+    pub malformed_every: Option<f64>,
     /// Ranges that answer exception 2, e.g. `holding-register:100-109`.
     pub invalid: Option<Vec<String>>,
+    /// Close a connection idle this long; 0: never.
+    pub idle_timeout_ms: Option<f64>,
+    pub max_connections: Option<f64>,
 }
 
-fn simulator_config(options: SimulatorOptions) -> Result<SimulatorConfig, Error> {
+fn simulator_config(options: &SimulatorOptions) -> Result<SimulatorConfig, Error> {
     use bifrost_modbus::client::Framing;
+    let defaults = SimulatorConfig::default();
+    let number = |name: &str, value: Option<f64>, range| value.map(|v| whole_number(name, v, range)).transpose();
+    let count = |name: &str, value: Option<f64>| Ok::<_, Error>(number(name, value, 0..=u64::from(u32::MAX))?.unwrap_or(0));
     let framing = match options.framing.as_deref() {
         None | Some("tcp") => Framing::Tcp,
         Some("rtu") => Framing::Rtu,
         Some(other) => return Err(Error::invalid_value(format!("framing must be 'tcp' or 'rtu', not '{other}'"))),
     };
-    let units = match options.units {
-        Some(units) => units
-            .into_iter()
-            .map(|u| u8::try_from(u).map_err(|_| Error::invalid_value(format!("unit id {u} is not 0..=255"))))
-            .collect::<Result<_, _>>()?,
-        None => SimulatorConfig::default().units,
+    let units = match &options.units {
+        Some(units) => {
+            units.iter().map(|&u| Ok(whole_number("units", u, 0..=255)? as u8)).collect::<Result<_, Error>>()?
+        }
+        None => defaults.units,
     };
     let invalid =
-        options.invalid.unwrap_or_default().iter().map(|spec| parse_range_spec(spec)).collect::<Result<_, _>>()?;
+        options.invalid.iter().flatten().map(|spec| parse_range_spec(spec)).collect::<Result<_, _>>()?;
+    let idle_timeout = match number("idleTimeoutMs", options.idle_timeout_ms, 0..=MAX_MS)? {
+        None => defaults.idle_timeout,
+        Some(0) => None,
+        Some(ms) => Some(Duration::from_millis(ms)),
+    };
+    let max_connections = number("maxConnections", options.max_connections, 1..=1_000_000)?;
     Ok(SimulatorConfig {
         framing,
         units,
-        latency: Duration::from_millis(options.latency_ms.unwrap_or(0) as u64),
-        drop_every: options.drop_every.unwrap_or(0) as u64,
-        disconnect_after: options.disconnect_after.unwrap_or(0) as u64,
-        malformed_every: options.malformed_every.unwrap_or(0) as u64,
+        latency: Duration::from_millis(number("latencyMs", options.latency_ms, 0..=MAX_MS)?.unwrap_or(0)),
+        drop_every: count("dropEvery", options.drop_every)?,
+        disconnect_after: count("disconnectAfter", options.disconnect_after)?,
+        malformed_every: count("malformedEvery", options.malformed_every)?,
         invalid,
+        idle_timeout,
+        max_connections: max_connections.map_or(defaults.max_connections, |n| n as usize),
     })
 }
 
@@ -356,11 +374,15 @@ fn simulator_config(options: SimulatorOptions) -> Result<SimulatorConfig, Error>
 #[napi]
 pub async fn start_modbus_simulator(options: SimulatorOptions) -> Either<BindingModbusSimulator, ErrorInfo> {
     let host = options.host.clone().unwrap_or_else(|| "127.0.0.1".into());
-    let port = options.port.unwrap_or(0);
     let started = async move {
-        let config = simulator_config(options)?;
+        let port = options.port.map(|p| whole_number("port", p, 0..=65535)).transpose()?.unwrap_or(0);
+        let config = simulator_config(&options)?;
         let address = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-        guarded(async move { Simulator::start(&address, config).await }).await?.map_err(Error::from)
+        guarded(async { Simulator::start(&address, config).await }).await?.map_err(|e| {
+            let mut err = Error::from(e);
+            err.message = format!("cannot listen on {address}: {}", err.message);
+            err
+        })
     };
     either(started.await.map(|simulator| BindingModbusSimulator { simulator }))
 }

@@ -6,7 +6,7 @@
 
 import { BindingModbusDevice, BindingModbusPlan, BindingReplyDecoder, connectModbus, createReplyDecoder, startModbusSimulator } from '../index.js'
 import type { BindingColumnarRead, BindingTagResult } from '../index.js'
-import { BifrostError, fromNative } from './errors.js'
+import { BifrostError, asBifrostError, fromNative } from './errors.js'
 import type { NativeErrorInfo } from './errors.js'
 import { registerPlugin } from './plugin.js'
 import type { ColumnarData, DeviceDescriptor, PreparedPlan, ProtocolPlugin, RequestOptions, TagResult, TagValue } from './plugin.js'
@@ -37,6 +37,10 @@ export interface ConnectionStats {
   unmatched: number
   /** Successful connects, the first one included. */
   connects: number
+  /** Times the link was dropped or drained to bring it back in step (after an RTU timeout, or a TCP reply stream out of step). */
+  resyncs: number
+  /** Requests waiting their turn now (at most `max-queued`). */
+  queued: number
 }
 
 /** The Modbus protocol plugin; registered for `modbus-tcp://`, `modbus-rtu-tcp://` and `modbus-rtu://`. */
@@ -188,6 +192,10 @@ export interface SimulatorOptions {
   malformedEvery?: number
   /** Address ranges that answer exception 2, e.g. `holding-register:100-109`. */
   invalid?: string[]
+  /** A connection that sends nothing for this many milliseconds is closed; 0 never closes one. Default 300000 (5 minutes). */
+  idleTimeoutMs?: number
+  /** Connections served at once; one more is accepted and closed at once. Default 20000. */
+  maxConnections?: number
 }
 
 /** A running simulator. Register and input register `i` start at `i`; coil and discrete input `i` start as `i % 2 == 1`. */
@@ -207,10 +215,15 @@ export interface Simulator {
 /**
  * Starts the Modbus simulator inside this process, on the addon's own threads.
  * @param options - listening address, framing and fault injection
- * @throws {@link BifrostError} when the port cannot be bound or an option is bad
+ * @throws {@link BifrostError} `EADDRINUSE` when the port is taken, `EINVAL` for an option of the wrong type or out of range
  */
 export async function startSimulator(options: SimulatorOptions = {}): Promise<Simulator> {
-  const started = await startModbusSimulator(options)
+  let started: Awaited<ReturnType<typeof startModbusSimulator>>
+  try {
+    started = await startModbusSimulator(options)
+  } catch (e) {
+    throw asBifrostError(e) // options the addon cannot convert, e.g. a port given as a string
+  }
   if (isError(started)) throw fromNative(started)
   const scheme = options.framing === 'rtu' ? 'modbus-rtu-tcp' : 'modbus-tcp'
   const host = started.host.includes(':') ? `[${started.host}]` : started.host

@@ -32,19 +32,25 @@ export interface TagResult {
 export interface ConnectOptions {
   /** Default unit (slave) id for tags without `{unit-id: N}`. Default 1. */
   unitId?: number
-  /** Milliseconds a request may wait for its reply. Default 1000. */
+  /** Milliseconds a call may take, time waiting in the queue included (1 to 2147483647). Default 1000. */
   requestTimeout?: number
   /** Milliseconds a connection attempt may take. Default 3000. */
   connectTimeout?: number
-  /** Requests on the wire at once on one connection. Default 1, which every device supports. */
+  /** Requests on the wire at once on one connection (1 to 65535). Default 1, which every device supports. */
   maxInFlight?: number
+  /** Requests that may wait their turn (1 to 1000000); one more fails at once with `EQUEUEFULL`. Default 10000. */
+  maxQueued?: number
+  /** Milliseconds what the device taught the planner (refused ranges, shorter requests) holds before it is probed again; 0 keeps it until the next reconnect. Default 60000. */
+  relearnAfter?: number
+  /** Serial lines: after a timeout, milliseconds the line must stay silent (if the late reply does not come first) before the next request. Default 1000. */
+  lateReplyWindow?: number
   /** Largest register read the planner builds (1 to 125). Default 125. */
   maxRegistersPerRequest?: number
   /** Largest coil or discrete-input read the planner builds (1 to 2000). Default 2000. */
   maxBitsPerRequest?: number
   /** Unused addresses the planner may read over to merge two tags into one request. Default 8. */
   maxGap?: number
-  /** Serial lines: bits per second. Default 19200. */
+  /** Serial lines: bits per second (50 to 12000000). Default 19200. */
   baudRate?: number
   /** Serial lines: `none`, `even` (the default) or `odd`. */
   parity?: 'none' | 'even' | 'odd'
@@ -58,7 +64,11 @@ export interface ConnectOptions {
 
 /** Settings for one call. */
 export interface RequestOptions {
-  /** Milliseconds each request of this call may wait for its reply; overrides the device's `request-timeout`. */
+  /**
+   * Milliseconds this call may take, from the call to its result, time waiting
+   * in the device's queue included; overrides the device's `request-timeout`.
+   * A whole number from 1 to 2147483647, else `EINVAL`.
+   */
   timeout?: number
 }
 

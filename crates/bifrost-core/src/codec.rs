@@ -72,7 +72,7 @@ fn decode_num(bytes: &[u8], ty: DataType, order: ByteOrder) -> Result<Num> {
 /// whole image given, as [`decode_string`] does.
 pub fn decode_element(bytes: &[u8], ty: DataType, order: ByteOrder) -> Result<Value> {
     if ty == DataType::String {
-        return Ok(Value::String(decode_string(bytes, order)));
+        return Ok(Value::String(decode_string(bytes, bytes.len(), order)));
     }
     Ok(match decode_num(bytes, ty, order)? {
         Num::Bool(b) => Value::Bool(b),
@@ -186,10 +186,12 @@ fn string_swapped(order: ByteOrder) -> bool {
     matches!(order, ByteOrder::Badc | ByteOrder::Dcba)
 }
 
-/// Decodes a STRING from a register image (even length). Characters follow
-/// register order; BADC/DCBA put the low byte of each register first.
-/// Trailing NULs are trimmed, invalid UTF-8 is replaced lossily.
-pub fn decode_string(bytes: &[u8], order: ByteOrder) -> String {
+/// Decodes a STRING of at most `len_chars` bytes from a register image (even
+/// length; an odd length leaves a pad byte in the last register, which is not
+/// part of the string). Characters follow register order; BADC/DCBA put the
+/// low byte of each register first. Trailing NULs are trimmed, invalid UTF-8
+/// is replaced lossily.
+pub fn decode_string(bytes: &[u8], len_chars: usize, order: ByteOrder) -> String {
     let mut chars = Vec::with_capacity(bytes.len());
     let mut pairs = bytes.chunks_exact(2);
     for pair in &mut pairs {
@@ -203,6 +205,7 @@ pub fn decode_string(bytes: &[u8], order: ByteOrder) -> String {
     }
     // A stray odd byte is kept as-is rather than dropped.
     chars.extend_from_slice(pairs.remainder());
+    chars.truncate(len_chars);
     while chars.last() == Some(&0) {
         chars.pop();
     }
@@ -454,14 +457,17 @@ mod tests {
         out.clear();
         encode_string("HI", 2, Dcba, &mut out).unwrap();
         assert_eq!(out, b"IH");
-        assert_eq!(decode_string(b"HELLO\0\0\0", Abcd), "HELLO");
-        assert_eq!(decode_string(b"EHLL\0O\0\0", Badc), "HELLO");
-        assert_eq!(decode_string(b"EHLL\0O", Dcba), "HELLO");
-        assert_eq!(decode_string(b"HELLO\0", Cdab), "HELLO");
-        assert_eq!(decode_string(b"A\0B\0", Abcd), "A\0B");
-        assert_eq!(decode_string(&[0xFF, b'A'], Abcd), "\u{FFFD}A");
-        assert_eq!(decode_string(b"ABC", Abcd), "ABC");
-        assert_eq!(decode_string(b"", Badc), "");
+        assert_eq!(decode_string(b"HELLO\0\0\0", usize::MAX, Abcd), "HELLO");
+        assert_eq!(decode_string(b"EHLL\0O\0\0", usize::MAX, Badc), "HELLO");
+        assert_eq!(decode_string(b"EHLL\0O", usize::MAX, Dcba), "HELLO");
+        assert_eq!(decode_string(b"HELLO\0", usize::MAX, Cdab), "HELLO");
+        assert_eq!(decode_string(b"A\0B\0", usize::MAX, Abcd), "A\0B");
+        assert_eq!(decode_string(&[0xFF, b'A'], usize::MAX, Abcd), "\u{FFFD}A");
+        assert_eq!(decode_string(b"ABC", usize::MAX, Abcd), "ABC");
+        assert_eq!(decode_string(b"", usize::MAX, Badc), "");
+        // STRING(5) in 3 registers: the last register's pad byte is not a character.
+        assert_eq!(decode_string(b"HELLOX", 5, Abcd), "HELLO");
+        assert_eq!(decode_string(b"EHLLXO", 5, Badc), "HELLO");
         assert_eq!(decode_element(b"EH", T::String, Badc).unwrap(), Value::String("HE".into()));
         let e = encode_string("TOOLONG", 6, Abcd, &mut out).unwrap_err();
         assert_eq!(e.code, crate::ErrorCode::InvalidValue);
@@ -513,7 +519,7 @@ mod tests {
             let mut wire = Vec::new();
             encode_string(&s, len, o, &mut wire).unwrap();
             prop_assert_eq!(wire.len(), len.div_ceil(2) * 2);
-            prop_assert_eq!(decode_string(&wire, o), s);
+            prop_assert_eq!(decode_string(&wire, len, o), s);
         }
 
         #[test]
@@ -534,7 +540,7 @@ mod tests {
                 let _ = decode_element(&bytes, ty, o);
                 let _ = decode_element_f64(&bytes, ty, o);
             }
-            let _ = decode_string(&bytes, o);
+            let _ = decode_string(&bytes, bytes.len(), o);
         }
     }
 }

@@ -8,6 +8,12 @@ use std::fmt;
 pub enum ErrorCode {
     Timeout,
     ConnRefused,
+    /// The host name did not resolve.
+    NotFound,
+    /// A listening address is taken.
+    AddrInUse,
+    /// The device's queue of waiting requests is full.
+    QueueFull,
     ConnReset,
     Closed,
     Proto,
@@ -24,6 +30,9 @@ impl ErrorCode {
         match self {
             ErrorCode::Timeout => "ETIMEDOUT",
             ErrorCode::ConnRefused => "ECONNREFUSED",
+            ErrorCode::NotFound => "ENOTFOUND",
+            ErrorCode::AddrInUse => "EADDRINUSE",
+            ErrorCode::QueueFull => "EQUEUEFULL",
             ErrorCode::ConnReset => "ECONNRESET",
             ErrorCode::Closed => "ECLOSED",
             ErrorCode::Proto => "EPROTO",
@@ -69,6 +78,9 @@ impl Error {
     pub fn conn_reset(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::ConnReset, message)
     }
+    pub fn conn_refused(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ConnRefused, message)
+    }
     /// A Modbus exception response: `function` is the request's function code.
     pub fn modbus_exception(function: u8, exception_code: u8) -> Self {
         Error {
@@ -111,6 +123,7 @@ impl From<std::io::Error> for Error {
         use std::io::ErrorKind::*;
         let code = match e.kind() {
             ConnectionRefused => ErrorCode::ConnRefused,
+            AddrInUse => ErrorCode::AddrInUse,
             TimedOut | WouldBlock => ErrorCode::Timeout,
             _ => ErrorCode::ConnReset,
         };

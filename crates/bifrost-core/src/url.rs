@@ -2,6 +2,8 @@
 //! kebab-case and shared by every protocol; each protocol takes the keys it
 //! knows and `finish` rejects the rest, so a typo is an error, not a default.
 
+use std::fmt::Display;
+use std::ops::RangeInclusive;
 use std::str::FromStr;
 
 use crate::{Error, Result};
@@ -12,12 +14,18 @@ pub struct DeviceUrl {
     pub host: String,
     pub port: Option<u16>,
     pub path: String,
+    /// `user[:password]` given before the host; never shown in messages.
+    pub user_info: Option<String>,
     query: Vec<(String, String)>,
 }
 
+/// Largest time in milliseconds an option takes: what a Node timer can wait (about 24.8 days).
+pub const MAX_MS: u64 = 2_147_483_647;
+
 impl DeviceUrl {
     pub fn parse(text: &str) -> Result<DeviceUrl> {
-        let bad = |why: &str| Error::address(format!("{why} in URL '{text}'"));
+        let shown = redacted(text);
+        let bad = |why: &str| Error::address(format!("{why} in URL '{shown}'"));
         let (scheme, rest) = text.split_once("://").ok_or_else(|| bad("missing '://'"))?;
         if scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) {
             return Err(bad("bad scheme"));
@@ -30,6 +38,10 @@ impl DeviceUrl {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
+        let (user_info, authority) = match authority.rsplit_once('@') {
+            Some((user_info, host)) => (Some(percent_decode(user_info)), host),
+            None => (None, authority),
+        };
         let (host, port) = split_host_port(authority).map_err(|why| bad(&why))?;
         let mut pairs = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -41,6 +53,7 @@ impl DeviceUrl {
             host: host.to_string(),
             port,
             path: percent_decode(path),
+            user_info,
             query: pairs,
         })
     }
@@ -56,7 +69,33 @@ impl DeviceUrl {
         let Some(i) = self.query.iter().rposition(|(k, _)| k == key) else { return Ok(None) };
         let (_, value) = self.query.remove(i);
         self.query.retain(|(k, _)| k != key);
-        value.parse().map(Some).map_err(|_| Error::address(format!("bad value '{value}' for URL option '{key}'")))
+        value.parse().map(Some).map_err(|_| Error::invalid_value(format!("bad value '{value}' for URL option '{key}'")))
+    }
+
+    /// Removes and parses a numeric query key that must lie in `range`; any
+    /// other value is `EINVAL`, naming the key and the range.
+    pub fn take_in<T>(&mut self, key: &str, range: RangeInclusive<T>) -> Result<Option<T>>
+    where
+        T: FromStr + PartialOrd + Display,
+    {
+        let Some(i) = self.query.iter().rposition(|(k, _)| k == key) else { return Ok(None) };
+        let (_, value) = self.query.remove(i);
+        self.query.retain(|(k, _)| k != key);
+        match value.trim().parse::<T>() {
+            Ok(n) if range.contains(&n) => Ok(Some(n)),
+            _ => Err(out_of_range(&format!("URL option '{key}'"), &range, &value)),
+        }
+    }
+
+    /// Refuses a user name or password before the host, for protocols that take none.
+    pub fn refuse_user_info(&self) -> Result<()> {
+        match self.user_info {
+            None => Ok(()),
+            Some(_) => Err(Error::address(format!(
+                "{}:// URLs take no user name or password (found 'user@' before the host '{}')",
+                self.scheme, self.host
+            ))),
+        }
     }
 
     /// Fails on any query key nobody took.
@@ -75,6 +114,31 @@ impl DeviceUrl {
         } else {
             format!("{}:{port}", self.host)
         }
+    }
+}
+
+/// A numeric option given as a JavaScript number: a whole number in `range`,
+/// else `EINVAL` naming the option and the range (never wrapped or clamped).
+pub fn whole_number(name: &str, value: f64, range: RangeInclusive<u64>) -> Result<u64> {
+    let fits = value.fract() == 0.0 && value >= *range.start() as f64 && value <= *range.end() as f64;
+    if fits {
+        Ok(value as u64)
+    } else {
+        Err(out_of_range(&format!("option '{name}'"), &range, &value))
+    }
+}
+
+fn out_of_range<T: Display>(what: &str, range: &RangeInclusive<T>, value: &dyn Display) -> Error {
+    Error::invalid_value(format!("{what} must be a whole number from {} to {}, not '{value}'", range.start(), range.end()))
+}
+
+/// The URL with anything between `://` and `@` hidden, for messages.
+fn redacted(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else { return text.to_string() };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => text.to_string(),
     }
 }
 
@@ -143,11 +207,44 @@ mod tests {
     #[test]
     fn rejects_unknown_keys_and_bad_values() {
         let mut url = DeviceUrl::parse("modbus-tcp://h?unit-id=x&colour=red").unwrap();
-        assert_eq!(url.take::<u8>("unit-id").unwrap_err().code, crate::ErrorCode::Address);
+        assert_eq!(url.take::<u8>("unit-id").unwrap_err().code, crate::ErrorCode::InvalidValue);
         let err = url.finish().unwrap_err();
         assert!(err.message.contains("colour"), "{}", err.message);
         assert!(DeviceUrl::parse("nothing").is_err());
         assert!(DeviceUrl::parse("modbus-tcp://h:99999").is_err());
+    }
+
+    #[test]
+    fn numeric_options_in_range() {
+        let mut url = DeviceUrl::parse("modbus-tcp://h?request-timeout=-1&max-gap=4&baud-rate=0&n=4294967396").unwrap();
+        let err = url.take_in::<u64>("request-timeout", 1..=MAX_MS).unwrap_err();
+        assert_eq!(err.code, crate::ErrorCode::InvalidValue);
+        assert!(err.message.contains("'request-timeout' must be a whole number from 1 to 2147483647, not '-1'"), "{}", err.message);
+        assert_eq!(url.take_in::<u16>("max-gap", 0..=100).unwrap(), Some(4));
+        assert!(url.take_in::<u32>("baud-rate", 50..=12_000_000).is_err());
+        assert!(url.take_in::<u64>("n", 1..=MAX_MS).is_err());
+        assert_eq!(url.take_in::<u64>("absent", 1..=2).unwrap(), None);
+    }
+
+    #[test]
+    fn whole_numbers_from_javascript() {
+        assert_eq!(whole_number("port", 502.0, 0..=65535).unwrap(), 502);
+        for bad in [-1.0, 1.5, f64::NAN, f64::INFINITY, 65536.0] {
+            let err = whole_number("port", bad, 0..=65535).unwrap_err();
+            assert_eq!(err.code, crate::ErrorCode::InvalidValue);
+            assert!(err.message.starts_with("option 'port' must be a whole number from 0 to 65535"), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn user_info_is_kept_apart_and_never_shown() {
+        let url = DeviceUrl::parse("modbus-tcp://user:secret@10.0.0.5:502").unwrap();
+        assert_eq!((url.host.as_str(), url.port), ("10.0.0.5", Some(502)));
+        let err = url.refuse_user_info().unwrap_err();
+        assert_eq!(err.code, crate::ErrorCode::Address);
+        assert!(!err.message.contains("secret"), "{}", err.message);
+        let err = DeviceUrl::parse("modbus-tcp://user:secret@h:99999").unwrap_err();
+        assert!(!err.message.contains("secret") && err.message.contains("***@h:99999"), "{}", err.message);
     }
 
     #[test]

@@ -56,7 +56,9 @@ pub fn decode_tag(tag: &ModbusTag, image: &[u8], offset: u32) -> Result<Value> {
                 };
                 Ok(Value::Bool(word >> bit & 1 == 1))
             }
-            (None, DataType::String) => Ok(Value::String(decode_string(bytes, tag.byte_order))),
+            (None, DataType::String) => {
+                Ok(Value::String(decode_string(bytes, usize::from(tag.string_length), tag.byte_order)))
+            }
             (None, ty) => decode_element(bytes, ty, tag.byte_order),
         }
     };

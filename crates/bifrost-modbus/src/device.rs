@@ -10,11 +10,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bifrost_core::planner::{self, Plan, PlanLimits, Span};
-use bifrost_core::url::DeviceUrl;
+use bifrost_core::url::{DeviceUrl, MAX_MS};
 use bifrost_core::{encode_element, encode_string, DataType, Error, Result, Value};
 use bytes::Bytes;
+use tokio::time::Instant;
 
-use crate::client::{Client, ClientConfig, Framing, Op};
+use crate::client::{Client, ClientConfig, Framing, Op, Resync};
 use crate::decode::{columns, decode_tag, ColumnarRead};
 use crate::pdu::{self, Response};
 use crate::serial::{self, PortSettings};
@@ -33,8 +34,19 @@ pub struct DeviceSettings {
     pub max_registers_per_request: u16,
     pub max_bits_per_request: u16,
     pub max_gap: u16,
+    /// How long what the device taught us (refused ranges, shorter limits) holds
+    /// before it is probed again; `None`: until the next reconnect.
+    pub relearn_after: Option<Duration>,
     pub client: ClientConfig,
 }
+
+/// Default of `late-reply-window`: after a timeout on a serial line, how long
+/// the line must stay silent (if the late reply does not come first) before the next request.
+pub const LATE_REPLY_WINDOW: Duration = Duration::from_millis(1000);
+/// Default of `relearn-after`: a transient fault must not slow a device for good.
+pub const RELEARN_AFTER: Duration = Duration::from_secs(60);
+/// Most requests one device may hold waiting (`max-queued`).
+const MAX_QUEUED_LIMIT: usize = 1_000_000;
 
 impl Default for DeviceSettings {
     fn default() -> Self {
@@ -43,36 +55,46 @@ impl Default for DeviceSettings {
             max_registers_per_request: MAX_READ_REGISTERS,
             max_bits_per_request: MAX_READ_BITS,
             max_gap: 8,
+            relearn_after: Some(RELEARN_AFTER),
             client: ClientConfig::default(),
         }
     }
 }
 
 impl DeviceSettings {
-    /// Takes the keys every Modbus transport shares from `url`.
+    /// Takes the keys every Modbus transport shares from `url`; a value out of range is `EINVAL`.
     pub fn from_url(url: &mut DeviceUrl, framing: Framing) -> Result<DeviceSettings> {
         let mut s = DeviceSettings::default();
         s.client.framing = framing;
-        if let Some(v) = url.take("unit-id")? {
+        let ms = |url: &mut DeviceUrl, key: &str| -> Result<Option<Duration>> {
+            Ok(url.take_in(key, 1..=MAX_MS)?.map(Duration::from_millis))
+        };
+        if let Some(v) = url.take_in("unit-id", 0..=255)? {
             s.unit_id = v;
         }
-        if let Some(ms) = url.take::<u64>("request-timeout")? {
-            s.client.request_timeout = Duration::from_millis(ms.max(1));
+        if let Some(v) = ms(url, "request-timeout")? {
+            s.client.request_timeout = v;
         }
-        if let Some(ms) = url.take::<u64>("connect-timeout")? {
-            s.client.connect_timeout = Duration::from_millis(ms.max(1));
+        if let Some(v) = ms(url, "connect-timeout")? {
+            s.client.connect_timeout = v;
         }
-        if let Some(v) = url.take::<usize>("max-in-flight")? {
+        if let Some(v) = url.take_in("max-in-flight", 1..=65535)? {
             s.client.max_in_flight = v;
         }
-        if let Some(v) = url.take::<u16>("max-registers-per-request")? {
-            s.max_registers_per_request = v.clamp(1, MAX_READ_REGISTERS);
+        if let Some(v) = url.take_in("max-queued", 1..=MAX_QUEUED_LIMIT)? {
+            s.client.max_queued = v;
         }
-        if let Some(v) = url.take::<u16>("max-bits-per-request")? {
-            s.max_bits_per_request = v.clamp(1, MAX_READ_BITS);
+        if let Some(v) = url.take_in("max-registers-per-request", 1..=MAX_READ_REGISTERS)? {
+            s.max_registers_per_request = v;
         }
-        if let Some(v) = url.take("max-gap")? {
+        if let Some(v) = url.take_in("max-bits-per-request", 1..=MAX_READ_BITS)? {
+            s.max_bits_per_request = v;
+        }
+        if let Some(v) = url.take_in("max-gap", 0..=u16::MAX)? {
             s.max_gap = v;
+        }
+        if let Some(ms) = url.take_in("relearn-after", 0..=MAX_MS)? {
+            s.relearn_after = (ms > 0).then(|| Duration::from_millis(ms));
         }
         Ok(s)
     }
@@ -89,6 +111,16 @@ struct Learned {
     refused: HashSet<Span<Key>>,
     /// Per table, a request length the device accepted after refusing a longer one.
     max_len: HashMap<Key, u16>,
+    /// When the oldest thing still known was learned, and on which connection.
+    since: Option<(Instant, u64)>,
+}
+
+impl Learned {
+    /// Notes that something was just learned; the first thing starts the clock.
+    fn changed(&mut self, connects: u64) {
+        self.generation += 1;
+        self.since.get_or_insert((Instant::now(), connects));
+    }
 }
 
 pub struct ModbusDevice {
@@ -145,9 +177,10 @@ impl ModbusDevice {
         }
     }
 
-    /// This device's timeout unless the call gives one (a shared serial port serves devices with different ones).
-    fn timeout(&self, timeout: Option<Duration>) -> Option<Duration> {
-        Some(timeout.unwrap_or(self.settings.client.request_timeout))
+    /// The call's deadline: its own timeout, else this device's (a shared serial
+    /// port serves devices with different ones). It covers the whole call, queueing included.
+    fn deadline(&self, timeout: Option<Duration>) -> Option<Instant> {
+        Some(Instant::now() + timeout.unwrap_or(self.settings.client.request_timeout))
     }
 
     pub fn client(&self) -> &Client {
@@ -158,9 +191,24 @@ impl ModbusDevice {
         (tag.unit_id.unwrap_or(self.settings.unit_id), tag.table)
     }
 
+    /// What the device taught us, forgotten (so probed again) after a reconnect
+    /// or once `relearn-after` has passed: a transient fault must not slow it for good.
     fn learned(&self) -> std::sync::MutexGuard<'_, Learned> {
         // A panic elsewhere must not make the device unusable.
-        self.learned.lock().unwrap_or_else(|e| e.into_inner())
+        let mut learned = self.learned.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, connects)) = learned.since {
+            let reconnected = self.connects() != connects;
+            let expired = self.settings.relearn_after.is_some_and(|period| at.elapsed() >= period);
+            if reconnected || expired {
+                let generation = learned.generation + 1;
+                *learned = Learned { generation, ..Learned::default() };
+            }
+        }
+        learned
+    }
+
+    fn connects(&self) -> u64 {
+        self.client.stats().connects.load(Ordering::Relaxed)
     }
 
     fn plan_spans(&self, spans: &[Span<Key>]) -> (Plan<Key>, u64) {
@@ -228,9 +276,9 @@ impl ModbusDevice {
             fetched.slots.fill_with(|| Some(Err(device_closed())));
             return fetched;
         }
-        let timeout = self.timeout(timeout);
+        let deadline = self.deadline(timeout);
         let members: Vec<usize> = (0..plan.spans.len()).collect();
-        self.fetch(&plan.spans, members, Some(requests), timeout, &mut fetched).await;
+        self.fetch(&plan.spans, members, Some(requests), deadline, &mut fetched).await;
         fetched
     }
 
@@ -242,7 +290,7 @@ impl ModbusDevice {
         spans: &'a [Span<Key>],
         members: Vec<usize>,
         prepared: Option<&'a Plan<Key>>,
-        timeout: Option<Duration>,
+        deadline: Option<Instant>,
         out: &'a mut Fetched,
     ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
@@ -261,7 +309,7 @@ impl ModbusDevice {
                 .iter()
                 .map(|r| {
                     let op = Op::Read { function: r.key.1.read_function(), address: r.start, quantity: r.len };
-                    self.client.submit(r.key.0, op, timeout)
+                    self.client.submit(r.key.0, op, deadline)
                 })
                 .collect();
             let mut images: Vec<Result<Vec<u8>>> =
@@ -293,8 +341,8 @@ impl ModbusDevice {
                         let mut ordered: Vec<usize> = block.members.iter().map(|&m| members[m]).collect();
                         ordered.sort_by_key(|&i| spans[i].start);
                         let second = ordered.split_off(ordered.len() / 2);
-                        self.fetch(spans, ordered, None, timeout, out).await;
-                        self.fetch(spans, second, None, timeout, out).await;
+                        self.fetch(spans, ordered, None, deadline, out).await;
+                        self.fetch(spans, second, None, deadline, out).await;
                         // Every tag read fine on its own: the merged request itself was refused.
                         let all_read = block.members.iter().all(|&m| matches!(&out.slots[members[m]], Some(Ok(_))));
                         if all_read {
@@ -306,7 +354,7 @@ impl ModbusDevice {
                         if e.exception_code == Some(2) {
                             let mut learned = self.learned();
                             if learned.refused.insert(subset[block.members[0]]) {
-                                learned.generation += 1;
+                                learned.changed(self.connects());
                             }
                         }
                         for &m in &block.members {
@@ -325,7 +373,7 @@ impl ModbusDevice {
         let entry = learned.max_len.entry(key).or_insert(u16::MAX);
         if shorter < *entry {
             *entry = shorter;
-            learned.generation += 1;
+            learned.changed(self.connects());
         }
     }
 
@@ -335,7 +383,7 @@ impl ModbusDevice {
         if self.closed.load(Ordering::Relaxed) {
             return writes.iter().map(|_| Err(device_closed())).collect();
         }
-        let timeout = self.timeout(timeout);
+        let deadline = self.deadline(timeout);
         let queued: Vec<Result<Vec<_>>> = writes
             .iter()
             .map(|(tag, value)| {
@@ -344,7 +392,7 @@ impl ModbusDevice {
                     .into_iter()
                     .map(|op| {
                         let expected = op.clone();
-                        let reply = self.client.submit(unit, op, timeout);
+                        let reply = self.client.submit(unit, op, deadline);
                         async move { check_write_echo(&expected, unit, &reply.await?) }
                     })
                     .collect())
@@ -545,6 +593,7 @@ impl ModbusDevice {
     /// Opens a device from its URL: `modbus-tcp://host[:502]`, `modbus-rtu-tcp://host[:502]`
     /// or `modbus-rtu:///dev/ttyUSB0?baud-rate=9600&parity=even`.
     pub async fn open(mut url: DeviceUrl) -> Result<ModbusDevice> {
+        url.refuse_user_info()?;
         match url.scheme.as_str() {
             "modbus-tcp" | "modbus-rtu-tcp" => {
                 if url.host.is_empty() {
@@ -561,6 +610,8 @@ impl ModbusDevice {
                 let port = PortSettings::from_url(&mut url)?;
                 let mut settings = DeviceSettings::from_url(&mut url, Framing::Rtu)?;
                 settings.client.inter_frame_delay = port.inter_frame_delay();
+                let window = url.take_in("late-reply-window", 1..=MAX_MS)?.map_or(LATE_REPLY_WINDOW, Duration::from_millis);
+                settings.client.resync = Resync::Drain { late_reply_window: window };
                 url.finish()?;
                 let client = serial::acquire(&port, settings.client.clone()).await?;
                 Ok(ModbusDevice::new(client, settings, Some(port.path)))

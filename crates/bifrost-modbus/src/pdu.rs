@@ -20,6 +20,19 @@ pub mod function {
     pub const MASK_WRITE_REGISTER: u8 = 22;
     pub const READ_WRITE_MULTIPLE_REGISTERS: u8 = 23;
     pub const ENCAPSULATED_INTERFACE: u8 = 43;
+
+    /// Whether a request with this function changes the device.
+    pub fn is_write(function: u8) -> bool {
+        matches!(
+            function,
+            WRITE_SINGLE_COIL
+                | WRITE_SINGLE_REGISTER
+                | WRITE_MULTIPLE_COILS
+                | WRITE_MULTIPLE_REGISTERS
+                | MASK_WRITE_REGISTER
+                | READ_WRITE_MULTIPLE_REGISTERS
+        )
+    }
 }
 
 /// Exception codes a server answers with (specification section 7).

@@ -31,22 +31,22 @@ impl PortSettings {
             return Err(Error::address("modbus-rtu:// needs a serial port path, e.g. modbus-rtu:///dev/ttyUSB0"));
         }
         // The serial line specification's defaults: 19200 baud, even parity.
-        let baud_rate = url.take("baud-rate")?.unwrap_or(19200);
+        let baud_rate = url.take_in("baud-rate", 50..=12_000_000)?.unwrap_or(19200);
         let parity = match url.take::<String>("parity")?.as_deref().unwrap_or("even") {
             "none" => Parity::None,
             "even" => Parity::Even,
             "odd" => Parity::Odd,
-            other => return Err(Error::address(format!("parity must be none, even or odd, not '{other}'"))),
+            other => return Err(Error::invalid_value(format!("URL option 'parity' must be none, even or odd, not '{other}'"))),
         };
         let data_bits = match url.take::<u8>("data-bits")?.unwrap_or(8) {
             7 => DataBits::Seven,
             8 => DataBits::Eight,
-            other => return Err(Error::address(format!("data-bits must be 7 or 8, not {other}"))),
+            other => return Err(Error::invalid_value(format!("URL option 'data-bits' must be 7 or 8, not {other}"))),
         };
         let stop_bits = match url.take::<u8>("stop-bits")?.unwrap_or(1) {
             1 => StopBits::One,
             2 => StopBits::Two,
-            other => return Err(Error::address(format!("stop-bits must be 1 or 2, not {other}"))),
+            other => return Err(Error::invalid_value(format!("URL option 'stop-bits' must be 1 or 2, not {other}"))),
         };
         Ok(PortSettings { path, baud_rate, parity, data_bits, stop_bits })
     }
@@ -58,6 +58,23 @@ impl PortSettings {
         } else {
             Duration::from_micros(3_500_000 * 11 / u64::from(self.baud_rate.max(1)))
         }
+    }
+
+    /// The line settings as people write them: `9600 baud, 8 data bits, even parity, 1 stop bit`.
+    fn describe(&self) -> String {
+        let parity = match self.parity {
+            Parity::None => "no",
+            Parity::Even => "even",
+            Parity::Odd => "odd",
+        };
+        let data_bits = match self.data_bits {
+            DataBits::Five => 5,
+            DataBits::Six => 6,
+            DataBits::Seven => 7,
+            DataBits::Eight => 8,
+        };
+        let stop_bits = if self.stop_bits == StopBits::Two { 2 } else { 1 };
+        format!("{} baud, {data_bits} data bits, {parity} parity, {stop_bits} stop bit(s)", self.baud_rate)
     }
 
     fn connector(&self) -> Connector {
@@ -89,8 +106,10 @@ pub async fn acquire(settings: &PortSettings, config: ClientConfig) -> Result<Cl
     if let Some(port) = ports.get_mut(&settings.path) {
         if port.settings != *settings {
             return Err(Error::address(format!(
-                "{} is already open with other line settings ({:?})",
-                settings.path, port.settings
+                "{} is already open as {}; this device asks for {}: devices sharing a line must use the same settings",
+                settings.path,
+                port.settings.describe(),
+                settings.describe()
             )));
         }
         port.devices += 1;

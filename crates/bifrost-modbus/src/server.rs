@@ -3,7 +3,7 @@
 //! socket write per batch, and with fault injection for tests.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +35,18 @@ pub struct SimulatorConfig {
     pub malformed_every: u64,
     /// Address ranges that answer exception 2 (illegal data address), as a device with holes would.
     pub invalid: Vec<(Table, Range<u32>)>,
+    /// A connection that sends nothing for this long is closed (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// Connections served at once; one more is accepted and closed at once.
+    pub max_connections: usize,
 }
+
+/// Default idle timeout: long enough for any test or benchmark pause, short
+/// enough that abandoned connections do not pile up.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default connection cap: above the benchmark's 10,000 idle connections, below
+/// what exhausts a raised descriptor limit (about 9 KB of memory each).
+pub const MAX_CONNECTIONS: usize = 20_000;
 
 impl Default for SimulatorConfig {
     fn default() -> Self {
@@ -47,6 +58,8 @@ impl Default for SimulatorConfig {
             disconnect_after: 0,
             malformed_every: 0,
             invalid: Vec::new(),
+            idle_timeout: Some(IDLE_TIMEOUT),
+            max_connections: MAX_CONNECTIONS,
         }
     }
 }
@@ -88,7 +101,14 @@ impl Store {
 #[derive(Debug, Default)]
 pub struct SimulatorStats {
     pub requests: AtomicU64,
+    /// Connections accepted so far.
     pub connections: AtomicU64,
+    /// Connections open now.
+    pub open: AtomicUsize,
+    /// Connections closed at once because `max_connections` were open.
+    pub refused: AtomicU64,
+    /// Connections closed for being idle.
+    pub idle_closed: AtomicU64,
 }
 
 /// A running simulator; dropping it or calling `stop` ends its listener and connections.
@@ -172,8 +192,16 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stopped: wa
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
+                let stats = &shared.stats;
+                if stats.open.load(Ordering::Relaxed) >= shared.config.max_connections {
+                    // Closing at once tells the client, where leaving it in the backlog would hang it.
+                    stats.refused.fetch_add(1, Ordering::Relaxed);
+                    drop(socket);
+                    continue;
+                }
                 let _ = socket.set_nodelay(true);
-                shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+                stats.connections.fetch_add(1, Ordering::Relaxed);
+                stats.open.fetch_add(1, Ordering::Relaxed);
                 let shared = shared.clone();
                 let stopped = stopped.clone();
                 tokio::spawn(async move {
@@ -182,6 +210,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stopped: wa
                         _ = stopped.changed() => {}
                         _ = serve(socket, &shared) => {}
                     }
+                    shared.stats.open.fetch_sub(1, Ordering::Relaxed);
                 });
             }
         }
@@ -197,7 +226,18 @@ async fn serve(mut socket: TcpStream, shared: &Shared) {
     let mut scratch = Vec::with_capacity(260);
     let mut served: u64 = 0;
     loop {
-        match socket.read_buf(&mut input).await {
+        let read = socket.read_buf(&mut input);
+        let read = match config.idle_timeout {
+            Some(idle) => match tokio::time::timeout(idle, read).await {
+                Ok(read) => read,
+                Err(_) => {
+                    shared.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            },
+            None => read.await,
+        };
+        match read {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }

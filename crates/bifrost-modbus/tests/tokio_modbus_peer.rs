@@ -275,7 +275,7 @@ async fn a_slow_request_keeps_its_id_when_ids_wrap() {
     let config = ClientConfig { max_in_flight: 2, ..ClientConfig::default() };
     let client = Client::connect(tcp_connector(addr.to_string()), config).await.unwrap();
     let read = |address| Op::Read { function: function::READ_HOLDING_REGISTERS, address, quantity: 1 };
-    let slow = client.submit(1, read(4242), Some(std::time::Duration::from_secs(120)));
+    let slow = client.submit(1, read(4242), Some(tokio::time::Instant::now() + std::time::Duration::from_secs(120)));
     for i in 0..70_000u32 {
         let address = (i % 4000) as u16;
         let reply = client.call(1, read(address), None).await.unwrap();
