@@ -81,6 +81,7 @@ peerTest('our client talks RTU over a serial line (socat pty pair) to a pymodbus
     t.deepEqual(both, Array.from({ length: 10 }, (_, i) => [1010 + i, 5010 + i]).flat())
     const mismatch = (await t.throwsAsync(connect(`modbus-rtu://${ours}?baud-rate=9600&parity=none`))) as BifrostError
     t.is(mismatch.code, 'EADDRESS')
+    t.regex(mismatch.message, /already open as 38400 baud.*asks for 9600 baud/)
     await dev.close()
     t.is(await unit2.read('holding-register:1:UINT'), 5001) // the port stays open for the other device
     await unit2.close()

@@ -188,6 +188,8 @@ pub struct Stats {
     /// Replies that matched no request in flight (late or unknown), dropped.
     pub unmatched: AtomicU64,
     pub connects: AtomicU64,
+    /// Connections lost or dropped (by either side).
+    pub disconnects: AtomicU64,
     /// Times the link was brought back in step after it could no longer be trusted.
     pub resyncs: AtomicU64,
     /// Requests accepted but not yet on the wire; never more than `max_queued`.
@@ -777,6 +779,9 @@ impl Connection {
     /// it never carried a reply, the next attempt waits. A link that worked (a
     /// device closing idle connections) or that we drop to resynchronise reconnects at once.
     fn drop_connection(&mut self, error: Error, back_off: bool) {
+        if self.stream.is_some() {
+            self.stats.disconnects.fetch_add(1, Ordering::Relaxed);
+        }
         if back_off && self.stream.is_some() && !self.proven {
             // A device that accepts and at once hangs up must not draw a reconnect per request.
             self.retry_at = Some(Instant::now() + self.backoff.next_delay());

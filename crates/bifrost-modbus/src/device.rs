@@ -111,15 +111,16 @@ struct Learned {
     refused: HashSet<Span<Key>>,
     /// Per table, a request length the device accepted after refusing a longer one.
     max_len: HashMap<Key, u16>,
-    /// When the oldest thing still known was learned, and on which connection.
+    /// When the oldest thing still known was learned, and the connection's
+    /// disconnect count then: once that connection is gone, so is what it taught.
     since: Option<(Instant, u64)>,
 }
 
 impl Learned {
     /// Notes that something was just learned; the first thing starts the clock.
-    fn changed(&mut self, connects: u64) {
+    fn changed(&mut self, disconnects: u64) {
         self.generation += 1;
-        self.since.get_or_insert((Instant::now(), connects));
+        self.since.get_or_insert((Instant::now(), disconnects));
     }
 }
 
@@ -196,8 +197,8 @@ impl ModbusDevice {
     fn learned(&self) -> std::sync::MutexGuard<'_, Learned> {
         // A panic elsewhere must not make the device unusable.
         let mut learned = self.learned.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, connects)) = learned.since {
-            let reconnected = self.connects() != connects;
+        if let Some((at, disconnects)) = learned.since {
+            let reconnected = self.disconnects() != disconnects;
             let expired = self.settings.relearn_after.is_some_and(|period| at.elapsed() >= period);
             if reconnected || expired {
                 let generation = learned.generation + 1;
@@ -207,8 +208,8 @@ impl ModbusDevice {
         learned
     }
 
-    fn connects(&self) -> u64 {
-        self.client.stats().connects.load(Ordering::Relaxed)
+    fn disconnects(&self) -> u64 {
+        self.client.stats().disconnects.load(Ordering::Relaxed)
     }
 
     fn plan_spans(&self, spans: &[Span<Key>]) -> (Plan<Key>, u64) {
@@ -354,7 +355,7 @@ impl ModbusDevice {
                         if e.exception_code == Some(2) {
                             let mut learned = self.learned();
                             if learned.refused.insert(subset[block.members[0]]) {
-                                learned.changed(self.connects());
+                                learned.changed(self.disconnects());
                             }
                         }
                         for &m in &block.members {
@@ -373,7 +374,7 @@ impl ModbusDevice {
         let entry = learned.max_len.entry(key).or_insert(u16::MAX);
         if shorter < *entry {
             *entry = shorter;
-            learned.changed(self.connects());
+            learned.changed(self.disconnects());
         }
     }
 
