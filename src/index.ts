@@ -27,5 +27,7 @@ export type {
   TagResult,
   TagValue,
 } from './plugin.js'
+export { nativeAddon } from './native.js'
+export type { NativeAddon } from './native.js'
 export { MODBUS_SCHEMES, ModbusPlugin, ReplyDecoder, startSimulator } from './modbus.js'
 export type { ConnectionStats, Simulator, SimulatorOptions } from './modbus.js'

@@ -4,10 +4,10 @@
  * @packageDocumentation
  */
 
-import { BindingModbusDevice, BindingModbusPlan, BindingReplyDecoder, connectModbus, createReplyDecoder, startModbusSimulator } from '../index.js'
-import type { BindingColumnarRead, BindingTagResult } from '../index.js'
+import type { BindingColumnarRead, BindingModbusDevice, BindingModbusPlan, BindingReplyDecoder, BindingTagResult } from '../index.js'
 import { BifrostError, asBifrostError, fromNative } from './errors.js'
 import type { NativeErrorInfo } from './errors.js'
+import { native } from './native.js'
 import { registerPlugin } from './plugin.js'
 import type { ColumnarData, DeviceDescriptor, PreparedPlan, ProtocolPlugin, RequestOptions, TagResult, TagValue } from './plugin.js'
 
@@ -54,7 +54,7 @@ export class ModbusPlugin implements ProtocolPlugin {
 
   /** Opens the connection (the first request is not sent until a read or write). */
   async connect(device: DeviceDescriptor): Promise<void> {
-    const opened = await connectModbus(device.url, device.options)
+    const opened = await native.connectModbus(device.url, device.options)
     if (isError(opened)) throw fromNative(opened)
     this.device = opened
   }
@@ -132,7 +132,7 @@ export class ReplyDecoder {
   constructor(tags: string[], start: number) {
     if (!Array.isArray(tags) || !tags.every((t) => typeof t === 'string')) throw new BifrostError('EINVAL', 'tags must be an array of tag strings')
     if (!Number.isInteger(start) || start < 0 || start > 65535) throw new BifrostError('EADDRESS', `start must be an address from 0 to 65535, not ${start}`)
-    const made = createReplyDecoder(tags, start)
+    const made = native.createReplyDecoder(tags, start)
     if (isError(made)) throw fromNative(made)
     this.native = made
   }
@@ -218,9 +218,9 @@ export interface Simulator {
  * @throws {@link BifrostError} `EADDRINUSE` when the port is taken, `EINVAL` for an option of the wrong type or out of range
  */
 export async function startSimulator(options: SimulatorOptions = {}): Promise<Simulator> {
-  let started: Awaited<ReturnType<typeof startModbusSimulator>>
+  let started: Awaited<ReturnType<typeof native.startModbusSimulator>>
   try {
-    started = await startModbusSimulator(options)
+    started = await native.startModbusSimulator(options)
   } catch (e) {
     throw asBifrostError(e) // options the addon cannot convert, e.g. a port given as a string
   }
