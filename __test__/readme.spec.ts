@@ -21,3 +21,21 @@ test('the README Modbus example runs and prints what it promises', async (t) => 
     rmSync(file, { force: true })
   }
 })
+
+test('the README install examples run as written, CommonJS and ESM, through the package name', async (t) => {
+  const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8')
+  const blocks = [...readme.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]!)
+  const cjs = blocks.find((b) => b.includes("require('@bifrost/protocols')"))
+  const esm = blocks.find((b) => b.includes("from '@bifrost/protocols'"))
+  t.truthy(cjs && esm, 'the README has a CommonJS and an ESM example')
+  for (const [name, code] of [['.readme-install.cjs', cjs!], ['.readme-install.mjs', esm!]] as const) {
+    // The package resolves its own name (package.json "exports"), as an installed copy would.
+    const file = join(__dirname, name)
+    writeFileSync(file, code)
+    try {
+      t.regex(await run(process.execPath, [file]), /\[ 0, 1, 2, 3 \]/, name)
+    } finally {
+      rmSync(file, { force: true })
+    }
+  }
+})
