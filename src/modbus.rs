@@ -337,7 +337,8 @@ fn simulator_config(options: &SimulatorOptions) -> Result<SimulatorConfig, Error
     use bifrost_modbus::client::Framing;
     let defaults = SimulatorConfig::default();
     let number = |name: &str, value: Option<f64>, range| value.map(|v| whole_number(name, v, range)).transpose();
-    let count = |name: &str, value: Option<f64>| Ok::<_, Error>(number(name, value, 0..=u64::from(u32::MAX))?.unwrap_or(0));
+    let count =
+        |name: &str, value: Option<f64>| Ok::<_, Error>(number(name, value, 0..=u64::from(u32::MAX))?.unwrap_or(0));
     let framing = match options.framing.as_deref() {
         None | Some("tcp") => Framing::Tcp,
         Some("rtu") => Framing::Rtu,
@@ -349,8 +350,7 @@ fn simulator_config(options: &SimulatorOptions) -> Result<SimulatorConfig, Error
         }
         None => defaults.units,
     };
-    let invalid =
-        options.invalid.iter().flatten().map(|spec| parse_range_spec(spec)).collect::<Result<_, _>>()?;
+    let invalid = options.invalid.iter().flatten().map(|spec| parse_range_spec(spec)).collect::<Result<_, _>>()?;
     let idle_timeout = match number("idleTimeoutMs", options.idle_timeout_ms, 0..=MAX_MS)? {
         None => defaults.idle_timeout,
         Some(0) => None,

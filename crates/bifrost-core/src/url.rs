@@ -129,7 +129,11 @@ pub fn whole_number(name: &str, value: f64, range: RangeInclusive<u64>) -> Resul
 }
 
 fn out_of_range<T: Display>(what: &str, range: &RangeInclusive<T>, value: &dyn Display) -> Error {
-    Error::invalid_value(format!("{what} must be a whole number from {} to {}, not '{value}'", range.start(), range.end()))
+    Error::invalid_value(format!(
+        "{what} must be a whole number from {} to {}, not '{value}'",
+        range.start(),
+        range.end()
+    ))
 }
 
 /// The URL with anything between `://` and `@` hidden, for messages.
@@ -219,7 +223,11 @@ mod tests {
         let mut url = DeviceUrl::parse("modbus-tcp://h?request-timeout=-1&max-gap=4&baud-rate=0&n=4294967396").unwrap();
         let err = url.take_in::<u64>("request-timeout", 1..=MAX_MS).unwrap_err();
         assert_eq!(err.code, crate::ErrorCode::InvalidValue);
-        assert!(err.message.contains("'request-timeout' must be a whole number from 1 to 2147483647, not '-1'"), "{}", err.message);
+        assert!(
+            err.message.contains("'request-timeout' must be a whole number from 1 to 2147483647, not '-1'"),
+            "{}",
+            err.message
+        );
         assert_eq!(url.take_in::<u16>("max-gap", 0..=100).unwrap(), Some(4));
         assert!(url.take_in::<u32>("baud-rate", 50..=12_000_000).is_err());
         assert!(url.take_in::<u64>("n", 1..=MAX_MS).is_err());

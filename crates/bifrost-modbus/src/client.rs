@@ -531,8 +531,11 @@ impl Connection {
                     Some(at) if at > now => {
                         // Reconnecting is backed off: fail fast with the real cause rather than wait.
                         let mut error = self.last_error.clone().unwrap_or_else(|| Error::conn_refused("not connected"));
-                        error.message =
-                            format!("{} (reconnecting is backed off for another {} ms)", error.message, (at - now).as_millis());
+                        error.message = format!(
+                            "{} (reconnecting is backed off for another {} ms)",
+                            error.message,
+                            (at - now).as_millis()
+                        );
                         self.fail_waiting(&error);
                     }
                     _ => self.start_connect(),

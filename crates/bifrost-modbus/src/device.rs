@@ -611,7 +611,8 @@ impl ModbusDevice {
                 let port = PortSettings::from_url(&mut url)?;
                 let mut settings = DeviceSettings::from_url(&mut url, Framing::Rtu)?;
                 settings.client.inter_frame_delay = port.inter_frame_delay();
-                let window = url.take_in("late-reply-window", 1..=MAX_MS)?.map_or(LATE_REPLY_WINDOW, Duration::from_millis);
+                let window =
+                    url.take_in("late-reply-window", 1..=MAX_MS)?.map_or(LATE_REPLY_WINDOW, Duration::from_millis);
                 settings.client.resync = Resync::Drain { late_reply_window: window };
                 url.finish()?;
                 let client = serial::acquire(&port, settings.client.clone()).await?;

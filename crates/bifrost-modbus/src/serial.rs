@@ -36,7 +36,11 @@ impl PortSettings {
             "none" => Parity::None,
             "even" => Parity::Even,
             "odd" => Parity::Odd,
-            other => return Err(Error::invalid_value(format!("URL option 'parity' must be none, even or odd, not '{other}'"))),
+            other => {
+                return Err(Error::invalid_value(format!(
+                    "URL option 'parity' must be none, even or odd, not '{other}'"
+                )))
+            }
         };
         let data_bits = match url.take::<u8>("data-bits")?.unwrap_or(8) {
             7 => DataBits::Seven,
