@@ -1,50 +1,102 @@
 // Runs every suite: cargo tests of the Rust crates, then the ava suites of the
-// TypeScript API. Prints a closing "N passed, N failed" line for the JS suites,
-// since CI reads that line (and cargo's own), not ava's summary.
-import { spawn } from 'node:child_process'
+// TypeScript API. Prints a closing "N passed, N failed, N skipped" line for the JS
+// suites, since CI reads that line (and cargo's own), not ava's summary.
+//
+//   node scripts/test.mjs            build what is stale, cargo tests, then ava
+//   node scripts/test.mjs rust       build what is stale, cargo tests only
+//   node scripts/test.mjs js         build what is stale, ava only
+//   node scripts/test.mjs portable   ava only, no cargo and no native build, with
+//                                    BIFROST_PORTABLE=1: for machines without the
+//                                    Debian peers (macOS, Windows, Alpine) that test
+//                                    a prebuilt addon. Peer tests whose peer is
+//                                    missing are left out and listed before the
+//                                    closing line, never skipped silently.
+import { execFileSync, spawn } from 'node:child_process'
+import { existsSync, readdirSync, statSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { build } from './build.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
-const only = process.argv[2] // optional: "rust" or "js"
+const only = process.argv[2] // optional: "rust", "js" or "portable"
+const win = process.platform === 'win32' // npx is npx.cmd there: spawn it through the shell
 
-function run(cmd, args, onLine) {
+if (only !== undefined && !['rust', 'js', 'portable'].includes(only)) {
+  console.error(`note: unknown mode "${only}" (modes: rust, js, portable); running every suite`)
+}
+const portable = only === 'portable'
+
+function run(cmd, args, onLine, env = process.env) {
   return new Promise((resolve) => {
-    const child = spawn(cmd, args, { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
+    const child = spawn(cmd, args, { cwd: root, env, stdio: ['ignore', 'pipe', 'inherit'], shell: win })
     let pending = ''
     child.stdout.on('data', (chunk) => {
       process.stdout.write(chunk)
       pending += chunk
       const lines = pending.split('\n')
       pending = lines.pop()
-      for (const line of lines) onLine?.(line)
+      for (const line of lines) onLine?.(line.replace(/\r$/, ''))
     })
+    child.on('error', (error) => console.error(`${cmd}: ${error.message}`))
     child.on('close', (code) => {
-      if (pending) onLine?.(pending)
+      if (pending) onLine?.(pending.replace(/\r$/, ''))
       resolve(code ?? 1)
     })
   })
 }
 
-build()
+/** Portable mode builds no native code: it only recompiles the TypeScript (bin/ runs dist/) when stale. */
+function compileTypeScriptIfStale() {
+  let newest = 0
+  const visit = (p) => {
+    if (!existsSync(p)) return
+    const st = statSync(p)
+    if (st.isDirectory()) for (const entry of readdirSync(p)) visit(join(p, entry))
+    else if (/\.ts$|tsconfig\.json$/.test(p)) newest = Math.max(newest, st.mtimeMs)
+  }
+  for (const p of ['src', 'index.d.ts', 'tsconfig.json']) visit(join(root, p))
+  const output = join(root, 'dist', 'index.js')
+  if (existsSync(output) && statSync(output).mtimeMs >= newest) return
+  console.log('Compiling TypeScript...\n> npx tsc -p tsconfig.json')
+  execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: root, stdio: 'inherit', shell: win })
+}
+
+if (portable) {
+  compileTypeScriptIfStale()
+  if (!readdirSync(root).some((f) => /^bifrost\..*\.node$/.test(f)) && !existsSync(join(root, 'prebuilds'))) {
+    console.log('note: no bifrost.<platform>.node in the repository root and no prebuilds/: the tests will load the addon from an installed platform package, or fail saying what they looked for')
+  }
+} else {
+  build()
+}
 let failed = false
 
-if (only !== 'js') {
+if (only !== 'js' && !portable) {
   console.log('\n== Rust: cargo test ==')
   const code = await run('cargo', ['test', '--release', '-p', 'bifrost-core', '-p', 'bifrost-modbus'])
   failed ||= code !== 0
 }
 
 if (only !== 'rust') {
-  console.log('\n== TypeScript API: ava ==')
+  console.log(`\n== TypeScript API: ava${portable ? ' (portable: BIFROST_PORTABLE=1)' : ''} ==`)
   const counts = { pass: 0, fail: 0, skip: 0, todo: 0 }
+  // A peer test left out in portable mode carries its peer in its title (see LEFT_OUT_MARK in
+  // __test__/helpers.ts): "ok 7 - peers › <title> [left out, needs: <peer>] # SKIP".
+  const leftOut = []
+  const env = portable ? { ...process.env, BIFROST_PORTABLE: '1' } : process.env
   const code = await run('npx', ['ava', '--tap'], (line) => {
     const m = /^# (pass|fail|skip|todo) (\d+)/.exec(line)
     if (m) counts[m[1]] = Number(m[2])
-  })
+    const left = /^ok \d+ - (.*) \[left out, needs: (.*)\] # SKIP$/.exec(line)
+    if (left) leftOut.push({ title: left[1], peer: left[2] })
+  }, env)
   if (code !== 0 && counts.fail === 0) counts.fail = 1 // ava itself failed (crash, timeout)
   failed ||= code !== 0
+  if (portable || leftOut.length > 0) {
+    console.log('')
+    if (leftOut.length === 0) console.log('left out (needs a Debian peer): none')
+    for (const { title, peer } of leftOut) console.log(`left out (needs a Debian peer): ${title} — ${peer}`)
+  }
   console.log(`\n${counts.pass} passed, ${counts.fail} failed, ${counts.skip} skipped`)
 }
 
