@@ -7,10 +7,10 @@
 //
 //   node scripts/build-binaries.mjs                       the four Linux targets
 //   node scripts/build-binaries.mjs --targets a,b         the given Rust targets
-import { execFileSync } from 'node:child_process'
 import { copyFileSync, mkdirSync, statSync } from 'node:fs'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { buildTypeScript, run } from './build.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 
@@ -38,11 +38,6 @@ export function outputs(target) {
     npm: join(root, 'npm', platform, `bifrost.${platform}.node`),
     prebuild: join(root, 'prebuilds', prebuild, `bifrost${libc ? `.${libc}` : ''}.node`),
   }
-}
-
-function run(cmd, args, env = {}) {
-  console.log(`> ${cmd} ${args.join(' ')}`)
-  execFileSync(cmd, args, { cwd: root, stdio: 'inherit', env: { ...process.env, ...env }, shell: process.platform === 'win32' })
 }
 
 function build(target) {
@@ -80,5 +75,5 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     const size = build(target)
     console.log(`[${i + 1}/${targets.length}] ${target}: ${(size / 1e6).toFixed(1)} MB in ${((Date.now() - started) / 1000).toFixed(0)} s`)
   })
-  run('npx', ['tsc', '-p', 'tsconfig.json'])
+  buildTypeScript({ force: true })
 }

@@ -25,9 +25,10 @@ function addonPath() {
   return found.length ? join(root, found[0]) : undefined
 }
 
-function run(cmd, args) {
+/** Runs a command in the repository root, echoing it, with `env` added to the environment. */
+export function run(cmd, args, env = {}) {
   console.log(`> ${cmd} ${args.join(' ')}`)
-  execFileSync(cmd, args, { cwd: root, stdio: 'inherit', shell: process.platform === 'win32' })
+  execFileSync(cmd, args, { cwd: root, stdio: 'inherit', env: { ...process.env, ...env }, shell: process.platform === 'win32' })
 }
 
 export function build({ force = false } = {}) {
@@ -37,6 +38,11 @@ export function build({ force = false } = {}) {
     console.log('Building the native addon (release; the first build takes a few minutes)...')
     run('npx', ['napi', 'build', '--platform', '--release', '--js', 'index.js', '--dts', 'index.d.ts'])
   }
+  buildTypeScript({ force })
+}
+
+/** Compiles the TypeScript when a source is newer than dist/ (bin/ runs dist/). */
+export function buildTypeScript({ force = false } = {}) {
   const tsSources = newest(['src', 'index.d.ts', 'tsconfig.json'], (p) => /\.ts$|tsconfig\.json$/.test(p))
   const output = join(root, 'dist', 'index.js')
   if (force || !existsSync(output) || statSync(output).mtimeMs < tsSources) {

@@ -11,11 +11,11 @@
 //                                    a prebuilt addon. Peer tests whose peer is
 //                                    missing are left out and listed before the
 //                                    closing line, never skipped silently.
-import { execFileSync, spawn } from 'node:child_process'
-import { existsSync, readdirSync, statSync } from 'node:fs'
+import { spawn } from 'node:child_process'
+import { existsSync, readdirSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { build } from './build.mjs'
+import { build, buildTypeScript } from './build.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const only = process.argv[2] // optional: "rust", "js" or "portable"
@@ -45,24 +45,8 @@ function run(cmd, args, onLine, env = process.env) {
   })
 }
 
-/** Portable mode builds no native code: it only recompiles the TypeScript (bin/ runs dist/) when stale. */
-function compileTypeScriptIfStale() {
-  let newest = 0
-  const visit = (p) => {
-    if (!existsSync(p)) return
-    const st = statSync(p)
-    if (st.isDirectory()) for (const entry of readdirSync(p)) visit(join(p, entry))
-    else if (/\.ts$|tsconfig\.json$/.test(p)) newest = Math.max(newest, st.mtimeMs)
-  }
-  for (const p of ['src', 'index.d.ts', 'tsconfig.json']) visit(join(root, p))
-  const output = join(root, 'dist', 'index.js')
-  if (existsSync(output) && statSync(output).mtimeMs >= newest) return
-  console.log('Compiling TypeScript...\n> npx tsc -p tsconfig.json')
-  execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: root, stdio: 'inherit', shell: win })
-}
-
 if (portable) {
-  compileTypeScriptIfStale()
+  buildTypeScript() // no native build: portable mode tests a prebuilt addon
   if (!readdirSync(root).some((f) => /^bifrost\..*\.node$/.test(f)) && !existsSync(join(root, 'prebuilds'))) {
     console.log('note: no bifrost.<platform>.node in the repository root and no prebuilds/: the tests will load the addon from an installed platform package, or fail saying what they looked for')
   }
