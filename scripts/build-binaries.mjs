@@ -7,6 +7,7 @@
 //
 //   node scripts/build-binaries.mjs                       the four Linux targets
 //   node scripts/build-binaries.mjs --targets a,b         the given Rust targets
+import { execFileSync } from 'node:child_process'
 import { copyFileSync, mkdirSync, statSync } from 'node:fs'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -40,6 +41,12 @@ export function outputs(target) {
   }
 }
 
+/** Cargo's target folder, wherever CARGO_TARGET_DIR or a cargo config puts it. */
+function targetDir() {
+  const metadata = execFileSync('cargo', ['metadata', '--format-version', '1', '--no-deps'], { cwd: root, encoding: 'utf8', maxBuffer: 64 << 20 })
+  return JSON.parse(metadata).target_directory
+}
+
 function build(target) {
   const { file } = TARGETS[target]
   const cargo = ['--profile', 'dist', '-p', 'bifrost-addon', '--locked']
@@ -52,7 +59,7 @@ function build(target) {
   } else {
     run('cargo', ['build', ...cargo, '--target', target])
   }
-  const built = join(root, 'target', target, 'dist', file)
+  const built = join(targetDir(), target, 'dist', file)
   for (const destination of Object.values(outputs(target))) {
     mkdirSync(dirname(destination), { recursive: true })
     copyFileSync(built, destination)
