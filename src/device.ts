@@ -92,8 +92,8 @@ function kebab(key: string): string {
 /** A connected device. Every protocol offers the same methods. */
 export class Device {
   private closed = false
-  /** Aborted by {@link Device.close}, so a running `watch` ends at once. */
-  private readonly closing = new AbortController()
+  /** Aborted by {@link Device.close}, so a running `watch` ends at once. Made by the first watch: gateways hold thousands of devices, and an AbortController costs kilobytes. */
+  private closing?: AbortController
 
   /** @internal */
   constructor(
@@ -212,6 +212,7 @@ export class Device {
    */
   async *watch(tags: string[], options: WatchOptions = {}): AsyncGenerator<TagResult[], void, undefined> {
     const interval = options.intervalMs === undefined ? 1000 : checkMs('intervalMs', options.intervalMs)
+    this.closing ??= new AbortController()
     const stop = options.signal ? AbortSignal.any([options.signal, this.closing.signal]) : this.closing.signal
     let next = Date.now()
     while (!stop.aborted) {
@@ -229,7 +230,7 @@ export class Device {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
-    this.closing.abort()
+    this.closing?.abort()
     await this.plugin.disconnect()
   }
 }
