@@ -8,6 +8,7 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
 mod modbus;
+mod settle;
 
 /// An error as plain data; the TypeScript layer turns it into a `BifrostError`.
 #[napi(object)]

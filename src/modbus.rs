@@ -11,9 +11,11 @@ use bifrost_modbus::decode::{ColumnarRead, ReplyDecoder};
 use bifrost_modbus::device::{ModbusDevice, ReadPlan};
 use bifrost_modbus::server::{parse_range_spec, Simulator, SimulatorConfig};
 use bifrost_modbus::tag::ModbusTag;
-use napi::bindgen_prelude::{Either, Float64ArraySlice};
+use napi::bindgen_prelude::{Either, Float64ArraySlice, Object};
+use napi::Env;
 use napi_derive::napi;
 
+use crate::settle::promise_of;
 use crate::{guarded, CopiedBuffer, ErrorInfo, JsValue, WriteValue};
 
 /// One tag's outcome; the TypeScript layer only swaps `error` for a `BifrostError`.
@@ -130,41 +132,53 @@ pub struct BindingModbusDevice {
 #[napi]
 impl BindingModbusDevice {
     /// Reads the tags in one planned, pipelined batch; never rejects.
-    #[napi]
-    pub async fn read_tags(&self, tags: Vec<String>, timeout_ms: Option<u32>) -> Vec<BindingTagResult> {
+    #[napi(ts_return_type = "Promise<Array<BindingTagResult>>")]
+    pub fn read_tags<'env>(
+        &self,
+        env: &'env Env,
+        tags: Vec<String>,
+        timeout_ms: Option<u32>,
+    ) -> napi::Result<Object<'env>> {
         let timeout = request_timeout(timeout_ms);
         let device = self.device.clone();
-        let parsed = parse_tags(&tags);
-        let valid: Vec<ModbusTag> = parsed.iter().filter_map(|t| t.as_ref().ok().cloned()).collect();
-        let count = valid.len();
-        let values = guarded(async move {
-            let plan = device.prepare(valid);
-            device.read(&plan, timeout).await
+        promise_of(env, async move {
+            let parsed = parse_tags(&tags);
+            let valid: Vec<ModbusTag> = parsed.iter().filter_map(|t| t.as_ref().ok().cloned()).collect();
+            let count = valid.len();
+            let values = guarded(async move {
+                let plan = device.prepare(valid);
+                device.read(&plan, timeout).await
+            })
+            .await
+            .unwrap_or_else(|e| vec![Err(e); count]);
+            in_input_order(tags, parsed, values, |tag, value| Some(JsValue::new(value, tag.data_type)))
         })
-        .await
-        .unwrap_or_else(|e| vec![Err(e); count]);
-        in_input_order(tags, parsed, values, |tag, value| Some(JsValue::new(value, tag.data_type)))
     }
 
     /// Writes each tag; one result per tag, never rejects.
     #[napi(
-        ts_args_type = "writes: Array<[string, boolean | number | bigint | string | Array<unknown>]>, timeoutMs?: number | undefined | null"
+        ts_args_type = "writes: Array<[string, boolean | number | bigint | string | Array<unknown>]>, timeoutMs?: number | undefined | null",
+        ts_return_type = "Promise<Array<BindingTagResult>>"
     )]
-    pub async fn write_tags(
+    pub fn write_tags<'env>(
         &self,
+        env: &'env Env,
         writes: Vec<(String, WriteValue)>,
         timeout_ms: Option<u32>,
-    ) -> Vec<BindingTagResult> {
+    ) -> napi::Result<Object<'env>> {
         let timeout = request_timeout(timeout_ms);
         let device = self.device.clone();
-        let (texts, values): (Vec<String>, Vec<Value>) = writes.into_iter().map(|(t, v)| (t, v.0)).unzip();
-        let parsed = parse_tags(&texts);
-        let valid: Vec<(ModbusTag, Value)> =
-            parsed.iter().zip(values).filter_map(|(t, v)| t.as_ref().ok().map(|t| (t.clone(), v))).collect();
-        let count = valid.len();
-        let results =
-            guarded(async move { device.write(&valid, timeout).await }).await.unwrap_or_else(|e| vec![Err(e); count]);
-        in_input_order(texts, parsed, results, |_, ()| None)
+        promise_of(env, async move {
+            let (texts, values): (Vec<String>, Vec<Value>) = writes.into_iter().map(|(t, v)| (t, v.0)).unzip();
+            let parsed = parse_tags(&texts);
+            let valid: Vec<(ModbusTag, Value)> =
+                parsed.iter().zip(values).filter_map(|(t, v)| t.as_ref().ok().map(|t| (t.clone(), v))).collect();
+            let count = valid.len();
+            let results = guarded(async move { device.write(&valid, timeout).await })
+                .await
+                .unwrap_or_else(|e| vec![Err(e); count]);
+            in_input_order(texts, parsed, results, |_, ()| None)
+        })
     }
 
     /// Parses and plans the tags once; the plan's `read` then costs one call.
@@ -222,18 +236,21 @@ impl BindingModbusPlan {
 
 #[napi]
 impl BindingModbusPlan {
-    #[napi]
-    pub async fn read(&self, timeout_ms: Option<u32>) -> BindingColumnarRead {
+    #[napi(ts_return_type = "Promise<BindingColumnarRead>")]
+    pub fn read<'env>(&self, env: &'env Env, timeout_ms: Option<u32>) -> napi::Result<Object<'env>> {
         let timeout = request_timeout(timeout_ms);
         let plan = self.current();
-        let tag_count = plan.tags().len();
-        let outcome = guarded(self.device.read_columnar(&plan, timeout)).await;
-        let columns = outcome.unwrap_or_else(|e| ColumnarRead {
-            values: Vec::new(),
-            offsets: vec![0; tag_count + 1],
-            errors: vec![Some(e); tag_count],
-        });
-        to_binding_columns(columns)
+        let device = self.device.clone();
+        promise_of(env, async move {
+            let tag_count = plan.tags().len();
+            let outcome = guarded(device.read_columnar(&plan, timeout)).await;
+            let columns = outcome.unwrap_or_else(|e| ColumnarRead {
+                values: Vec::new(),
+                offsets: vec![0; tag_count + 1],
+                errors: vec![Some(e); tag_count],
+            });
+            to_binding_columns(columns)
+        })
     }
 }
 

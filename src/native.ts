@@ -1,8 +1,9 @@
 /**
  * Finds and loads the native addon for this platform: the platform package a
  * registry install brings (`@bifrost/protocols-linux-x64-gnu`, ...), then the
- * offline `prebuilds/` folder, then a local source build. If none fits, the
- * error says which platform and libc it looked for and what to do.
+ * offline `prebuilds/` folder, then a local source build (first, in a source
+ * checkout). If none fits, the error says which platform and libc it looked for
+ * and what to do.
  * @packageDocumentation
  */
 
@@ -47,11 +48,14 @@ function platformNames(): { platform: string; prebuildDir: string; libc?: 'glibc
 
 function load(): { binding: typeof Binding; addon: NativeAddon } {
   const { platform, prebuildDir, libc } = platformNames()
+  const local = { from: 'local' as const, path: join(root, `bifrost.${platform}.node`) }
   const candidates: Array<{ from: NativeAddon['from']; path: string }> = [
     { from: 'package', path: `@bifrost/protocols-${platform}` },
     { from: 'prebuilds', path: join(root, 'prebuilds', prebuildDir, `bifrost${libc ? `.${libc}` : ''}.node`) },
-    { from: 'local', path: join(root, `bifrost.${platform}.node`) },
   ]
+  // In a source checkout (Cargo.toml ships in no package) the build you just made comes first.
+  if (existsSync(join(root, 'Cargo.toml'))) candidates.unshift(local)
+  else candidates.push(local)
   const tried: string[] = []
   for (const candidate of candidates) {
     if (candidate.from !== 'package' && !existsSync(candidate.path)) {
