@@ -107,10 +107,11 @@ where
     // SAFETY: on the JavaScript thread with its env.
     unsafe {
         check(sys::napi_create_promise(env.raw(), &mut deferred, &mut promise))?;
-        if settler.pending.fetch_add(1, Ordering::Relaxed) == 0 {
+        if settler.pending.load(Ordering::Relaxed) == 0 {
             check(sys::napi_ref_threadsafe_function(env.raw(), settler.tsfn.load(Ordering::Acquire)))?;
         }
     }
+    settler.pending.fetch_add(1, Ordering::Relaxed);
     let call = Call { deferred, settler };
     spawn(async move {
         let value = work.await;
