@@ -9,13 +9,8 @@ import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { BifrostError, connect, startSimulator } from '../src/index.js'
-import type { Device, ModbusPlugin } from '../src/index.js'
-import { hasSocat, peerTest, rawServer, startProcess, stopProcess } from './helpers.js'
-
-/** The Modbus plugin behind a device, for its connection counters. */
-function stats(dev: Device) {
-  return (dev as unknown as { plugin: ModbusPlugin }).plugin.stats()
-}
+import type { Device } from '../src/index.js'
+import { hasSocat, peerTest, rawServer, startProcess, stats, stopProcess } from './helpers.js'
 
 async function failure(p: Promise<unknown>): Promise<BifrostError> {
   const error = await p.then(

@@ -7,6 +7,7 @@ import { spawn, spawnSync } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import net from 'node:net'
 import { join } from 'node:path'
+import type { ModbusPlugin } from '../src/index.js'
 
 export const DEBIAN_PYTHON = '/usr/bin/python3'
 export const PEERS = join(__dirname, 'peers')
@@ -133,4 +134,9 @@ export async function waitForPort(port: number, timeoutMs = 20_000): Promise<voi
     if (Date.now() > deadline) throw new Error(`nothing listens on port ${port} after ${timeoutMs} ms`)
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
+}
+
+/** The connection counters of a Modbus device (the plugin behind it). */
+export function stats(dev: object) {
+  return (dev as unknown as { plugin: ModbusPlugin }).plugin.stats()
 }

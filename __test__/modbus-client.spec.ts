@@ -3,13 +3,9 @@
 // reads, watch, and the plugin registry.
 import test from 'ava'
 import { BifrostError, columnValue, connect, registerPlugin, startSimulator } from '../src/index.js'
-import type { ModbusPlugin, TagResult, TagValue } from '../src/index.js'
-import { freePort, rawServer } from './helpers.js'
+import type { TagResult, TagValue } from '../src/index.js'
+import { freePort, rawServer, stats } from './helpers.js'
 
-/** The Modbus plugin behind a device, for its connection counters. */
-function stats(dev: object) {
-  return ((dev as unknown as { plugin: ModbusPlugin }).plugin).stats()
-}
 
 test('an exception reply is MODBUS_EXCEPTION with its code, and the connection goes on', async (t) => {
   const sim = await startSimulator({ invalid: ['holding-register:100-109'] })
