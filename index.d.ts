@@ -9,19 +9,19 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
-export declare class BindingModbusDevice {
-  /** Reads the tags in one planned, pipelined batch; never rejects. */
+/** A connected device of any native protocol. */
+export declare class BindingDevice {
+  /** Reads one tag: resolves with its value, rejects with its `BifrostError`. */
+  read(tag: string, timeoutMs?: number | undefined | null): Promise<boolean | number | bigint | string | Array<unknown>>
+  /** Reads the tags in one planned, pipelined batch: one `TagResult` per tag, never rejects per tag. */
   readTags(tags: Array<string>, timeoutMs?: number | undefined | null): Promise<Array<BindingTagResult>>
-  /** Writes each tag; one result per tag, never rejects. */
+  /** Writes each tag: one `TagResult` per tag, never rejects per tag. */
   writeTags(writes: Array<[string, boolean | number | bigint | string | Array<unknown>]>, timeoutMs?: number | undefined | null): Promise<Array<BindingTagResult>>
-  /** Parses and plans the tags once; the plan's `read` then costs one call. */
-  prepare(tags: Array<string>): BindingModbusPlan | ErrorInfo
+  /** Parses and plans the tags once; the plan's `read` then costs one call. A bad tag gives its `BifrostError`. */
+  prepare(tags: Array<string>): BindingPlan | Error
   stats(): BindingConnectionStats
+  /** Closes the connection; calls still waiting or in flight fail with `ECLOSED`. */
   close(): Promise<void>
-}
-
-export declare class BindingModbusPlan {
-  read(timeoutMs?: number | undefined | null): Promise<BindingColumnarRead>
 }
 
 export declare class BindingModbusSimulator {
@@ -31,6 +31,10 @@ export declare class BindingModbusSimulator {
   get requests(): number
   /** Stops listening and closes every connection. */
   stop(): void
+}
+
+export declare class BindingPlan {
+  read(timeoutMs?: number | undefined | null): Promise<BindingColumnarRead>
 }
 
 export declare class BindingReplyDecoder {
@@ -62,28 +66,29 @@ export interface BindingConnectionStats {
   unmatched: number
   connects: number
   resyncs: number
+  breakerOpens: number
   queued: number
 }
 
 export interface BindingIndexedError {
   index: number
-  error: ErrorInfo
+  error: Error
 }
 
-/** One tag's outcome; the TypeScript layer only swaps `error` for a `BifrostError`. */
+/** One tag's outcome, as `TagResult`. */
 export interface BindingTagResult {
   tag: string
   value?: boolean | number | bigint | string | Array<unknown>
   quality: string
-  error?: ErrorInfo
+  error?: Error
   timestamp: number
 }
 
 /**
- * Opens a Modbus device from its URL (`modbus-tcp://`, `modbus-rtu-tcp://`, `modbus-rtu://`);
- * `options` are kebab-case keys that override the URL's query.
+ * Opens a device from its URL; `options` are kebab-case keys that override the URL's query.
+ * The promise resolves with the device, or rejects with a `BifrostError`.
  */
-export declare function connectModbus(url: string, options: Record<string, string>): Promise<BindingModbusDevice | ErrorInfo>
+export declare function connect(url: string, options: Record<string, string>): Promise<BindingDevice>
 
 /** Makes a decoder for read replies captured elsewhere; `start` is the first address the reply answers. */
 export declare function createReplyDecoder(tags: Array<string>, start: number): BindingReplyDecoder | ErrorInfo
@@ -94,6 +99,9 @@ export interface ErrorInfo {
   message: string
   exceptionCode?: number
 }
+
+/** Registers the class every error is made of (`BifrostError`); the loader calls it once. */
+export declare function setErrorClass(errorClass: unknown): void
 
 /**
  * Simulator settings; every field is optional. Numbers arrive as JavaScript

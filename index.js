@@ -835,10 +835,11 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
-module.exports.BindingModbusDevice = nativeBinding.BindingModbusDevice
-module.exports.BindingModbusPlan = nativeBinding.BindingModbusPlan
+module.exports.BindingDevice = nativeBinding.BindingDevice
 module.exports.BindingModbusSimulator = nativeBinding.BindingModbusSimulator
+module.exports.BindingPlan = nativeBinding.BindingPlan
 module.exports.BindingReplyDecoder = nativeBinding.BindingReplyDecoder
-module.exports.connectModbus = nativeBinding.connectModbus
+module.exports.connect = nativeBinding.connect
 module.exports.createReplyDecoder = nativeBinding.createReplyDecoder
+module.exports.setErrorClass = nativeBinding.setErrorClass
 module.exports.startModbusSimulator = nativeBinding.startModbusSimulator

@@ -3,9 +3,11 @@
  * @packageDocumentation
  */
 
+import type { BindingColumnarRead, BindingDevice, BindingPlan } from '../index.js'
 import { BifrostError, asBifrostError } from './errors.js'
+import { native } from './native.js'
 import { pluginFor, registeredSchemes } from './plugin.js'
-import type { ColumnarData, ConnectOptions, PreparedPlan, ProtocolPlugin, RequestOptions, TagResult, TagValue } from './plugin.js'
+import type { ColumnarData, ConnectOptions, DeviceDescriptor, PreparedPlan, ProtocolPlugin, RequestOptions, TagResult, TagValue } from './plugin.js'
 
 /** Options of {@link Device.watch}. */
 export interface WatchOptions {
@@ -52,6 +54,93 @@ function unlessAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T | un
   })
 }
 
+/** Counters of one connection, since it was opened. */
+export interface ConnectionStats {
+  /** Requests written to the wire. */
+  requests: number
+  /** Requests that got no reply in time (on the wire or while waiting their turn). */
+  timeouts: number
+  /** Replies that matched no request in flight (late or unknown) and were dropped. */
+  unmatched: number
+  /** Successful connects, the first one included. */
+  connects: number
+  /** Times the link was dropped or drained to bring it back in step (after an RTU timeout, or a TCP reply stream out of step). */
+  resyncs: number
+  /** Times the circuit breaker opened: calls then fail fast with the last cause until a probe succeeds. */
+  breakerOpens: number
+  /** Requests waiting their turn now (at most `max-queued`). */
+  queued: number
+}
+
+/** Views over the one buffer the addon fills (its layout is documented on `BindingColumnarRead`). @internal */
+export function toColumnarData(raw: BindingColumnarRead): ColumnarData {
+  const errors = new Map<number, BifrostError>()
+  for (const { index, error } of raw.errors) errors.set(index, error as BifrostError)
+  const { buffer, valueCount, tagCount } = raw
+  const offsetsAt = valueCount * 8
+  return {
+    values: new Float64Array(buffer, 0, valueCount),
+    offsets: new Uint32Array(buffer, offsetsAt, tagCount + 1),
+    quality: new Uint8Array(buffer, offsetsAt + (tagCount + 1) * 4, tagCount),
+    errors,
+    timestamp: raw.timestamp,
+  }
+}
+
+class NativePlan implements PreparedPlan {
+  constructor(private readonly plan: BindingPlan) {}
+
+  async read(options?: RequestOptions): Promise<ColumnarData> {
+    return toColumnarData(await this.plan.read(options?.timeout))
+  }
+}
+
+/**
+ * The plugin of every protocol the native addon speaks (Modbus today): the
+ * addon parses, plans, runs and settles each call; this class only passes it on.
+ */
+export class NativePlugin implements ProtocolPlugin {
+  /** The addon's device, once connected. @internal */
+  binding?: BindingDevice
+
+  private open(): BindingDevice {
+    if (!this.binding) throw new BifrostError('ECLOSED', 'the device is not connected')
+    return this.binding
+  }
+
+  /** Opens the connection. */
+  async connect(device: DeviceDescriptor): Promise<void> {
+    this.binding = await native.connect(device.url, device.options)
+  }
+
+  /** Reads the tags in one planned, pipelined batch. */
+  readTags(tags: string[], options?: RequestOptions): Promise<TagResult[]> {
+    return this.open().readTags(tags, options?.timeout) as Promise<TagResult[]>
+  }
+
+  /** Writes the values; all requests are queued before any reply is awaited. */
+  writeTags(values: Array<[string, TagValue]>, options?: RequestOptions): Promise<TagResult[]> {
+    return this.open().writeTags(values, options?.timeout) as Promise<TagResult[]>
+  }
+
+  /** Parses and plans the tags once, in Rust. */
+  prepare(tags: string[]): PreparedPlan {
+    const plan = this.open().prepare(tags)
+    if (plan instanceof Error) throw plan
+    return new NativePlan(plan)
+  }
+
+  /** The connection's counters. */
+  stats(): ConnectionStats {
+    return this.open().stats()
+  }
+
+  /** Closes the connection; calls waiting or in flight fail with `ECLOSED`. */
+  async disconnect(): Promise<void> {
+    await this.binding?.close()
+  }
+}
+
 /** A prepared read plan: tags parsed and planned once. */
 export class PreparedRead {
   /** @internal */
@@ -95,12 +184,17 @@ export class Device {
   /** Aborted by {@link Device.close}, so a running `watch` ends at once. Made by the first watch: gateways hold thousands of devices, and an AbortController costs kilobytes. */
   private closing?: AbortController
 
+  /** The addon's device when the plugin is native: reads go to it without a detour. */
+  private readonly binding?: BindingDevice
+
   /** @internal */
   constructor(
     /** The URL the device was connected with. */
     readonly url: string,
     private readonly plugin: ProtocolPlugin,
-  ) {}
+  ) {
+    if (plugin instanceof NativePlugin) this.binding = plugin.binding
+  }
 
   private checkOpen(): void {
     if (this.closed) throw new BifrostError('ECLOSED', 'the device was closed')
@@ -113,7 +207,18 @@ export class Device {
    * @returns the value
    * @throws {@link BifrostError} when the read fails
    */
-  async read(tag: string, options?: RequestOptions): Promise<TagValue> {
+  read(tag: string, options?: RequestOptions): Promise<TagValue> {
+    // The common case goes straight to the addon: a pending read is then one promise and one queue entry.
+    const binding = this.binding
+    if (binding && !this.closed && typeof tag === 'string') {
+      const timeout = options?.timeout
+      if (timeout === undefined) return binding.read(tag) as Promise<TagValue>
+      if (Number.isInteger(timeout) && timeout >= 1 && timeout <= MAX_MS) return binding.read(tag, timeout) as Promise<TagValue>
+    }
+    return this.readThroughPlugin(tag, options)
+  }
+
+  private async readThroughPlugin(tag: string, options?: RequestOptions): Promise<TagValue> {
     const [result] = await this.readTags([tag], options)
     if (!result || result.error) throw result?.error ?? new BifrostError('EPROTO', 'no result')
     return result.value as TagValue
@@ -224,6 +329,12 @@ export class Device {
       if (wait < 0) next = Date.now() // fell behind: skip cycles rather than burst
       else await sleep(wait, stop)
     }
+  }
+
+  /** The connection's counters, for plugins that keep them (every native protocol does). */
+  stats(): ConnectionStats | undefined {
+    const plugin = this.plugin as ProtocolPlugin & { stats?: () => ConnectionStats }
+    return plugin.stats?.()
   }
 
   /** Closes the connection. Requests still in flight fail with `ECLOSED`. */

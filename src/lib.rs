@@ -3,12 +3,16 @@
 
 use std::future::Future;
 
-use bifrost_core::{DataType, Error, ErrorCode, Value};
+use bifrost_core::{Error, ErrorCode, Value};
+use bifrost_engine::TypedValue;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
+mod device;
+#[cfg(target_os = "linux")]
+mod event_loop;
+mod js;
 mod modbus;
-mod settle;
 
 /// An error as plain data; the TypeScript layer turns it into a `BifrostError`.
 #[napi(object)]
@@ -43,17 +47,7 @@ pub(crate) async fn guarded<T>(work: impl Future<Output = T>) -> std::result::Re
 
 /// A decoded value on its way to JavaScript. 64-bit integer types become
 /// `bigint` so no value is silently rounded.
-pub struct JsValue {
-    value: Value,
-    wide: bool,
-}
-
-impl JsValue {
-    pub fn new(value: Value, data_type: DataType) -> Self {
-        let wide = matches!(data_type, DataType::Lint | DataType::Ulint);
-        JsValue { value, wide }
-    }
-}
+pub struct JsValue(pub TypedValue);
 
 impl TypeName for JsValue {
     fn type_name() -> &'static str {
@@ -67,17 +61,18 @@ impl TypeName for JsValue {
 impl ToNapiValue for JsValue {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
         unsafe {
-            match val.value {
+            let TypedValue { value, wide } = val.0;
+            match value {
                 Value::Bool(b) => bool::to_napi_value(env, b),
-                Value::Int(i) if val.wide => BigInt::to_napi_value(env, BigInt::from(i)),
-                Value::UInt(u) if val.wide => BigInt::to_napi_value(env, BigInt::from(u)),
+                Value::Int(i) if wide => BigInt::to_napi_value(env, BigInt::from(i)),
+                Value::UInt(u) if wide => BigInt::to_napi_value(env, BigInt::from(u)),
                 Value::Int(i) => f64::to_napi_value(env, i as f64),
                 Value::UInt(u) => f64::to_napi_value(env, u as f64),
                 Value::Float(f) => f64::to_napi_value(env, f),
                 Value::String(s) => String::to_napi_value(env, s),
                 Value::Array(items) => Vec::<JsValue>::to_napi_value(
                     env,
-                    items.into_iter().map(|value| JsValue { value, wide: val.wide }).collect(),
+                    items.into_iter().map(|value| JsValue(TypedValue { value, wide })).collect(),
                 ),
             }
         }
@@ -172,4 +167,10 @@ fn init() {
     if let Ok(runtime) = runtime {
         napi::bindgen_prelude::create_custom_tokio_runtime(runtime);
     }
+}
+
+/// Registers the class every error is made of (`BifrostError`); the loader calls it once.
+#[napi]
+pub fn set_error_class(env: Env, error_class: Unknown) -> Result<()> {
+    js::set_error_class(&env, <Unknown as napi::JsValue>::raw(&error_class))
 }

@@ -1,96 +1,25 @@
-//! Modbus bindings: devices, prepared plans and the simulator, each a thin
-//! wrapper that converts arguments and results.
+//! Modbus bindings: opening a device on its driver, the reply decoder and the
+//! simulator, each a thin wrapper that converts arguments and results.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bifrost_core::url::{whole_number, DeviceUrl, MAX_MS};
-use bifrost_core::{Error, Value};
-use bifrost_modbus::decode::{ColumnarRead, ReplyDecoder};
-use bifrost_modbus::device::{ModbusDevice, ReadPlan};
+use bifrost_core::Error;
+use bifrost_engine::Columns;
+use bifrost_modbus::decode::ReplyDecoder;
+use bifrost_modbus::device::{ModbusDevice, Opening, Target};
+use bifrost_modbus::framing::Framing;
 use bifrost_modbus::server::{parse_range_spec, Simulator, SimulatorConfig};
 use bifrost_modbus::tag::ModbusTag;
-use napi::bindgen_prelude::{Either, Float64ArraySlice, Object};
+use napi::bindgen_prelude::{Either, Float64ArraySlice};
 use napi::Env;
 use napi_derive::napi;
 
-use crate::settle::promise_of;
-use crate::{guarded, CopiedBuffer, ErrorInfo, JsValue, WriteValue};
-
-/// One tag's outcome; the TypeScript layer only swaps `error` for a `BifrostError`.
-#[napi(object, object_from_js = false)]
-pub struct BindingTagResult {
-    pub tag: String,
-    #[napi(ts_type = "boolean | number | bigint | string | Array<unknown>")]
-    pub value: Option<JsValue>,
-    pub quality: String,
-    pub error: Option<ErrorInfo>,
-    pub timestamp: f64,
-}
-
-/// Columnar read in one buffer, so a read allocates one backing store, not three:
-/// `valueCount` f64 values, then `tagCount + 1` u32 offsets, then `tagCount` quality
-/// bytes (0 good, 1 bad), all in platform byte order.
-#[napi(object, object_from_js = false)]
-pub struct BindingColumnarRead {
-    #[napi(ts_type = "ArrayBuffer")]
-    pub buffer: CopiedBuffer,
-    pub value_count: u32,
-    pub tag_count: u32,
-    /// Sparse: one entry per failed tag, `index` pointing at it.
-    pub errors: Vec<BindingIndexedError>,
-    pub timestamp: f64,
-}
-
-#[napi(object, object_from_js = false)]
-pub struct BindingIndexedError {
-    pub index: u32,
-    pub error: ErrorInfo,
-}
-
-/// Counters of one connection.
-#[napi(object, object_from_js = false)]
-pub struct BindingConnectionStats {
-    pub requests: f64,
-    pub timeouts: f64,
-    pub unmatched: f64,
-    pub connects: f64,
-    pub resyncs: f64,
-    pub queued: f64,
-}
-
-fn now_ms() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
-}
-
-/// One result per input tag, in input order: the outcomes of the tags that parsed,
-/// with the address errors of those that did not in between.
-fn in_input_order<T>(
-    texts: Vec<String>,
-    parsed: Vec<Result<ModbusTag, Error>>,
-    outcomes: Vec<Result<T, Error>>,
-    to_js: impl Fn(&ModbusTag, T) -> Option<JsValue>,
-) -> Vec<BindingTagResult> {
-    let timestamp = now_ms();
-    let mut outcomes = outcomes.into_iter();
-    texts
-        .into_iter()
-        .zip(parsed)
-        .map(|(tag, parsed)| {
-            let outcome = parsed.and_then(|t| {
-                let outcome = outcomes.next().unwrap_or_else(|| Err(Error::proto("no result for this tag")));
-                outcome.map(|v| to_js(&t, v))
-            });
-            match outcome {
-                Ok(value) => BindingTagResult { tag, value, quality: "good".into(), error: None, timestamp },
-                Err(e) => {
-                    BindingTagResult { tag, value: None, quality: "bad".into(), error: Some(e.into()), timestamp }
-                }
-            }
-        })
-        .collect()
-}
+use crate::device::{BindingDevice, DriverChoice};
+#[cfg(target_os = "linux")]
+use crate::event_loop::EventLoopDriver;
+use crate::js::{to_binding_columns, BindingColumnarRead, Promise};
+use crate::{guarded, ErrorInfo};
 
 /// A result as the bindings return it: the value, or the error as plain data (they never throw).
 fn either<T>(result: Result<T, Error>) -> Either<T, ErrorInfo> {
@@ -100,179 +29,37 @@ fn either<T>(result: Result<T, Error>) -> Either<T, ErrorInfo> {
     }
 }
 
-/// A per-call request timeout; `None` keeps the device's `request-timeout`.
-fn request_timeout(timeout_ms: Option<u32>) -> Option<Duration> {
-    timeout_ms.map(|ms| Duration::from_millis(ms.max(1) as u64))
-}
-
-/// Parses every address; the bad ones keep their error so each tag reports its own.
-fn parse_tags(tags: &[String]) -> Vec<Result<ModbusTag, Error>> {
-    tags.iter().map(|t| ModbusTag::parse(t)).collect()
-}
-
-/// Opens a Modbus device from its URL (`modbus-tcp://`, `modbus-rtu-tcp://`, `modbus-rtu://`);
-/// `options` are kebab-case keys that override the URL's query.
-#[napi]
-pub async fn connect_modbus(url: String, options: HashMap<String, String>) -> Either<BindingModbusDevice, ErrorInfo> {
-    let opened = async move {
-        let mut url = DeviceUrl::parse(&url)?;
-        for (key, value) in options {
-            url.set(&key, value);
-        }
-        guarded(ModbusDevice::open(url)).await?
+/// Opens a Modbus device and settles `promise` with its `BindingDevice`.
+pub fn open(env: &Env, url: DeviceUrl, driver: DriverChoice, promise: Promise) {
+    let opening = match Opening::from_url(url) {
+        Ok(opening) => opening,
+        Err(e) => return promise.reject(env.raw(), &e),
     };
-    either(opened.await.map(|device| BindingModbusDevice { device: Arc::new(device) }))
-}
-
-#[napi]
-pub struct BindingModbusDevice {
-    device: Arc<ModbusDevice>,
-}
-
-#[napi]
-impl BindingModbusDevice {
-    /// Reads the tags in one planned, pipelined batch; never rejects.
-    #[napi(ts_return_type = "Promise<Array<BindingTagResult>>")]
-    pub fn read_tags<'env>(
-        &self,
-        env: &'env Env,
-        tags: Vec<String>,
-        timeout_ms: Option<u32>,
-    ) -> napi::Result<Object<'env>> {
-        let timeout = request_timeout(timeout_ms);
-        let device = self.device.clone();
-        promise_of(env, async move {
-            let parsed = parse_tags(&tags);
-            let valid: Vec<ModbusTag> = parsed.iter().filter_map(|t| t.as_ref().ok().cloned()).collect();
-            let count = valid.len();
-            let values = guarded(async move {
-                let plan = device.prepare(valid);
-                device.read(&plan, timeout).await
-            })
-            .await
-            .unwrap_or_else(|e| vec![Err(e); count]);
-            in_input_order(tags, parsed, values, |tag, value| Some(JsValue::new(value, tag.data_type)))
-        })
-    }
-
-    /// Writes each tag; one result per tag, never rejects.
-    #[napi(
-        ts_args_type = "writes: Array<[string, boolean | number | bigint | string | Array<unknown>]>, timeoutMs?: number | undefined | null",
-        ts_return_type = "Promise<Array<BindingTagResult>>"
-    )]
-    pub fn write_tags<'env>(
-        &self,
-        env: &'env Env,
-        writes: Vec<(String, WriteValue)>,
-        timeout_ms: Option<u32>,
-    ) -> napi::Result<Object<'env>> {
-        let timeout = request_timeout(timeout_ms);
-        let device = self.device.clone();
-        promise_of(env, async move {
-            let (texts, values): (Vec<String>, Vec<Value>) = writes.into_iter().map(|(t, v)| (t, v.0)).unzip();
-            let parsed = parse_tags(&texts);
-            let valid: Vec<(ModbusTag, Value)> =
-                parsed.iter().zip(values).filter_map(|(t, v)| t.as_ref().ok().map(|t| (t.clone(), v))).collect();
-            let count = valid.len();
-            let results = guarded(async move { device.write(&valid, timeout).await })
-                .await
-                .unwrap_or_else(|e| vec![Err(e); count]);
-            in_input_order(texts, parsed, results, |_, ()| None)
-        })
-    }
-
-    /// Parses and plans the tags once; the plan's `read` then costs one call.
-    #[napi]
-    pub fn prepare(&self, tags: Vec<String>) -> Either<BindingModbusPlan, ErrorInfo> {
-        let parsed = tags.iter().map(|text| match ModbusTag::parse(text) {
-            Ok(tag) if tag.data_type == bifrost_core::DataType::String => Err(Error::address(format!(
-                "STRING tag '{text}' cannot be prepared (columns are numeric); read it with readTags"
-            ))),
-            other => other,
+    #[cfg(target_os = "linux")]
+    if let (DriverChoice::EventLoop, Target::Tcp(addr)) = (driver, &opening.target) {
+        let settings = opening.settings.clone();
+        let on_open = Box::new(move |env, opened: Result<EventLoopDriver<Framing>, Error>| match opened {
+            Ok(driver) => {
+                let device = ModbusDevice::new(Box::new(driver), settings, None);
+                promise.resolve(env, BindingDevice::new(Box::new(device)))
+            }
+            Err(e) => promise.reject(env, &e),
         });
-        either(parsed.collect::<Result<Vec<_>, _>>().map(|valid| BindingModbusPlan {
-            device: self.device.clone(),
-            plan: std::sync::Mutex::new(Arc::new(self.device.prepare(valid))),
-        }))
+        let settings = &opening.settings;
+        return EventLoopDriver::open(env.raw(), settings.framing, settings.link.clone(), addr.clone(), on_open);
     }
-
-    #[napi]
-    pub fn stats(&self) -> BindingConnectionStats {
-        use std::sync::atomic::Ordering::Relaxed;
-        let stats = self.device.client().stats();
-        BindingConnectionStats {
-            requests: stats.requests.load(Relaxed) as f64,
-            timeouts: stats.timeouts.load(Relaxed) as f64,
-            unmatched: stats.unmatched.load(Relaxed) as f64,
-            connects: stats.connects.load(Relaxed) as f64,
-            resyncs: stats.resyncs.load(Relaxed) as f64,
-            queued: stats.queued.load(Relaxed) as f64,
-        }
-    }
-
-    #[napi]
-    pub async fn close(&self) {
-        let device = self.device.clone();
-        let _ = guarded(async move { device.close().await }).await;
-    }
-}
-
-#[napi]
-pub struct BindingModbusPlan {
-    device: Arc<ModbusDevice>,
-    /// Swapped for a fresh plan when the device learns something; reads share it, so they can overlap.
-    plan: std::sync::Mutex<Arc<ReadPlan>>,
-}
-
-impl BindingModbusPlan {
-    fn current(&self) -> Arc<ReadPlan> {
-        let mut plan = self.plan.lock().unwrap_or_else(|e| e.into_inner());
-        if !self.device.is_current(&plan) {
-            *plan = Arc::new(self.device.prepare(plan.tags().to_vec()));
-        }
-        plan.clone()
-    }
-}
-
-#[napi]
-impl BindingModbusPlan {
-    #[napi(ts_return_type = "Promise<BindingColumnarRead>")]
-    pub fn read<'env>(&self, env: &'env Env, timeout_ms: Option<u32>) -> napi::Result<Object<'env>> {
-        let timeout = request_timeout(timeout_ms);
-        let plan = self.current();
-        let device = self.device.clone();
-        promise_of(env, async move {
-            let tag_count = plan.tags().len();
-            let outcome = guarded(device.read_columnar(&plan, timeout)).await;
-            let columns = outcome.unwrap_or_else(|e| ColumnarRead {
-                values: Vec::new(),
-                offsets: vec![0; tag_count + 1],
-                errors: vec![Some(e); tag_count],
-            });
-            to_binding_columns(columns)
-        })
-    }
-}
-
-fn to_binding_columns(columns: ColumnarRead) -> BindingColumnarRead {
-    let tag_count = columns.errors.len();
-    let mut buffer = Vec::with_capacity(columns.values.len() * 8 + columns.offsets.len() * 4 + tag_count);
-    buffer.extend(columns.values.iter().flat_map(|v| v.to_ne_bytes()));
-    buffer.extend(columns.offsets.iter().flat_map(|o| o.to_ne_bytes()));
-    buffer.extend(columns.errors.iter().map(|e| e.is_some() as u8));
-    let errors = columns
-        .errors
-        .into_iter()
-        .enumerate()
-        .filter_map(|(index, e)| e.map(|e| BindingIndexedError { index: index as u32, error: e.into() }))
-        .collect();
-    BindingColumnarRead {
-        buffer: CopiedBuffer(buffer),
-        value_count: columns.values.len() as u32,
-        tag_count: tag_count as u32,
-        errors,
-        timestamp: now_ms(),
-    }
+    let _ = driver; // serial lines, and other platforms, always run on the runtime
+    napi::bindgen_prelude::spawn(async move {
+        let settings = opening.settings.clone();
+        let opened = guarded(opening.open_runtime_driver()).await.and_then(|driver| driver);
+        promise.settle_with(move |env, promise| match opened {
+            Ok((driver, serial_port)) => {
+                let device = ModbusDevice::new(driver, settings, serial_port);
+                promise.resolve(env, BindingDevice::new(Box::new(device)))
+            }
+            Err(e) => promise.reject(env, &e),
+        });
+    });
 }
 
 /// Makes a decoder for read replies captured elsewhere; `start` is the first address the reply answers.
@@ -323,7 +110,7 @@ impl BindingReplyDecoder {
         self.decoder.value_count() as u32
     }
 
-    fn guarded_decode(&self, frame: &[u8]) -> Result<ColumnarRead, Error> {
+    fn guarded_decode(&self, frame: &[u8]) -> Result<Columns, Error> {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.decoder.decode(frame)))
             .unwrap_or_else(|_| Err(Error::proto("internal error while decoding (please report it)")))
     }
@@ -351,8 +138,7 @@ pub struct SimulatorOptions {
 }
 
 fn simulator_config(options: &SimulatorOptions) -> Result<SimulatorConfig, Error> {
-    use bifrost_modbus::client::Framing;
-    let defaults = SimulatorConfig::default();
+        let defaults = SimulatorConfig::default();
     let number = |name: &str, value: Option<f64>, range| value.map(|v| whole_number(name, v, range)).transpose();
     let count =
         |name: &str, value: Option<f64>| Ok::<_, Error>(number(name, value, 0..=u64::from(u32::MAX))?.unwrap_or(0));

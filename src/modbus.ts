@@ -4,12 +4,15 @@
  * @packageDocumentation
  */
 
-import type { BindingColumnarRead, BindingModbusDevice, BindingModbusPlan, BindingReplyDecoder, BindingTagResult } from '../index.js'
+import type { BindingReplyDecoder } from '../index.js'
+import { NativePlugin, toColumnarData } from './device.js'
 import { BifrostError, asBifrostError, fromNative } from './errors.js'
 import type { NativeErrorInfo } from './errors.js'
 import { native } from './native.js'
 import { registerPlugin } from './plugin.js'
-import type { ColumnarData, DeviceDescriptor, PreparedPlan, ProtocolPlugin, RequestOptions, TagResult, TagValue } from './plugin.js'
+import type { ColumnarData } from './plugin.js'
+
+export type { ConnectionStats } from './device.js'
 
 /** URL schemes served by {@link ModbusPlugin}. */
 export const MODBUS_SCHEMES = ['modbus-tcp', 'modbus-rtu-tcp', 'modbus-rtu'] as const
@@ -18,97 +21,8 @@ function isError(value: unknown): value is NativeErrorInfo {
   return typeof value === 'object' && value !== null && 'code' in value && 'message' in value
 }
 
-/** Only failed tags need a JS-side change: their plain error becomes a `BifrostError`. */
-function toTagResults(results: BindingTagResult[]): TagResult[] {
-  // The addon omits absent fields, so good tags need no work at all.
-  for (const r of results as Array<BindingTagResult & { error?: unknown }>) {
-    if (r.error) r.error = fromNative(r.error as NativeErrorInfo)
-  }
-  return results as unknown as TagResult[]
-}
-
-/** Counters of one Modbus connection, since it was opened. */
-export interface ConnectionStats {
-  /** Requests written to the wire. */
-  requests: number
-  /** Requests that got no reply in time. */
-  timeouts: number
-  /** Replies that matched no request in flight (late or unknown) and were dropped. */
-  unmatched: number
-  /** Successful connects, the first one included. */
-  connects: number
-  /** Times the link was dropped or drained to bring it back in step (after an RTU timeout, or a TCP reply stream out of step). */
-  resyncs: number
-  /** Requests waiting their turn now (at most `max-queued`). */
-  queued: number
-}
-
 /** The Modbus protocol plugin; registered for `modbus-tcp://`, `modbus-rtu-tcp://` and `modbus-rtu://`. */
-export class ModbusPlugin implements ProtocolPlugin {
-  private device?: BindingModbusDevice
-
-  private native(): BindingModbusDevice {
-    if (!this.device) throw new BifrostError('ECLOSED', 'the device is not connected')
-    return this.device
-  }
-
-  /** Opens the connection (the first request is not sent until a read or write). */
-  async connect(device: DeviceDescriptor): Promise<void> {
-    const opened = await native.connectModbus(device.url, device.options)
-    if (isError(opened)) throw fromNative(opened)
-    this.device = opened
-  }
-
-  /** Reads the tags in one planned, pipelined batch. */
-  async readTags(tags: string[], options?: RequestOptions): Promise<TagResult[]> {
-    return toTagResults(await this.native().readTags(tags, options?.timeout))
-  }
-
-  /** Writes the values; all requests are queued before any reply is awaited. */
-  async writeTags(values: Array<[string, TagValue]>, options?: RequestOptions): Promise<TagResult[]> {
-    return toTagResults(await this.native().writeTags(values, options?.timeout))
-  }
-
-  /** Parses and plans the tags once, in Rust. */
-  prepare(tags: string[]): PreparedPlan {
-    const plan = this.native().prepare(tags)
-    if (isError(plan)) throw fromNative(plan)
-    return new NativePlan(plan)
-  }
-
-  /** The connection's counters. */
-  stats(): ConnectionStats {
-    return this.native().stats()
-  }
-
-  /** Closes the connection; in-flight requests fail with `ECLOSED`. */
-  async disconnect(): Promise<void> {
-    await this.device?.close()
-  }
-}
-
-/** Views over the one buffer the addon fills (its layout is documented on `BindingColumnarRead`). */
-function toColumnarData(raw: BindingColumnarRead): ColumnarData {
-  const errors = new Map<number, BifrostError>()
-  for (const { index, error } of raw.errors) errors.set(index, fromNative(error))
-  const { buffer, valueCount, tagCount } = raw
-  const offsetsAt = valueCount * 8
-  return {
-    values: new Float64Array(buffer, 0, valueCount),
-    offsets: new Uint32Array(buffer, offsetsAt, tagCount + 1),
-    quality: new Uint8Array(buffer, offsetsAt + (tagCount + 1) * 4, tagCount),
-    errors,
-    timestamp: raw.timestamp,
-  }
-}
-
-class NativePlan implements PreparedPlan {
-  constructor(private readonly plan: BindingModbusPlan) {}
-
-  async read(options?: RequestOptions): Promise<ColumnarData> {
-    return toColumnarData(await this.plan.read(options?.timeout))
-  }
-}
+export class ModbusPlugin extends NativePlugin {}
 
 /**
  * Decodes tags out of Modbus TCP read replies that reached you by another path

@@ -86,6 +86,8 @@ function load(): { binding: typeof Binding; addon: NativeAddon } {
 }
 
 const loaded = load()
+// Errors the addon makes are BifrostErrors.
+loaded.binding.setErrorClass(BifrostError)
 
 /** The native addon's bindings. @internal */
 export const native: typeof Binding = loaded.binding

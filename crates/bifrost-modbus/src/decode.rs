@@ -4,23 +4,15 @@
 
 use bifrost_core::{decode_element, decode_element_f64, decode_string, DataType, Error, Result, Value};
 
+use bifrost_engine::Columns;
+
 use crate::pdu::{self, Response};
 use crate::tag::{ModbusTag, Table};
 use crate::tcp;
 
-/// Columnar read result: element values of all tags back to back.
-#[derive(Debug, Default)]
-pub struct ColumnarRead {
-    pub values: Vec<f64>,
-    /// Tag `i` owns `values[offsets[i]..offsets[i + 1]]`.
-    pub offsets: Vec<u32>,
-    /// One `Err` per tag that failed; `None` where it succeeded.
-    pub errors: Vec<Option<Error>>,
-}
-
 /// Decodes every tag into columns; `slots` gives each tag's image and its offset in it, in table units.
-pub fn columns<'a>(tags: &[ModbusTag], slots: impl IntoIterator<Item = Result<(&'a [u8], u32)>>) -> ColumnarRead {
-    let mut out = ColumnarRead {
+pub fn columns<'a>(tags: &[ModbusTag], slots: impl IntoIterator<Item = Result<(&'a [u8], u32)>>) -> Columns {
+    let mut out = Columns {
         values: Vec::with_capacity(tags.iter().map(|t| t.elements()).sum()),
         offsets: Vec::with_capacity(tags.len() + 1),
         errors: Vec::with_capacity(tags.len()),
@@ -135,7 +127,7 @@ impl ReplyDecoder {
     /// Decodes one whole Modbus TCP frame (MBAP header and PDU). A frame that is
     /// not a complete reply to this table's read function is an error; a tag
     /// beyond the reply's end fails alone.
-    pub fn decode(&self, frame: &[u8]) -> Result<ColumnarRead> {
+    pub fn decode(&self, frame: &[u8]) -> Result<Columns> {
         let Some((_, pdu, frame_len)) = tcp::decode_frame(frame)? else {
             return Err(Error::proto(format!("truncated Modbus TCP frame ({} bytes)", frame.len())));
         };
@@ -174,7 +166,7 @@ mod tests {
         ReplyDecoder::new(tags.iter().map(|t| ModbusTag::parse(t).unwrap()).collect(), start).unwrap()
     }
 
-    fn column(read: &ColumnarRead, tag: usize) -> &[f64] {
+    fn column(read: &Columns, tag: usize) -> &[f64] {
         &read.values[read.offsets[tag] as usize..read.offsets[tag + 1] as usize]
     }
 

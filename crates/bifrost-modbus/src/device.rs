@@ -1,22 +1,24 @@
 //! A Modbus device: turns tag reads and writes into planned, pipelined
-//! requests over one `Client`, decodes replies into typed values, and learns
-//! which address ranges the device refuses (exception 2) so later plans avoid them.
+//! requests on one link, decodes replies into typed values, and learns which
+//! address ranges the device refuses (exception 2) so later plans avoid them.
+//! Each call is a job on the engine's session: no task or future per call.
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bifrost_core::planner::{self, Plan, PlanLimits, Span};
 use bifrost_core::url::{DeviceUrl, MAX_MS};
 use bifrost_core::{encode_element, encode_string, DataType, Error, Result, Value};
+use bifrost_engine::runtime::{tcp_connector, RuntimeDriver};
+use bifrost_engine::{Completion, Driver, Job, LinkConfig, Outcome, Resync, Stats, Submitter, TypedValue};
 use bytes::Bytes;
-use tokio::time::Instant;
 
-use crate::client::{Client, ClientConfig, Framing, Op, Resync};
-use crate::decode::{columns, decode_tag, ColumnarRead};
+use crate::decode::{columns, decode_tag};
+use crate::framing::{Call, Framing, Op, Reply};
 use crate::pdu::{self, Response};
 use crate::serial::{self, PortSettings};
 use crate::tag::{ModbusTag, Table};
@@ -37,7 +39,8 @@ pub struct DeviceSettings {
     /// How long what the device taught us (refused ranges, shorter limits) holds
     /// before it is probed again; `None`: until the next reconnect.
     pub relearn_after: Option<Duration>,
-    pub client: ClientConfig,
+    pub framing: Framing,
+    pub link: LinkConfig,
 }
 
 /// Default of `late-reply-window`: after a timeout on a serial line, how long
@@ -48,24 +51,18 @@ pub const RELEARN_AFTER: Duration = Duration::from_secs(60);
 /// Most requests one device may hold waiting (`max-queued`).
 const MAX_QUEUED_LIMIT: usize = 1_000_000;
 
-impl Default for DeviceSettings {
-    fn default() -> Self {
-        DeviceSettings {
+impl DeviceSettings {
+    /// Takes the keys every Modbus transport shares from `url`; a value out of range is `EINVAL`.
+    pub fn from_url(url: &mut DeviceUrl, framing: Framing) -> Result<DeviceSettings> {
+        let mut s = DeviceSettings {
             unit_id: 1,
             max_registers_per_request: MAX_READ_REGISTERS,
             max_bits_per_request: MAX_READ_BITS,
             max_gap: 8,
             relearn_after: Some(RELEARN_AFTER),
-            client: ClientConfig::default(),
-        }
-    }
-}
-
-impl DeviceSettings {
-    /// Takes the keys every Modbus transport shares from `url`; a value out of range is `EINVAL`.
-    pub fn from_url(url: &mut DeviceUrl, framing: Framing) -> Result<DeviceSettings> {
-        let mut s = DeviceSettings::default();
-        s.client.framing = framing;
+            framing,
+            link: LinkConfig::default(),
+        };
         let ms = |url: &mut DeviceUrl, key: &str| -> Result<Option<Duration>> {
             Ok(url.take_in(key, 1..=MAX_MS)?.map(Duration::from_millis))
         };
@@ -73,16 +70,19 @@ impl DeviceSettings {
             s.unit_id = v;
         }
         if let Some(v) = ms(url, "request-timeout")? {
-            s.client.request_timeout = v;
+            s.link.request_timeout = v;
         }
         if let Some(v) = ms(url, "connect-timeout")? {
-            s.client.connect_timeout = v;
+            s.link.connect_timeout = v;
         }
         if let Some(v) = url.take_in("max-in-flight", 1..=65535)? {
-            s.client.max_in_flight = v;
+            s.link.max_in_flight = v;
         }
         if let Some(v) = url.take_in("max-queued", 1..=MAX_QUEUED_LIMIT)? {
-            s.client.max_queued = v;
+            s.link.max_queued = v;
+        }
+        if let Some(v) = url.take_in("breaker-threshold", 1..=1_000_000)? {
+            s.link.breaker_threshold = v;
         }
         if let Some(v) = url.take_in("max-registers-per-request", 1..=MAX_READ_REGISTERS)? {
             s.max_registers_per_request = v;
@@ -100,6 +100,67 @@ impl DeviceSettings {
     }
 }
 
+/// Where a device's link goes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// `host:port`, for `modbus-tcp://` and `modbus-rtu-tcp://`.
+    Tcp(String),
+    /// A serial line, shared by every device on it.
+    Serial(PortSettings),
+}
+
+/// A parsed device URL: what to connect to and how.
+#[derive(Debug, Clone)]
+pub struct Opening {
+    pub target: Target,
+    pub settings: DeviceSettings,
+}
+
+impl Opening {
+    /// Parses `modbus-tcp://host[:502]`, `modbus-rtu-tcp://host[:502]` or
+    /// `modbus-rtu:///dev/ttyUSB0?baud-rate=9600&parity=even`.
+    pub fn from_url(mut url: DeviceUrl) -> Result<Opening> {
+        url.refuse_user_info()?;
+        match url.scheme.as_str() {
+            "modbus-tcp" | "modbus-rtu-tcp" => {
+                if url.host.is_empty() {
+                    return Err(Error::address(format!("{}:// needs a host", url.scheme)));
+                }
+                let framing = if url.scheme == "modbus-tcp" { Framing::Tcp } else { Framing::Rtu };
+                let target = Target::Tcp(url.socket_address(502));
+                let settings = DeviceSettings::from_url(&mut url, framing)?;
+                url.finish()?;
+                Ok(Opening { target, settings })
+            }
+            "modbus-rtu" => {
+                let port = PortSettings::from_url(&mut url)?;
+                let mut settings = DeviceSettings::from_url(&mut url, Framing::Rtu)?;
+                settings.link.inter_frame_delay = port.inter_frame_delay();
+                let window =
+                    url.take_in("late-reply-window", 1..=MAX_MS)?.map_or(LATE_REPLY_WINDOW, Duration::from_millis);
+                settings.link.resync = Resync::Drain { late_reply_window: window };
+                url.finish()?;
+                Ok(Opening { target: Target::Serial(port), settings })
+            }
+            other => Err(Error::address(format!("'{other}://' is not a Modbus scheme"))),
+        }
+    }
+
+    /// Starts the device's link on a runtime-thread driver (serial lines always
+    /// use one, shared by every device on the line). Returns the driver and, for
+    /// a serial line, its path (closing the device releases it).
+    pub async fn open_runtime_driver(&self) -> Result<(Box<dyn Driver<Framing> + Send>, Option<String>)> {
+        let link = self.settings.link.clone();
+        match &self.target {
+            Target::Tcp(addr) => {
+                let driver = RuntimeDriver::open(self.settings.framing, link, tcp_connector(addr.clone())).await?;
+                Ok((Box::new(driver), None))
+            }
+            Target::Serial(port) => Ok((Box::new(serial::acquire(port, link).await?), Some(port.path.clone()))),
+        }
+    }
+}
+
 type Key = (u8, Table);
 
 /// What reading taught us about this device.
@@ -111,90 +172,30 @@ struct Learned {
     refused: HashSet<Span<Key>>,
     /// Per table, a request length the device accepted after refusing a longer one.
     max_len: HashMap<Key, u16>,
-    /// When the oldest thing still known was learned, and the connection's
-    /// disconnect count then: once that connection is gone, so is what it taught.
+    /// When the oldest thing still known was learned, and the link's disconnect
+    /// count then: once that connection is gone, so is what it taught.
     since: Option<(Instant, u64)>,
 }
 
-impl Learned {
-    /// Notes that something was just learned; the first thing starts the clock.
-    fn changed(&mut self, disconnects: u64) {
-        self.generation += 1;
-        self.since.get_or_insert((Instant::now(), disconnects));
-    }
-}
-
-pub struct ModbusDevice {
-    client: Client,
+/// What jobs share with their device: its settings and what it taught us.
+struct DeviceState {
     settings: DeviceSettings,
     learned: Mutex<Learned>,
-    /// Serial devices share their port's connection; closing releases it.
-    serial_port: Option<String>,
-    closed: AtomicBool,
+    stats: Arc<Stats>,
 }
 
-/// Tags parsed and planned once, read many times.
-pub struct ReadPlan {
-    tags: Vec<ModbusTag>,
-    spans: Vec<Span<Key>>,
-    plan: Plan<Key>,
-    generation: u64,
-}
-
-impl ReadPlan {
-    pub fn tags(&self) -> &[ModbusTag] {
-        &self.tags
-    }
-}
-
-/// Register images of the blocks read, and where each tag's data starts.
-struct Fetched {
-    images: Vec<Vec<u8>>,
-    /// Per tag: (image index, offset in table units within that image).
-    slots: Vec<Option<Result<(usize, u32)>>>,
-}
-
-impl Fetched {
-    /// Each tag's image and offset in it, in tag order.
-    fn located(&self) -> impl Iterator<Item = Result<(&[u8], u32)>> + '_ {
-        self.slots.iter().map(|slot| match slot {
-            Some(Ok((image, offset))) => Ok((self.images[*image].as_slice(), *offset)),
-            Some(Err(e)) => Err(e.clone()),
-            None => Err(Error::proto("tag was not planned")),
-        })
-    }
-}
-
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-impl ModbusDevice {
-    pub fn new(client: Client, settings: DeviceSettings, serial_port: Option<String>) -> Self {
-        ModbusDevice {
-            client,
-            settings,
-            learned: Mutex::new(Learned::default()),
-            serial_port,
-            closed: AtomicBool::new(false),
-        }
-    }
-
-    /// The call's deadline: its own timeout, else this device's (a shared serial
-    /// port serves devices with different ones). It covers the whole call, queueing included.
-    fn deadline(&self, timeout: Option<Duration>) -> Option<Instant> {
-        Some(Instant::now() + timeout.unwrap_or(self.settings.client.request_timeout))
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
+impl DeviceState {
     fn key(&self, tag: &ModbusTag) -> Key {
         (tag.unit_id.unwrap_or(self.settings.unit_id), tag.table)
     }
 
+    fn disconnects(&self) -> u64 {
+        self.stats.disconnects.load(Ordering::Relaxed)
+    }
+
     /// What the device taught us, forgotten (so probed again) after a reconnect
     /// or once `relearn-after` has passed: a transient fault must not slow it for good.
-    fn learned(&self) -> std::sync::MutexGuard<'_, Learned> {
+    fn learned(&self) -> MutexGuard<'_, Learned> {
         // A panic elsewhere must not make the device unusable.
         let mut learned = self.learned.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((at, disconnects)) = learned.since {
@@ -208,8 +209,10 @@ impl ModbusDevice {
         learned
     }
 
-    fn disconnects(&self) -> u64 {
-        self.client.stats().disconnects.load(Ordering::Relaxed)
+    /// Notes that something was just learned; the first thing starts the clock.
+    fn changed(&self, learned: &mut Learned) {
+        learned.generation += 1;
+        learned.since.get_or_insert((Instant::now(), self.disconnects()));
     }
 
     fn plan_spans(&self, spans: &[Span<Key>]) -> (Plan<Key>, u64) {
@@ -230,7 +233,7 @@ impl ModbusDevice {
         (plan, learned.generation)
     }
 
-    pub fn prepare(&self, tags: Vec<ModbusTag>) -> ReadPlan {
+    fn prepare(&self, tags: Vec<ModbusTag>) -> ReadPlan {
         let spans: Vec<Span<Key>> = tags
             .iter()
             .map(|t| {
@@ -242,129 +245,8 @@ impl ModbusDevice {
         ReadPlan { tags, spans, plan, generation }
     }
 
-    /// Reads every tag of the plan; one result per tag, in order.
-    pub async fn read(&self, plan: &ReadPlan, timeout: Option<Duration>) -> Vec<Result<Value>> {
-        let fetched = self.fetch_plan(plan, timeout).await;
-        plan.tags
-            .iter()
-            .zip(fetched.located())
-            .map(|(tag, located)| located.and_then(|(image, offset)| decode_tag(tag, image, offset)))
-            .collect()
-    }
-
-    /// Reads every tag of the plan into flat `f64` columns (STRING tags are refused by `prepare` callers).
-    pub async fn read_columnar(&self, plan: &ReadPlan, timeout: Option<Duration>) -> ColumnarRead {
-        let fetched = self.fetch_plan(plan, timeout).await;
-        columns(&plan.tags, fetched.located())
-    }
-
-    /// Whether `plan` still reflects what the device has learned (refused ranges, shorter limits).
-    /// Holders of long-lived plans re-`prepare` when it does not; a stale plan still reads correctly.
-    pub fn is_current(&self, plan: &ReadPlan) -> bool {
+    fn is_current(&self, plan: &ReadPlan) -> bool {
         plan.generation == self.learned().generation
-    }
-
-    async fn fetch_plan(&self, plan: &ReadPlan, timeout: Option<Duration>) -> Fetched {
-        let replanned;
-        let requests = if self.is_current(plan) {
-            &plan.plan
-        } else {
-            replanned = self.plan_spans(&plan.spans).0;
-            &replanned
-        };
-        let mut fetched = Fetched { images: Vec::new(), slots: (0..plan.spans.len()).map(|_| None).collect() };
-        if self.closed.load(Ordering::Relaxed) {
-            fetched.slots.fill_with(|| Some(Err(device_closed())));
-            return fetched;
-        }
-        let deadline = self.deadline(timeout);
-        let members: Vec<usize> = (0..plan.spans.len()).collect();
-        self.fetch(&plan.spans, members, Some(requests), deadline, &mut fetched).await;
-        fetched
-    }
-
-    /// Reads the spans listed in `members` (indices into `spans`); a merged
-    /// block refused with exception 2 is split in halves until the refused
-    /// tags stand alone.
-    fn fetch<'a>(
-        &'a self,
-        spans: &'a [Span<Key>],
-        members: Vec<usize>,
-        prepared: Option<&'a Plan<Key>>,
-        deadline: Option<Instant>,
-        out: &'a mut Fetched,
-    ) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let subset: Vec<Span<Key>> = members.iter().map(|&i| spans[i]).collect();
-            let owned;
-            let plan = match prepared {
-                Some(plan) => plan,
-                None => {
-                    owned = self.plan_spans(&subset).0;
-                    &owned
-                }
-            };
-            // Queue every request before awaiting any: this is what fills the pipeline.
-            let replies: Vec<_> = plan
-                .requests
-                .iter()
-                .map(|r| {
-                    let op = Op::Read { function: r.key.1.read_function(), address: r.start, quantity: r.len };
-                    self.client.submit(r.key.0, op, deadline)
-                })
-                .collect();
-            let mut images: Vec<Result<Vec<u8>>> =
-                plan.blocks.iter().map(|b| Ok(vec![0u8; image_len(b.key.1, b.len)])).collect();
-            for (request, reply) in plan.requests.iter().zip(replies) {
-                let result = reply.await;
-                if let Ok(image) = &mut images[request.block] {
-                    let copied = result.and_then(|reply| {
-                        let table = request.key.1;
-                        let response = reply.response(table.read_function())?;
-                        copy_into(table, &response, request.len, image, request.offset)
-                    });
-                    if let Err(e) = copied {
-                        images[request.block] = Err(e);
-                    }
-                }
-            }
-            for (block, image) in plan.blocks.iter().zip(images) {
-                match image {
-                    Ok(image) => {
-                        let index = out.images.len();
-                        out.images.push(image);
-                        for &m in &block.members {
-                            let offset = (subset[m].start - block.start) as u32;
-                            out.slots[members[m]] = Some(Ok((index, offset)));
-                        }
-                    }
-                    Err(e) if e.exception_code == Some(2) && block.members.len() > 1 => {
-                        let mut ordered: Vec<usize> = block.members.iter().map(|&m| members[m]).collect();
-                        ordered.sort_by_key(|&i| spans[i].start);
-                        let second = ordered.split_off(ordered.len() / 2);
-                        self.fetch(spans, ordered, None, deadline, out).await;
-                        self.fetch(spans, second, None, deadline, out).await;
-                        // Every tag read fine on its own: the merged request itself was refused.
-                        let all_read = block.members.iter().all(|&m| matches!(&out.slots[members[m]], Some(Ok(_))));
-                        if all_read {
-                            let longest_tag = block.members.iter().map(|&m| subset[m].len).max().unwrap_or(1);
-                            self.learn_limit(block.key, (block.len / 2).max(longest_tag));
-                        }
-                    }
-                    Err(e) => {
-                        if e.exception_code == Some(2) {
-                            let mut learned = self.learned();
-                            if learned.refused.insert(subset[block.members[0]]) {
-                                learned.changed(self.disconnects());
-                            }
-                        }
-                        for &m in &block.members {
-                            out.slots[members[m]] = Some(Err(e.clone()));
-                        }
-                    }
-                }
-            }
-        })
     }
 
     /// A merged request was refused: keep later requests of that table at most `len` long.
@@ -374,64 +256,383 @@ impl ModbusDevice {
         let entry = learned.max_len.entry(key).or_insert(u16::MAX);
         if shorter < *entry {
             *entry = shorter;
-            learned.changed(self.disconnects());
+            self.changed(&mut learned);
         }
     }
 
-    /// Writes each tag; one result per tag, in order. All requests are queued
-    /// before any reply is awaited.
-    pub async fn write(&self, writes: &[(ModbusTag, Value)], timeout: Option<Duration>) -> Vec<Result<()>> {
-        if self.closed.load(Ordering::Relaxed) {
-            return writes.iter().map(|_| Err(device_closed())).collect();
+    fn learn_refused(&self, span: Span<Key>) {
+        let mut learned = self.learned();
+        if learned.refused.insert(span) {
+            self.changed(&mut learned);
         }
-        let deadline = self.deadline(timeout);
-        let queued: Vec<Result<Vec<_>>> = writes
+    }
+}
+
+/// Tags parsed and planned once, read many times.
+pub struct ReadPlan {
+    tags: Vec<ModbusTag>,
+    spans: Vec<Span<Key>>,
+    plan: Plan<Key>,
+    generation: u64,
+}
+
+/// What a read job hands back.
+enum Shape {
+    /// One value per tag; `parse_errors` holds, in input order, `Some` for each
+    /// tag that did not parse and `None` for each planned one.
+    Values { parse_errors: Vec<Option<Error>> },
+    Columns,
+}
+
+/// Requests of one plan (the prepared one, or one half of a refused block) in flight.
+struct Round {
+    /// Indices into the job's spans; `None`: all of them, in order.
+    members: Option<Vec<usize>>,
+    /// `None`: the job's prepared plan.
+    plan: Option<Plan<Key>>,
+    images: Vec<Result<Vec<u8>>>,
+    outstanding: usize,
+}
+
+/// A merged block refused with exception 2 and split: if every tag of it then
+/// reads, the device refused the length, which later plans avoid.
+struct Split {
+    key: Key,
+    len: u32,
+    longest_tag: u32,
+    members: Vec<usize>,
+}
+
+/// A read of a plan; a merged block refused with exception 2 is split in halves
+/// until the refused tags stand alone.
+struct ReadJob {
+    device: Arc<DeviceState>,
+    plan: Arc<ReadPlan>,
+    /// A fresh plan when the prepared one is stale.
+    replanned: Option<Plan<Key>>,
+    shape: Shape,
+    images: Vec<Vec<u8>>,
+    /// Per tag: (image index, offset in table units within that image).
+    slots: Vec<Option<Result<(usize, u32)>>>,
+    rounds: Vec<Round>,
+    /// Per submitted request: (round, request within the round's plan).
+    requests: Vec<(u32, u32)>,
+    splits: Vec<Split>,
+}
+
+impl ReadJob {
+    fn new(device: Arc<DeviceState>, plan: Arc<ReadPlan>, shape: Shape) -> ReadJob {
+        let replanned = (!device.is_current(&plan)).then(|| device.plan_spans(&plan.spans).0);
+        let slots = (0..plan.tags.len()).map(|_| None).collect();
+        ReadJob {
+            device,
+            plan,
+            replanned,
+            shape,
+            images: Vec::new(),
+            slots,
+            rounds: Vec::new(),
+            requests: Vec::new(),
+            splits: Vec::new(),
+        }
+    }
+
+    fn round_plan(&self, round: usize) -> &Plan<Key> {
+        let r = &self.rounds[round];
+        r.plan.as_ref().or(self.replanned.as_ref()).unwrap_or(&self.plan.plan)
+    }
+
+    fn member(&self, round: usize, m: usize) -> usize {
+        self.rounds[round].members.as_ref().map_or(m, |members| members[m])
+    }
+
+    /// Queues every request of a new round before any reply: that fills the pipeline.
+    fn start_round(&mut self, members: Option<Vec<usize>>, plan: Option<Plan<Key>>, link: &mut Submitter<'_, Framing>) {
+        let round = self.rounds.len();
+        self.rounds.push(Round { members, plan, images: Vec::new(), outstanding: 0 });
+        let calls: Vec<Call> = self
+            .round_plan(round)
+            .requests
             .iter()
-            .map(|(tag, value)| {
-                let unit = self.key(tag).0;
-                Ok(write_ops(tag, value)?
-                    .into_iter()
-                    .map(|op| {
-                        let expected = op.clone();
-                        let reply = self.client.submit(unit, op, deadline);
-                        async move { check_write_echo(&expected, unit, &reply.await?) }
-                    })
-                    .collect())
+            .map(|r| Call {
+                unit: r.key.0,
+                op: Op::Read { function: r.key.1.read_function(), address: r.start, quantity: r.len },
             })
             .collect();
-        let mut results = Vec::with_capacity(writes.len());
-        for replies in queued {
-            let mut result = Ok(());
-            match replies {
-                Ok(replies) => {
-                    for reply in replies {
-                        let outcome = reply.await;
-                        if result.is_ok() {
-                            result = outcome;
-                        }
+        self.rounds[round].images = self.round_plan(round).blocks.iter().map(|_| Ok(Vec::new())).collect();
+        for (request, call) in calls.into_iter().enumerate() {
+            let index = self.requests.len() as u32;
+            match link.submit(call, index) {
+                Ok(()) => {
+                    self.requests.push((round as u32, request as u32));
+                    self.rounds[round].outstanding += 1;
+                }
+                Err(e) => self.fail_request(round, request, e),
+            }
+        }
+        if self.rounds[round].outstanding == 0 {
+            self.end_round(round, link);
+        }
+    }
+
+    fn fail_request(&mut self, round: usize, request: usize, error: Error) {
+        let block = self.round_plan(round).requests[request].block;
+        self.rounds[round].images[block] = Err(error);
+    }
+
+    /// Copies a reply into its block's image.
+    fn copy_reply(&mut self, round: usize, request: usize, reply: Result<Reply>) {
+        let r = &self.round_plan(round).requests[request];
+        let (block, table, len, offset) = (r.block, r.key.1, r.len, r.offset);
+        let block_len = self.round_plan(round).blocks[block].len;
+        let Ok(image) = &mut self.rounds[round].images[block] else { return };
+        if image.is_empty() {
+            image.resize(image_len(table, block_len), 0);
+        }
+        let copied = reply.and_then(|reply| {
+            let response = reply.response(table.read_function())?;
+            copy_into(table, &response, len, image, offset)
+        });
+        if let Err(e) = copied {
+            self.rounds[round].images[block] = Err(e);
+        }
+    }
+
+    /// Every request of the round is back: place each block, and split refused ones.
+    fn end_round(&mut self, round: usize, link: &mut Submitter<'_, Framing>) {
+        let images = std::mem::take(&mut self.rounds[round].images);
+        let blocks = self.round_plan(round).blocks.clone();
+        for (block, image) in blocks.iter().zip(images) {
+            let members: Vec<usize> = block.members.iter().map(|&m| self.member(round, m)).collect();
+            match image {
+                Ok(image) => {
+                    let index = self.images.len();
+                    self.images.push(image);
+                    for &tag in &members {
+                        let offset = (self.plan.spans[tag].start - block.start) as u32;
+                        self.slots[tag] = Some(Ok((index, offset)));
                     }
                 }
-                Err(e) => result = Err(e),
+                Err(e) if e.exception_code == Some(2) && members.len() > 1 => {
+                    let mut ordered = members.clone();
+                    ordered.sort_by_key(|&i| self.plan.spans[i].start);
+                    let second = ordered.split_off(ordered.len() / 2);
+                    let longest_tag = members.iter().map(|&i| self.plan.spans[i].len).max().unwrap_or(1);
+                    self.splits.push(Split { key: block.key, len: block.len, longest_tag, members });
+                    for half in [ordered, second] {
+                        let spans: Vec<Span<Key>> = half.iter().map(|&i| self.plan.spans[i]).collect();
+                        let plan = self.device.plan_spans(&spans).0;
+                        self.start_round(Some(half), Some(plan), link);
+                    }
+                }
+                Err(e) => {
+                    if e.exception_code == Some(2) {
+                        self.device.learn_refused(self.plan.spans[members[0]]);
+                    }
+                    for &tag in &members {
+                        self.slots[tag] = Some(Err(e.clone()));
+                    }
+                }
             }
-            results.push(result);
         }
-        results
     }
 
-    pub async fn close(&self) {
-        if self.closed.swap(true, Ordering::Relaxed) {
-            return;
+    /// Each tag's image and offset in it, in tag order.
+    fn located(&self) -> impl Iterator<Item = Result<(&[u8], u32)>> + '_ {
+        self.slots.iter().map(|slot| match slot {
+            Some(Ok((image, offset))) => Ok((self.images[*image].as_slice(), *offset)),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(Error::proto("tag was not planned")),
+        })
+    }
+}
+
+impl Job<Framing> for ReadJob {
+    fn start(&mut self, link: &mut Submitter<'_, Framing>) {
+        self.start_round(None, None, link);
+    }
+
+    fn reply(&mut self, index: u32, reply: Result<Reply>, link: &mut Submitter<'_, Framing>) {
+        let (round, request) = self.requests[index as usize];
+        let round = round as usize;
+        self.copy_reply(round, request as usize, reply);
+        self.rounds[round].outstanding -= 1;
+        if self.rounds[round].outstanding == 0 {
+            self.end_round(round, link);
         }
-        match &self.serial_port {
-            Some(path) => serial::release(path).await,
-            None => self.client.close().await,
+    }
+
+    fn finish(self: Box<Self>) -> Outcome {
+        // Inner splits first: every tag of a split block read fine on its own, so the merged request itself was refused.
+        for split in self.splits.iter().rev() {
+            if split.members.iter().all(|&m| matches!(self.slots[m], Some(Ok(_)))) {
+                self.device.learn_limit(split.key, (split.len / 2).max(split.longest_tag));
+            }
+        }
+        match &self.shape {
+            Shape::Columns => Outcome::Columns(columns(&self.plan.tags, self.located())),
+            Shape::Values { parse_errors } => {
+                let mut values = self.plan.tags.iter().zip(self.located()).map(|(tag, located)| {
+                    let wide = matches!(tag.data_type, DataType::Lint | DataType::Ulint);
+                    located.and_then(|(image, offset)| decode_tag(tag, image, offset)).map(|value| TypedValue { value, wide })
+                });
+                let in_order = parse_errors
+                    .iter()
+                    .map(|parse_error| match parse_error {
+                        Some(e) => Err(e.clone()),
+                        None => values.next().unwrap_or_else(|| Err(Error::proto("no result for this tag"))),
+                    })
+                    .collect();
+                Outcome::Values(in_order)
+            }
         }
     }
 }
 
-fn device_closed() -> Error {
-    Error::closed("the device was closed")
+/// Writes of many tags: every request is queued before any reply is awaited.
+struct WriteJob {
+    /// Per tag in input order: its result so far.
+    results: Vec<Result<()>>,
+    /// Per submitted request: the tag it writes and the operation, to check the echo.
+    requests: Vec<(usize, Call)>,
 }
+
+impl Job<Framing> for WriteJob {
+    fn start(&mut self, link: &mut Submitter<'_, Framing>) {
+        for index in 0..self.requests.len() {
+            let (tag, call) = &self.requests[index];
+            if let Err(e) = link.submit(call.clone(), index as u32) {
+                let tag = *tag;
+                if self.results[tag].is_ok() {
+                    self.results[tag] = Err(e);
+                }
+            }
+        }
+    }
+
+    fn reply(&mut self, index: u32, reply: Result<Reply>, _link: &mut Submitter<'_, Framing>) {
+        let (tag, call) = &self.requests[index as usize];
+        let outcome = reply.and_then(|reply| check_write_echo(call, &reply));
+        if self.results[*tag].is_ok() {
+            self.results[*tag] = outcome;
+        }
+    }
+
+    fn finish(self: Box<Self>) -> Outcome {
+        Outcome::Written(self.results)
+    }
+}
+
+/// A device's link and state; its prepared plans hold it too.
+struct DeviceCore {
+    driver: Box<dyn Driver<Framing>>,
+    state: Arc<DeviceState>,
+    /// Serial devices share their port's link; closing releases it.
+    serial_port: Option<String>,
+    closed: Cell<bool>,
+}
+
+impl DeviceCore {
+    fn run(&self, job: Box<dyn Job<Framing>>, timeout: Option<Duration>, done: Box<dyn Completion>) {
+        if self.closed.get() {
+            return done.complete(Outcome::Closed);
+        }
+        self.driver.run(job, timeout, done);
+    }
+}
+
+/// A connected Modbus device. It lives on the thread that opened it (the
+/// JavaScript thread); its calls run wherever its driver runs them.
+pub struct ModbusDevice(Rc<DeviceCore>);
+
+impl ModbusDevice {
+    pub fn new(driver: Box<dyn Driver<Framing>>, settings: DeviceSettings, serial_port: Option<String>) -> Self {
+        let stats = driver.stats();
+        let state = Arc::new(DeviceState { settings, learned: Mutex::new(Learned::default()), stats });
+        ModbusDevice(Rc::new(DeviceCore { driver, state, serial_port, closed: Cell::new(false) }))
+    }
+}
+
+/// A plan prepared on a device; swapped for a fresh one when the device learns something.
+struct ModbusPlan {
+    device: Rc<DeviceCore>,
+    plan: RefCell<Arc<ReadPlan>>,
+}
+
+impl bifrost_engine::Plan for ModbusPlan {
+    fn read(&self, timeout: Option<Duration>, done: Box<dyn Completion>) {
+        let state = &self.device.state;
+        let plan = {
+            let mut plan = self.plan.borrow_mut();
+            if !state.is_current(&plan) {
+                *plan = Arc::new(state.prepare(plan.tags.clone()));
+            }
+            plan.clone()
+        };
+        self.device.run(Box::new(ReadJob::new(state.clone(), plan, Shape::Columns)), timeout, done);
+    }
+}
+
+impl bifrost_engine::Device for ModbusDevice {
+    fn read(&self, tags: &[String], timeout: Option<Duration>, done: Box<dyn Completion>) {
+        let mut valid = Vec::with_capacity(tags.len());
+        let parse_errors = tags
+            .iter()
+            .map(|text| match ModbusTag::parse(text) {
+                Ok(tag) => {
+                    valid.push(tag);
+                    None
+                }
+                Err(e) => Some(e),
+            })
+            .collect();
+        let state = &self.0.state;
+        let plan = Arc::new(state.prepare(valid));
+        self.0.run(Box::new(ReadJob::new(state.clone(), plan, Shape::Values { parse_errors })), timeout, done);
+    }
+
+    fn write(&self, writes: Vec<(String, Value)>, timeout: Option<Duration>, done: Box<dyn Completion>) {
+        let mut job = WriteJob { results: Vec::with_capacity(writes.len()), requests: Vec::new() };
+        for (index, (text, value)) in writes.iter().enumerate() {
+            let ops = ModbusTag::parse(text).and_then(|tag| Ok((self.0.state.key(&tag).0, write_ops(&tag, value)?)));
+            match ops {
+                Ok((unit, ops)) => {
+                    job.results.push(Ok(()));
+                    job.requests.extend(ops.into_iter().map(|op| (index, Call { unit, op })));
+                }
+                Err(e) => job.results.push(Err(e)),
+            }
+        }
+        self.0.run(Box::new(job), timeout, done);
+    }
+
+    fn prepare(&self, tags: &[String]) -> Result<Box<dyn bifrost_engine::Plan>> {
+        let parsed = tags.iter().map(|text| match ModbusTag::parse(text) {
+            Ok(tag) if tag.data_type == DataType::String => Err(Error::address(format!(
+                "STRING tag '{text}' cannot be prepared (columns are numeric); read it with readTags"
+            ))),
+            other => other,
+        });
+        let plan = Arc::new(self.0.state.prepare(parsed.collect::<Result<Vec<_>>>()?));
+        Ok(Box::new(ModbusPlan { device: self.0.clone(), plan: RefCell::new(plan) }))
+    }
+
+    fn stats(&self) -> Arc<Stats> {
+        self.0.state.stats.clone()
+    }
+
+    fn close(&self, done: Box<dyn Completion>) {
+        let core = &self.0;
+        if core.closed.replace(true) {
+            return done.complete(Outcome::Closed);
+        }
+        match &core.serial_port {
+            Some(path) => serial::release(path, done),
+            None => core.driver.close(done),
+        }
+    }
+}
+
 
 /// Bytes per table unit in a block image: two per register, one per bit (unpacked).
 fn image_len(table: Table, units: u32) -> usize {
@@ -556,8 +757,9 @@ pub fn write_ops(tag: &ModbusTag, value: &Value) -> Result<Vec<Op>> {
 }
 
 /// A write reply must echo what was written; anything else is a protocol error.
-fn check_write_echo(op: &Op, unit: u8, reply: &crate::client::Reply) -> Result<()> {
-    if unit == 0 {
+fn check_write_echo(call: &Call, reply: &Reply) -> Result<()> {
+    let Call { unit, op } = call;
+    if *unit == 0 {
         return Ok(()); // broadcast: no reply to check
     }
     let request = op.request()?;
@@ -590,35 +792,3 @@ fn check_write_echo(op: &Op, unit: u8, reply: &crate::client::Reply) -> Result<(
     }
 }
 
-impl ModbusDevice {
-    /// Opens a device from its URL: `modbus-tcp://host[:502]`, `modbus-rtu-tcp://host[:502]`
-    /// or `modbus-rtu:///dev/ttyUSB0?baud-rate=9600&parity=even`.
-    pub async fn open(mut url: DeviceUrl) -> Result<ModbusDevice> {
-        url.refuse_user_info()?;
-        match url.scheme.as_str() {
-            "modbus-tcp" | "modbus-rtu-tcp" => {
-                if url.host.is_empty() {
-                    return Err(Error::address(format!("{}:// needs a host", url.scheme)));
-                }
-                let framing = if url.scheme == "modbus-tcp" { Framing::Tcp } else { Framing::Rtu };
-                let connector = crate::client::tcp_connector(url.socket_address(502));
-                let settings = DeviceSettings::from_url(&mut url, framing)?;
-                url.finish()?;
-                let client = Client::connect(connector, settings.client.clone()).await?;
-                Ok(ModbusDevice::new(client, settings, None))
-            }
-            "modbus-rtu" => {
-                let port = PortSettings::from_url(&mut url)?;
-                let mut settings = DeviceSettings::from_url(&mut url, Framing::Rtu)?;
-                settings.client.inter_frame_delay = port.inter_frame_delay();
-                let window =
-                    url.take_in("late-reply-window", 1..=MAX_MS)?.map_or(LATE_REPLY_WINDOW, Duration::from_millis);
-                settings.client.resync = Resync::Drain { late_reply_window: window };
-                url.finish()?;
-                let client = serial::acquire(&port, settings.client.clone()).await?;
-                Ok(ModbusDevice::new(client, settings, Some(port.path)))
-            }
-            other => Err(Error::address(format!("'{other}://' is not a Modbus scheme"))),
-        }
-    }
-}

@@ -2,7 +2,7 @@
 //! tag addresses, the pipelined client and the simulator server.
 
 pub mod ascii;
-pub mod client;
+pub mod framing;
 pub mod decode;
 pub mod device;
 pub mod pdu;

@@ -3,15 +3,16 @@
 //! port shared by every device on that line, so requests go one at a time.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use bifrost_core::url::DeviceUrl;
 use bifrost_core::{Error, ErrorCode, Result};
-use tokio::sync::Mutex;
+use bifrost_engine::runtime::{BoxStream, Connector, RuntimeDriver};
+use bifrost_engine::{Completion, Driver, LinkConfig, Outcome};
 use tokio_serial::{DataBits, Parity, SerialPortBuilderExt, StopBits};
 
-use crate::client::{Client, ClientConfig, Connector};
+use crate::framing::Framing;
 
 /// A serial port and its line settings, from `modbus-rtu:///dev/ttyUSB0?baud-rate=9600&parity=even`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,53 +91,72 @@ impl PortSettings {
                 .stop_bits(port.stop_bits)
                 .open_native_async()
                 .map_err(|e| Error::new(ErrorCode::ConnRefused, format!("open {}: {e}", port.path)));
-            Box::pin(async move { Ok(Box::new(opened?) as Box<dyn crate::client::Stream>) })
+            Box::pin(async move { Ok(Box::new(opened?) as BoxStream) })
         })
     }
 }
 
+type SharedDriver = Arc<RuntimeDriver<Framing>>;
+
 struct OpenPort {
     settings: PortSettings,
-    client: Client,
+    driver: SharedDriver,
     devices: usize,
 }
 
 static OPEN_PORTS: LazyLock<Mutex<HashMap<String, OpenPort>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
-/// The connection to `settings.path`, opened on first use and shared after that.
-/// A second device must ask for the same line settings.
-pub async fn acquire(settings: &PortSettings, config: ClientConfig) -> Result<Client> {
-    let mut ports = OPEN_PORTS.lock().await;
-    if let Some(port) = ports.get_mut(&settings.path) {
-        if port.settings != *settings {
-            return Err(Error::address(format!(
-                "{} is already open as {}; this device asks for {}: devices sharing a line must use the same settings",
-                settings.path,
-                port.settings.describe(),
-                settings.describe()
-            )));
-        }
-        port.devices += 1;
-        return Ok(port.client.clone());
+fn ports() -> std::sync::MutexGuard<'static, HashMap<String, OpenPort>> {
+    OPEN_PORTS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Takes one more device on an open port; a second device must ask for the same line settings.
+fn join(settings: &PortSettings) -> Option<Result<SharedDriver>> {
+    let mut ports = ports();
+    let port = ports.get_mut(&settings.path)?;
+    if port.settings != *settings {
+        return Some(Err(Error::address(format!(
+            "{} is already open as {}; this device asks for {}: devices sharing a line must use the same settings",
+            settings.path,
+            port.settings.describe(),
+            settings.describe()
+        ))));
     }
-    let client = Client::connect(settings.connector(), config).await?;
-    ports.insert(settings.path.clone(), OpenPort { settings: settings.clone(), client: client.clone(), devices: 1 });
-    Ok(client)
+    port.devices += 1;
+    Some(Ok(port.driver.clone()))
+}
+
+/// The link on `settings.path`, opened on first use and shared after that.
+pub async fn acquire(settings: &PortSettings, config: LinkConfig) -> Result<SharedDriver> {
+    if let Some(joined) = join(settings) {
+        return joined;
+    }
+    let driver = Arc::new(RuntimeDriver::open(Framing::Rtu, config, settings.connector()).await?);
+    if let Some(joined) = join(settings) {
+        // Another device opened the port meanwhile: use its link.
+        driver.close(Box::new(|_| {}));
+        return joined;
+    }
+    let port = OpenPort { settings: settings.clone(), driver: driver.clone(), devices: 1 };
+    ports().insert(settings.path.clone(), port);
+    Ok(driver)
 }
 
 /// One device is done with the port; the last one closes it.
-pub async fn release(path: &str) {
-    let mut ports = OPEN_PORTS.lock().await;
-    let last = match ports.get_mut(path) {
-        Some(port) => {
-            port.devices -= 1;
-            port.devices == 0
+pub fn release(path: &str, done: Box<dyn Completion>) {
+    let last = {
+        let mut ports = ports();
+        match ports.get_mut(path) {
+            Some(port) if port.devices > 1 => {
+                port.devices -= 1;
+                None
+            }
+            Some(_) => ports.remove(path),
+            None => None,
         }
-        None => false,
     };
-    if last {
-        if let Some(port) = ports.remove(path) {
-            port.client.close().await;
-        }
+    match last {
+        Some(port) => port.driver.close(done),
+        None => done.complete(Outcome::Closed),
     }
 }

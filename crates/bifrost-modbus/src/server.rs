@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 
-use crate::client::Framing;
+use crate::framing::Framing;
 use crate::pdu::{self, DeviceIdentification, Request, Response};
 use crate::tag::Table;
 use crate::{rtu, tcp};

@@ -1,0 +1,693 @@
+//! One connection to a device as a state machine: requests wait in a bounded
+//! queue (writes ahead of reads), go on the wire up to the in-flight window,
+//! are matched to replies, expire on their own deadlines, and the link
+//! reconnects with backoff. A circuit breaker fails calls fast while a device is
+//! known to be down. No sockets and no clock live here: a driver feeds bytes and
+//! `now`, writes what [`Link::outgoing`] holds and wakes at [`Wants::wake_at`].
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bifrost_core::backoff::Backoff;
+use bifrost_core::{Error, ErrorCode, Result};
+use bytes::{Bytes, BytesMut};
+
+/// How one protocol frames requests and replies on a byte stream.
+pub trait Framing {
+    /// A request as it waits in the queue.
+    type Request;
+    /// A reply, split off the receive buffer without copying.
+    type Reply;
+
+    /// Ids a reply can carry: 0 when replies carry none, so requests go one at a
+    /// time and a reply answers the one request on the wire.
+    fn id_space(&self) -> u32;
+    /// Whether a request changes the device (writes go ahead of queued reads,
+    /// and a write that times out may still have been applied).
+    fn is_write(request: &Self::Request) -> bool;
+    /// Names a request in errors, e.g. `unit 1 (function 3)`.
+    fn describe(request: &Self::Request) -> String;
+    /// Appends the encoded request (with `id` when replies carry one); nothing is
+    /// left appended on error. Returns whether a reply will come (a broadcast gets none).
+    fn encode(&mut self, id: u32, request: &Self::Request, out: &mut Vec<u8>) -> Result<bool>;
+    /// Length of the whole frame at the start of `buf`: `None` until enough bytes
+    /// have come; an error when `buf` does not start with a frame.
+    fn frame_len(&self, buf: &[u8]) -> Result<Option<usize>>;
+    /// Parses one whole frame into the id it carries (`None` without ids) and the reply.
+    fn parse(&self, frame: Bytes) -> Result<(Option<u32>, Self::Reply)>;
+    /// Checks that `reply` answers `request` (for instance, that it comes from the unit asked).
+    fn answers(request: &Self::Request, reply: &Self::Reply) -> Result<()>;
+    /// The result of a request no reply will come to, once it is written.
+    fn unanswered(request: &Self::Request) -> Self::Reply;
+}
+
+/// Settings of one link.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_in_flight: usize,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Silence kept between frames on a serial line (3.5 character times).
+    pub inter_frame_delay: Duration,
+    /// Requests accepted but not yet on the wire; one more fails at once with `EQUEUEFULL`.
+    pub max_queued: usize,
+    /// How a link whose replies carry no id gets back in step after a timeout.
+    pub resync: Resync,
+    /// Consecutive request timeouts, with no reply between them, that open the circuit breaker.
+    pub breaker_threshold: u32,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig {
+            request_timeout: Duration::from_millis(1000),
+            connect_timeout: Duration::from_millis(3000),
+            max_in_flight: 1,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            inter_frame_delay: Duration::ZERO,
+            max_queued: 10_000,
+            resync: Resync::Reconnect,
+            breaker_threshold: 5,
+        }
+    }
+}
+
+/// Replies without ids: after a timeout a late reply could be taken as the answer
+/// to the next request. How the link gets back in step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resync {
+    /// Drop the connection and open a new one: the late reply goes with the old socket.
+    Reconnect,
+    /// Serial lines: discard input until the late reply has passed or the line has
+    /// been silent this long, before the next request goes out.
+    Drain { late_reply_window: Duration },
+}
+
+/// Counters of one link, readable from any thread.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub requests: AtomicU64,
+    pub timeouts: AtomicU64,
+    /// Replies that matched no request in flight (late or unknown), dropped.
+    pub unmatched: AtomicU64,
+    pub connects: AtomicU64,
+    /// Connections lost or dropped (by either side).
+    pub disconnects: AtomicU64,
+    /// Times the link was brought back in step after it could no longer be trusted.
+    pub resyncs: AtomicU64,
+    /// Times the circuit breaker opened.
+    pub breaker_opens: AtomicU64,
+    /// Requests accepted but not yet on the wire; never more than `max_queued`.
+    pub queued: AtomicUsize,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What the driver must do after feeding the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Wants {
+    /// Close the socket: the link dropped the connection (checked before `connect`).
+    pub disconnect: bool,
+    /// Open a connection, then call [`Link::connected`] or [`Link::connect_failed`].
+    pub connect: bool,
+    /// Call [`Link::poll`] again at this time, if nothing happens before.
+    pub wake_at: Option<Instant>,
+}
+
+struct Waiting<R, T> {
+    request: R,
+    /// The whole call's deadline: time spent waiting counts.
+    deadline: Instant,
+    token: T,
+}
+
+/// One lane of waiting requests, oldest first. A request whose deadline passes
+/// while it waits leaves a hole (`None`) that is skipped.
+struct Lane<R, T> {
+    entries: VecDeque<Option<Waiting<R, T>>>,
+    /// Sequence number of `entries[0]`.
+    head: u64,
+    /// Requests numbered below this have their deadline in the queue's heap.
+    scheduled: u64,
+}
+
+impl<R, T> Default for Lane<R, T> {
+    fn default() -> Self {
+        Lane { entries: VecDeque::new(), head: 0, scheduled: 0 }
+    }
+}
+
+impl<R, T> Lane<R, T> {
+    fn pop(&mut self) -> Option<Waiting<R, T>> {
+        while let Some(entry) = self.entries.pop_front() {
+            self.head += 1;
+            if entry.is_some() {
+                return entry;
+            }
+        }
+        None
+    }
+
+    fn trim(&mut self) {
+        while matches!(self.entries.front(), Some(None)) {
+            self.entries.pop_front();
+            self.head += 1;
+        }
+    }
+}
+
+const WRITES: usize = 0;
+const READS: usize = 1;
+
+/// Waiting requests: writes go ahead of queued reads. Deadlines of requests that
+/// had to wait sit in one heap; requests sent at once never enter it (the hot path).
+struct Queue<R, T> {
+    lanes: [Lane<R, T>; 2],
+    deadlines: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    len: usize,
+}
+
+impl<R, T> Default for Queue<R, T> {
+    fn default() -> Self {
+        Queue { lanes: [Lane::default(), Lane::default()], deadlines: BinaryHeap::new(), len: 0 }
+    }
+}
+
+impl<R, T> Queue<R, T> {
+    fn push(&mut self, lane: usize, waiting: Waiting<R, T>) {
+        self.lanes[lane].entries.push_back(Some(waiting));
+        self.len += 1;
+    }
+
+    fn pop(&mut self) -> Option<Waiting<R, T>> {
+        let popped = self.lanes[WRITES].pop().or_else(|| self.lanes[READS].pop());
+        if popped.is_some() {
+            self.len -= 1;
+        }
+        popped
+    }
+
+    /// Puts the deadlines of the requests still waiting on the heap.
+    fn schedule(&mut self) {
+        for (index, lane) in self.lanes.iter_mut().enumerate() {
+            let end = lane.head + lane.entries.len() as u64;
+            for seq in lane.scheduled.max(lane.head)..end {
+                if let Some(Some(waiting)) = lane.entries.get((seq - lane.head) as usize) {
+                    self.deadlines.push(Reverse((waiting.deadline, index, seq)));
+                }
+            }
+            lane.scheduled = end;
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.peek().map(|Reverse((deadline, _, _))| *deadline)
+    }
+
+    /// Takes out the requests whose deadline has passed.
+    fn expire(&mut self, now: Instant, expired: &mut Vec<Waiting<R, T>>) {
+        while let Some(&Reverse((deadline, index, seq))) = self.deadlines.peek() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            let lane = &mut self.lanes[index];
+            let slot = seq.checked_sub(lane.head).and_then(|i| lane.entries.get_mut(i as usize));
+            if let Some(waiting) = slot.and_then(Option::take) {
+                self.len -= 1;
+                expired.push(waiting);
+            }
+        }
+        for lane in &mut self.lanes {
+            lane.trim();
+        }
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Waiting<R, T>> + '_ {
+        self.deadlines.clear();
+        self.len = 0;
+        self.lanes.iter_mut().flat_map(|lane| {
+            lane.head += lane.entries.len() as u64;
+            lane.entries.drain(..).flatten()
+        })
+    }
+}
+
+struct InFlight<R, T> {
+    deadline: Instant,
+    request: R,
+    token: T,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Connection {
+    Down,
+    Connecting,
+    /// `proven`: the connection has carried a reply, so if it breaks, reconnect at once.
+    Up { proven: bool },
+}
+
+/// Why calls fail fast, and until when.
+struct Breaker {
+    open_until: Option<Instant>,
+    /// The cause calls are told while the breaker is open.
+    cause: Option<Error>,
+    /// Request timeouts since the last reply.
+    timeouts: u32,
+    /// The breaker's wait is over but no reply has proven the device back:
+    /// one request at a time goes out as the probe.
+    half_open: bool,
+}
+
+/// One connection's state machine. `T` is what the driver attaches to each
+/// request to find its caller when it completes.
+pub struct Link<F: Framing, T> {
+    framing: F,
+    config: LinkConfig,
+    stats: Arc<Stats>,
+    connection: Connection,
+    /// Set when the link drops a connection; the driver closes the socket.
+    dropped: bool,
+    queue: Queue<F::Request, T>,
+    in_flight: HashMap<u32, InFlight<F::Request, T>>,
+    next_id: u32,
+    read_buf: BytesMut,
+    /// Encoded requests not yet written, and how much of them the driver has written.
+    write_buf: Vec<u8>,
+    written: usize,
+    backoff: Backoff,
+    breaker: Breaker,
+    /// Serial lines: the next frame may start only after the line has been silent this long.
+    line_quiet_at: Instant,
+    /// After a timeout on a serial line: input is discarded until the late reply has
+    /// passed or the line has been silent for the late-reply window.
+    draining: bool,
+    /// The first connection is wanted even with nothing queued (the device is being opened).
+    opening: bool,
+    closed: bool,
+    completed: Vec<(T, Result<F::Reply>)>,
+}
+
+impl<F: Framing, T> Link<F, T> {
+    pub fn new(framing: F, mut config: LinkConfig, now: Instant) -> Self {
+        config.max_in_flight = if framing.id_space() == 0 { 1 } else { config.max_in_flight.clamp(1, 65535) };
+        config.max_queued = config.max_queued.max(1);
+        config.breaker_threshold = config.breaker_threshold.max(1);
+        let backoff = Backoff::new(config.backoff_min, config.backoff_max);
+        Link {
+            framing,
+            config,
+            stats: Arc::new(Stats::default()),
+            connection: Connection::Down,
+            dropped: false,
+            queue: Queue::default(),
+            in_flight: HashMap::new(),
+            next_id: 0,
+            // Idle links are common (gateways hold thousands): buffers start empty and grow with traffic.
+            read_buf: BytesMut::new(),
+            write_buf: Vec::new(),
+            written: 0,
+            backoff,
+            breaker: Breaker { open_until: None, cause: None, timeouts: 0, half_open: false },
+            line_quiet_at: now,
+            draining: false,
+            opening: true,
+            closed: false,
+            completed: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &LinkConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// Requests waiting or in flight: while there are any, the driver keeps its process alive.
+    pub fn is_busy(&self) -> bool {
+        self.queue.len > 0 || !self.in_flight.is_empty() || self.connection == Connection::Connecting
+    }
+
+    /// Accepts a request. It fails at once, handing its token back, when the link
+    /// is closed, the breaker is open or `max_queued` requests already wait.
+    pub fn submit(&mut self, now: Instant, request: F::Request, deadline: Instant, token: T) -> std::result::Result<(), (T, Error)> {
+        if self.closed {
+            return Err((token, closed()));
+        }
+        if let Some(error) = self.breaker_error(now) {
+            return Err((token, error));
+        }
+        let limit = self.config.max_queued;
+        if self.queue.len >= limit {
+            let message = format!("{limit} requests are already waiting for this device (max-queued={limit})");
+            return Err((token, Error::new(ErrorCode::QueueFull, message)));
+        }
+        let lane = if F::is_write(&request) { WRITES } else { READS };
+        self.queue.push(lane, Waiting { request, deadline, token });
+        self.stats.queued.store(self.queue.len, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// While the breaker is open: the error calls fail with at once.
+    fn breaker_error(&self, now: Instant) -> Option<Error> {
+        let until = self.breaker.open_until.filter(|&until| until > now)?;
+        let mut error = self.breaker.cause.clone().unwrap_or_else(|| Error::conn_refused("not connected"));
+        error.message = format!("{} (failing fast for another {} ms)", error.message, (until - now).as_millis());
+        Some(error)
+    }
+
+    /// Moves the link on: expires what is due, puts waiting requests on the wire
+    /// as far as the window and the line allow, and says what the driver must do.
+    pub fn poll(&mut self, now: Instant) -> Wants {
+        self.expire(now);
+        let mut wants = Wants::default();
+        match self.connection {
+            Connection::Down if !self.closed && (self.queue.len > 0 || self.opening) => {
+                if let Some(error) = self.breaker_error(now) {
+                    self.fail_waiting(&error);
+                } else {
+                    self.connection = Connection::Connecting;
+                    wants.connect = true;
+                }
+            }
+            Connection::Up { .. } => self.pump(now),
+            _ => {}
+        }
+        self.queue.schedule();
+        self.stats.queued.store(self.queue.len, Ordering::Relaxed);
+        wants.disconnect = std::mem::take(&mut self.dropped);
+        wants.wake_at = self.wake_at(now);
+        wants
+    }
+
+    fn pump(&mut self, now: Instant) {
+        if self.draining && now >= self.line_quiet_at {
+            self.draining = false;
+        }
+        // Half open: the one probe request must come back before others follow.
+        let window = if self.breaker.half_open { 1 } else { self.config.max_in_flight };
+        while !self.draining && self.in_flight.len() < window && now >= self.line_quiet_at {
+            let Some(waiting) = self.queue.pop() else { break };
+            self.start(waiting, now);
+        }
+    }
+
+    /// Encodes one request into the write buffer and puts it in flight.
+    fn start(&mut self, waiting: Waiting<F::Request, T>, now: Instant) {
+        let Waiting { request, deadline, token } = waiting;
+        if deadline <= now {
+            bump(&self.stats.timeouts);
+            self.completed.push((token, Err(queued_too_long::<F>(&request))));
+            return;
+        }
+        let space = self.framing.id_space();
+        // Skip ids still in flight: after the id wraps, a slow request must keep its own.
+        while space > 0 && self.in_flight.contains_key(&self.next_id) {
+            self.next_id = (self.next_id + 1) % space;
+        }
+        let id = self.next_id;
+        match self.framing.encode(id, &request, &mut self.write_buf) {
+            Err(e) => self.completed.push((token, Err(e))),
+            Ok(expects_reply) => {
+                bump(&self.stats.requests);
+                if space > 0 {
+                    self.next_id = (self.next_id + 1) % space;
+                }
+                if expects_reply {
+                    self.in_flight.insert(id, InFlight { deadline, request, token });
+                } else {
+                    // A broadcast: no device answers, so nothing waits.
+                    self.completed.push((token, Ok(F::unanswered(&request))));
+                }
+            }
+        }
+    }
+
+    fn wake_at(&self, now: Instant) -> Option<Instant> {
+        let in_flight = self.in_flight.values().map(|p| p.deadline).min();
+        let waiting = self.queue.next_deadline();
+        let quiet = ((self.draining || self.queue.len > 0) && now < self.line_quiet_at).then_some(self.line_quiet_at);
+        [in_flight, waiting, quiet].into_iter().flatten().min()
+    }
+
+    /// The bytes the driver must write, in order.
+    pub fn outgoing(&self) -> &[u8] {
+        &self.write_buf[self.written..]
+    }
+
+    /// The driver wrote `n` bytes of [`Link::outgoing`].
+    pub fn wrote(&mut self, n: usize, now: Instant) {
+        self.written += n;
+        if self.written >= self.write_buf.len() {
+            self.write_buf.clear();
+            self.written = 0;
+        }
+        self.line_quiet_at = now + self.config.inter_frame_delay;
+    }
+
+    /// The connection the driver opened is up.
+    pub fn connected(&mut self, _now: Instant) {
+        if self.closed {
+            self.dropped = true;
+            return;
+        }
+        self.connection = Connection::Up { proven: false };
+        self.opening = false;
+        self.read_buf.clear();
+        self.write_buf.clear();
+        self.written = 0;
+        bump(&self.stats.connects);
+    }
+
+    /// The connection attempt failed: the breaker opens, and whatever waited for
+    /// the attempt fails with its cause.
+    pub fn connect_failed(&mut self, now: Instant, error: Error) {
+        if self.connection == Connection::Connecting {
+            self.connection = Connection::Down;
+        }
+        self.open_breaker(now, error.clone());
+        self.fail_waiting(&error);
+    }
+
+    /// Fails every waiting request with `error`.
+    fn fail_waiting(&mut self, error: &Error) {
+        self.opening = false;
+        let failed: Vec<_> = self.queue.drain().collect();
+        for waiting in failed {
+            self.completed.push((waiting.token, Err(error.clone())));
+        }
+    }
+
+    fn open_breaker(&mut self, now: Instant, cause: Error) {
+        bump(&self.stats.breaker_opens);
+        self.breaker.open_until = Some(now + self.backoff.next_delay());
+        self.breaker.cause = Some(cause);
+        self.breaker.half_open = true;
+        self.breaker.timeouts = 0;
+    }
+
+    /// The receive buffer: the driver appends what it reads, then calls [`Link::received`].
+    pub fn read_buf(&mut self) -> &mut BytesMut {
+        &mut self.read_buf
+    }
+
+    /// Bytes were appended to the receive buffer: hands every whole reply to its request.
+    pub fn received(&mut self, now: Instant) {
+        if !matches!(self.connection, Connection::Up { .. }) {
+            self.read_buf.clear();
+            return;
+        }
+        if self.draining {
+            self.drain_late_reply(now);
+            return;
+        }
+        self.line_quiet_at = now + self.config.inter_frame_delay;
+        loop {
+            let frame = match self.framing.frame_len(&self.read_buf) {
+                Ok(Some(len)) if len <= self.read_buf.len() => self.read_buf.split_to(len).freeze(),
+                Ok(_) => return,
+                Err(e) => return self.garbage(e),
+            };
+            match self.framing.parse(frame) {
+                Ok((id, reply)) => self.dispatch(id, reply),
+                Err(e) => return self.garbage(e),
+            }
+        }
+    }
+
+    fn dispatch(&mut self, id: Option<u32>, reply: F::Reply) {
+        // Without ids the reply answers the one request on the wire.
+        let key = id.or_else(|| self.in_flight.keys().next().copied());
+        let Some(pending) = key.and_then(|key| self.in_flight.remove(&key)) else {
+            bump(&self.stats.unmatched);
+            return;
+        };
+        let result = F::answers(&pending.request, &reply).map(|()| reply);
+        if result.is_ok() {
+            // A reply proves the link works: the next break starts backing off afresh.
+            self.backoff.reset();
+            self.breaker = Breaker { open_until: None, cause: None, timeouts: 0, half_open: false };
+            self.connection = Connection::Up { proven: true };
+        }
+        self.completed.push((pending.token, result));
+    }
+
+    /// Bytes that are not a frame. A stream with ids can no longer be trusted to be
+    /// in step: start a fresh connection. Without ids (RTU) no frame boundary
+    /// survives garbage: fail the request on the wire and start clean.
+    fn garbage(&mut self, error: Error) {
+        if self.framing.id_space() > 0 {
+            bump(&self.stats.resyncs);
+            self.drop_connection(error, false);
+        } else {
+            self.read_buf.clear();
+            for (_, pending) in self.in_flight.drain() {
+                self.completed.push((pending.token, Err(error.clone())));
+            }
+        }
+    }
+
+    /// A serial line after a timeout: drops what arrives until one whole frame
+    /// (the late reply) has passed; each byte restarts the silence window.
+    fn drain_late_reply(&mut self, now: Instant) {
+        let Resync::Drain { late_reply_window } = self.config.resync else { return };
+        self.line_quiet_at = now + late_reply_window;
+        let whole_frame = match self.framing.frame_len(&self.read_buf) {
+            Ok(Some(len)) if len <= self.read_buf.len() => {
+                self.framing.parse(self.read_buf.split_to(len).freeze()).is_ok()
+            }
+            Ok(_) => return, // part of a frame: keep reading
+            Err(_) => false,
+        };
+        self.read_buf.clear();
+        if whole_frame {
+            bump(&self.stats.unmatched);
+            self.draining = false;
+            self.line_quiet_at = now + self.config.inter_frame_delay;
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let due: Vec<u32> = self.in_flight.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
+        let timed_out_on_wire = !due.is_empty();
+        for id in due {
+            if let Some(pending) = self.in_flight.remove(&id) {
+                bump(&self.stats.timeouts);
+                self.completed.push((pending.token, Err(no_reply_in_time::<F>(&pending.request))));
+            }
+        }
+        let mut expired = Vec::new();
+        self.queue.expire(now, &mut expired);
+        for waiting in expired {
+            bump(&self.stats.timeouts);
+            self.completed.push((waiting.token, Err(queued_too_long::<F>(&waiting.request))));
+        }
+        if timed_out_on_wire {
+            self.after_timeout(now);
+        }
+    }
+
+    /// After a timeout a late reply may still come. Without ids it could answer the
+    /// next request, and a stream holding part of a frame is out of step: get the
+    /// link back in step first. Timeouts in a row open the breaker.
+    fn after_timeout(&mut self, now: Instant) {
+        self.breaker.timeouts += 1;
+        if self.breaker.half_open || self.breaker.timeouts >= self.config.breaker_threshold {
+            let count = self.breaker.timeouts;
+            let cause = Error::timeout(format!("the device did not answer {count} request(s) in a row"));
+            self.open_breaker(now, cause.clone());
+            self.fail_waiting(&cause);
+        }
+        if self.write_buf.len() > self.written {
+            bump(&self.stats.resyncs);
+            return self.drop_connection(Error::timeout("the device stopped reading requests"), false);
+        }
+        let out_of_step = match (self.framing.id_space(), self.config.resync) {
+            (0, Resync::Drain { late_reply_window }) => {
+                self.read_buf.clear();
+                self.draining = true;
+                self.line_quiet_at = self.line_quiet_at.max(now + late_reply_window);
+                bump(&self.stats.resyncs);
+                return;
+            }
+            (0, Resync::Reconnect) => "a request timed out, so a late reply could answer the next one",
+            _ if !self.read_buf.is_empty() => {
+                "a request timed out with part of a frame buffered, so the reply stream is out of step"
+            }
+            _ => return,
+        };
+        bump(&self.stats.resyncs);
+        self.drop_connection(Error::conn_reset(format!("{out_of_step}; reconnecting")), false);
+    }
+
+    /// The driver's socket failed or the device closed it.
+    pub fn lost(&mut self, now: Instant, error: Error) {
+        let unproven = self.connection == Connection::Up { proven: false };
+        if matches!(self.connection, Connection::Up { .. }) {
+            self.drop_connection(error.clone(), true);
+            if unproven {
+                // A device that accepts and at once hangs up must not draw a reconnect per request.
+                self.open_breaker(now, error);
+            }
+        }
+    }
+
+    /// Ends the connection and fails what is in flight.
+    fn drop_connection(&mut self, error: Error, by_peer: bool) {
+        if matches!(self.connection, Connection::Up { .. }) {
+            bump(&self.stats.disconnects);
+            self.dropped = !by_peer;
+        }
+        self.connection = Connection::Down;
+        self.draining = false;
+        self.read_buf.clear();
+        self.write_buf.clear();
+        self.written = 0;
+        for (_, pending) in self.in_flight.drain() {
+            self.completed.push((pending.token, Err(error.clone())));
+        }
+    }
+
+    /// Fails everything queued and in flight with `ECLOSED`; later submits fail too.
+    pub fn close(&mut self) {
+        self.drop_connection(closed(), false);
+        self.closed = true;
+        self.fail_waiting(&closed());
+        self.stats.queued.store(0, Ordering::Relaxed);
+    }
+
+    /// Requests that finished since the last call, with their results.
+    pub fn take_completed(&mut self) -> std::vec::Drain<'_, (T, Result<F::Reply>)> {
+        self.completed.drain(..)
+    }
+
+    pub fn has_completed(&self) -> bool {
+        !self.completed.is_empty()
+    }
+}
+
+fn closed() -> Error {
+    Error::closed("the connection was closed")
+}
+
+fn no_reply_in_time<F: Framing>(request: &F::Request) -> Error {
+    let applied = if F::is_write(request) { "; the device may still have applied the write" } else { "" };
+    Error::timeout(format!("no reply from {} in time{applied}", F::describe(request)))
+}
+
+fn queued_too_long<F: Framing>(request: &F::Request) -> Error {
+    Error::timeout(format!(
+        "the request to {} timed out while waiting its turn; it was never sent",
+        F::describe(request)
+    ))
+}

@@ -1,0 +1,281 @@
+//! Calls on a link. A call (a read of many tags, a write) is a [`Job`]: it
+//! submits requests, gets their replies, may submit more, and when nothing of it
+//! is outstanding its [`Outcome`] goes to the caller's [`Completion`]. A queued
+//! call is a queue entry and a job entry, with no task or future of its own.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bifrost_core::{Error, Result, Value};
+
+use crate::link::{Framing, Link, Stats, Wants};
+
+/// A value read, with whether it must reach JavaScript as a `bigint` (64-bit integers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypedValue {
+    pub value: Value,
+    pub wide: bool,
+}
+
+/// A columnar read: element values of all tags back to back.
+#[derive(Debug, Default)]
+pub struct Columns {
+    pub values: Vec<f64>,
+    /// Tag `i` owns `values[offsets[i]..offsets[i + 1]]`.
+    pub offsets: Vec<u32>,
+    /// One `Err` per tag that failed; `None` where it succeeded.
+    pub errors: Vec<Option<Error>>,
+}
+
+impl Columns {
+    /// Every tag failed with `error`; `elements` gives each tag's value count.
+    pub fn failed(elements: impl Iterator<Item = usize>, error: &Error) -> Columns {
+        let mut columns = Columns { offsets: vec![0], ..Columns::default() };
+        for count in elements {
+            columns.values.extend(std::iter::repeat_n(f64::NAN, count));
+            columns.offsets.push(columns.values.len() as u32);
+            columns.errors.push(Some(error.clone()));
+        }
+        columns
+    }
+}
+
+/// What a call hands its caller.
+#[derive(Debug)]
+pub enum Outcome {
+    /// One result per tag, in the order asked.
+    Values(Vec<Result<TypedValue>>),
+    Columns(Columns),
+    /// One result per tag written, in the order asked.
+    Written(Vec<Result<()>>),
+    /// The device is closed.
+    Closed,
+}
+
+/// Where a call's outcome goes: the addon's promise, a channel in tests.
+pub trait Completion: Send {
+    fn complete(self: Box<Self>, outcome: Outcome);
+}
+
+impl<F: FnOnce(Outcome) + Send> Completion for F {
+    fn complete(self: Box<Self>, outcome: Outcome) {
+        (*self)(outcome)
+    }
+}
+
+/// One call's logic over requests and replies.
+pub trait Job<F: Framing>: Send {
+    /// Submits the call's first requests.
+    fn start(&mut self, link: &mut Submitter<'_, F>);
+    /// The request numbered `index` finished; the job may submit more.
+    fn reply(&mut self, index: u32, reply: Result<F::Reply>, link: &mut Submitter<'_, F>);
+    /// Called once nothing of the job is outstanding.
+    fn finish(self: Box<Self>) -> Outcome;
+}
+
+/// What a job submits through: numbers its requests and gives them the call's deadline.
+pub struct Submitter<'a, F: Framing> {
+    link: &'a mut Link<F, Token>,
+    entry: &'a mut Outstanding,
+    slot: u32,
+    now: Instant,
+}
+
+impl<F: Framing> Submitter<'_, F> {
+    /// Queues `request`; its reply comes to [`Job::reply`] with `index`. Fails at
+    /// once (queue full, breaker open, link closed) without calling `reply`.
+    pub fn submit(&mut self, request: F::Request, index: u32) -> Result<()> {
+        let token = Token { slot: self.slot, index };
+        self.link.submit(self.now, request, self.entry.deadline, token).map_err(|(_, e)| e)?;
+        self.entry.count += 1;
+        Ok(())
+    }
+
+    /// When the call must be over.
+    pub fn deadline(&self) -> Instant {
+        self.entry.deadline
+    }
+}
+
+/// Which job a request belongs to, and its number within the job.
+#[derive(Debug, Clone, Copy)]
+pub struct Token {
+    slot: u32,
+    index: u32,
+}
+
+struct Outstanding {
+    deadline: Instant,
+    count: u32,
+}
+
+struct Entry<F: Framing> {
+    job: Box<dyn Job<F>>,
+    done: Box<dyn Completion>,
+    outstanding: Outstanding,
+}
+
+/// A link and the calls running on it. Drivers feed it as they would feed a
+/// [`Link`]; finished calls are completed inside each method.
+pub struct Session<F: Framing> {
+    link: Link<F, Token>,
+    jobs: Vec<Option<Entry<F>>>,
+    free: Vec<u32>,
+}
+
+impl<F: Framing> Session<F> {
+    pub fn new(link: Link<F, Token>) -> Self {
+        Session { link, jobs: Vec::new(), free: Vec::new() }
+    }
+
+    pub fn link(&self) -> &Link<F, Token> {
+        &self.link
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        self.link.stats()
+    }
+
+    /// Calls running, or the link busy: the driver keeps its process alive meanwhile.
+    pub fn is_busy(&self) -> bool {
+        self.jobs.len() > self.free.len() || self.link.is_busy()
+    }
+
+    /// Starts a call. `timeout` bounds all of it, queueing included; `None` takes the link's request timeout.
+    pub fn run(&mut self, now: Instant, mut job: Box<dyn Job<F>>, timeout: Option<Duration>, done: Box<dyn Completion>) {
+        let deadline = now + timeout.unwrap_or(self.link.config().request_timeout);
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.jobs.push(None);
+            (self.jobs.len() - 1) as u32
+        });
+        let mut outstanding = Outstanding { deadline, count: 0 };
+        job.start(&mut Submitter { link: &mut self.link, entry: &mut outstanding, slot, now });
+        if outstanding.count == 0 {
+            self.free.push(slot);
+            done.complete(job.finish());
+        } else {
+            self.jobs[slot as usize] = Some(Entry { job, done, outstanding });
+        }
+    }
+
+    /// Hands finished requests to their jobs, and completes the jobs that are done.
+    fn dispatch(&mut self, now: Instant) {
+        while self.link.has_completed() {
+            let completed: Vec<_> = self.link.take_completed().collect();
+            for (token, result) in completed {
+                let Some(Some(entry)) = self.jobs.get_mut(token.slot as usize) else { continue };
+                entry.outstanding.count -= 1;
+                let mut submitter =
+                    Submitter { link: &mut self.link, entry: &mut entry.outstanding, slot: token.slot, now };
+                entry.job.reply(token.index, result, &mut submitter);
+                if entry.outstanding.count == 0 {
+                    if let Some(Entry { job, done, .. }) = self.jobs[token.slot as usize].take() {
+                        self.free.push(token.slot);
+                        done.complete(job.finish());
+                    }
+                }
+            }
+        }
+        if self.free.len() == self.jobs.len() && !self.jobs.is_empty() {
+            // Idle: give back what a burst of calls made room for.
+            self.jobs = Vec::new();
+            self.free = Vec::new();
+        }
+    }
+
+    /// See [`Link::poll`].
+    pub fn poll(&mut self, now: Instant) -> Wants {
+        let mut wants = Wants::default();
+        loop {
+            let step = self.link.poll(now);
+            wants.disconnect |= step.disconnect;
+            wants.connect |= step.connect;
+            wants.wake_at = step.wake_at;
+            if !self.link.has_completed() {
+                return wants;
+            }
+            // Jobs may submit more: poll again to put them on the wire.
+            self.dispatch(now);
+        }
+    }
+
+    pub fn outgoing(&self) -> &[u8] {
+        self.link.outgoing()
+    }
+
+    pub fn wrote(&mut self, n: usize, now: Instant) {
+        self.link.wrote(n, now);
+    }
+
+    pub fn read_buf(&mut self) -> &mut bytes::BytesMut {
+        self.link.read_buf()
+    }
+
+    pub fn received(&mut self, now: Instant) {
+        self.link.received(now);
+        self.dispatch(now);
+    }
+
+    pub fn connected(&mut self, now: Instant) {
+        self.link.connected(now);
+    }
+
+    pub fn connect_failed(&mut self, now: Instant, error: Error) {
+        self.link.connect_failed(now, error);
+        self.dispatch(now);
+    }
+
+    pub fn lost(&mut self, now: Instant, error: Error) {
+        self.link.lost(now, error);
+        self.dispatch(now);
+    }
+
+    /// Fails every call with `ECLOSED`.
+    pub fn close(&mut self, now: Instant) {
+        self.link.close();
+        self.dispatch(now);
+    }
+}
+
+/// Runs calls on one link, wherever its socket lives.
+pub trait Driver<F: Framing> {
+    /// Starts a call; see [`Session::run`].
+    fn run(&self, job: Box<dyn Job<F>>, timeout: Option<Duration>, done: Box<dyn Completion>);
+    fn stats(&self) -> Arc<Stats>;
+    /// Fails every call with `ECLOSED` and closes the connection; `done` gets [`Outcome::Closed`].
+    fn close(&self, done: Box<dyn Completion>);
+}
+
+/// A connected device as the addon sees it, whatever its protocol.
+pub trait Device {
+    /// Reads the tags; [`Outcome::Values`], one per tag in order (a bad address fails its tag alone).
+    fn read(&self, tags: &[String], timeout: Option<Duration>, done: Box<dyn Completion>);
+    /// Writes the values; [`Outcome::Written`], one per tag in order.
+    fn write(&self, writes: Vec<(String, Value)>, timeout: Option<Duration>, done: Box<dyn Completion>);
+    /// Parses and plans the tags once; an `EADDRESS` for the first bad one.
+    fn prepare(&self, tags: &[String]) -> Result<Box<dyn Plan>>;
+    fn stats(&self) -> Arc<Stats>;
+    /// Later calls fail with `ECLOSED`; `done` gets [`Outcome::Closed`] once the connection is closed.
+    fn close(&self, done: Box<dyn Completion>);
+}
+
+/// Tags parsed and planned once, read many times.
+pub trait Plan {
+    /// Reads every tag; [`Outcome::Columns`].
+    fn read(&self, timeout: Option<Duration>, done: Box<dyn Completion>);
+}
+
+/// A driver shared by several devices (a serial line, a gateway).
+impl<F: Framing, D: Driver<F> + ?Sized> Driver<F> for Arc<D> {
+    fn run(&self, job: Box<dyn Job<F>>, timeout: Option<Duration>, done: Box<dyn Completion>) {
+        (**self).run(job, timeout, done)
+    }
+
+    fn stats(&self) -> Arc<Stats> {
+        (**self).stats()
+    }
+
+    fn close(&self, done: Box<dyn Completion>) {
+        (**self).close(done)
+    }
+}

@@ -1,0 +1,180 @@
+//! The device bindings, the same for every protocol: `connect` picks the
+//! protocol by URL scheme and the driver by the `driver` option; a device's
+//! calls return raw promises that its driver settles.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bifrost_core::url::DeviceUrl;
+use bifrost_core::{Error, Value};
+use bifrost_engine::{Device, Plan};
+use napi::bindgen_prelude::{Either, Object};
+use napi::Env;
+use napi_derive::napi;
+
+use crate::js::{JsCompletion, JsError, Promise, Shape};
+use crate::WriteValue;
+
+/// Where a device's socket is driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverChoice {
+    /// On the JavaScript thread, by the event loop (Linux, TCP): no thread hop per request.
+    EventLoop,
+    /// On the runtime's thread: serial lines, other platforms, and isolation from a busy event loop.
+    Runtime,
+}
+
+impl DriverChoice {
+    /// The `driver` URL key (`event-loop` or `runtime`); the default is the event
+    /// loop where it is built, and `BIFROST_DRIVER` can change the default.
+    fn take(url: &mut DeviceUrl) -> Result<DriverChoice, Error> {
+        let default = std::env::var("BIFROST_DRIVER").ok();
+        let asked = url.take::<String>("driver")?.or(default);
+        match asked.as_deref() {
+            None if cfg!(target_os = "linux") => Ok(DriverChoice::EventLoop),
+            None => Ok(DriverChoice::Runtime),
+            Some("event-loop") if cfg!(target_os = "linux") => Ok(DriverChoice::EventLoop),
+            Some("event-loop") => Err(Error::invalid_value("driver=event-loop is built for Linux only; use driver=runtime")),
+            Some("runtime") => Ok(DriverChoice::Runtime),
+            Some(other) => {
+                Err(Error::invalid_value(format!("URL option 'driver' must be event-loop or runtime, not '{other}'")))
+            }
+        }
+    }
+}
+
+/// Opens a device from its URL; `options` are kebab-case keys that override the URL's query.
+/// The promise resolves with the device, or rejects with a `BifrostError`.
+#[napi(ts_return_type = "Promise<BindingDevice>")]
+pub fn connect<'env>(env: &'env Env, url: String, options: HashMap<String, String>) -> napi::Result<Object<'env>> {
+    let (promise, object) = Promise::new(env)?;
+    let parsed = (|| {
+        let mut url = DeviceUrl::parse(&url)?;
+        for (key, value) in options {
+            url.set(&key, value);
+        }
+        let driver = DriverChoice::take(&mut url)?;
+        Ok::<_, Error>((url, driver))
+    })();
+    match parsed {
+        Ok((url, driver)) => match url.scheme.as_str() {
+            "modbus-tcp" | "modbus-rtu-tcp" | "modbus-rtu" => crate::modbus::open(env, url, driver, promise),
+            other => promise.reject(env.raw(), &Error::address(format!("no native protocol for '{other}://'"))),
+        },
+        Err(e) => promise.reject(env.raw(), &e),
+    }
+    Ok(object)
+}
+
+/// A per-call timeout; `None` keeps the device's `request-timeout`. The TypeScript layer checks the range.
+fn timeout(timeout_ms: Option<u32>) -> Option<Duration> {
+    timeout_ms.map(|ms| Duration::from_millis(ms.max(1) as u64))
+}
+
+/// A connected device of any native protocol.
+#[napi]
+pub struct BindingDevice {
+    device: Box<dyn Device>,
+}
+
+impl BindingDevice {
+    pub fn new(device: Box<dyn Device>) -> Self {
+        BindingDevice { device }
+    }
+}
+
+#[napi]
+impl BindingDevice {
+    /// Reads one tag: resolves with its value, rejects with its `BifrostError`.
+    #[napi(ts_return_type = "Promise<boolean | number | bigint | string | Array<unknown>>")]
+    pub fn read<'env>(&self, env: &'env Env, tag: String, timeout_ms: Option<u32>) -> napi::Result<Object<'env>> {
+        let (done, promise) = JsCompletion::new(env, Shape::Value)?;
+        self.device.read(std::slice::from_ref(&tag), timeout(timeout_ms), done);
+        Ok(promise)
+    }
+
+    /// Reads the tags in one planned, pipelined batch: one `TagResult` per tag, never rejects per tag.
+    #[napi(ts_return_type = "Promise<Array<BindingTagResult>>")]
+    pub fn read_tags<'env>(&self, env: &'env Env, tags: Vec<String>, timeout_ms: Option<u32>) -> napi::Result<Object<'env>> {
+        let (done, promise) = JsCompletion::new(env, Shape::TagResults(tags.clone()))?;
+        self.device.read(&tags, timeout(timeout_ms), done);
+        Ok(promise)
+    }
+
+    /// Writes each tag: one `TagResult` per tag, never rejects per tag.
+    #[napi(
+        ts_args_type = "writes: Array<[string, boolean | number | bigint | string | Array<unknown>]>, timeoutMs?: number | undefined | null",
+        ts_return_type = "Promise<Array<BindingTagResult>>"
+    )]
+    pub fn write_tags<'env>(
+        &self,
+        env: &'env Env,
+        writes: Vec<(String, WriteValue)>,
+        timeout_ms: Option<u32>,
+    ) -> napi::Result<Object<'env>> {
+        let tags = writes.iter().map(|(tag, _)| tag.clone()).collect();
+        let (done, promise) = JsCompletion::new(env, Shape::TagResults(tags))?;
+        let writes: Vec<(String, Value)> = writes.into_iter().map(|(tag, value)| (tag, value.0)).collect();
+        self.device.write(writes, timeout(timeout_ms), done);
+        Ok(promise)
+    }
+
+    /// Parses and plans the tags once; the plan's `read` then costs one call. A bad tag gives its `BifrostError`.
+    #[napi(ts_return_type = "BindingPlan | Error")]
+    pub fn prepare(&self, tags: Vec<String>) -> Either<BindingPlan, JsError> {
+        match self.device.prepare(&tags) {
+            Ok(plan) => Either::A(BindingPlan { plan }),
+            Err(e) => Either::B(JsError(e)),
+        }
+    }
+
+    #[napi]
+    pub fn stats(&self) -> BindingConnectionStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = self.device.stats();
+        BindingConnectionStats {
+            requests: stats.requests.load(Relaxed) as f64,
+            timeouts: stats.timeouts.load(Relaxed) as f64,
+            unmatched: stats.unmatched.load(Relaxed) as f64,
+            connects: stats.connects.load(Relaxed) as f64,
+            resyncs: stats.resyncs.load(Relaxed) as f64,
+            breaker_opens: stats.breaker_opens.load(Relaxed) as f64,
+            queued: stats.queued.load(Relaxed) as f64,
+        }
+    }
+
+    /// Closes the connection; calls still waiting or in flight fail with `ECLOSED`.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn close<'env>(&self, env: &'env Env) -> napi::Result<Object<'env>> {
+        let (done, promise) = JsCompletion::new(env, Shape::Done)?;
+        self.device.close(done);
+        Ok(promise)
+    }
+}
+
+/// Counters of one connection.
+#[napi(object, object_from_js = false)]
+pub struct BindingConnectionStats {
+    pub requests: f64,
+    pub timeouts: f64,
+    pub unmatched: f64,
+    pub connects: f64,
+    pub resyncs: f64,
+    pub breaker_opens: f64,
+    pub queued: f64,
+}
+
+#[napi]
+pub struct BindingPlan {
+    plan: Box<dyn Plan>,
+}
+
+#[napi]
+impl BindingPlan {
+    #[napi(ts_return_type = "Promise<BindingColumnarRead>")]
+    pub fn read<'env>(&self, env: &'env Env, timeout_ms: Option<u32>) -> napi::Result<Object<'env>> {
+        let (done, promise) = JsCompletion::new(env, Shape::Columns)?;
+        self.plan.read(timeout(timeout_ms), done);
+        Ok(promise)
+    }
+}

@@ -1,0 +1,388 @@
+//! The event-loop driver: a TCP link driven on the JavaScript thread. A libuv
+//! poll handle watches the socket and a libuv timer wakes the link at its next
+//! deadline; their callbacks read, feed the engine's session and settle the
+//! promises of finished calls in place, so a request costs no thread hop.
+//! Connection attempts (name resolution included) run on the runtime and post
+//! the socket back. All of this driver's `unsafe` lives here.
+
+use std::cell::RefCell;
+use std::ffi::{c_int, c_void};
+use std::io::{ErrorKind, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bifrost_core::{Error, Result};
+use bifrost_engine::runtime::{tcp_connect, within};
+use bifrost_engine::{Completion, Driver, Framing, Job, Link, LinkConfig, Outcome, Session, Stats};
+use napi::sys;
+
+use crate::js::{callback_scope, ToJs};
+
+// libuv is exported by the node binary; these resolve when the addon is loaded.
+extern "C" {
+    fn uv_poll_init_socket(lp: *mut c_void, handle: *mut c_void, socket: c_int) -> c_int;
+    fn uv_poll_start(handle: *mut c_void, events: c_int, cb: unsafe extern "C" fn(*mut c_void, c_int, c_int)) -> c_int;
+    fn uv_timer_init(lp: *mut c_void, handle: *mut c_void) -> c_int;
+    fn uv_timer_start(handle: *mut c_void, cb: unsafe extern "C" fn(*mut c_void), timeout: u64, repeat: u64) -> c_int;
+    fn uv_timer_stop(handle: *mut c_void) -> c_int;
+    fn uv_update_time(lp: *mut c_void);
+    fn uv_close(handle: *mut c_void, cb: Option<unsafe extern "C" fn(*mut c_void)>);
+    fn uv_unref(handle: *mut c_void);
+    fn uv_handle_size(kind: c_int) -> usize;
+    fn uv_handle_set_data(handle: *mut c_void, data: *mut c_void);
+    fn uv_handle_get_data(handle: *const c_void) -> *mut c_void;
+}
+const UV_POLL: c_int = 8;
+const UV_TIMER: c_int = 13;
+const UV_READABLE: c_int = 1;
+const UV_WRITABLE: c_int = 2;
+
+const MIN_READ_CHUNK: usize = 512;
+const MAX_READ_CHUNK: usize = 16 * 1024;
+
+/// A libuv handle we allocated; closed (and freed by libuv's close callback) on drop.
+struct Handle(*mut c_void);
+
+impl Handle {
+    fn new(kind: c_int) -> Handle {
+        // SAFETY: uv_handle_size gives the size of a handle of this kind; libuv initialises it.
+        Handle(unsafe { libc::calloc(1, uv_handle_size(kind)) })
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        unsafe extern "C" fn free_handle(handle: *mut c_void) {
+            // SAFETY: the handle was allocated with calloc in `Handle::new` and libuv is done with it.
+            unsafe { libc::free(handle) };
+        }
+        // SAFETY: an initialised handle on its loop's thread; libuv calls `free_handle` once closed.
+        unsafe { uv_close(self.0, Some(free_handle)) };
+    }
+}
+
+/// Fields drop in order: the poll handle is closed before the socket is.
+struct Socket {
+    poll: Handle,
+    stream: TcpStream,
+    /// Writable events are asked for only while written bytes are left over.
+    watching_writable: bool,
+}
+
+struct Inner<F: Framing> {
+    this: Weak<RefCell<Inner<F>>>,
+    session: Session<F>,
+    addr: String,
+    loop_: *mut c_void,
+    socket: Option<Socket>,
+    timer: Handle,
+    timer_at: Option<Instant>,
+    read_chunk: usize,
+    closed: bool,
+    /// Told the outcome of the first connection attempt.
+    on_open: Option<OnOpen<F>>,
+}
+
+type OnOpen<F> = Box<dyn FnOnce(sys::napi_env, Result<EventLoopDriver<F>>)>;
+
+/// One link driven on the JavaScript thread.
+pub struct EventLoopDriver<F: Framing> {
+    inner: Rc<RefCell<Inner<F>>>,
+    stats: Arc<Stats>,
+}
+
+/// A pointer to a driver that travels to the runtime and back to the JavaScript
+/// thread while a connection attempt runs; it holds one strong count.
+struct Travelling<F: Framing>(*const RefCell<Inner<F>>);
+
+// SAFETY: the pointer is only turned back into an Rc on the JavaScript thread it came from.
+unsafe impl<F: Framing> Send for Travelling<F> {}
+
+impl<F: Framing> Travelling<F> {
+    /// # Safety
+    /// On the JavaScript thread the pointer came from; takes over its strong count.
+    unsafe fn arrive(self) -> Rc<RefCell<Inner<F>>> {
+        unsafe { Rc::from_raw(self.0) }
+    }
+}
+
+impl<F: Framing + 'static> EventLoopDriver<F>
+where
+    F::Request: 'static,
+    F::Reply: 'static,
+{
+    /// Starts the link and its first connection attempt; `on_open` gets the
+    /// driver once connected, or the attempt's error. Call on the JavaScript thread of `env`.
+    pub fn open(env: sys::napi_env, framing: F, config: LinkConfig, addr: String, on_open: OnOpen<F>) {
+        let mut loop_ = std::ptr::null_mut();
+        // SAFETY: on the JavaScript thread with its env.
+        if unsafe { sys::napi_get_uv_event_loop(env, &mut loop_) } != sys::Status::napi_ok {
+            return on_open(env, Err(Error::proto("cannot reach the event loop")));
+        }
+        let loop_ = loop_.cast::<c_void>();
+        let timer = Handle::new(UV_TIMER);
+        // SAFETY: a zeroed handle of the right size on this loop's thread. Unreferenced:
+        // pending calls keep the process alive, an idle device must not.
+        unsafe {
+            uv_timer_init(loop_, timer.0);
+            uv_unref(timer.0);
+        }
+        let link = Link::new(framing, config, Instant::now());
+        let inner = Rc::new_cyclic(|this| {
+            RefCell::new(Inner {
+                this: this.clone(),
+                session: Session::new(link),
+                addr,
+                loop_,
+                socket: None,
+                timer,
+                timer_at: None,
+                read_chunk: MIN_READ_CHUNK,
+                closed: false,
+                on_open: Some(on_open),
+            })
+        });
+        // SAFETY: the timer's data points at the driver, which outlives it (the timer is closed in its drop).
+        unsafe { uv_handle_set_data(inner.borrow().timer.0, Rc::as_ptr(&inner) as *mut c_void) };
+        // The first poll asks for the connection; the attempt holds the driver until it ends.
+        inner.borrow_mut().sync(Instant::now());
+    }
+}
+
+impl<F: Framing + 'static> Driver<F> for EventLoopDriver<F> {
+    fn run(&self, job: Box<dyn Job<F>>, timeout: Option<Duration>, done: Box<dyn Completion>) {
+        let mut inner = self.inner.borrow_mut();
+        let now = Instant::now();
+        inner.session.run(now, job, timeout, done);
+        inner.sync(now);
+    }
+
+    fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    fn close(&self, done: Box<dyn Completion>) {
+        let mut inner = self.inner.borrow_mut();
+        inner.closed = true;
+        inner.session.close(Instant::now());
+        inner.socket = None;
+        inner.set_timer(None);
+        drop(inner);
+        done.complete(Outcome::Closed);
+    }
+}
+
+impl<F: Framing + 'static> Inner<F> {
+    /// Moves the link on after any event: drops or opens the connection, writes, re-arms the timer.
+    fn sync(&mut self, now: Instant) {
+        loop {
+            let wants = self.session.poll(now);
+            if wants.disconnect {
+                self.socket = None;
+            }
+            if wants.connect {
+                self.start_connect();
+            }
+            if self.flush(now) {
+                self.set_timer(wants.wake_at);
+                return;
+            }
+        }
+    }
+
+    /// Writes what the link encoded, without blocking; returns false when the
+    /// connection was lost (the link must be polled again).
+    fn flush(&mut self, now: Instant) -> bool {
+        let Some(socket) = self.socket.as_mut() else { return true };
+        while !self.session.outgoing().is_empty() {
+            match (&socket.stream).write(self.session.outgoing()) {
+                Ok(n) => self.session.wrote(n, now),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if !socket.watching_writable {
+                        socket.watching_writable = true;
+                        watch(&socket.poll, UV_READABLE | UV_WRITABLE, on_poll::<F>);
+                    }
+                    return true;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.lose(now, Error::conn_reset(format!("write failed: {e}")));
+                    return false;
+                }
+            }
+        }
+        if socket.watching_writable {
+            socket.watching_writable = false;
+            watch(&socket.poll, UV_READABLE, on_poll::<F>);
+        }
+        true
+    }
+
+    fn lose(&mut self, now: Instant, error: Error) {
+        self.socket = None;
+        self.session.lost(now, error);
+    }
+
+    fn set_timer(&mut self, at: Option<Instant>) {
+        if at == self.timer_at {
+            return;
+        }
+        self.timer_at = at;
+        // SAFETY: the timer is initialised and used on its loop's thread.
+        unsafe {
+            uv_timer_stop(self.timer.0);
+            if let Some(at) = at {
+                // Whole milliseconds, rounded up: waking early would only find nothing due.
+                let ms = at.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000) as u64;
+                uv_update_time(self.loop_);
+                uv_timer_start(self.timer.0, on_timer::<F>, ms, 0);
+            }
+        }
+    }
+
+    /// Connects on the runtime (name resolution blocks), then hands the socket back to this thread.
+    fn start_connect(&mut self) {
+        let (Some(this), Some(to_js)) = (self.this.upgrade(), ToJs::here()) else { return };
+        let travelling = Travelling(Rc::into_raw(this));
+        let addr = self.addr.clone();
+        let limit = self.session.link().config().connect_timeout;
+        napi::bindgen_prelude::spawn(async move {
+            let attempt = within(limit, tcp_connect(&addr)).await.and_then(|s| Ok(s.into_std()?));
+            to_js.post(Box::new(move |_env| {
+                // SAFETY: posted back to the JavaScript thread the pointer came from.
+                let driver = unsafe { travelling.arrive() };
+                callback_scope(|env| finish_connect(env, driver, attempt));
+            }));
+        });
+    }
+
+    /// Watches a freshly connected socket.
+    fn attach(&mut self, stream: TcpStream) -> Result<()> {
+        stream.set_nonblocking(true)?;
+        let poll = Handle::new(UV_POLL);
+        // SAFETY: a zeroed handle of the right size, initialised on this loop's thread; its
+        // data points at the driver, which closes it before it is freed.
+        unsafe {
+            if uv_poll_init_socket(self.loop_, poll.0, stream.as_raw_fd()) != 0 {
+                libc::free(poll.0);
+                std::mem::forget(poll);
+                return Err(Error::conn_reset("cannot watch the socket"));
+            }
+            uv_handle_set_data(poll.0, self.this.as_ptr() as *mut c_void);
+            uv_unref(poll.0);
+        }
+        watch(&poll, UV_READABLE, on_poll::<F>);
+        self.socket = Some(Socket { poll, stream, watching_writable: false });
+        Ok(())
+    }
+}
+
+/// A connection attempt ended: the link learns of it, and so does `open` the first time.
+fn finish_connect<F: Framing + 'static>(env: sys::napi_env, driver: Rc<RefCell<Inner<F>>>, attempt: Result<TcpStream>) {
+    let opened = {
+        let mut inner = driver.borrow_mut();
+        let now = Instant::now();
+        let outcome = match attempt {
+            Ok(_) if inner.closed => Err(Error::closed("the device was closed")),
+            Ok(stream) => inner.attach(stream),
+            Err(e) => Err(e),
+        };
+        if !inner.closed {
+            match &outcome {
+                Ok(()) => inner.session.connected(now),
+                Err(e) => inner.session.connect_failed(now, e.clone()),
+            }
+            inner.sync(now);
+        }
+        inner.on_open.take().map(|on_open| (on_open, outcome))
+    };
+    if let Some((on_open, outcome)) = opened {
+        let stats = driver.borrow().session.stats().clone();
+        on_open(env, outcome.map(|()| EventLoopDriver { inner: driver, stats }));
+    }
+}
+
+/// Starts watching `poll` for `events`.
+fn watch(poll: &Handle, events: c_int, callback: unsafe extern "C" fn(*mut c_void, c_int, c_int)) {
+    // SAFETY: an initialised poll handle on its loop's thread.
+    unsafe { uv_poll_start(poll.0, events, callback) };
+}
+
+/// The driver a handle belongs to, held for the length of a callback.
+///
+/// # Safety
+/// `handle`'s data must point at a live driver (handles are closed before it is freed).
+unsafe fn driver_of<F: Framing>(handle: *mut c_void) -> Rc<RefCell<Inner<F>>> {
+    unsafe {
+        let inner = uv_handle_get_data(handle) as *const RefCell<Inner<F>>;
+        Rc::increment_strong_count(inner);
+        Rc::from_raw(inner)
+    }
+}
+
+unsafe extern "C" fn on_timer<F: Framing + 'static>(handle: *mut c_void) {
+    // SAFETY: the timer's data is set to its driver in `open`.
+    let driver = unsafe { driver_of::<F>(handle) };
+    callback_scope(|_| {
+        let mut inner = driver.borrow_mut();
+        inner.timer_at = None;
+        inner.sync(Instant::now());
+    });
+}
+
+unsafe extern "C" fn on_poll<F: Framing + 'static>(handle: *mut c_void, status: c_int, events: c_int) {
+    // SAFETY: the poll handle's data is set to its driver in `connected`.
+    let driver = unsafe { driver_of::<F>(handle) };
+    callback_scope(|_| {
+        let mut inner = driver.borrow_mut();
+        let now = Instant::now();
+        if status < 0 {
+            inner.lose(now, Error::conn_reset(format!("connection lost (libuv error {status})")));
+        } else {
+            if events & UV_WRITABLE != 0 {
+                inner.flush(now);
+            }
+            if events & UV_READABLE != 0 {
+                inner.read(now);
+            }
+        }
+        inner.sync(now);
+    });
+}
+
+impl<F: Framing + 'static> Inner<F> {
+    /// One read: libuv polls level-triggered, so what is left wakes us again.
+    fn read(&mut self, now: Instant) {
+        let Some(socket) = self.socket.as_ref() else { return };
+        let fd = socket.stream.as_raw_fd();
+        let chunk = self.read_chunk;
+        let buf = self.session.read_buf();
+        if buf.capacity() - buf.len() < chunk / 2 {
+            buf.reserve(chunk);
+        }
+        let spare = buf.spare_capacity_mut();
+        let room = spare.len();
+        // SAFETY: recv writes at most `room` bytes into the buffer's spare capacity.
+        let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), room, 0) };
+        match n {
+            0 => self.lose(now, Error::conn_reset("the device closed the connection")),
+            n if n > 0 => {
+                // SAFETY: recv initialised the first `n` bytes of the spare capacity.
+                unsafe { buf.set_len(buf.len() + n as usize) };
+                if n as usize == room {
+                    self.read_chunk = (chunk * 2).min(MAX_READ_CHUNK);
+                }
+                self.session.received(now);
+            }
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) {
+                    self.lose(now, Error::conn_reset(format!("connection lost: {e}")));
+                }
+            }
+        }
+    }
+}
