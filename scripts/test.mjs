@@ -57,7 +57,7 @@ let failed = false
 
 if (only !== 'js' && !portable) {
   console.log('\n== Rust: cargo test ==')
-  const code = await run('cargo', ['test', '--release', '-p', 'bifrost-core', '-p', 'bifrost-modbus'])
+  const code = await run('cargo', ['test', '--release', '-p', 'bifrost-core', '-p', 'bifrost-engine', '-p', 'bifrost-modbus'])
   failed ||= code !== 0
 }
 

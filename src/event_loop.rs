@@ -329,7 +329,11 @@ unsafe extern "C" fn on_timer<F: Framing + 'static>(handle: *mut c_void) {
     callback_scope(|_| {
         let mut inner = driver.borrow_mut();
         inner.timer_at = None;
-        inner.sync(Instant::now());
+        let now = Instant::now();
+        // libuv runs timers before it polls: a reply that came while JavaScript
+        // kept the thread busy is read now, before its request is expired.
+        inner.read_ready(now);
+        inner.sync(now);
     });
 }
 
@@ -340,7 +344,11 @@ unsafe extern "C" fn on_poll<F: Framing + 'static>(handle: *mut c_void, status: 
         let mut inner = driver.borrow_mut();
         let now = Instant::now();
         if status < 0 {
-            inner.lose(now, Error::conn_reset(format!("connection lost (libuv error {status})")));
+            // A socket error (a reset): reading reports it as it is.
+            inner.read(now);
+            if inner.socket.is_some() {
+                inner.lose(now, Error::conn_reset(format!("connection lost (libuv error {status})")));
+            }
         } else {
             if events & UV_WRITABLE != 0 {
                 inner.flush(now);
@@ -354,9 +362,19 @@ unsafe extern "C" fn on_poll<F: Framing + 'static>(handle: *mut c_void, status: 
 }
 
 impl<F: Framing + 'static> Inner<F> {
+    /// Reads until the socket has nothing more (bounded, so one busy link cannot starve others).
+    fn read_ready(&mut self, now: Instant) {
+        for _ in 0..64 {
+            if !self.read(now) {
+                return;
+            }
+        }
+    }
+
     /// One read: libuv polls level-triggered, so what is left wakes us again.
-    fn read(&mut self, now: Instant) {
-        let Some(socket) = self.socket.as_ref() else { return };
+    /// Returns whether bytes came.
+    fn read(&mut self, now: Instant) -> bool {
+        let Some(socket) = self.socket.as_ref() else { return false };
         let fd = socket.stream.as_raw_fd();
         let chunk = self.read_chunk;
         let buf = self.session.read_buf();
@@ -368,7 +386,10 @@ impl<F: Framing + 'static> Inner<F> {
         // SAFETY: recv writes at most `room` bytes into the buffer's spare capacity.
         let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), room, 0) };
         match n {
-            0 => self.lose(now, Error::conn_reset("the device closed the connection")),
+            0 => {
+                self.lose(now, Error::conn_reset("the device closed the connection"));
+                false
+            }
             n if n > 0 => {
                 // SAFETY: recv initialised the first `n` bytes of the spare capacity.
                 unsafe { buf.set_len(buf.len() + n as usize) };
@@ -376,12 +397,14 @@ impl<F: Framing + 'static> Inner<F> {
                     self.read_chunk = (chunk * 2).min(MAX_READ_CHUNK);
                 }
                 self.session.received(now);
+                true
             }
             _ => {
                 let e = std::io::Error::last_os_error();
                 if !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) {
                     self.lose(now, Error::conn_reset(format!("connection lost: {e}")));
                 }
+                false
             }
         }
     }

@@ -362,7 +362,8 @@ impl<F: Framing, T> Link<F, T> {
     fn breaker_error(&self, now: Instant) -> Option<Error> {
         let until = self.breaker.open_until.filter(|&until| until > now)?;
         let mut error = self.breaker.cause.clone().unwrap_or_else(|| Error::conn_refused("not connected"));
-        error.message = format!("{} (failing fast for another {} ms)", error.message, (until - now).as_millis());
+        let left = (until - now).as_millis();
+        error.message = format!("{} (backed off: calls fail fast for another {left} ms)", error.message);
         Some(error)
     }
 
@@ -578,6 +579,14 @@ impl<F: Framing, T> Link<F, T> {
     }
 
     fn expire(&mut self, now: Instant) {
+        let overdue = self.in_flight.values().any(|p| p.deadline <= now);
+        if overdue && self.write_buf.len() > self.written {
+            // Requests are still unwritten: the device stopped reading, so nothing in flight will be answered.
+            bump(&self.stats.resyncs);
+            let stalled = Error::timeout("the device stopped reading requests; reconnecting");
+            self.drop_connection(stalled, false);
+            self.count_timeout(now);
+        }
         let due: Vec<u32> = self.in_flight.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
         let timed_out_on_wire = !due.is_empty();
         for id in due {
@@ -601,17 +610,7 @@ impl<F: Framing, T> Link<F, T> {
     /// next request, and a stream holding part of a frame is out of step: get the
     /// link back in step first. Timeouts in a row open the breaker.
     fn after_timeout(&mut self, now: Instant) {
-        self.breaker.timeouts += 1;
-        if self.breaker.half_open || self.breaker.timeouts >= self.config.breaker_threshold {
-            let count = self.breaker.timeouts;
-            let cause = Error::timeout(format!("the device did not answer {count} request(s) in a row"));
-            self.open_breaker(now, cause.clone());
-            self.fail_waiting(&cause);
-        }
-        if self.write_buf.len() > self.written {
-            bump(&self.stats.resyncs);
-            return self.drop_connection(Error::timeout("the device stopped reading requests"), false);
-        }
+        self.count_timeout(now);
         let out_of_step = match (self.framing.id_space(), self.config.resync) {
             (0, Resync::Drain { late_reply_window }) => {
                 self.read_buf.clear();
@@ -628,6 +627,17 @@ impl<F: Framing, T> Link<F, T> {
         };
         bump(&self.stats.resyncs);
         self.drop_connection(Error::conn_reset(format!("{out_of_step}; reconnecting")), false);
+    }
+
+    /// Timeouts in a row, with no reply between them, open the breaker; so does one while half open.
+    fn count_timeout(&mut self, now: Instant) {
+        self.breaker.timeouts += 1;
+        if self.breaker.half_open || self.breaker.timeouts >= self.config.breaker_threshold {
+            let count = self.breaker.timeouts;
+            let cause = Error::timeout(format!("the device did not answer {count} request(s) in a row"));
+            self.open_breaker(now, cause.clone());
+            self.fail_waiting(&cause);
+        }
     }
 
     /// The driver's socket failed or the device closed it.

@@ -206,7 +206,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stopped: wa
                 let stopped = stopped.clone();
                 tokio::spawn(async move {
                     let mut stopped = stopped;
+                    // Stopping wins over a request that arrives at the same time: a stopped simulator answers nothing.
                     tokio::select! {
+                        biased;
                         _ = stopped.changed() => {}
                         _ = serve(socket, &shared) => {}
                     }

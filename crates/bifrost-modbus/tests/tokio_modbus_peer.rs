@@ -5,14 +5,13 @@ use std::future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bifrost_core::url::DeviceUrl;
-use bifrost_core::{ErrorCode, Value};
-use bifrost_modbus::client::{tcp_connector, Client, ClientConfig, Op};
-use bifrost_modbus::device::ModbusDevice;
-use bifrost_modbus::pdu::function;
+use bifrost_core::{ErrorCode, Result, Value};
+use bifrost_engine::{Completion, Device, Outcome};
+use bifrost_modbus::device::{ModbusDevice, Opening};
 use bifrost_modbus::server::{Simulator, SimulatorConfig};
-use bifrost_modbus::tag::ModbusTag;
 use tokio_modbus::prelude::*;
 use tokio_modbus::server::tcp::{accept_tcp_connection, Server};
 
@@ -20,6 +19,31 @@ async fn simulator(config: SimulatorConfig) -> (Simulator, SocketAddr) {
     let sim = Simulator::start("127.0.0.1:0", config).await.unwrap();
     let addr = sim.local_addr();
     (sim, addr)
+}
+
+/// Opens a device on the runtime-thread driver.
+async fn open(url: &str) -> ModbusDevice {
+    let opening = Opening::from_url(DeviceUrl::parse(url).unwrap()).unwrap();
+    let (driver, serial_port) = opening.open_runtime_driver().await.unwrap();
+    ModbusDevice::new(driver, opening.settings, serial_port)
+}
+
+/// Starts a call and waits for its outcome.
+async fn call(start: impl FnOnce(Box<dyn Completion>)) -> Outcome {
+    let (sender, outcome) = tokio::sync::oneshot::channel();
+    start(Box::new(move |o| drop(sender.send(o))));
+    outcome.await.unwrap()
+}
+
+fn strings(tags: &[&str]) -> Vec<String> {
+    tags.iter().map(|t| t.to_string()).collect()
+}
+
+async fn read(device: &ModbusDevice, tags: &[&str], timeout: Option<Duration>) -> Vec<Result<Value>> {
+    match call(|done| device.read(&strings(tags), timeout, done)).await {
+        Outcome::Values(values) => values.into_iter().map(|v| v.map(|typed| typed.value)).collect(),
+        other => panic!("not values: {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -71,7 +95,7 @@ impl tokio_modbus::server::Service for Peer {
     type Request = Request<'static>;
     type Response = Response;
     type Exception = ExceptionCode;
-    type Future = future::Ready<Result<Response, ExceptionCode>>;
+    type Future = future::Ready<std::result::Result<Response, ExceptionCode>>;
 
     fn call(&self, req: Self::Request) -> Self::Future {
         let mut registers = self.registers.lock().unwrap();
@@ -129,18 +153,11 @@ async fn tokio_modbus_server() -> SocketAddr {
 #[tokio::test]
 async fn our_client_against_a_tokio_modbus_server() {
     let addr = tokio_modbus_server().await;
-    let url = DeviceUrl::parse(&format!("modbus-tcp://{addr}?max-in-flight=8&max-gap=0")).unwrap();
-    let device = ModbusDevice::open(url).await.unwrap();
+    let device = open(&format!("modbus-tcp://{addr}?max-in-flight=8&max-gap=0")).await;
 
-    let tags: Vec<ModbusTag> =
-        ["holding-register:0:UINT[4]", "holding-register:100:DINT", "coil:0:BOOL[5]", "holding-register:999:UINT"]
-            .iter()
-            .map(|t| ModbusTag::parse(t).unwrap())
-            .collect();
-    let plan = device.prepare(tags);
-    let values = device.read(&plan, None).await;
+    let tags = ["holding-register:0:UINT[4]", "holding-register:100:DINT", "coil:0:BOOL[5]", "holding-register:999:UINT"];
     assert_eq!(
-        values,
+        read(&device, &tags, None).await,
         vec![
             Ok(Value::Array(vec![Value::UInt(0), Value::UInt(3), Value::UInt(6), Value::UInt(9)])),
             Ok(Value::Int(300 * 65536 + 303)),
@@ -150,46 +167,46 @@ async fn our_client_against_a_tokio_modbus_server() {
     );
 
     let writes = vec![
-        (ModbusTag::parse("holding-register:10:REAL").unwrap(), Value::Float(-1.5)),
-        (ModbusTag::parse("holding-register:20:UINT").unwrap(), Value::UInt(7)),
-        (ModbusTag::parse("coil:3").unwrap(), Value::Bool(true)),
+        ("holding-register:10:REAL".to_string(), Value::Float(-1.5)),
+        ("holding-register:20:UINT".to_string(), Value::UInt(7)),
+        ("coil:3".to_string(), Value::Bool(true)),
     ];
-    assert!(device.write(&writes, None).await.iter().all(|r| r.is_ok()));
-    let check = device.prepare(writes.iter().map(|(t, _)| t.clone()).collect());
-    let read_back: Vec<Value> = device.read(&check, None).await.into_iter().map(|r| r.unwrap()).collect();
-    assert_eq!(read_back, vec![Value::Float(-1.5), Value::UInt(7), Value::Bool(true)]);
+    match call(|done| device.write(writes, None, done)).await {
+        Outcome::Written(results) => assert!(results.iter().all(|r| r.is_ok()), "{results:?}"),
+        other => panic!("not written: {other:?}"),
+    }
+    let read_back = read(&device, &["holding-register:10:REAL", "holding-register:20:UINT", "coil:3"], None).await;
+    assert_eq!(read_back, vec![Ok(Value::Float(-1.5)), Ok(Value::UInt(7)), Ok(Value::Bool(true))]);
 
     // The peer refuses what it does not implement, and the connection carries on.
-    let refused = device.prepare(vec![ModbusTag::parse("input-register:0").unwrap()]);
-    let err = device.read(&refused, None).await.remove(0).unwrap_err();
+    let err = read(&device, &["input-register:0"], None).await.remove(0).unwrap_err();
     assert_eq!((err.code, err.exception_code), (ErrorCode::ModbusException, Some(1)));
-    assert_eq!(device.read(&plan, None).await[3], Ok(Value::UInt(2997)));
+    assert_eq!(read(&device, &tags, None).await[3], Ok(Value::UInt(2997)));
 }
 
 #[tokio::test]
 async fn pipelined_requests_are_matched_by_transaction_id() {
     let (sim, addr) = simulator(SimulatorConfig::default()).await;
-    let config = ClientConfig { max_in_flight: 32, ..ClientConfig::default() };
-    let client = Client::connect(tcp_connector(addr.to_string()), config).await.unwrap();
-    let replies: Vec<_> = (0..5000u16)
+    let device = open(&format!("modbus-tcp://{addr}?max-in-flight=32")).await;
+    // 5,000 calls queued before any reply is awaited, each its own request.
+    let receivers: Vec<_> = (0..5000u16)
         .map(|i| {
-            let op = Op::Read { function: function::READ_HOLDING_REGISTERS, address: i, quantity: 2 };
-            client.submit(1, op, None)
+            let (sender, receiver) = tokio::sync::oneshot::channel();
+            let done: Box<dyn Completion> = Box::new(move |o| drop(sender.send(o)));
+            device.read(&[format!("holding-register:{i}:UINT[2]")], None, done);
+            receiver
         })
         .collect();
-    for (i, reply) in replies.into_iter().enumerate() {
-        let reply = reply.await.unwrap();
-        let expected: Vec<u8> = [i as u16, i as u16 + 1].iter().flat_map(|r| r.to_be_bytes()).collect();
-        match reply.response(function::READ_HOLDING_REGISTERS).unwrap() {
-            bifrost_modbus::pdu::Response::ReadRegisters { registers } => assert_eq!(registers, &expected[..]),
-            other => panic!("unexpected {other:?}"),
-        }
+    for (i, receiver) in receivers.into_iter().enumerate() {
+        let Outcome::Values(mut values) = receiver.await.unwrap() else { panic!("not values") };
+        let expected = Value::Array(vec![Value::UInt(i as u64), Value::UInt(i as u64 + 1)]);
+        assert_eq!(values.remove(0).unwrap().value, expected);
     }
-    assert_eq!(client.stats().unmatched.load(Ordering::Relaxed), 0);
+    assert_eq!(device.stats().unmatched.load(Ordering::Relaxed), 0);
     assert_eq!(sim.stats().requests.load(Ordering::Relaxed), 5000);
-    client.close().await;
-    let err = client.call(1, Op::Read { function: 3, address: 0, quantity: 1 }, None).await.unwrap_err();
-    assert_eq!(err.code, ErrorCode::Closed);
+    call(|done| device.close(done)).await;
+    let after = call(|done| device.read(&strings(&["holding-register:0"]), None, done)).await;
+    assert!(matches!(after, Outcome::Closed), "{after:?}");
 }
 
 /// Lifts this process's descriptor limit so one test can hold thousands of sockets.
@@ -272,16 +289,17 @@ async fn a_slow_request_keeps_its_id_when_ids_wrap() {
             socket.write_all(&out).await.unwrap();
         }
     });
-    let config = ClientConfig { max_in_flight: 2, ..ClientConfig::default() };
-    let client = Client::connect(tcp_connector(addr.to_string()), config).await.unwrap();
-    let read = |address| Op::Read { function: function::READ_HOLDING_REGISTERS, address, quantity: 1 };
-    let slow = client.submit(1, read(4242), Some(tokio::time::Instant::now() + std::time::Duration::from_secs(120)));
+    let device = open(&format!("modbus-tcp://{addr}?max-in-flight=2")).await;
+    let (sender, slow) = tokio::sync::oneshot::channel();
+    let done: Box<dyn Completion> = Box::new(move |o| drop(sender.send(o)));
+    device.read(&strings(&["holding-register:4242:UINT"]), Some(Duration::from_secs(120)), done);
     for i in 0..70_000u32 {
-        let address = (i % 4000) as u16;
-        let reply = client.call(1, read(address), None).await.unwrap();
-        assert_eq!(reply.pdu(), &[3, 2, (address >> 8) as u8, address as u8]);
+        let address = i % 4000;
+        let tag = format!("holding-register:{address}:UINT");
+        assert_eq!(read(&device, &[&tag], None).await, vec![Ok(Value::UInt(address as u64))]);
     }
-    let reply = client.call(1, read(7), None).await.unwrap(); // and the connection goes on
-    assert_eq!(reply.pdu(), &[3, 2, 0, 7]);
-    assert_eq!(slow.await.unwrap().pdu(), &[3, 2, (4242u16 >> 8) as u8, 4242u16 as u8]);
+    // And the connection goes on.
+    assert_eq!(read(&device, &["holding-register:7:UINT"], None).await, vec![Ok(Value::UInt(7))]);
+    let Outcome::Values(mut values) = slow.await.unwrap() else { panic!("not values") };
+    assert_eq!(values.remove(0).unwrap().value, Value::UInt(4242));
 }
