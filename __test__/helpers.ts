@@ -7,7 +7,7 @@ import { spawn, spawnSync } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import net from 'node:net'
 import { join } from 'node:path'
-import type { ModbusPlugin } from '../src/index.js'
+import type { ConnectionStats, Device } from '../src/index.js'
 
 export const DEBIAN_PYTHON = '/usr/bin/python3'
 export const PEERS = join(__dirname, 'peers')
@@ -136,7 +136,9 @@ export async function waitForPort(port: number, timeoutMs = 20_000): Promise<voi
   }
 }
 
-/** The connection counters of a Modbus device (the plugin behind it). */
-export function stats(dev: object) {
-  return (dev as unknown as { plugin: ModbusPlugin }).plugin.stats()
+/** The connection counters of a native device. */
+export function stats(dev: Device): ConnectionStats {
+  const counters = dev.stats()
+  if (!counters) throw new Error('this device keeps no counters')
+  return counters
 }

@@ -1,5 +1,5 @@
 // Runs every suite: cargo tests of the Rust crates, then the ava suites of the
-// TypeScript API. Prints a closing "N passed, N failed, N skipped" line for the JS
+// TypeScript API once per I/O driver (BIFROST_DRIVER=event-loop, then runtime). Prints a closing "N passed, N failed, N skipped" line for the JS
 // suites, since CI reads that line (and cargo's own), not ava's summary.
 //
 //   node scripts/test.mjs            build what is stale, cargo tests, then ava
@@ -62,20 +62,26 @@ if (only !== 'js' && !portable) {
 }
 
 if (only !== 'rust') {
-  console.log(`\n== TypeScript API: ava${portable ? ' (portable: BIFROST_PORTABLE=1)' : ''} ==`)
+  // Every suite runs once per I/O driver: the event-loop driver (Linux) and the runtime-thread driver.
+  const drivers = process.platform === 'linux' ? ['event-loop', 'runtime'] : ['runtime']
   const counts = { pass: 0, fail: 0, skip: 0, todo: 0 }
   // A peer test left out in portable mode carries its peer in its title (see LEFT_OUT_MARK in
   // __test__/helpers.ts): "ok 7 - peers › <title> [left out, needs: <peer>] # SKIP".
   const leftOut = []
-  const env = portable ? { ...process.env, BIFROST_PORTABLE: '1' } : process.env
-  const code = await run('npx', ['ava', '--tap'], (line) => {
-    const m = /^# (pass|fail|skip|todo) (\d+)/.exec(line)
-    if (m) counts[m[1]] = Number(m[2])
-    const left = /^ok \d+ - (.*) \[left out, needs: (.*)\] # SKIP$/.exec(line)
-    if (left) leftOut.push({ title: left[1], peer: left[2] })
-  }, env)
-  if (code !== 0 && counts.fail === 0) counts.fail = 1 // ava itself failed (crash, timeout)
-  failed ||= code !== 0
+  for (const driver of drivers) {
+    console.log(`\n== TypeScript API: ava, driver=${driver}${portable ? ' (portable: BIFROST_PORTABLE=1)' : ''} ==`)
+    const env = { ...process.env, BIFROST_DRIVER: driver, ...(portable ? { BIFROST_PORTABLE: '1' } : {}) }
+    const run_ = { pass: 0, fail: 0, skip: 0, todo: 0 }
+    const code = await run('npx', ['ava', '--tap'], (line) => {
+      const m = /^# (pass|fail|skip|todo) (\d+)/.exec(line)
+      if (m) run_[m[1]] = Number(m[2])
+      const left = /^ok \d+ - (.*) \[left out, needs: (.*)\] # SKIP$/.exec(line)
+      if (left && driver === drivers[0]) leftOut.push({ title: left[1], peer: left[2] })
+    }, env)
+    if (code !== 0 && run_.fail === 0) run_.fail = 1 // ava itself failed (crash, timeout)
+    failed ||= code !== 0
+    for (const key of Object.keys(counts)) counts[key] += run_[key]
+  }
   if (portable || leftOut.length > 0) {
     console.log('')
     if (leftOut.length === 0) console.log('left out (needs a Debian peer): none')

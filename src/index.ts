@@ -12,8 +12,8 @@
 
 export { BifrostError } from './errors.js'
 export type { ErrorCode } from './errors.js'
-export { connect, columnValue, Device, MAX_MS, PreparedRead } from './device.js'
-export type { WatchOptions } from './device.js'
+export { connect, columnValue, Device, MAX_MS, NativePlugin, PreparedRead } from './device.js'
+export type { ConnectionStats, WatchOptions } from './device.js'
 export { registerPlugin, registeredSchemes } from './plugin.js'
 export type {
   ColumnarData,
@@ -30,4 +30,4 @@ export type {
 export { nativeAddon } from './native.js'
 export type { NativeAddon } from './native.js'
 export { MODBUS_SCHEMES, ModbusPlugin, ReplyDecoder, startSimulator } from './modbus.js'
-export type { ConnectionStats, Simulator, SimulatorOptions } from './modbus.js'
+export type { Simulator, SimulatorOptions } from './modbus.js'

@@ -636,6 +636,9 @@ impl<F: Framing, T> Link<F, T> {
             let count = self.breaker.timeouts;
             let cause = Error::timeout(format!("the device did not answer {count} request(s) in a row"));
             self.open_breaker(now, cause.clone());
+            // A device that let requests time out is not probed again sooner than a request could time out.
+            let at_least = now + self.config.request_timeout;
+            self.breaker.open_until = self.breaker.open_until.max(Some(at_least));
             self.fail_waiting(&cause);
         }
     }
@@ -700,4 +703,134 @@ fn queued_too_long<F: Framing>(request: &F::Request) -> Error {
         "the request to {} timed out while waiting its turn; it was never sent",
         F::describe(request)
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A toy framing: a request is `[id, op]`, a reply `[id, value]`; op 0xFF is a write.
+    struct Toy;
+
+    impl Framing for Toy {
+        type Request = u8;
+        type Reply = u8;
+        fn id_space(&self) -> u32 {
+            256
+        }
+        fn is_write(op: &u8) -> bool {
+            *op == 0xFF
+        }
+        fn describe(op: &u8) -> String {
+            format!("op {op}")
+        }
+        fn encode(&mut self, id: u32, op: &u8, out: &mut Vec<u8>) -> Result<bool> {
+            out.extend_from_slice(&[id as u8, *op]);
+            Ok(true)
+        }
+        fn frame_len(&self, _buf: &[u8]) -> Result<Option<usize>> {
+            Ok(Some(2))
+        }
+        fn parse(&self, frame: Bytes) -> Result<(Option<u32>, u8)> {
+            Ok((Some(u32::from(frame[0])), frame[1]))
+        }
+        fn answers(_op: &u8, _reply: &u8) -> Result<()> {
+            Ok(())
+        }
+        fn unanswered(_op: &u8) -> u8 {
+            0
+        }
+    }
+
+    fn up(config: LinkConfig) -> (Link<Toy, u32>, Instant) {
+        let now = Instant::now();
+        let mut link = Link::new(Toy, config, now);
+        assert!(link.poll(now).connect);
+        link.connected(now);
+        (link, now)
+    }
+
+    fn completed(link: &mut Link<Toy, u32>) -> Vec<(u32, Result<u8>)> {
+        link.take_completed().collect()
+    }
+
+    #[test]
+    fn writes_go_ahead_of_queued_reads_and_a_full_queue_refuses_at_once() {
+        let (mut link, now) = up(LinkConfig { max_queued: 3, ..LinkConfig::default() });
+        let deadline = now + Duration::from_secs(1);
+        for (token, op) in [(1, 1u8), (2, 2), (3, 0xFF)] {
+            link.submit(now, op, deadline, token).unwrap();
+        }
+        let (token, error) = link.submit(now, 4, deadline, 4).unwrap_err();
+        assert_eq!((token, error.code), (4, ErrorCode::QueueFull));
+        // One request on the wire at a time (the default window): the write goes first.
+        link.poll(now);
+        assert_eq!(link.outgoing(), &[0, 0xFF]);
+        link.wrote(2, now);
+        link.read_buf().extend_from_slice(&[0, 9]);
+        link.received(now);
+        assert_eq!(completed(&mut link).into_iter().map(|(t, r)| (t, r.unwrap())).collect::<Vec<_>>(), vec![(3, 9)]);
+        link.poll(now);
+        assert_eq!(link.outgoing(), &[1, 1]);
+    }
+
+    #[test]
+    fn replies_are_matched_by_id_and_strangers_are_counted() {
+        let (mut link, now) = up(LinkConfig { max_in_flight: 4, ..LinkConfig::default() });
+        let deadline = now + Duration::from_secs(1);
+        for token in 0..3 {
+            link.submit(now, 10 + token as u8, deadline, token).unwrap();
+        }
+        link.poll(now);
+        assert_eq!(link.outgoing(), &[0, 10, 1, 11, 2, 12]);
+        // Out of order, with a reply nobody asked for in between.
+        link.read_buf().extend_from_slice(&[2, 22, 7, 77, 0, 20, 1]);
+        link.received(now);
+        let got: Vec<_> = completed(&mut link).into_iter().map(|(t, r)| (t, r.unwrap())).collect();
+        assert_eq!(got, vec![(2, 22), (0, 20)]);
+        assert_eq!(link.stats().unmatched.load(Ordering::Relaxed), 1);
+        link.read_buf().extend_from_slice(&[21]); // the rest of id 1's reply
+        link.received(now);
+        assert_eq!(completed(&mut link).into_iter().map(|(t, r)| (t, r.unwrap())).collect::<Vec<_>>(), vec![(1, 21)]);
+    }
+
+    #[test]
+    fn a_waiting_request_expires_at_its_own_deadline_and_was_never_sent() {
+        let (mut link, now) = up(LinkConfig::default());
+        link.submit(now, 1, now + Duration::from_secs(5), 1).unwrap();
+        link.submit(now, 2, now + Duration::from_millis(50), 2).unwrap();
+        let wants = link.poll(now);
+        assert_eq!(wants.wake_at, Some(now + Duration::from_millis(50)));
+        link.poll(now + Duration::from_millis(50));
+        let (token, result) = completed(&mut link).remove(0);
+        assert_eq!(token, 2);
+        let error = result.unwrap_err();
+        assert_eq!(error.code, ErrorCode::Timeout);
+        assert!(error.message.contains("never sent"), "{}", error.message);
+    }
+
+    #[test]
+    fn the_breaker_fails_calls_fast_while_open_then_lets_one_probe_through() {
+        let now = Instant::now();
+        let config = LinkConfig { max_in_flight: 8, ..LinkConfig::default() };
+        let mut link: Link<Toy, u32> = Link::new(Toy, config, now);
+        assert!(link.poll(now).connect);
+        link.connect_failed(now, Error::conn_refused("refused"));
+        let (_, error) = link.submit(now, 1, now + Duration::from_secs(1), 1).unwrap_err();
+        assert_eq!(error.code, ErrorCode::ConnRefused);
+        assert!(error.message.contains("backed off"), "{}", error.message);
+        // Past the backoff (at most backoff-min): half open, the next call connects.
+        let later = now + Duration::from_millis(200);
+        link.submit(later, 1, later + Duration::from_secs(1), 1).unwrap();
+        link.submit(later, 2, later + Duration::from_secs(1), 2).unwrap();
+        assert!(link.poll(later).connect);
+        link.connected(later);
+        link.poll(later);
+        assert_eq!(link.outgoing(), &[0, 1], "only the probe goes out while half open");
+        link.wrote(2, later);
+        link.read_buf().extend_from_slice(&[0, 5]);
+        link.received(later);
+        link.poll(later);
+        assert_eq!(link.outgoing(), &[1, 2], "a reply closes the breaker");
+    }
 }

@@ -233,14 +233,13 @@ impl DeviceState {
         (plan, learned.generation)
     }
 
+    fn span(&self, tag: &ModbusTag) -> Span<Key> {
+        let align = tag.element_span().clamp(1, u16::MAX as u32) as u16;
+        Span { key: self.key(tag), start: tag.address, len: tag.span(), align }
+    }
+
     fn prepare(&self, tags: Vec<ModbusTag>) -> ReadPlan {
-        let spans: Vec<Span<Key>> = tags
-            .iter()
-            .map(|t| {
-                let align = t.element_span().clamp(1, u16::MAX as u32) as u16;
-                Span { key: self.key(t), start: t.address, len: t.span(), align }
-            })
-            .collect();
+        let spans: Vec<Span<Key>> = tags.iter().map(|t| self.span(t)).collect();
         let (plan, generation) = self.plan_spans(&spans);
         ReadPlan { tags, spans, plan, generation }
     }
@@ -489,6 +488,60 @@ impl Job<Framing> for ReadJob {
     }
 }
 
+/// A read of one tag that fits in one request: the common `read(tag)`. It
+/// skips the planner and stays small, because gateways queue many of them.
+struct SingleRead {
+    state: Arc<DeviceState>,
+    tag: ModbusTag,
+    result: Option<Result<TypedValue>>,
+}
+
+impl SingleRead {
+    /// `None` when the tag needs more than one request (the planner splits it).
+    fn new(state: &Arc<DeviceState>, tag: ModbusTag) -> std::result::Result<SingleRead, ModbusTag> {
+        let span = state.span(&tag);
+        let limit = state.plan_spans(std::slice::from_ref(&span)).0;
+        if limit.requests.len() != 1 {
+            return Err(tag);
+        }
+        Ok(SingleRead { state: state.clone(), tag, result: None })
+    }
+
+    fn decode(&self, reply: Result<Reply>) -> Result<TypedValue> {
+        let table = self.tag.table;
+        let quantity = self.tag.span() as u16;
+        let reply = reply?;
+        let response = reply.response(table.read_function())?;
+        let mut image = vec![0u8; image_len(table, u32::from(quantity))];
+        copy_into(table, &response, quantity, &mut image, 0)?;
+        let wide = matches!(self.tag.data_type, DataType::Lint | DataType::Ulint);
+        decode_tag(&self.tag, &image, 0).map(|value| TypedValue { value, wide })
+    }
+}
+
+impl Job<Framing> for SingleRead {
+    fn start(&mut self, link: &mut Submitter<'_, Framing>) {
+        let table = self.tag.table;
+        let op = Op::Read { function: table.read_function(), address: self.tag.address, quantity: self.tag.span() as u16 };
+        let call = Call { unit: self.state.key(&self.tag).0, op };
+        if let Err(e) = link.submit(call, 0) {
+            self.result = Some(Err(e));
+        }
+    }
+
+    fn reply(&mut self, _index: u32, reply: Result<Reply>, _link: &mut Submitter<'_, Framing>) {
+        let result = self.decode(reply);
+        if matches!(&result, Err(e) if e.exception_code == Some(2)) {
+            self.state.learn_refused(self.state.span(&self.tag));
+        }
+        self.result = Some(result);
+    }
+
+    fn finish(self: Box<Self>) -> Outcome {
+        Outcome::Values(vec![self.result.unwrap_or_else(|| Err(Error::proto("tag was not read")))])
+    }
+}
+
 /// Writes of many tags: every request is queued before any reply is awaited.
 struct WriteJob {
     /// Per tag in input order: its result so far.
@@ -575,6 +628,14 @@ impl bifrost_engine::Plan for ModbusPlan {
 
 impl bifrost_engine::Device for ModbusDevice {
     fn read(&self, tags: &[String], timeout: Option<Duration>, done: Box<dyn Completion>) {
+        let state = &self.0.state;
+        if let [text] = tags {
+            match ModbusTag::parse(text).map(|tag| SingleRead::new(state, tag)) {
+                Ok(Ok(single)) => return self.0.run(Box::new(single), timeout, done),
+                Err(e) => return done.complete(Outcome::Values(vec![Err(e)])),
+                Ok(Err(_)) => {} // more than one request: planned below
+            }
+        }
         let mut valid = Vec::with_capacity(tags.len());
         let parse_errors = tags
             .iter()
@@ -586,7 +647,6 @@ impl bifrost_engine::Device for ModbusDevice {
                 Err(e) => Some(e),
             })
             .collect();
-        let state = &self.0.state;
         let plan = Arc::new(state.prepare(valid));
         self.0.run(Box::new(ReadJob::new(state.clone(), plan, Shape::Values { parse_errors })), timeout, done);
     }
