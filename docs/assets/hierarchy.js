@@ -1,1 +1,0 @@
-window.hierarchyData = "eJx1jkEKwyAURO8ya9OgkBC8QyH7koVV00iNgt+sgncvtrSkha4+zJ+ZNztSjJkgL1wME0Oys7c6uxgIcgcXQz1BrRYSY4o56uhHv91cAMPdBQMpup5hSx4SLmSbZqUttd/m05JXDwbtFREkMpmmpptPoj4X502yoa7p+qkw8K4/8M/RXDf6oXMxvOnPckvt0fcX/BJKKQ+rTVbG"
