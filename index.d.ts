@@ -39,9 +39,9 @@ export declare class BindingPlan {
 
 export declare class BindingReplyDecoder {
   /** Decodes one Modbus TCP frame in place, on the calling thread. */
-  decode(frame: Uint8Array): BindingColumnarRead | ErrorInfo
+  decode(frame: Uint8Array): BindingColumnarRead | Error
   /** Decodes into the caller's array, creating no JavaScript objects; returns how many tags failed. */
-  decodeInto(frame: Uint8Array, values: Float64Array): number | ErrorInfo
+  decodeInto(frame: Uint8Array, values: Float64Array): number | Error
   get valueCount(): number
 }
 
@@ -91,14 +91,7 @@ export interface BindingTagResult {
 export declare function connect(url: string, options: Record<string, string>): Promise<BindingDevice>
 
 /** Makes a decoder for read replies captured elsewhere; `start` is the first address the reply answers. */
-export declare function createReplyDecoder(tags: Array<string>, start: number): BindingReplyDecoder | ErrorInfo
-
-/** An error as plain data; the TypeScript layer turns it into a `BifrostError`. */
-export interface ErrorInfo {
-  code: string
-  message: string
-  exceptionCode?: number
-}
+export declare function createReplyDecoder(tags: Array<string>, start: number): BindingReplyDecoder | Error
 
 /** Registers the class every error is made of (`BifrostError`); the loader calls it once. */
 export declare function setErrorClass(errorClass: unknown): void
@@ -126,4 +119,4 @@ export interface SimulatorOptions {
 }
 
 /** Starts the Modbus simulator inside this process. */
-export declare function startModbusSimulator(options: SimulatorOptions): Promise<BindingModbusSimulator | ErrorInfo>
+export declare function startModbusSimulator(options: SimulatorOptions): Promise<BindingModbusSimulator | Error>

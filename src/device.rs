@@ -12,7 +12,7 @@ use napi::bindgen_prelude::{Either, Object};
 use napi::Env;
 use napi_derive::napi;
 
-use crate::js::{JsCompletion, JsError, Promise, Shape};
+use crate::js::{either, JsCompletion, JsError, Promise, Shape};
 use crate::WriteValue;
 
 /// Where a device's socket is driven.
@@ -122,10 +122,7 @@ impl BindingDevice {
     /// Parses and plans the tags once; the plan's `read` then costs one call. A bad tag gives its `BifrostError`.
     #[napi(ts_return_type = "BindingPlan | Error")]
     pub fn prepare(&self, tags: Vec<String>) -> Either<BindingPlan, JsError> {
-        match self.device.prepare(&tags) {
-            Ok(plan) => Either::A(BindingPlan { plan }),
-            Err(e) => Either::B(JsError(e)),
-        }
+        either(self.device.prepare(&tags).map(|plan| BindingPlan { plan }))
     }
 
     #[napi]

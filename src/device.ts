@@ -20,13 +20,18 @@ export interface WatchOptions {
 /** The longest time option, in milliseconds: what a Node timer can wait (about 24.8 days). */
 export const MAX_MS = 2_147_483_647
 
+/** Whether `value` is a usable time option: a whole number of milliseconds from 1 to {@link MAX_MS}. */
+function isMs(value: unknown): value is number {
+  return typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= MAX_MS
+}
+
 /**
  * A time option in milliseconds, checked before use: a whole number from 1 to
  * {@link MAX_MS}. Anything else (negative, fractional, infinite, NaN, a string)
  * is an `EINVAL` naming the option, never wrapped or clamped.
  */
 function checkMs(name: string, value: unknown): number {
-  if (typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= MAX_MS) return value
+  if (isMs(value)) return value
   const shown = typeof value === 'string' ? `the string '${value}'` : String(value)
   throw new BifrostError('EINVAL', `${name} must be a whole number of milliseconds from 1 to ${MAX_MS}, not ${shown}`)
 }
@@ -213,7 +218,7 @@ export class Device {
     if (binding && !this.closed && typeof tag === 'string') {
       const timeout = options?.timeout
       if (timeout === undefined) return binding.read(tag) as Promise<TagValue>
-      if (Number.isInteger(timeout) && timeout >= 1 && timeout <= MAX_MS) return binding.read(tag, timeout) as Promise<TagValue>
+      if (isMs(timeout)) return binding.read(tag, timeout) as Promise<TagValue>
     }
     return this.readThroughPlugin(tag, options)
   }

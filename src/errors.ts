@@ -56,18 +56,6 @@ export class BifrostError extends Error {
   }
 }
 
-/** The plain error data the native addon reports. */
-export interface NativeErrorInfo {
-  code: string
-  message: string
-  exceptionCode?: number | null
-}
-
-/** Builds a {@link BifrostError} from the addon's plain error data. @internal */
-export function fromNative(info: NativeErrorInfo): BifrostError {
-  return new BifrostError(info.code as ErrorCode, info.message, { exceptionCode: info.exceptionCode ?? undefined })
-}
-
 /** Turns anything thrown by the addon or a plugin into a {@link BifrostError}. @internal */
 export function asBifrostError(error: unknown): BifrostError {
   if (error instanceof BifrostError) return error

@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 
 use bifrost_core::{Error, ErrorCode};
 use bifrost_engine::{Completion, Outcome, TypedValue};
-use napi::bindgen_prelude::{Object, ToNapiValue};
+use napi::bindgen_prelude::{Either, Object, ToNapiValue};
 use napi::{sys, Env, Result, Status};
 
 use crate::{CopiedBuffer, JsValue};
@@ -274,6 +274,14 @@ impl napi::bindgen_prelude::TypeName for JsError {
     }
     fn value_type() -> napi::ValueType {
         napi::ValueType::Object
+    }
+}
+
+/// A result as a synchronous binding returns it: the value, or its `BifrostError` (bindings never throw).
+pub fn either<T>(result: std::result::Result<T, Error>) -> Either<T, JsError> {
+    match result {
+        Ok(value) => Either::A(value),
+        Err(e) => Either::B(JsError(e)),
     }
 }
 

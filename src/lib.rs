@@ -14,25 +14,6 @@ mod event_loop;
 mod js;
 mod modbus;
 
-/// An error as plain data; the TypeScript layer turns it into a `BifrostError`.
-#[napi(object)]
-#[derive(Clone)]
-pub struct ErrorInfo {
-    pub code: String,
-    pub message: String,
-    pub exception_code: Option<u32>,
-}
-
-impl From<Error> for ErrorInfo {
-    fn from(e: Error) -> Self {
-        ErrorInfo {
-            code: e.code.as_str().to_string(),
-            message: e.message,
-            exception_code: e.exception_code.map(u32::from),
-        }
-    }
-}
-
 /// Polls `work` in place, catching a panic so it becomes an error for this
 /// call only, never a dead process or a promise that never settles.
 pub(crate) async fn guarded<T>(work: impl Future<Output = T>) -> std::result::Result<T, Error> {

@@ -18,16 +18,8 @@ use napi_derive::napi;
 use crate::device::{BindingDevice, DriverChoice};
 #[cfg(target_os = "linux")]
 use crate::event_loop::EventLoopDriver;
-use crate::js::{to_binding_columns, BindingColumnarRead, Promise};
-use crate::{guarded, ErrorInfo};
-
-/// A result as the bindings return it: the value, or the error as plain data (they never throw).
-fn either<T>(result: Result<T, Error>) -> Either<T, ErrorInfo> {
-    match result {
-        Ok(value) => Either::A(value),
-        Err(e) => Either::B(e.into()),
-    }
-}
+use crate::js::{either, to_binding_columns, BindingColumnarRead, JsError, Promise};
+use crate::guarded;
 
 /// Opens a Modbus device and settles `promise` with its `BindingDevice`.
 pub fn open(env: &Env, url: DeviceUrl, driver: DriverChoice, promise: Promise) {
@@ -64,7 +56,7 @@ pub fn open(env: &Env, url: DeviceUrl, driver: DriverChoice, promise: Promise) {
 
 /// Makes a decoder for read replies captured elsewhere; `start` is the first address the reply answers.
 #[napi]
-pub fn create_reply_decoder(tags: Vec<String>, start: u32) -> Either<BindingReplyDecoder, ErrorInfo> {
+pub fn create_reply_decoder(tags: Vec<String>, start: u32) -> Either<BindingReplyDecoder, JsError> {
     let made = (|| {
         let start =
             u16::try_from(start).map_err(|_| Error::address(format!("start address {start} is above 65535")))?;
@@ -83,13 +75,13 @@ pub struct BindingReplyDecoder {
 impl BindingReplyDecoder {
     /// Decodes one Modbus TCP frame in place, on the calling thread.
     #[napi]
-    pub fn decode(&self, frame: &[u8]) -> Either<BindingColumnarRead, ErrorInfo> {
+    pub fn decode(&self, frame: &[u8]) -> Either<BindingColumnarRead, JsError> {
         either(self.guarded_decode(frame).map(to_binding_columns))
     }
 
     /// Decodes into the caller's array, creating no JavaScript objects; returns how many tags failed.
     #[napi]
-    pub fn decode_into(&self, frame: &[u8], mut values: Float64ArraySlice) -> Either<u32, ErrorInfo> {
+    pub fn decode_into(&self, frame: &[u8], mut values: Float64ArraySlice) -> Either<u32, JsError> {
         // Safe: a synchronous call on the JS thread, so no JavaScript runs while Rust writes.
         let values = unsafe { values.as_mut() };
         let count = self.decoder.value_count();
@@ -175,7 +167,7 @@ fn simulator_config(options: &SimulatorOptions) -> Result<SimulatorConfig, Error
 
 /// Starts the Modbus simulator inside this process.
 #[napi]
-pub async fn start_modbus_simulator(options: SimulatorOptions) -> Either<BindingModbusSimulator, ErrorInfo> {
+pub async fn start_modbus_simulator(options: SimulatorOptions) -> Either<BindingModbusSimulator, JsError> {
     let host = options.host.clone().unwrap_or_else(|| "127.0.0.1".into());
     let started = async move {
         let port = options.port.map(|p| whole_number("port", p, 0..=65535)).transpose()?.unwrap_or(0);

@@ -6,8 +6,7 @@
 
 import type { BindingReplyDecoder } from '../index.js'
 import { NativePlugin, toColumnarData } from './device.js'
-import { BifrostError, asBifrostError, fromNative } from './errors.js'
-import type { NativeErrorInfo } from './errors.js'
+import { BifrostError, asBifrostError } from './errors.js'
 import { native } from './native.js'
 import { registerPlugin } from './plugin.js'
 import type { ColumnarData } from './plugin.js'
@@ -16,10 +15,6 @@ export type { ConnectionStats } from './device.js'
 
 /** URL schemes served by {@link ModbusPlugin}. */
 export const MODBUS_SCHEMES = ['modbus-tcp', 'modbus-rtu-tcp', 'modbus-rtu'] as const
-
-function isError(value: unknown): value is NativeErrorInfo {
-  return typeof value === 'object' && value !== null && 'code' in value && 'message' in value
-}
 
 /** The Modbus protocol plugin; registered for `modbus-tcp://`, `modbus-rtu-tcp://` and `modbus-rtu://`. */
 export class ModbusPlugin extends NativePlugin {}
@@ -47,7 +42,7 @@ export class ReplyDecoder {
     if (!Array.isArray(tags) || !tags.every((t) => typeof t === 'string')) throw new BifrostError('EINVAL', 'tags must be an array of tag strings')
     if (!Number.isInteger(start) || start < 0 || start > 65535) throw new BifrostError('EADDRESS', `start must be an address from 0 to 65535, not ${start}`)
     const made = native.createReplyDecoder(tags, start)
-    if (isError(made)) throw fromNative(made)
+    if (made instanceof Error) throw made
     this.native = made
   }
 
@@ -59,7 +54,7 @@ export class ReplyDecoder {
   decode(frame: Uint8Array): ColumnarData {
     if (!(frame instanceof Uint8Array)) throw new BifrostError('EINVAL', 'the frame must be a Uint8Array or Buffer')
     const decoded = this.native.decode(frame)
-    if (isError(decoded)) throw fromNative(decoded)
+    if (decoded instanceof Error) throw decoded
     return toColumnarData(decoded)
   }
 
@@ -79,7 +74,7 @@ export class ReplyDecoder {
     if (!(frame instanceof Uint8Array)) throw new BifrostError('EINVAL', 'the frame must be a Uint8Array or Buffer')
     if (!(values instanceof Float64Array)) throw new BifrostError('EINVAL', 'values must be a Float64Array')
     const failed = this.native.decodeInto(frame, values)
-    if (typeof failed !== 'number') throw fromNative(failed)
+    if (typeof failed !== 'number') throw failed
     return failed
   }
 }
@@ -138,7 +133,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
   } catch (e) {
     throw asBifrostError(e) // options the addon cannot convert, e.g. a port given as a string
   }
-  if (isError(started)) throw fromNative(started)
+  if (started instanceof Error) throw started
   const scheme = options.framing === 'rtu' ? 'modbus-rtu-tcp' : 'modbus-tcp'
   const host = started.host.includes(':') ? `[${started.host}]` : started.host
   return {

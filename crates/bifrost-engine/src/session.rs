@@ -104,6 +104,9 @@ pub struct Token {
     index: u32,
 }
 
+/// Job slots an idle session keeps.
+const IDLE_SLOTS: usize = 4;
+
 struct Outstanding {
     deadline: Instant,
     count: u32,
@@ -177,9 +180,12 @@ impl<F: Framing> Session<F> {
             }
         }
         if self.free.len() == self.jobs.len() && !self.jobs.is_empty() {
-            // Idle: give back what a burst of calls made room for.
-            self.jobs = Vec::new();
-            self.free = Vec::new();
+            // Idle: keep room for a few calls (no allocation per call on a quiet link),
+            // give back what a burst made room for.
+            self.jobs.clear();
+            self.free.clear();
+            self.jobs.shrink_to(IDLE_SLOTS);
+            self.free.shrink_to(IDLE_SLOTS);
         }
     }
 

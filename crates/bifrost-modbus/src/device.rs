@@ -341,25 +341,16 @@ impl ReadJob {
         r.plan.as_ref().or(self.replanned.as_ref()).unwrap_or(&self.plan.plan)
     }
 
-    fn member(&self, round: usize, m: usize) -> usize {
-        self.rounds[round].members.as_ref().map_or(m, |members| members[m])
-    }
 
     /// Queues every request of a new round before any reply: that fills the pipeline.
     fn start_round(&mut self, members: Option<Vec<usize>>, plan: Option<Plan<Key>>, link: &mut Submitter<'_, Framing>) {
         let round = self.rounds.len();
         self.rounds.push(Round { members, plan, images: Vec::new(), outstanding: 0 });
-        let calls: Vec<Call> = self
-            .round_plan(round)
-            .requests
-            .iter()
-            .map(|r| Call {
-                unit: r.key.0,
-                op: Op::Read { function: r.key.1.read_function(), address: r.start, quantity: r.len },
-            })
-            .collect();
         self.rounds[round].images = self.round_plan(round).blocks.iter().map(|_| Ok(Vec::new())).collect();
-        for (request, call) in calls.into_iter().enumerate() {
+        for request in 0..self.round_plan(round).requests.len() {
+            let r = &self.round_plan(round).requests[request];
+            let op = Op::Read { function: r.key.1.read_function(), address: r.start, quantity: r.len };
+            let call = Call { unit: r.key.0, op };
             let index = self.requests.len() as u32;
             match link.submit(call, index) {
                 Ok(()) => {
@@ -400,19 +391,25 @@ impl ReadJob {
     /// Every request of the round is back: place each block, and split refused ones.
     fn end_round(&mut self, round: usize, link: &mut Submitter<'_, Framing>) {
         let images = std::mem::take(&mut self.rounds[round].images);
-        let blocks = self.round_plan(round).blocks.clone();
-        for (block, image) in blocks.iter().zip(images) {
-            let members: Vec<usize> = block.members.iter().map(|&m| self.member(round, m)).collect();
+        // Every reply of the round is in: its plan is needed only here, so it is taken, not cloned.
+        let own = self.rounds[round].plan.take().or_else(|| self.replanned.take());
+        let prepared = self.plan.clone();
+        let plan = own.as_ref().unwrap_or(&prepared.plan);
+        let round_members = self.rounds[round].members.take();
+        let member = |m: usize| round_members.as_ref().map_or(m, |members| members[m]);
+        for (block, image) in plan.blocks.iter().zip(images) {
+            let members = block.members.iter().map(|&m| member(m));
             match image {
                 Ok(image) => {
                     let index = self.images.len();
                     self.images.push(image);
-                    for &tag in &members {
+                    for tag in members {
                         let offset = (self.plan.spans[tag].start - block.start) as u32;
                         self.slots[tag] = Some(Ok((index, offset)));
                     }
                 }
-                Err(e) if e.exception_code == Some(2) && members.len() > 1 => {
+                Err(e) if e.exception_code == Some(2) && block.members.len() > 1 => {
+                    let members: Vec<usize> = members.collect();
                     let mut ordered = members.clone();
                     ordered.sort_by_key(|&i| self.plan.spans[i].start);
                     let second = ordered.split_off(ordered.len() / 2);
@@ -426,9 +423,9 @@ impl ReadJob {
                 }
                 Err(e) => {
                     if e.exception_code == Some(2) {
-                        self.device.learn_refused(self.plan.spans[members[0]]);
+                        self.device.learn_refused(self.plan.spans[member(block.members[0])]);
                     }
-                    for &tag in &members {
+                    for tag in members {
                         self.slots[tag] = Some(Err(e.clone()));
                     }
                 }
