@@ -34,29 +34,22 @@ export declare class BindingModbusSimulator {
 }
 
 export declare class BindingPlan {
-  read(timeoutMs?: number | undefined | null): Promise<BindingColumnarRead>
+  read(timeoutMs?: number | undefined | null): Promise<ArrayBuffer | BindingColumnsWithErrors>
 }
 
 export declare class BindingReplyDecoder {
   /** Decodes one Modbus TCP frame in place, on the calling thread. */
-  decode(frame: Uint8Array): BindingColumnarRead | Error
+  decode(frame: Uint8Array): ArrayBuffer | BindingColumnsWithErrors | Error
   /** Decodes into the caller's array, creating no JavaScript objects; returns how many tags failed. */
   decodeInto(frame: Uint8Array, values: Float64Array): number | Error
   get valueCount(): number
 }
 
-/**
- * Columnar read in one buffer, so a read allocates one backing store, not three:
- * `valueCount` f64 values, then `tagCount + 1` u32 offsets, then `tagCount` quality
- * bytes (0 good, 1 bad), all in platform byte order.
- */
-export interface BindingColumnarRead {
+/** A columnar read where some tags failed. */
+export interface BindingColumnsWithErrors {
   buffer: ArrayBuffer
-  valueCount: number
-  tagCount: number
   /** Sparse: one entry per failed tag, `index` pointing at it. */
   errors: Array<BindingIndexedError>
-  timestamp: number
 }
 
 /** Counters of one connection. */

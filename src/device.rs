@@ -168,7 +168,7 @@ pub struct BindingPlan {
 
 #[napi]
 impl BindingPlan {
-    #[napi(ts_return_type = "Promise<BindingColumnarRead>")]
+    #[napi(ts_return_type = "Promise<ArrayBuffer | BindingColumnsWithErrors>")]
     pub fn read<'env>(&self, env: &'env Env, timeout_ms: Option<u32>) -> napi::Result<Object<'env>> {
         let (done, promise) = JsCompletion::new(env, Shape::Columns)?;
         self.plan.read(timeout(timeout_ms), done);

@@ -3,7 +3,7 @@
  * @packageDocumentation
  */
 
-import type { BindingColumnarRead, BindingDevice, BindingPlan } from '../index.js'
+import type { BindingColumnsWithErrors, BindingDevice, BindingPlan } from '../index.js'
 import { BifrostError, asBifrostError } from './errors.js'
 import { native } from './native.js'
 import { pluginFor, registeredSchemes } from './plugin.js'
@@ -78,25 +78,31 @@ export interface ConnectionStats {
 }
 
 /** Views over the one buffer the addon fills (its layout is documented on `BindingColumnarRead`). @internal */
-export function toColumnarData(raw: BindingColumnarRead): ColumnarData {
+export function toColumnarData(raw: ArrayBuffer | BindingColumnsWithErrors): ColumnarData {
+  const buffer = raw instanceof ArrayBuffer ? raw : raw.buffer
   const errors = new Map<number, BifrostError>()
-  for (const { index, error } of raw.errors) errors.set(index, error as BifrostError)
-  const { buffer, valueCount, tagCount } = raw
-  const offsetsAt = valueCount * 8
+  if (!(raw instanceof ArrayBuffer)) for (const { index, error } of raw.errors) errors.set(index, error as BifrostError)
+  const header = new DataView(buffer, 0, 16)
+  const valueCount = header.getUint32(8, LITTLE_ENDIAN)
+  const tagCount = header.getUint32(12, LITTLE_ENDIAN)
+  const offsetsAt = 16 + valueCount * 8
   return {
-    values: new Float64Array(buffer, 0, valueCount),
+    values: new Float64Array(buffer, 16, valueCount),
     offsets: new Uint32Array(buffer, offsetsAt, tagCount + 1),
     quality: new Uint8Array(buffer, offsetsAt + (tagCount + 1) * 4, tagCount),
     errors,
-    timestamp: raw.timestamp,
+    timestamp: header.getFloat64(0, LITTLE_ENDIAN),
   }
 }
+
+/** The addon writes numbers in platform byte order. */
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1
 
 class NativePlan implements PreparedPlan {
   constructor(private readonly plan: BindingPlan) {}
 
-  async read(options?: RequestOptions): Promise<ColumnarData> {
-    return toColumnarData(await this.plan.read(options?.timeout))
+  read(options?: RequestOptions): Promise<ColumnarData> {
+    return this.plan.read(options?.timeout).then(toColumnarData)
   }
 }
 
@@ -159,8 +165,12 @@ export class PreparedRead {
    * Reads every tag with one call. Failed tags have quality 1 and an entry in `errors`.
    * @param options - a timeout for this read
    */
-  async read(options?: RequestOptions): Promise<ColumnarData> {
-    checkRequestOptions(options)
+  read(options?: RequestOptions): Promise<ColumnarData> {
+    try {
+      checkRequestOptions(options)
+    } catch (e) {
+      return Promise.reject(e)
+    }
     return this.plan.read(options)
   }
 }

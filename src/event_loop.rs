@@ -19,7 +19,7 @@ use bifrost_engine::runtime::{tcp_connect, within};
 use bifrost_engine::{Completion, Driver, Framing, Job, Link, LinkConfig, Outcome, Session, Stats};
 use napi::sys;
 
-use crate::js::{callback_scope, ToJs};
+use crate::js::{at_end_of_job, callback_scope, current_env, ToJs};
 
 // libuv is exported by the node binary; these resolve when the addon is loaded.
 extern "C" {
@@ -81,6 +81,8 @@ struct Inner<F: Framing> {
     timer: Handle,
     timer_at: Option<Instant>,
     read_chunk: usize,
+    /// A write waits for the end of the JavaScript job (see `sync_later`).
+    flush_scheduled: bool,
     closed: bool,
     /// Told the outcome of the first connection attempt.
     on_open: Option<OnOpen<F>>,
@@ -141,6 +143,7 @@ where
                 timer,
                 timer_at: None,
                 read_chunk: MIN_READ_CHUNK,
+                flush_scheduled: false,
                 closed: false,
                 on_open: Some(on_open),
             })
@@ -157,7 +160,8 @@ impl<F: Framing + 'static> Driver<F> for EventLoopDriver<F> {
         let mut inner = self.inner.borrow_mut();
         let now = Instant::now();
         inner.session.run(now, job, timeout, done);
-        inner.sync(now);
+        // Written once this turn of JavaScript is over: calls made together go out in one write.
+        inner.sync_later(now);
     }
 
     fn stats(&self) -> Arc<Stats> {
@@ -179,18 +183,39 @@ impl<F: Framing + 'static> Inner<F> {
     /// Moves the link on after any event: drops or opens the connection, writes, re-arms the timer.
     fn sync(&mut self, now: Instant) {
         loop {
-            let wants = self.session.poll(now);
-            if wants.disconnect {
-                self.socket = None;
-            }
-            if wants.connect {
-                self.start_connect();
-            }
+            let wake_at = self.step(now);
             if self.flush(now) {
-                self.set_timer(wants.wake_at);
+                self.set_timer(wake_at);
                 return;
             }
         }
+    }
+
+    /// As `sync`, but the write waits for the end of the JavaScript job now running
+    /// (a microtask): calls made together, as continuations of one batch of replies are,
+    /// go out in one write.
+    fn sync_later(&mut self, now: Instant) {
+        let wake_at = self.step(now);
+        self.set_timer(wake_at);
+        let has_output = self.socket.is_some() && !self.session.outgoing().is_empty();
+        if has_output && !self.flush_scheduled {
+            if let Some(this) = self.this.upgrade() {
+                self.flush_scheduled = true;
+                flush_at_end_of_job(this);
+            }
+        }
+    }
+
+    /// Polls the link and opens or drops the connection as it asks; returns when to wake.
+    fn step(&mut self, now: Instant) -> Option<Instant> {
+        let wants = self.session.poll(now);
+        if wants.disconnect {
+            self.socket = None;
+        }
+        if wants.connect {
+            self.start_connect();
+        }
+        wants.wake_at
     }
 
     /// Writes what the link encoded, without blocking; returns false when the
@@ -302,6 +327,37 @@ fn finish_connect<F: Framing + 'static>(env: sys::napi_env, driver: Rc<RefCell<I
     if let Some((on_open, outcome)) = opened {
         let stats = driver.borrow().session.stats().clone();
         on_open(env, outcome.map(|()| EventLoopDriver { inner: driver, stats }));
+    }
+}
+
+/// A link with a write waiting for the idle phase.
+trait Flush {
+    fn flush_now(&self);
+}
+
+impl<F: Framing + 'static> Flush for RefCell<Inner<F>> {
+    fn flush_now(&self) {
+        let mut inner = self.borrow_mut();
+        inner.flush_scheduled = false;
+        inner.sync(Instant::now());
+    }
+}
+
+thread_local! {
+    /// Links with output waiting for the end of the JavaScript job.
+    static WAITING: RefCell<Vec<Rc<dyn Flush>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn flush_at_end_of_job(link: Rc<dyn Flush>) {
+    let Some(env) = current_env() else { return link.flush_now() };
+    WAITING.with(|waiting| waiting.borrow_mut().push(link));
+    at_end_of_job(env, write_waiting);
+}
+
+fn write_waiting() {
+    let waiting = WAITING.with(|waiting| std::mem::take(&mut *waiting.borrow_mut()));
+    for link in waiting {
+        link.flush_now();
     }
 }
 

@@ -475,6 +475,73 @@ pub fn callback_scope(work: impl FnOnce(sys::napi_env)) {
     })
 }
 
+thread_local! {
+    /// Work to run once the JavaScript job now running is over, and whether a microtask is queued for it.
+    static AT_END_OF_JOB: std::cell::RefCell<(Vec<fn()>, bool)> = const { std::cell::RefCell::new((Vec::new(), false)) };
+    /// `queueMicrotask` and the function it runs, kept for the thread's life.
+    static MICROTASK: OnceCell<(sys::napi_ref, sys::napi_ref)> = const { OnceCell::new() };
+}
+
+/// Runs `task` in a microtask once the JavaScript that runs now (a call, the
+/// continuations it resolves) is over: calls made together share it. On the JavaScript thread.
+pub fn at_end_of_job(env: sys::napi_env, task: fn()) {
+    let queue = AT_END_OF_JOB.with(|pending| {
+        let mut pending = pending.borrow_mut();
+        if !pending.0.contains(&task) {
+            pending.0.push(task);
+        }
+        !std::mem::replace(&mut pending.1, true)
+    });
+    if !queue {
+        return;
+    }
+    // SAFETY: on the JavaScript thread with its env, inside a handle scope.
+    let queued = unsafe {
+        let (queue_ref, run_ref) = MICROTASK.with(|cell| {
+            *cell.get_or_init(|| {
+                let (mut global, mut queue, mut run) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
+                sys::napi_get_global(env, &mut global);
+                sys::napi_get_named_property(env, global, c"queueMicrotask".as_ptr(), &mut queue);
+                sys::napi_create_function(env, c"bifrost".as_ptr(), 7, Some(run_end_of_job), ptr::null_mut(), &mut run);
+                let (mut queue_ref, mut run_ref) = (ptr::null_mut(), ptr::null_mut());
+                sys::napi_create_reference(env, queue, 1, &mut queue_ref);
+                sys::napi_create_reference(env, run, 1, &mut run_ref);
+                (queue_ref, run_ref)
+            })
+        });
+        let (mut global, mut queue, mut run, mut result) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
+        sys::napi_get_global(env, &mut global);
+        sys::napi_get_reference_value(env, queue_ref, &mut queue);
+        sys::napi_get_reference_value(env, run_ref, &mut run);
+        sys::napi_call_function(env, global, queue, 1, &run, &mut result) == sys::Status::napi_ok
+    };
+    if !queued {
+        run_end_of_job_tasks(); // no microtask queue to use: run it now rather than never
+    }
+}
+
+fn run_end_of_job_tasks() {
+    let tasks = AT_END_OF_JOB.with(|pending| {
+        let mut pending = pending.borrow_mut();
+        pending.1 = false;
+        std::mem::take(&mut pending.0)
+    });
+    for task in tasks {
+        // A panic must not cross into JavaScript.
+        let _ = std::panic::catch_unwind(task);
+    }
+}
+
+unsafe extern "C" fn run_end_of_job(_env: sys::napi_env, _info: sys::napi_callback_info) -> sys::napi_value {
+    run_end_of_job_tasks();
+    ptr::null_mut()
+}
+
+/// This thread's env, when it runs JavaScript.
+pub fn current_env() -> Option<sys::napi_env> {
+    js_env()
+}
+
 pub fn now_ms() -> f64 {
     use std::time::{SystemTime, UNIX_EPOCH};
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
@@ -502,18 +569,44 @@ impl BindingTagResult {
     }
 }
 
-/// Columnar read in one buffer, so a read allocates one backing store, not three:
-/// `valueCount` f64 values, then `tagCount + 1` u32 offsets, then `tagCount` quality
-/// bytes (0 good, 1 bad), all in platform byte order.
+/// A columnar read in one `ArrayBuffer`, so a read allocates one backing store and
+/// no object: a 16-byte header (the completion time as an f64 of milliseconds since
+/// the epoch, then `valueCount` and `tagCount` as u32), `valueCount` f64 values,
+/// `tagCount + 1` u32 offsets, then `tagCount` quality bytes (0 good, 1 bad), all in
+/// platform byte order. A read where some tags failed comes as `{ buffer, errors }`,
+/// one error per failed tag.
+pub enum BindingColumnarRead {
+    Good(CopiedBuffer),
+    Failed(BindingColumnsWithErrors),
+}
+
+impl ToNapiValue for BindingColumnarRead {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        unsafe {
+            match val {
+                BindingColumnarRead::Good(buffer) => CopiedBuffer::to_napi_value(env, buffer),
+                BindingColumnarRead::Failed(read) => BindingColumnsWithErrors::to_napi_value(env, read),
+            }
+        }
+    }
+}
+
+impl napi::bindgen_prelude::TypeName for BindingColumnarRead {
+    fn type_name() -> &'static str {
+        "ArrayBuffer | BindingColumnsWithErrors"
+    }
+    fn value_type() -> napi::ValueType {
+        napi::ValueType::Object
+    }
+}
+
+/// A columnar read where some tags failed.
 #[napi_derive::napi(object, object_from_js = false)]
-pub struct BindingColumnarRead {
+pub struct BindingColumnsWithErrors {
     #[napi(ts_type = "ArrayBuffer")]
     pub buffer: CopiedBuffer,
-    pub value_count: u32,
-    pub tag_count: u32,
     /// Sparse: one entry per failed tag, `index` pointing at it.
     pub errors: Vec<BindingIndexedError>,
-    pub timestamp: f64,
 }
 
 #[napi_derive::napi(object, object_from_js = false)]
@@ -525,21 +618,22 @@ pub struct BindingIndexedError {
 
 pub fn to_binding_columns(columns: bifrost_engine::Columns) -> BindingColumnarRead {
     let tag_count = columns.errors.len();
-    let mut buffer = Vec::with_capacity(columns.values.len() * 8 + columns.offsets.len() * 4 + tag_count);
+    let mut buffer = Vec::with_capacity(16 + columns.values.len() * 8 + columns.offsets.len() * 4 + tag_count);
+    buffer.extend(now_ms().to_ne_bytes());
+    buffer.extend((columns.values.len() as u32).to_ne_bytes());
+    buffer.extend((tag_count as u32).to_ne_bytes());
     buffer.extend(columns.values.iter().flat_map(|v| v.to_ne_bytes()));
     buffer.extend(columns.offsets.iter().flat_map(|o| o.to_ne_bytes()));
     buffer.extend(columns.errors.iter().map(|e| e.is_some() as u8));
+    let buffer = CopiedBuffer(buffer);
+    if columns.errors.iter().all(Option::is_none) {
+        return BindingColumnarRead::Good(buffer);
+    }
     let errors = columns
         .errors
         .into_iter()
         .enumerate()
         .filter_map(|(index, e)| e.map(|e| BindingIndexedError { index: index as u32, error: JsError(e) }))
         .collect();
-    BindingColumnarRead {
-        buffer: CopiedBuffer(buffer),
-        value_count: columns.values.len() as u32,
-        tag_count: tag_count as u32,
-        errors,
-        timestamp: now_ms(),
-    }
+    BindingColumnarRead::Failed(BindingColumnsWithErrors { buffer, errors })
 }

@@ -74,7 +74,7 @@ pub struct BindingReplyDecoder {
 #[napi]
 impl BindingReplyDecoder {
     /// Decodes one Modbus TCP frame in place, on the calling thread.
-    #[napi]
+    #[napi(ts_return_type = "ArrayBuffer | BindingColumnsWithErrors | Error")]
     pub fn decode(&self, frame: &[u8]) -> Either<BindingColumnarRead, JsError> {
         either(self.guarded_decode(frame).map(to_binding_columns))
     }

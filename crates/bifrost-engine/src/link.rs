@@ -278,6 +278,9 @@ pub struct Link<F: Framing, T> {
     dropped: bool,
     queue: Queue<F::Request, T>,
     in_flight: HashMap<u32, InFlight<F::Request, T>>,
+    /// No request in flight has an earlier deadline (a bound, exact after each expiry
+    /// scan): polls find nothing due without walking the window.
+    in_flight_due: Option<Instant>,
     next_id: u32,
     read_buf: BytesMut,
     /// Encoded requests not yet written, and how much of them the driver has written.
@@ -310,6 +313,7 @@ impl<F: Framing, T> Link<F, T> {
             dropped: false,
             queue: Queue::default(),
             in_flight: HashMap::new(),
+            in_flight_due: None,
             next_id: 0,
             // Idle links are common (gateways hold thousands): buffers start empty and grow with traffic.
             read_buf: BytesMut::new(),
@@ -426,6 +430,7 @@ impl<F: Framing, T> Link<F, T> {
                 }
                 if expects_reply {
                     self.in_flight.insert(id, InFlight { deadline, request, token });
+                    self.in_flight_due = self.in_flight_due.min(Some(deadline)).or(Some(deadline));
                 } else {
                     // A broadcast: no device answers, so nothing waits.
                     self.completed.push((token, Ok(F::unanswered(&request))));
@@ -435,7 +440,7 @@ impl<F: Framing, T> Link<F, T> {
     }
 
     fn wake_at(&self, now: Instant) -> Option<Instant> {
-        let in_flight = self.in_flight.values().map(|p| p.deadline).min();
+        let in_flight = self.in_flight_due.filter(|_| !self.in_flight.is_empty());
         let waiting = self.queue.next_deadline();
         let quiet = ((self.draining || self.queue.len > 0) && now < self.line_quiet_at).then_some(self.line_quiet_at);
         [in_flight, waiting, quiet].into_iter().flatten().min()
@@ -579,15 +584,19 @@ impl<F: Framing, T> Link<F, T> {
     }
 
     fn expire(&mut self, now: Instant) {
-        let overdue = self.in_flight.values().any(|p| p.deadline <= now);
-        if overdue && self.write_buf.len() > self.written {
+        let mut due = Vec::new();
+        if self.in_flight_due.is_some_and(|bound| bound <= now) {
+            due.extend(self.in_flight.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id));
+            self.in_flight_due = self.in_flight.values().map(|p| p.deadline).filter(|&d| d > now).min();
+        }
+        if !due.is_empty() && self.write_buf.len() > self.written {
             // Requests are still unwritten: the device stopped reading, so nothing in flight will be answered.
             bump(&self.stats.resyncs);
             let stalled = Error::timeout("the device stopped reading requests; reconnecting");
             self.drop_connection(stalled, false);
             self.count_timeout(now);
+            due.clear(); // failed with the connection
         }
-        let due: Vec<u32> = self.in_flight.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
         let timed_out_on_wire = !due.is_empty();
         for id in due {
             if let Some(pending) = self.in_flight.remove(&id) {
