@@ -19,7 +19,7 @@ use bifrost_engine::runtime::{tcp_connect, within};
 use bifrost_engine::{Completion, Driver, Framing, Job, Link, LinkConfig, Outcome, Session, Stats};
 use napi::sys;
 
-use crate::js::{at_end_of_job, callback_scope, current_env, ToJs};
+use crate::js::{at_end_of_job, callback_scope, js_env, ToJs};
 
 // libuv is exported by the node binary; these resolve when the addon is loaded.
 extern "C" {
@@ -198,11 +198,16 @@ impl<F: Framing + 'static> Inner<F> {
         let wake_at = self.step(now);
         self.set_timer(wake_at);
         let has_output = self.socket.is_some() && !self.session.outgoing().is_empty();
-        if has_output && !self.flush_scheduled {
-            if let Some(this) = self.this.upgrade() {
+        if !has_output || self.flush_scheduled {
+            return;
+        }
+        match (js_env(), self.this.upgrade()) {
+            (Some(env), Some(this)) => {
                 self.flush_scheduled = true;
-                flush_at_end_of_job(this);
+                WAITING.with(|waiting| waiting.borrow_mut().push(this));
+                at_end_of_job(env, write_waiting);
             }
+            _ => self.sync(now),
         }
     }
 
@@ -330,7 +335,7 @@ fn finish_connect<F: Framing + 'static>(env: sys::napi_env, driver: Rc<RefCell<I
     }
 }
 
-/// A link with a write waiting for the idle phase.
+/// A link with a write waiting for the end of the JavaScript job.
 trait Flush {
     fn flush_now(&self);
 }
@@ -346,12 +351,6 @@ impl<F: Framing + 'static> Flush for RefCell<Inner<F>> {
 thread_local! {
     /// Links with output waiting for the end of the JavaScript job.
     static WAITING: RefCell<Vec<Rc<dyn Flush>>> = const { RefCell::new(Vec::new()) };
-}
-
-fn flush_at_end_of_job(link: Rc<dyn Flush>) {
-    let Some(env) = current_env() else { return link.flush_now() };
-    WAITING.with(|waiting| waiting.borrow_mut().push(link));
-    at_end_of_job(env, write_waiting);
 }
 
 fn write_waiting() {

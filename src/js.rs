@@ -95,7 +95,7 @@ pub fn enter(env: &Env) -> Result<()> {
 }
 
 /// This thread's env, when it runs JavaScript.
-fn js_env() -> Option<sys::napi_env> {
+pub fn js_env() -> Option<sys::napi_env> {
     JS_THREAD.with(|cell| cell.get().map(|t| t.env))
 }
 
@@ -535,11 +535,6 @@ fn run_end_of_job_tasks() {
 unsafe extern "C" fn run_end_of_job(_env: sys::napi_env, _info: sys::napi_callback_info) -> sys::napi_value {
     run_end_of_job_tasks();
     ptr::null_mut()
-}
-
-/// This thread's env, when it runs JavaScript.
-pub fn current_env() -> Option<sys::napi_env> {
-    js_env()
 }
 
 pub fn now_ms() -> f64 {
