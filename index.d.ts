@@ -29,6 +29,8 @@ export declare class BindingModbusSimulator {
   get host(): string
   /** Requests served so far, over all connections. */
   get requests(): number
+  /** Connections accepted so far. */
+  get connections(): number
   /** Stops listening and closes every connection. */
   stop(): void
 }

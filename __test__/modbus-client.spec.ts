@@ -330,6 +330,58 @@ test('RTU framing: a reply that arrives after its timeout is dropped, not taken 
   sim.stop()
 })
 
+test('devices behind one RTU-over-TCP gateway share its one connection and take turns on it', async (t) => {
+  const sim = await startSimulator({ framing: 'rtu' })
+  const unit1 = await connect(`${sim.url}?unit-id=1`)
+  const [unit2, unit3] = await Promise.all([connect(`${sim.url}?unit-id=2`), connect(`${sim.url}?unit-id=3`)])
+  await unit1.write('holding-register:0:UINT', 111)
+  await unit2.write('holding-register:0:UINT', 222)
+  await unit3.write('holding-register:0:UINT', 333)
+  // Called at once, answered in turn: every reply reaches the unit that asked.
+  const reads = Array.from({ length: 20 }, () => [unit1, unit2, unit3].map((dev) => dev.read('holding-register:0:UINT'))).flat()
+  t.deepEqual(await Promise.all(reads), Array.from({ length: 20 }, () => [111, 222, 333]).flat())
+  t.is(sim.connections, 1)
+  t.is(stats(unit1).requests, stats(unit3).requests) // one link, one set of counters
+
+  const mismatch = (await t.throwsAsync(connect(`${sim.url}?unit-id=4&request-timeout=50`))) as BifrostError
+  t.is(mismatch.code, 'EADDRESS')
+  t.regex(mismatch.message, /already open as request-timeout=1000ms.*asks for request-timeout=50ms/)
+
+  // Closing one device leaves the connection to the others; the last one closes it.
+  await unit1.close()
+  t.is(((await t.throwsAsync(unit1.read('holding-register:0:UINT'))) as BifrostError).code, 'ECLOSED')
+  t.is(await unit2.read('holding-register:0:UINT'), 222)
+  await unit2.close()
+  await unit3.close()
+  const again = await connect(`${sim.url}?unit-id=2`)
+  t.is(await again.read('holding-register:0:UINT'), 222)
+  t.is(sim.connections, 2)
+  await again.close()
+  sim.stop()
+})
+
+test('devices opened at the same moment on one RTU-over-TCP gateway end up on one link', async (t) => {
+  const sim = await startSimulator({ framing: 'rtu' })
+  const [a, b] = await Promise.all([connect(`${sim.url}?unit-id=1`), connect(`${sim.url}?unit-id=2`)])
+  t.deepEqual(await Promise.all([a.read('holding-register:5:UINT'), b.read('holding-register:6:UINT')]), [5, 6])
+  t.is(stats(a).requests, 2)
+  t.is(stats(b).requests, 2)
+  await a.close()
+  await b.close()
+  sim.stop()
+})
+
+test('Modbus TCP devices on one address keep a connection each (MBAP carries transaction ids)', async (t) => {
+  const sim = await startSimulator()
+  const a = await connect(`${sim.url}?unit-id=1`)
+  const b = await connect(`${sim.url}?unit-id=2`)
+  t.deepEqual(await Promise.all([a.read('holding-register:1:UINT'), b.read('holding-register:2:UINT')]), [1, 2])
+  t.is(sim.connections, 2)
+  await a.close()
+  await b.close()
+  sim.stop()
+})
+
 test('a dropped reply times out alone; the requests around it are answered', async (t) => {
   const sim = await startSimulator({ dropEvery: 2 })
   const dev = await connect(`${sim.url}?request-timeout=300`)

@@ -17,6 +17,12 @@ const cpuSeconds = (since) => {
   return (used.user + used.system) / 1e6
 }
 
+/** Voluntary plus involuntary context switches of this process so far. */
+const contextSwitches = () => {
+  const usage = process.resourceUsage()
+  return usage.voluntaryContextSwitches + usage.involuntaryContextSwitches
+}
+
 /** Runs `fn` over `items` with at most `limit` at once (connecting 10,000 at once would overflow the listen backlog). */
 async function mapLimit(items, limit, fn) {
   const out = new Array(items.length)
@@ -34,6 +40,7 @@ async function mapLimit(items, limit, fn) {
 /** Calls `step` from `callers` concurrent loops until `seconds` pass; returns the calls made and the CPU used. */
 async function timedLoop(callers, seconds, step) {
   let count = 0
+  const switches = contextSwitches()
   const cpu = process.cpuUsage()
   const started = performance.now()
   const end = started + seconds * 1000
@@ -45,7 +52,7 @@ async function timedLoop(callers, seconds, step) {
       }
     }),
   )
-  return { count, seconds: (performance.now() - started) / 1000, cpu: cpuSeconds(cpu) }
+  return { count, seconds: (performance.now() - started) / 1000, cpu: cpuSeconds(cpu), switches: contextSwitches() - switches }
 }
 
 async function requests(callers, seconds, inFlight) {
@@ -56,7 +63,12 @@ async function requests(callers, seconds, inFlight) {
   for (let i = 0; i < 200; i++) await readBlock()
   const run = await timedLoop(callers, seconds, readBlock)
   await client.close(conn)
-  return { reqPerSec: run.count / run.seconds, cpuMicrosPerReq: (run.cpu / run.count) * 1e6, peakRssMb: peakRssMb() }
+  return {
+    reqPerSec: run.count / run.seconds,
+    cpuMicrosPerReq: (run.cpu / run.count) * 1e6,
+    switchesPerReq: run.switches / run.count,
+    peakRssMb: peakRssMb(),
+  }
 }
 
 async function poll(devices, seconds, rateHz) {

@@ -27,31 +27,33 @@ pub fn open(env: &Env, url: DeviceUrl, driver: DriverChoice, promise: Promise) {
         Ok(opening) => opening,
         Err(e) => return promise.reject(env.raw(), &e),
     };
+    if let Some(joined) = opening.join() {
+        return settle(env.raw(), promise, joined);
+    }
     #[cfg(target_os = "linux")]
     if let (DriverChoice::EventLoop, Target::Tcp(addr)) = (driver, &opening.target) {
-        let settings = opening.settings.clone();
-        let on_open = Box::new(move |env, opened: Result<EventLoopDriver<Framing>, Error>| match opened {
-            Ok(driver) => {
-                let device = ModbusDevice::new(Box::new(driver), settings, None);
-                promise.resolve(env, BindingDevice::new(Box::new(device)))
-            }
-            Err(e) => promise.reject(env, &e),
+        let (framing, link, addr) = (opening.settings.framing, opening.settings.link.clone(), addr.clone());
+        let on_open = Box::new(move |env, opened: Result<EventLoopDriver<Framing>, Error>| {
+            let device = opened.and_then(|driver| opening.device(Box::new(driver)));
+            settle(env, promise, device)
         });
-        let settings = &opening.settings;
-        return EventLoopDriver::open(env.raw(), settings.framing, settings.link.clone(), addr.clone(), on_open);
+        return EventLoopDriver::open(env.raw(), framing, link, addr, on_open);
     }
     let _ = driver; // serial lines, and other platforms, always run on the runtime
     napi::bindgen_prelude::spawn(async move {
-        let settings = opening.settings.clone();
         let opened = guarded(opening.open_runtime_driver()).await.and_then(|driver| driver);
-        promise.settle_with(move |env, promise| match opened {
-            Ok((driver, serial_port)) => {
-                let device = ModbusDevice::new(driver, settings, serial_port);
-                promise.resolve(env, BindingDevice::new(Box::new(device)))
-            }
-            Err(e) => promise.reject(env, &e),
+        promise.settle_with(move |env, promise| {
+            let device = opened.and_then(|driver| opening.device(driver));
+            settle(env, promise, device)
         });
     });
+}
+
+fn settle(env: napi::sys::napi_env, promise: Promise, device: Result<ModbusDevice, Error>) {
+    match device {
+        Ok(device) => promise.resolve(env, BindingDevice::new(Box::new(device))),
+        Err(e) => promise.reject(env, &e),
+    }
 }
 
 /// Makes a decoder for read replies captured elsewhere; `start` is the first address the reply answers.
@@ -203,6 +205,12 @@ impl BindingModbusSimulator {
     #[napi(getter)]
     pub fn requests(&self) -> f64 {
         self.simulator.stats().requests.load(std::sync::atomic::Ordering::Relaxed) as f64
+    }
+
+    /// Connections accepted so far.
+    #[napi(getter)]
+    pub fn connections(&self) -> f64 {
+        self.simulator.stats().connections.load(std::sync::atomic::Ordering::Relaxed) as f64
     }
 
     /// Stops listening and closes every connection.

@@ -115,6 +115,8 @@ export interface Simulator {
   readonly port: number
   /** Requests served so far. */
   readonly requests: number
+  /** Connections accepted so far. */
+  readonly connections: number
   /** A `modbus-tcp://` (or `modbus-rtu-tcp://`) URL for it. */
   readonly url: string
   /** Stops listening and closes every connection. */
@@ -145,6 +147,9 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     },
     get requests() {
       return started.requests
+    },
+    get connections() {
+      return started.connections
     },
     url: `${scheme}://${host}:${started.port}`,
     stop: () => started.stop(),

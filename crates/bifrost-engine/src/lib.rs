@@ -9,6 +9,8 @@
 pub mod link;
 pub mod runtime;
 pub mod session;
+pub mod shared;
 
 pub use link::{Framing, Link, LinkConfig, Resync, Stats, Wants};
 pub use session::{Columns, Completion, Device, Driver, Job, Outcome, Plan, Session, Submitter, TypedValue};
+pub use shared::SharedLinks;

@@ -270,18 +270,3 @@ pub trait Plan {
     /// Reads every tag; [`Outcome::Columns`].
     fn read(&self, timeout: Option<Duration>, done: Box<dyn Completion>);
 }
-
-/// A driver shared by several devices (a serial line, a gateway).
-impl<F: Framing, D: Driver<F> + ?Sized> Driver<F> for Arc<D> {
-    fn run(&self, job: Box<dyn Job<F>>, timeout: Option<Duration>, done: Box<dyn Completion>) {
-        (**self).run(job, timeout, done)
-    }
-
-    fn stats(&self) -> Arc<Stats> {
-        (**self).stats()
-    }
-
-    fn close(&self, done: Box<dyn Completion>) {
-        (**self).close(done)
-    }
-}

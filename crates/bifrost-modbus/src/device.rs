@@ -14,13 +14,13 @@ use bifrost_core::planner::{self, Plan, PlanLimits, Span};
 use bifrost_core::url::{DeviceUrl, MAX_MS};
 use bifrost_core::{encode_element, encode_string, DataType, Error, Result, Value};
 use bifrost_engine::runtime::{tcp_connector, RuntimeDriver};
-use bifrost_engine::{Completion, Driver, Job, LinkConfig, Outcome, Resync, Stats, Submitter, TypedValue};
+use bifrost_engine::{Completion, Driver, Job, LinkConfig, Outcome, Resync, SharedLinks, Stats, Submitter, TypedValue};
 use bytes::Bytes;
 
 use crate::decode::{columns, decode_tag};
 use crate::framing::{Call, Framing, Op, Reply};
 use crate::pdu::{self, Response};
-use crate::serial::{self, PortSettings};
+use crate::serial::PortSettings;
 use crate::tag::{ModbusTag, Table};
 
 /// Spec limits for one read request.
@@ -146,19 +146,58 @@ impl Opening {
         }
     }
 
-    /// Starts the device's link on a runtime-thread driver (serial lines always
-    /// use one, shared by every device on the line). Returns the driver and, for
-    /// a serial line, its path (closing the device releases it).
-    pub async fn open_runtime_driver(&self) -> Result<(Box<dyn Driver<Framing> + Send>, Option<String>)> {
+    /// Starts the device's link on a runtime-thread driver (serial lines always use one).
+    pub async fn open_runtime_driver(&self) -> Result<Box<dyn Driver<Framing> + Send>> {
         let link = self.settings.link.clone();
+        let connector = match &self.target {
+            Target::Tcp(addr) => tcp_connector(addr.clone()),
+            Target::Serial(port) => port.connector(),
+        };
+        Ok(Box::new(RuntimeDriver::open(self.settings.framing, link, connector).await?))
+    }
+
+    /// The link this device shares with others, if any: a serial line, or the one
+    /// connection to an RTU-over-TCP gateway (RTU frames carry no transaction id,
+    /// so the devices behind it take turns on it). Its key, and the settings every
+    /// device on it must ask for.
+    fn shared_link(&self) -> Option<(String, String)> {
+        let link = &self.settings.link;
+        let options = format!(
+            "request-timeout={}ms, connect-timeout={}ms, max-queued={}, breaker-threshold={}",
+            link.request_timeout.as_millis(),
+            link.connect_timeout.as_millis(),
+            link.max_queued,
+            link.breaker_threshold
+        );
         match &self.target {
-            Target::Tcp(addr) => {
-                let driver = RuntimeDriver::open(self.settings.framing, link, tcp_connector(addr.clone())).await?;
-                Ok((Box::new(driver), None))
-            }
-            Target::Serial(port) => Ok((Box::new(serial::acquire(port, link).await?), Some(port.path.clone()))),
+            Target::Serial(port) => Some((port.path.clone(), format!("{}, {options}", port.describe()))),
+            Target::Tcp(addr) if self.settings.framing == Framing::Rtu => Some((format!("modbus-rtu-tcp://{addr}"), options)),
+            Target::Tcp(_) => None,
         }
     }
+
+    /// The device, on the link already open for its serial line or gateway, if
+    /// one is; call on the thread that opens devices.
+    pub fn join(&self) -> Option<Result<ModbusDevice>> {
+        let (key, terms) = self.shared_link()?;
+        let joined = SharedLinks::join(&SHARED_LINKS, &key, &terms)?;
+        Some(joined.map(|driver| ModbusDevice::new(driver, self.settings.clone())))
+    }
+
+    /// The device on a driver just opened for it, shared with the devices that
+    /// open its serial line or gateway later; call on the thread that opens devices.
+    pub fn device(self, driver: Box<dyn Driver<Framing>>) -> Result<ModbusDevice> {
+        let driver = match self.shared_link() {
+            Some((key, terms)) => SharedLinks::share(&SHARED_LINKS, key, terms, driver)?,
+            None => driver,
+        };
+        Ok(ModbusDevice::new(driver, self.settings))
+    }
+}
+
+thread_local! {
+    /// Serial lines and RTU-over-TCP gateways open on this thread.
+    static SHARED_LINKS: SharedLinks<Framing> = SharedLinks::default();
 }
 
 type Key = (u8, Table);
@@ -575,10 +614,9 @@ impl Job<Framing> for WriteJob {
 
 /// A device's link and state; its prepared plans hold it too.
 struct DeviceCore {
+    /// The device's own link, or its hold on a shared one.
     driver: Box<dyn Driver<Framing>>,
     state: Arc<DeviceState>,
-    /// Serial devices share their port's link; closing releases it.
-    serial_port: Option<String>,
     closed: Cell<bool>,
 }
 
@@ -596,10 +634,10 @@ impl DeviceCore {
 pub struct ModbusDevice(Rc<DeviceCore>);
 
 impl ModbusDevice {
-    pub fn new(driver: Box<dyn Driver<Framing>>, settings: DeviceSettings, serial_port: Option<String>) -> Self {
+    fn new(driver: Box<dyn Driver<Framing>>, settings: DeviceSettings) -> Self {
         let stats = driver.stats();
         let state = Arc::new(DeviceState { settings, learned: Mutex::new(Learned::default()), stats });
-        ModbusDevice(Rc::new(DeviceCore { driver, state, serial_port, closed: Cell::new(false) }))
+        ModbusDevice(Rc::new(DeviceCore { driver, state, closed: Cell::new(false) }))
     }
 }
 
@@ -683,10 +721,7 @@ impl bifrost_engine::Device for ModbusDevice {
         if core.closed.replace(true) {
             return done.complete(Outcome::Closed);
         }
-        match &core.serial_port {
-            Some(path) => serial::release(path, done),
-            None => core.driver.close(done),
-        }
+        core.driver.close(done)
     }
 }
 

@@ -1,18 +1,13 @@
 //! Modbus RTU over a serial line: port settings from the URL, the inter-frame
-//! silence the serial line specification requires, and one connection task per
-//! port shared by every device on that line, so requests go one at a time.
+//! silence the serial line specification requires, and how to open the port.
+//! Every device on a line shares its one link (see `Opening::device`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use bifrost_core::url::DeviceUrl;
 use bifrost_core::{Error, ErrorCode, Result};
-use bifrost_engine::runtime::{BoxStream, Connector, RuntimeDriver};
-use bifrost_engine::{Completion, Driver, LinkConfig, Outcome};
+use bifrost_engine::runtime::{BoxStream, Connector};
 use tokio_serial::{DataBits, Parity, SerialPortBuilderExt, StopBits};
-
-use crate::framing::Framing;
 
 /// A serial port and its line settings, from `modbus-rtu:///dev/ttyUSB0?baud-rate=9600&parity=even`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +61,7 @@ impl PortSettings {
     }
 
     /// The line settings as people write them: `9600 baud, 8 data bits, even parity, 1 stop bit`.
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let parity = match self.parity {
             Parity::None => "no",
             Parity::Even => "even",
@@ -82,7 +77,7 @@ impl PortSettings {
         format!("{} baud, {data_bits} data bits, {parity} parity, {stop_bits} stop bit(s)", self.baud_rate)
     }
 
-    fn connector(&self) -> Connector {
+    pub(crate) fn connector(&self) -> Connector {
         let port = self.clone();
         Box::new(move || {
             let opened = tokio_serial::new(port.path.clone(), port.baud_rate)
@@ -93,70 +88,5 @@ impl PortSettings {
                 .map_err(|e| Error::new(ErrorCode::ConnRefused, format!("open {}: {e}", port.path)));
             Box::pin(async move { Ok(Box::new(opened?) as BoxStream) })
         })
-    }
-}
-
-type SharedDriver = Arc<RuntimeDriver<Framing>>;
-
-struct OpenPort {
-    settings: PortSettings,
-    driver: SharedDriver,
-    devices: usize,
-}
-
-static OPEN_PORTS: LazyLock<Mutex<HashMap<String, OpenPort>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
-
-fn ports() -> std::sync::MutexGuard<'static, HashMap<String, OpenPort>> {
-    OPEN_PORTS.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Takes one more device on an open port; a second device must ask for the same line settings.
-fn join(settings: &PortSettings) -> Option<Result<SharedDriver>> {
-    let mut ports = ports();
-    let port = ports.get_mut(&settings.path)?;
-    if port.settings != *settings {
-        return Some(Err(Error::address(format!(
-            "{} is already open as {}; this device asks for {}: devices sharing a line must use the same settings",
-            settings.path,
-            port.settings.describe(),
-            settings.describe()
-        ))));
-    }
-    port.devices += 1;
-    Some(Ok(port.driver.clone()))
-}
-
-/// The link on `settings.path`, opened on first use and shared after that.
-pub async fn acquire(settings: &PortSettings, config: LinkConfig) -> Result<SharedDriver> {
-    if let Some(joined) = join(settings) {
-        return joined;
-    }
-    let driver = Arc::new(RuntimeDriver::open(Framing::Rtu, config, settings.connector()).await?);
-    if let Some(joined) = join(settings) {
-        // Another device opened the port meanwhile: use its link.
-        driver.close(Box::new(|_| {}));
-        return joined;
-    }
-    let port = OpenPort { settings: settings.clone(), driver: driver.clone(), devices: 1 };
-    ports().insert(settings.path.clone(), port);
-    Ok(driver)
-}
-
-/// One device is done with the port; the last one closes it.
-pub fn release(path: &str, done: Box<dyn Completion>) {
-    let last = {
-        let mut ports = ports();
-        match ports.get_mut(path) {
-            Some(port) if port.devices > 1 => {
-                port.devices -= 1;
-                None
-            }
-            Some(_) => ports.remove(path),
-            None => None,
-        }
-    };
-    match last {
-        Some(port) => port.driver.close(done),
-        None => done.complete(Outcome::Closed),
     }
 }

@@ -24,8 +24,8 @@ async fn simulator(config: SimulatorConfig) -> (Simulator, SocketAddr) {
 /// Opens a device on the runtime-thread driver.
 async fn open(url: &str) -> ModbusDevice {
     let opening = Opening::from_url(DeviceUrl::parse(url).unwrap()).unwrap();
-    let (driver, serial_port) = opening.open_runtime_driver().await.unwrap();
-    ModbusDevice::new(driver, opening.settings, serial_port)
+    let driver = opening.open_runtime_driver().await.unwrap();
+    opening.device(driver).unwrap()
 }
 
 /// Starts a call and waits for its outcome.
