@@ -1,11 +1,13 @@
 //! The event-loop driver: a TCP link driven on the JavaScript thread. A libuv
-//! poll handle watches the socket and a libuv timer wakes the link at its next
-//! deadline; their callbacks read, feed the engine's session and settle the
+//! poll handle watches the socket and one libuv timer per thread wakes each link
+//! at its next deadline; their callbacks read, feed the engine's session and settle the
 //! promises of finished calls in place, so a request costs no thread hop.
 //! Connection attempts (name resolution included) run on the runtime and post
 //! the socket back. All of this driver's `unsafe` lives here.
 
 use std::cell::RefCell;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 use std::ffi::{c_int, c_void};
 use std::io::{ErrorKind, Write};
 use std::net::TcpStream;
@@ -27,7 +29,6 @@ extern "C" {
     fn uv_poll_start(handle: *mut c_void, events: c_int, cb: unsafe extern "C" fn(*mut c_void, c_int, c_int)) -> c_int;
     fn uv_timer_init(lp: *mut c_void, handle: *mut c_void) -> c_int;
     fn uv_timer_start(handle: *mut c_void, cb: unsafe extern "C" fn(*mut c_void), timeout: u64, repeat: u64) -> c_int;
-    fn uv_timer_stop(handle: *mut c_void) -> c_int;
     fn uv_update_time(lp: *mut c_void);
     fn uv_close(handle: *mut c_void, cb: Option<unsafe extern "C" fn(*mut c_void)>);
     fn uv_unref(handle: *mut c_void);
@@ -78,8 +79,10 @@ struct Inner<F: Framing> {
     addr: String,
     loop_: *mut c_void,
     socket: Option<Socket>,
-    timer: Handle,
+    /// When the link wants to be woken.
     timer_at: Option<Instant>,
+    /// When its entry in the thread's alarms fires, if it has one (never after `timer_at`).
+    alarm_at: Option<Instant>,
     read_chunk: usize,
     /// A write waits for the end of the JavaScript job (see `sync_later`).
     flush_scheduled: bool,
@@ -125,13 +128,6 @@ where
             return on_open(env, Err(Error::proto("cannot reach the event loop")));
         }
         let loop_ = loop_.cast::<c_void>();
-        let timer = Handle::new(UV_TIMER);
-        // SAFETY: a zeroed handle of the right size on this loop's thread. Unreferenced:
-        // pending calls keep the process alive, an idle device must not.
-        unsafe {
-            uv_timer_init(loop_, timer.0);
-            uv_unref(timer.0);
-        }
         let link = Link::new(framing, config, Instant::now());
         let inner = Rc::new_cyclic(|this| {
             RefCell::new(Inner {
@@ -140,16 +136,14 @@ where
                 addr,
                 loop_,
                 socket: None,
-                timer,
                 timer_at: None,
+                alarm_at: None,
                 read_chunk: MIN_READ_CHUNK,
                 flush_scheduled: false,
                 closed: false,
                 on_open: Some(on_open),
             })
         });
-        // SAFETY: the timer's data points at the driver, which outlives it (the timer is closed in its drop).
-        unsafe { uv_handle_set_data(inner.borrow().timer.0, Rc::as_ptr(&inner) as *mut c_void) };
         // The first poll asks for the connection; the attempt holds the driver until it ends.
         inner.borrow_mut().sync(Instant::now());
     }
@@ -256,20 +250,30 @@ impl<F: Framing + 'static> Inner<F> {
         self.session.lost(now, error);
     }
 
+    /// Asks to be woken at `at`. A later time than the alarm already filed waits
+    /// for that alarm to fire, then is filed itself: a link has one alarm at most.
     fn set_timer(&mut self, at: Option<Instant>) {
-        if at == self.timer_at {
-            return;
-        }
         self.timer_at = at;
-        // SAFETY: the timer is initialised and used on its loop's thread.
-        unsafe {
-            uv_timer_stop(self.timer.0);
-            if let Some(at) = at {
-                // Whole milliseconds, rounded up: waking early would only find nothing due.
-                let ms = at.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000) as u64;
-                uv_update_time(self.loop_);
-                uv_timer_start(self.timer.0, on_timer::<F>, ms, 0);
+        if let Some(at) = at {
+            if self.alarm_at.is_none_or(|filed| at < filed) {
+                self.alarm_at = Some(at);
+                file_alarm(self.loop_, at, self.this.clone());
             }
+        }
+    }
+
+    /// Its alarm fired: a deadline is due, or the wake-up it wants is later now.
+    fn alarm(&mut self, now: Instant) {
+        self.alarm_at = None;
+        match self.timer_at {
+            Some(at) if at <= now => {
+                self.timer_at = None;
+                // libuv runs timers before it polls: a reply that came while JavaScript
+                // kept the thread busy is read now, before its request is expired.
+                self.read_ready(now);
+                self.sync(now);
+            }
+            later => self.set_timer(later),
         }
     }
 
@@ -335,22 +339,131 @@ fn finish_connect<F: Framing + 'static>(env: sys::napi_env, driver: Rc<RefCell<I
     }
 }
 
-/// A link with a write waiting for the end of the JavaScript job.
-trait Flush {
+/// What the thread's shared machinery calls a link back for.
+trait Wake {
+    /// The JavaScript job that wrote to it is over.
     fn flush_now(&self);
+    /// Its alarm fired.
+    fn alarm(&self, now: Instant);
 }
 
-impl<F: Framing + 'static> Flush for RefCell<Inner<F>> {
+impl<F: Framing + 'static> Wake for RefCell<Inner<F>> {
     fn flush_now(&self) {
         let mut inner = self.borrow_mut();
         inner.flush_scheduled = false;
         inner.sync(Instant::now());
     }
+
+    fn alarm(&self, now: Instant) {
+        self.borrow_mut().alarm(now);
+    }
 }
 
 thread_local! {
     /// Links with output waiting for the end of the JavaScript job.
-    static WAITING: RefCell<Vec<Rc<dyn Flush>>> = const { RefCell::new(Vec::new()) };
+    static WAITING: RefCell<Vec<Rc<dyn Wake>>> = const { RefCell::new(Vec::new()) };
+    /// The thread's alarms; made on first use, closed with the environment.
+    static ALARMS: RefCell<Option<Alarms>> = const { RefCell::new(None) };
+}
+
+/// One libuv timer per thread wakes every link at its time: a timer per link
+/// would cost each idle connection a handle.
+struct Alarms {
+    timer: Handle,
+    due: BinaryHeap<Alarm>,
+    /// When the timer fires, if it is running.
+    armed_at: Option<Instant>,
+}
+
+struct Alarm {
+    at: Instant,
+    link: Weak<dyn Wake>,
+}
+
+impl PartialEq for Alarm {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+impl Eq for Alarm {}
+impl PartialOrd for Alarm {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Alarm {
+    /// Reversed: the heap's top is the earliest alarm.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.at.cmp(&self.at)
+    }
+}
+
+impl Alarms {
+    fn new(loop_: *mut c_void) -> Alarms {
+        let timer = Handle::new(UV_TIMER);
+        // SAFETY: a zeroed handle of the right size on this loop's thread. Unreferenced:
+        // pending calls keep the process alive, idle devices must not.
+        unsafe {
+            uv_timer_init(loop_, timer.0);
+            uv_handle_set_data(timer.0, loop_);
+            uv_unref(timer.0);
+        }
+        if let Some(env) = js_env() {
+            // SAFETY: on the JavaScript thread with its env; the hook takes no data.
+            unsafe { sys::napi_add_env_cleanup_hook(env, Some(close_alarms), std::ptr::null_mut()) };
+        }
+        Alarms { timer, due: BinaryHeap::new(), armed_at: None }
+    }
+
+    /// Runs the timer for the earliest alarm, unless it already runs for it.
+    fn arm(&mut self) {
+        let Some(at) = self.due.peek().map(|alarm| alarm.at) else { return };
+        if self.armed_at.is_some_and(|armed| armed <= at) {
+            return;
+        }
+        self.armed_at = Some(at);
+        // SAFETY: the timer is initialised and used on its loop's thread; its data is the loop.
+        unsafe {
+            let loop_ = uv_handle_get_data(self.timer.0);
+            // Whole milliseconds, rounded up: waking early would only find nothing due.
+            let ms = at.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000) as u64;
+            uv_update_time(loop_);
+            uv_timer_start(self.timer.0, on_alarm, ms, 0);
+        }
+    }
+}
+
+/// Files an alarm for `link` at `at`, on the JavaScript thread running `loop_`.
+fn file_alarm<F: Framing + 'static>(loop_: *mut c_void, at: Instant, link: Weak<RefCell<Inner<F>>>) {
+    ALARMS.with(|alarms| {
+        let mut alarms = alarms.borrow_mut();
+        let alarms = alarms.get_or_insert_with(|| Alarms::new(loop_));
+        alarms.due.push(Alarm { at, link });
+        alarms.arm();
+    });
+}
+
+unsafe extern "C" fn on_alarm(_timer: *mut c_void) {
+    callback_scope(|_| {
+        let now = Instant::now();
+        let due = |alarms: &mut Option<Alarms>| {
+            let alarms = alarms.as_mut()?;
+            alarms.armed_at = None;
+            alarms.due.peek_mut().filter(|alarm| alarm.at <= now).map(std::collections::binary_heap::PeekMut::pop)
+        };
+        // One at a time, with the alarms let go: a link files its next alarm as it runs.
+        while let Some(alarm) = ALARMS.with(|alarms| due(&mut alarms.borrow_mut())) {
+            if let Some(link) = alarm.link.upgrade() {
+                link.alarm(now);
+            }
+        }
+        ALARMS.with(|alarms| alarms.borrow_mut().as_mut().map(Alarms::arm));
+    });
+}
+
+/// The environment is going away: its loop's timer is closed with it.
+unsafe extern "C" fn close_alarms(_: *mut c_void) {
+    drop(ALARMS.with(|alarms| alarms.borrow_mut().take()));
 }
 
 fn write_waiting() {
@@ -376,20 +489,6 @@ unsafe fn driver_of<F: Framing>(handle: *mut c_void) -> Rc<RefCell<Inner<F>>> {
         Rc::increment_strong_count(inner);
         Rc::from_raw(inner)
     }
-}
-
-unsafe extern "C" fn on_timer<F: Framing + 'static>(handle: *mut c_void) {
-    // SAFETY: the timer's data is set to its driver in `open`.
-    let driver = unsafe { driver_of::<F>(handle) };
-    callback_scope(|_| {
-        let mut inner = driver.borrow_mut();
-        inner.timer_at = None;
-        let now = Instant::now();
-        // libuv runs timers before it polls: a reply that came while JavaScript
-        // kept the thread busy is read now, before its request is expired.
-        inner.read_ready(now);
-        inner.sync(now);
-    });
 }
 
 unsafe extern "C" fn on_poll<F: Framing + 'static>(handle: *mut c_void, status: c_int, events: c_int) {

@@ -32,7 +32,7 @@ pub fn open(env: &Env, url: DeviceUrl, driver: DriverChoice, promise: Promise) {
     }
     #[cfg(target_os = "linux")]
     if let (DriverChoice::EventLoop, Target::Tcp(addr)) = (driver, &opening.target) {
-        let (framing, link, addr) = (opening.settings.framing, opening.settings.link.clone(), addr.clone());
+        let (framing, link, addr) = (opening.framing, opening.link.clone(), addr.clone());
         let on_open = Box::new(move |env, opened: Result<EventLoopDriver<Framing>, Error>| {
             let device = opened.and_then(|driver| opening.device(Box::new(driver)));
             settle(env, promise, device)

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bifrost_core::backoff::Backoff;
+use bifrost_core::url::{DeviceUrl, MAX_MS};
 use bifrost_core::{Error, ErrorCode, Result};
 use bytes::{Bytes, BytesMut};
 
@@ -75,6 +76,46 @@ impl Default for LinkConfig {
             resync: Resync::Reconnect,
             breaker_threshold: 5,
         }
+    }
+}
+
+/// Most requests one link may hold waiting (`max-queued`).
+const MAX_QUEUED_LIMIT: usize = 1_000_000;
+
+impl LinkConfig {
+    /// The defaults, with the URL keys every protocol shares taken from `url`:
+    /// `request-timeout`, `connect-timeout` (milliseconds), `max-in-flight`,
+    /// `max-queued` and `breaker-threshold`. A value out of range is `EINVAL`.
+    pub fn from_url(url: &mut DeviceUrl) -> Result<LinkConfig> {
+        let mut link = LinkConfig::default();
+        if let Some(ms) = url.take_in("request-timeout", 1..=MAX_MS)? {
+            link.request_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = url.take_in("connect-timeout", 1..=MAX_MS)? {
+            link.connect_timeout = Duration::from_millis(ms);
+        }
+        if let Some(v) = url.take_in("max-in-flight", 1..=65535)? {
+            link.max_in_flight = v;
+        }
+        if let Some(v) = url.take_in("max-queued", 1..=MAX_QUEUED_LIMIT)? {
+            link.max_queued = v;
+        }
+        if let Some(v) = url.take_in("breaker-threshold", 1..=1_000_000)? {
+            link.breaker_threshold = v;
+        }
+        Ok(link)
+    }
+
+    /// The settings devices sharing a link must agree on, as URL keys.
+    pub fn describe(&self) -> String {
+        format!(
+            "request-timeout={}ms, connect-timeout={}ms, max-in-flight={}, max-queued={}, breaker-threshold={}",
+            self.request_timeout.as_millis(),
+            self.connect_timeout.as_millis(),
+            self.max_in_flight,
+            self.max_queued,
+            self.breaker_threshold
+        )
     }
 }
 

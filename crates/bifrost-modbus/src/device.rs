@@ -29,7 +29,7 @@ pub const MAX_READ_BITS: u16 = 2000;
 const MAX_WRITE_REGISTERS: usize = 123;
 const MAX_WRITE_BITS: usize = 1968;
 
-/// Settings from the connection URL (or the options beside it).
+/// What planning and decoding need of the URL (or the options beside it).
 #[derive(Debug, Clone)]
 pub struct DeviceSettings {
     pub unit_id: u8,
@@ -39,8 +39,6 @@ pub struct DeviceSettings {
     /// How long what the device taught us (refused ranges, shorter limits) holds
     /// before it is probed again; `None`: until the next reconnect.
     pub relearn_after: Option<Duration>,
-    pub framing: Framing,
-    pub link: LinkConfig,
 }
 
 /// Default of `late-reply-window`: after a timeout on a serial line, how long
@@ -48,41 +46,19 @@ pub struct DeviceSettings {
 pub const LATE_REPLY_WINDOW: Duration = Duration::from_millis(1000);
 /// Default of `relearn-after`: a transient fault must not slow a device for good.
 pub const RELEARN_AFTER: Duration = Duration::from_secs(60);
-/// Most requests one device may hold waiting (`max-queued`).
-const MAX_QUEUED_LIMIT: usize = 1_000_000;
 
 impl DeviceSettings {
-    /// Takes the keys every Modbus transport shares from `url`; a value out of range is `EINVAL`.
-    pub fn from_url(url: &mut DeviceUrl, framing: Framing) -> Result<DeviceSettings> {
+    /// Takes the Modbus keys every transport shares from `url`; a value out of range is `EINVAL`.
+    pub fn from_url(url: &mut DeviceUrl) -> Result<DeviceSettings> {
         let mut s = DeviceSettings {
             unit_id: 1,
             max_registers_per_request: MAX_READ_REGISTERS,
             max_bits_per_request: MAX_READ_BITS,
             max_gap: 8,
             relearn_after: Some(RELEARN_AFTER),
-            framing,
-            link: LinkConfig::default(),
-        };
-        let ms = |url: &mut DeviceUrl, key: &str| -> Result<Option<Duration>> {
-            Ok(url.take_in(key, 1..=MAX_MS)?.map(Duration::from_millis))
         };
         if let Some(v) = url.take_in("unit-id", 0..=255)? {
             s.unit_id = v;
-        }
-        if let Some(v) = ms(url, "request-timeout")? {
-            s.link.request_timeout = v;
-        }
-        if let Some(v) = ms(url, "connect-timeout")? {
-            s.link.connect_timeout = v;
-        }
-        if let Some(v) = url.take_in("max-in-flight", 1..=65535)? {
-            s.link.max_in_flight = v;
-        }
-        if let Some(v) = url.take_in("max-queued", 1..=MAX_QUEUED_LIMIT)? {
-            s.link.max_queued = v;
-        }
-        if let Some(v) = url.take_in("breaker-threshold", 1..=1_000_000)? {
-            s.link.breaker_threshold = v;
         }
         if let Some(v) = url.take_in("max-registers-per-request", 1..=MAX_READ_REGISTERS)? {
             s.max_registers_per_request = v;
@@ -113,6 +89,8 @@ pub enum Target {
 #[derive(Debug, Clone)]
 pub struct Opening {
     pub target: Target,
+    pub framing: Framing,
+    pub link: LinkConfig,
     pub settings: DeviceSettings,
 }
 
@@ -128,19 +106,21 @@ impl Opening {
                 }
                 let framing = if url.scheme == "modbus-tcp" { Framing::Tcp } else { Framing::Rtu };
                 let target = Target::Tcp(url.socket_address(502));
-                let settings = DeviceSettings::from_url(&mut url, framing)?;
+                let link = LinkConfig::from_url(&mut url)?;
+                let settings = DeviceSettings::from_url(&mut url)?;
                 url.finish()?;
-                Ok(Opening { target, settings })
+                Ok(Opening { target, framing, link, settings })
             }
             "modbus-rtu" => {
                 let port = PortSettings::from_url(&mut url)?;
-                let mut settings = DeviceSettings::from_url(&mut url, Framing::Rtu)?;
-                settings.link.inter_frame_delay = port.inter_frame_delay();
+                let mut link = LinkConfig::from_url(&mut url)?;
+                link.inter_frame_delay = port.inter_frame_delay();
                 let window =
                     url.take_in("late-reply-window", 1..=MAX_MS)?.map_or(LATE_REPLY_WINDOW, Duration::from_millis);
-                settings.link.resync = Resync::Drain { late_reply_window: window };
+                link.resync = Resync::Drain { late_reply_window: window };
+                let settings = DeviceSettings::from_url(&mut url)?;
                 url.finish()?;
-                Ok(Opening { target: Target::Serial(port), settings })
+                Ok(Opening { target: Target::Serial(port), framing: Framing::Rtu, link, settings })
             }
             other => Err(Error::address(format!("'{other}://' is not a Modbus scheme"))),
         }
@@ -148,12 +128,12 @@ impl Opening {
 
     /// Starts the device's link on a runtime-thread driver (serial lines always use one).
     pub async fn open_runtime_driver(&self) -> Result<Box<dyn Driver<Framing> + Send>> {
-        let link = self.settings.link.clone();
+        let link = self.link.clone();
         let connector = match &self.target {
             Target::Tcp(addr) => tcp_connector(addr.clone()),
             Target::Serial(port) => port.connector(),
         };
-        Ok(Box::new(RuntimeDriver::open(self.settings.framing, link, connector).await?))
+        Ok(Box::new(RuntimeDriver::open(self.framing, link, connector).await?))
     }
 
     /// The link this device shares with others, if any: a serial line, or the one
@@ -161,17 +141,10 @@ impl Opening {
     /// so the devices behind it take turns on it). Its key, and the settings every
     /// device on it must ask for.
     fn shared_link(&self) -> Option<(String, String)> {
-        let link = &self.settings.link;
-        let options = format!(
-            "request-timeout={}ms, connect-timeout={}ms, max-queued={}, breaker-threshold={}",
-            link.request_timeout.as_millis(),
-            link.connect_timeout.as_millis(),
-            link.max_queued,
-            link.breaker_threshold
-        );
+        let options = self.link.describe();
         match &self.target {
             Target::Serial(port) => Some((port.path.clone(), format!("{}, {options}", port.describe()))),
-            Target::Tcp(addr) if self.settings.framing == Framing::Rtu => Some((format!("modbus-rtu-tcp://{addr}"), options)),
+            Target::Tcp(addr) if self.framing == Framing::Rtu => Some((format!("modbus-rtu-tcp://{addr}"), options)),
             Target::Tcp(_) => None,
         }
     }
@@ -207,13 +180,18 @@ type Key = (u8, Table);
 struct Learned {
     /// Bumped on every change, so prepared plans know to re-plan.
     generation: u64,
+    /// Boxed: most devices never refuse anything, and an idle connection should cost little.
+    taught: Option<Box<Taught>>,
+}
+
+struct Taught {
     /// Tag spans that drew exception 2 on their own: always read alone.
     refused: HashSet<Span<Key>>,
     /// Per table, a request length the device accepted after refusing a longer one.
     max_len: HashMap<Key, u16>,
     /// When the oldest thing still known was learned, and the link's disconnect
     /// count then: once that connection is gone, so is what it taught.
-    since: Option<(Instant, u64)>,
+    since: (Instant, u64),
 }
 
 /// What jobs share with their device: its settings and what it taught us.
@@ -237,21 +215,27 @@ impl DeviceState {
     fn learned(&self) -> MutexGuard<'_, Learned> {
         // A panic elsewhere must not make the device unusable.
         let mut learned = self.learned.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, disconnects)) = learned.since {
+        if let Some(taught) = &learned.taught {
+            let (at, disconnects) = taught.since;
             let reconnected = self.disconnects() != disconnects;
             let expired = self.settings.relearn_after.is_some_and(|period| at.elapsed() >= period);
             if reconnected || expired {
-                let generation = learned.generation + 1;
-                *learned = Learned { generation, ..Learned::default() };
+                learned.taught = None;
+                learned.generation += 1;
             }
         }
         learned
     }
 
-    /// Notes that something was just learned; the first thing starts the clock.
-    fn changed(&self, learned: &mut Learned) {
-        learned.generation += 1;
-        learned.since.get_or_insert((Instant::now(), self.disconnects()));
+    /// Records one more thing learned; the first starts the clock.
+    fn teach(&self, learned: &mut Learned, lesson: impl FnOnce(&mut Taught) -> bool) {
+        let since = (Instant::now(), self.disconnects());
+        let taught = learned
+            .taught
+            .get_or_insert_with(|| Box::new(Taught { refused: HashSet::new(), max_len: HashMap::new(), since }));
+        if lesson(taught) {
+            learned.generation += 1;
+        }
     }
 
     fn plan_spans(&self, spans: &[Span<Key>]) -> (Plan<Key>, u64) {
@@ -264,10 +248,10 @@ impl DeviceState {
                 } else {
                     self.settings.max_registers_per_request
                 };
-                let max_len = learned.max_len.get(&key).copied().unwrap_or(spec).min(spec);
-                PlanLimits { max_len, max_gap: self.settings.max_gap }
+                let learned_len = learned.taught.as_ref().and_then(|taught| taught.max_len.get(&key).copied());
+                PlanLimits { max_len: learned_len.unwrap_or(spec).min(spec), max_gap: self.settings.max_gap }
             },
-            |i| learned.refused.contains(&spans[i]),
+            |i| learned.taught.as_ref().is_some_and(|taught| taught.refused.contains(&spans[i])),
         );
         (plan, learned.generation)
     }
@@ -289,20 +273,17 @@ impl DeviceState {
 
     /// A merged request was refused: keep later requests of that table at most `len` long.
     fn learn_limit(&self, key: Key, len: u32) {
-        let mut learned = self.learned();
         let shorter = len.clamp(1, u16::MAX as u32) as u16;
-        let entry = learned.max_len.entry(key).or_insert(u16::MAX);
-        if shorter < *entry {
-            *entry = shorter;
-            self.changed(&mut learned);
-        }
+        self.teach(&mut self.learned(), |taught| {
+            let entry = taught.max_len.entry(key).or_insert(u16::MAX);
+            let changed = shorter < *entry;
+            *entry = (*entry).min(shorter);
+            changed
+        });
     }
 
     fn learn_refused(&self, span: Span<Key>) {
-        let mut learned = self.learned();
-        if learned.refused.insert(span) {
-            self.changed(&mut learned);
-        }
+        self.teach(&mut self.learned(), |taught| taught.refused.insert(span));
     }
 }
 
