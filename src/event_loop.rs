@@ -314,28 +314,35 @@ impl<F: Framing + 'static> Inner<F> {
     }
 }
 
-/// A connection attempt ended: the link learns of it, and so does `open` the first time.
+/// A connection attempt ended: the link learns of it (and sets the connection up).
 fn finish_connect<F: Framing + 'static>(env: sys::napi_env, driver: Rc<RefCell<Inner<F>>>, attempt: Result<TcpStream>) {
-    let opened = {
+    {
         let mut inner = driver.borrow_mut();
-        let now = Instant::now();
-        let outcome = match attempt {
-            Ok(_) if inner.closed => Err(Error::closed("the device was closed")),
-            Ok(stream) => inner.attach(stream),
-            Err(e) => Err(e),
-        };
         if !inner.closed {
-            match &outcome {
+            let now = Instant::now();
+            match attempt.and_then(|stream| inner.attach(stream)) {
                 Ok(()) => inner.session.connected(now),
-                Err(e) => inner.session.connect_failed(now, e.clone()),
+                Err(e) => inner.session.connect_failed(now, e),
             }
             inner.sync(now);
         }
-        inner.on_open.take().map(|on_open| (on_open, outcome))
+    }
+    settle_open(env, &driver);
+}
+
+/// Tells `open` how the first connection went, once the link knows.
+fn settle_open<F: Framing + 'static>(env: sys::napi_env, driver: &Rc<RefCell<Inner<F>>>) {
+    let settled = {
+        let mut inner = driver.borrow_mut();
+        let outcome = match inner.closed {
+            true => Some(Err(Error::closed("the device was closed"))),
+            false => inner.on_open.as_ref().and_then(|_| inner.session.link().opened()),
+        };
+        outcome.and_then(|outcome| Some((inner.on_open.take()?, outcome, inner.session.stats().clone())))
     };
-    if let Some((on_open, outcome)) = opened {
-        let stats = driver.borrow().session.stats().clone();
-        on_open(env, outcome.map(|()| EventLoopDriver { inner: driver, stats }));
+    // Called with the driver let go: `on_open` may close it (a shared link opened twice).
+    if let Some((on_open, outcome, stats)) = settled {
+        on_open(env, outcome.map(|()| EventLoopDriver { inner: driver.clone(), stats }));
     }
 }
 
@@ -355,7 +362,14 @@ impl<F: Framing + 'static> Wake for RefCell<Inner<F>> {
     }
 
     fn alarm(&self, now: Instant) {
-        self.borrow_mut().alarm(now);
+        let mut inner = self.borrow_mut();
+        inner.alarm(now);
+        // A set-up that timed out settles `open`.
+        let opening = inner.on_open.is_some().then(|| inner.this.upgrade()).flatten();
+        drop(inner);
+        if let (Some(driver), Some(env)) = (opening, js_env()) {
+            settle_open(env, &driver);
+        }
     }
 }
 
@@ -494,7 +508,7 @@ unsafe fn driver_of<F: Framing>(handle: *mut c_void) -> Rc<RefCell<Inner<F>>> {
 unsafe extern "C" fn on_poll<F: Framing + 'static>(handle: *mut c_void, status: c_int, events: c_int) {
     // SAFETY: the poll handle's data is set to its driver in `connected`.
     let driver = unsafe { driver_of::<F>(handle) };
-    callback_scope(|_| {
+    callback_scope(|env| {
         let mut inner = driver.borrow_mut();
         let now = Instant::now();
         if status < 0 {
@@ -512,6 +526,11 @@ unsafe extern "C" fn on_poll<F: Framing + 'static>(handle: *mut c_void, status: 
             }
         }
         inner.sync(now);
+        let opening = inner.on_open.is_some();
+        drop(inner);
+        if opening {
+            settle_open(env, &driver);
+        }
     });
 }
 

@@ -43,6 +43,15 @@ pub trait Framing {
     fn answers(request: &Self::Request, reply: &Self::Reply) -> Result<()>;
     /// The result of a request no reply will come to, once it is written.
     fn unanswered(request: &Self::Request) -> Self::Reply;
+    /// Sets a fresh connection up before any call goes out on it, one exchange at
+    /// a time: called with `None` once connected, then with the reply to each
+    /// request it returned; `Ok(None)` when the connection is ready. Protocols
+    /// with sessions keep what the replies carry (an EtherNet/IP session handle,
+    /// an OPC UA secure channel). An error, or no reply within `connect-timeout`,
+    /// fails the connection as a refused connect would. None by default.
+    fn set_up(&mut self, _reply: Option<Self::Reply>) -> Result<Option<Self::Request>> {
+        Ok(None)
+    }
 }
 
 /// Settings of one link.
@@ -285,13 +294,16 @@ impl<R, T> Queue<R, T> {
 struct InFlight<R, T> {
     deadline: Instant,
     request: R,
-    token: T,
+    /// `None` for a step of the connection's set-up.
+    token: Option<T>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Connection {
     Down,
     Connecting,
+    /// Connected; the protocol's set-up exchange is under way, calls wait.
+    SettingUp,
     /// `proven`: the connection has carried a reply, so if it breaks, reconnect at once.
     Up { proven: bool },
 }
@@ -380,7 +392,23 @@ impl<F: Framing, T> Link<F, T> {
 
     /// Requests waiting or in flight: while there are any, the driver keeps its process alive.
     pub fn is_busy(&self) -> bool {
-        self.queue.len > 0 || !self.in_flight.is_empty() || self.connection == Connection::Connecting
+        self.queue.len > 0 || !self.in_flight.is_empty() || matches!(self.connection, Connection::Connecting | Connection::SettingUp)
+    }
+
+    /// How the first connection went, once that is known: ready for calls, or
+    /// the cause it failed with (a refused connect, a failed set-up). Drivers
+    /// settle their `open` on it.
+    pub fn opened(&self) -> Option<Result<()>> {
+        match self.connection {
+            Connection::Up { .. } => Some(Ok(())),
+            Connection::Down if !self.opening => Some(Err(self.breaker.cause.clone().unwrap_or_else(closed))),
+            _ => None,
+        }
+    }
+
+    /// Whether the driver's socket is connected.
+    fn socket_up(&self) -> bool {
+        matches!(self.connection, Connection::SettingUp | Connection::Up { .. })
     }
 
     /// Accepts a request. It fails at once, handing its token back, when the link
@@ -448,7 +476,7 @@ impl<F: Framing, T> Link<F, T> {
         }
     }
 
-    /// Encodes one request into the write buffer and puts it in flight.
+    /// Puts one waiting call on the wire, unless it waited past its deadline.
     fn start(&mut self, waiting: Waiting<F::Request, T>, now: Instant) {
         let Waiting { request, deadline, token } = waiting;
         if deadline <= now {
@@ -456,6 +484,11 @@ impl<F: Framing, T> Link<F, T> {
             self.completed.push((token, Err(queued_too_long::<F>(&request))));
             return;
         }
+        self.send(request, deadline, Some(token), now);
+    }
+
+    /// Encodes one request into the write buffer and puts it in flight.
+    fn send(&mut self, request: F::Request, deadline: Instant, token: Option<T>, now: Instant) {
         let space = self.framing.id_space();
         // Skip ids still in flight: after the id wraps, a slow request must keep its own.
         while space > 0 && self.in_flight.contains_key(&self.next_id) {
@@ -463,7 +496,7 @@ impl<F: Framing, T> Link<F, T> {
         }
         let id = self.next_id;
         match self.framing.encode(id, &request, &mut self.write_buf) {
-            Err(e) => self.completed.push((token, Err(e))),
+            Err(e) => self.finish(token, Err(e), now),
             Ok(expects_reply) => {
                 bump(&self.stats.requests);
                 if space > 0 {
@@ -474,10 +507,40 @@ impl<F: Framing, T> Link<F, T> {
                     self.in_flight_due = self.in_flight_due.min(Some(deadline)).or(Some(deadline));
                 } else {
                     // A broadcast: no device answers, so nothing waits.
-                    self.completed.push((token, Ok(F::unanswered(&request))));
+                    self.finish(token, Ok(F::unanswered(&request)), now);
                 }
             }
         }
+    }
+
+    /// A request is done: a call's result goes to its caller, a set-up step's to the set-up.
+    fn finish(&mut self, token: Option<T>, result: Result<F::Reply>, now: Instant) {
+        match (token, result) {
+            (Some(token), result) => self.completed.push((token, result)),
+            (None, Ok(reply)) => self.set_up(now, Some(reply)),
+            (None, Err(error)) => self.set_up_failed(now, error),
+        }
+    }
+
+    /// Takes the set-up one step on: sends its next request, or opens the link to calls.
+    fn set_up(&mut self, now: Instant, reply: Option<F::Reply>) {
+        let answered = reply.is_some();
+        match self.framing.set_up(reply) {
+            Ok(Some(request)) => {
+                self.connection = Connection::SettingUp;
+                self.send(request, now + self.config.connect_timeout, None, now);
+            }
+            // Set-up replies prove the link; a protocol without set-up has proven nothing yet.
+            Ok(None) => self.connection = Connection::Up { proven: answered },
+            Err(error) => self.set_up_failed(now, error),
+        }
+    }
+
+    /// The set-up failed: as a refused connect, the breaker opens and waiting calls fail with the cause.
+    fn set_up_failed(&mut self, now: Instant, error: Error) {
+        bump(&self.stats.resyncs);
+        self.drop_connection(error.clone(), false);
+        self.connect_failed(now, error);
     }
 
     fn wake_at(&self, now: Instant) -> Option<Instant> {
@@ -502,8 +565,8 @@ impl<F: Framing, T> Link<F, T> {
         self.line_quiet_at = now + self.config.inter_frame_delay;
     }
 
-    /// The connection the driver opened is up.
-    pub fn connected(&mut self, _now: Instant) {
+    /// The connection the driver opened is up; the protocol's set-up starts on it.
+    pub fn connected(&mut self, now: Instant) {
         if self.closed {
             self.dropped = true;
             return;
@@ -514,6 +577,7 @@ impl<F: Framing, T> Link<F, T> {
         self.write_buf.clear();
         self.written = 0;
         bump(&self.stats.connects);
+        self.set_up(now, None);
     }
 
     /// The connection attempt failed: the breaker opens, and whatever waited for
@@ -550,7 +614,7 @@ impl<F: Framing, T> Link<F, T> {
 
     /// Bytes were appended to the receive buffer: hands every whole reply to its request.
     pub fn received(&mut self, now: Instant) {
-        if !matches!(self.connection, Connection::Up { .. }) {
+        if !self.socket_up() {
             self.read_buf.clear();
             return;
         }
@@ -563,16 +627,16 @@ impl<F: Framing, T> Link<F, T> {
             let frame = match self.framing.frame_len(&self.read_buf) {
                 Ok(Some(len)) if len <= self.read_buf.len() => self.read_buf.split_to(len).freeze(),
                 Ok(_) => return,
-                Err(e) => return self.garbage(e),
+                Err(e) => return self.garbage(e, now),
             };
             match self.framing.parse(frame) {
-                Ok((id, reply)) => self.dispatch(id, reply),
-                Err(e) => return self.garbage(e),
+                Ok((id, reply)) => self.dispatch(id, reply, now),
+                Err(e) => return self.garbage(e, now),
             }
         }
     }
 
-    fn dispatch(&mut self, id: Option<u32>, reply: F::Reply) {
+    fn dispatch(&mut self, id: Option<u32>, reply: F::Reply, now: Instant) {
         // Without ids the reply answers the one request on the wire.
         let key = id.or_else(|| self.in_flight.keys().next().copied());
         let Some(pending) = key.and_then(|key| self.in_flight.remove(&key)) else {
@@ -584,22 +648,25 @@ impl<F: Framing, T> Link<F, T> {
             // A reply proves the link works: the next break starts backing off afresh.
             self.backoff.reset();
             self.breaker = Breaker { open_until: None, cause: None, timeouts: 0, half_open: false };
-            self.connection = Connection::Up { proven: true };
+            if let Connection::Up { proven } = &mut self.connection {
+                *proven = true;
+            }
         }
-        self.completed.push((pending.token, result));
+        self.finish(pending.token, result, now);
     }
 
     /// Bytes that are not a frame. A stream with ids can no longer be trusted to be
     /// in step: start a fresh connection. Without ids (RTU) no frame boundary
     /// survives garbage: fail the request on the wire and start clean.
-    fn garbage(&mut self, error: Error) {
+    fn garbage(&mut self, error: Error, now: Instant) {
         if self.framing.id_space() > 0 {
             bump(&self.stats.resyncs);
             self.drop_connection(error, false);
         } else {
             self.read_buf.clear();
-            for (_, pending) in self.in_flight.drain() {
-                self.completed.push((pending.token, Err(error.clone())));
+            let failed: Vec<_> = self.in_flight.drain().collect();
+            for (_, pending) in failed {
+                self.finish(pending.token, Err(error.clone()), now);
             }
         }
     }
@@ -638,11 +705,20 @@ impl<F: Framing, T> Link<F, T> {
             self.count_timeout(now);
             due.clear(); // failed with the connection
         }
-        let timed_out_on_wire = !due.is_empty();
+        let mut timed_out_on_wire = false;
         for id in due {
             if let Some(pending) = self.in_flight.remove(&id) {
                 bump(&self.stats.timeouts);
-                self.completed.push((pending.token, Err(no_reply_in_time::<F>(&pending.request))));
+                timed_out_on_wire |= pending.token.is_some();
+                let error = match pending.token {
+                    Some(_) => no_reply_in_time::<F>(&pending.request),
+                    None => Error::timeout(format!(
+                        "the device did not answer {} while setting the connection up (connect-timeout={} ms)",
+                        F::describe(&pending.request),
+                        self.config.connect_timeout.as_millis()
+                    )),
+                };
+                self.finish(pending.token, Err(error), now);
             }
         }
         let mut expired = Vec::new();
@@ -695,8 +771,8 @@ impl<F: Framing, T> Link<F, T> {
 
     /// The driver's socket failed or the device closed it.
     pub fn lost(&mut self, now: Instant, error: Error) {
-        let unproven = self.connection == Connection::Up { proven: false };
-        if matches!(self.connection, Connection::Up { .. }) {
+        let unproven = matches!(self.connection, Connection::SettingUp | Connection::Up { proven: false });
+        if self.socket_up() {
             self.drop_connection(error.clone(), true);
             if unproven {
                 // A device that accepts and at once hangs up must not draw a reconnect per request.
@@ -707,7 +783,7 @@ impl<F: Framing, T> Link<F, T> {
 
     /// Ends the connection and fails what is in flight.
     fn drop_connection(&mut self, error: Error, by_peer: bool) {
-        if matches!(self.connection, Connection::Up { .. }) {
+        if self.socket_up() {
             bump(&self.stats.disconnects);
             self.dropped = !by_peer;
         }
@@ -716,8 +792,9 @@ impl<F: Framing, T> Link<F, T> {
         self.read_buf.clear();
         self.write_buf.clear();
         self.written = 0;
-        for (_, pending) in self.in_flight.drain() {
-            self.completed.push((pending.token, Err(error.clone())));
+        // Set-up steps end with their connection.
+        for token in self.in_flight.drain().filter_map(|(_, pending)| pending.token) {
+            self.completed.push((token, Err(error.clone())));
         }
     }
 
@@ -790,6 +867,110 @@ mod tests {
         fn unanswered(_op: &u8) -> u8 {
             0
         }
+    }
+
+    /// Toy with a set-up exchange: a hello (op 0xEE) whose reply is the session
+    /// byte every later request carries after its op.
+    struct Session {
+        session: Option<u8>,
+        hellos_refused: bool,
+    }
+
+    impl Framing for Session {
+        type Request = u8;
+        type Reply = u8;
+        fn id_space(&self) -> u32 {
+            256
+        }
+        fn is_write(_op: &u8) -> bool {
+            false
+        }
+        fn describe(op: &u8) -> String {
+            format!("op {op}")
+        }
+        fn encode(&mut self, id: u32, op: &u8, out: &mut Vec<u8>) -> Result<bool> {
+            out.extend_from_slice(&[id as u8, *op, self.session.unwrap_or(0)]);
+            Ok(true)
+        }
+        fn frame_len(&self, _buf: &[u8]) -> Result<Option<usize>> {
+            Ok(Some(2))
+        }
+        fn parse(&self, frame: Bytes) -> Result<(Option<u32>, u8)> {
+            Ok((Some(u32::from(frame[0])), frame[1]))
+        }
+        fn answers(_op: &u8, _reply: &u8) -> Result<()> {
+            Ok(())
+        }
+        fn unanswered(_op: &u8) -> u8 {
+            0
+        }
+        fn set_up(&mut self, reply: Option<u8>) -> Result<Option<u8>> {
+            match reply {
+                None => {
+                    self.session = None;
+                    Ok(Some(0xEE))
+                }
+                Some(0) if self.hellos_refused => Err(Error::conn_refused("hello refused")),
+                Some(session) => {
+                    self.session = Some(session);
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn calls_wait_for_the_set_up_and_carry_what_it_learned() {
+        let now = Instant::now();
+        let framing = Session { session: None, hellos_refused: true };
+        let mut link: Link<Session, u32> = Link::new(framing, LinkConfig::default(), now);
+        link.submit(now, 7, now + Duration::from_secs(5), 1).unwrap();
+        assert!(link.poll(now).connect);
+        link.connected(now);
+        link.poll(now);
+        assert_eq!(link.outgoing(), &[0, 0xEE, 0], "only the hello goes out");
+        link.wrote(3, now);
+        link.read_buf().extend_from_slice(&[0, 42]);
+        link.received(now);
+        link.poll(now);
+        assert_eq!(link.outgoing(), &[1, 7, 42], "the call follows, with the session");
+        link.wrote(3, now);
+        link.read_buf().extend_from_slice(&[1, 9]);
+        link.received(now);
+        let got: Vec<_> = link.take_completed().map(|(t, r)| (t, r.unwrap())).collect();
+        assert_eq!(got, vec![(1, 9)]);
+
+        // A reconnect sets up afresh; a refused set-up fails what waits, as a refused connect would.
+        link.lost(now, Error::conn_reset("gone"));
+        link.submit(now, 8, now + Duration::from_secs(5), 2).unwrap();
+        assert!(link.poll(now).connect);
+        link.connected(now);
+        link.poll(now);
+        link.read_buf().extend_from_slice(&[2, 0]);
+        link.received(now);
+        let wants = link.poll(now);
+        assert!(wants.disconnect);
+        let (token, result) = link.take_completed().next().unwrap();
+        assert_eq!((token, result.unwrap_err().message), (2, "hello refused".to_string()));
+        assert_eq!(link.stats().breaker_opens.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_set_up_with_no_reply_fails_after_the_connect_timeout() {
+        let now = Instant::now();
+        let config = LinkConfig { connect_timeout: Duration::from_millis(100), ..LinkConfig::default() };
+        let mut link: Link<Session, u32> = Link::new(Session { session: None, hellos_refused: false }, config, now);
+        link.submit(now, 7, now + Duration::from_secs(5), 1).unwrap();
+        link.poll(now);
+        link.connected(now);
+        assert_eq!(link.poll(now).wake_at, Some(now + Duration::from_millis(100)));
+        link.wrote(3, now);
+        let wants = link.poll(now + Duration::from_millis(100));
+        assert!(wants.disconnect);
+        let (token, result) = link.take_completed().next().unwrap();
+        let error = result.unwrap_err();
+        assert_eq!((token, error.code), (1, ErrorCode::Timeout));
+        assert!(error.message.contains("setting the connection up"), "{}", error.message);
     }
 
     fn up(config: LinkConfig) -> (Link<Toy, u32>, Instant) {

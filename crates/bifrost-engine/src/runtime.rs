@@ -80,8 +80,8 @@ where
     F::Request: Send,
     F::Reply: Send,
 {
-    /// Spawns the link's task on the current runtime and connects once, so a
-    /// wrong address fails here rather than on the first call.
+    /// Spawns the link's task on the current runtime and connects once (with the
+    /// protocol's set-up), so a wrong address fails here rather than on the first call.
     pub async fn open(framing: F, config: LinkConfig, connector: Connector) -> Result<Self> {
         let link = Link::new(framing, config, Instant::now());
         let stats = link.stats().clone();
@@ -124,7 +124,7 @@ struct Task<F: Framing> {
     connector: Connector,
     stream: Option<BoxStream>,
     connecting: Option<ConnectFuture>,
-    /// `open` waits for the first connection attempt.
+    /// `open` waits for the first connection to be set up, or to fail.
     opened: Option<oneshot::Sender<Result<()>>>,
     /// Room made free before each read: doubles while reads fill it, so busy links read in few syscalls.
     read_chunk: usize,
@@ -134,6 +134,9 @@ impl<F: Framing> Task<F> {
     async fn serve(mut self, mut commands: mpsc::UnboundedReceiver<Command<F>>) {
         loop {
             let wants = self.session.poll(Instant::now());
+            if let Some(outcome) = self.opened.is_some().then(|| self.session.link().opened()).flatten() {
+                self.opened.take().map(|opened| opened.send(outcome));
+            }
             if wants.disconnect {
                 self.stream = None;
             }
@@ -185,19 +188,12 @@ impl<F: Framing> Task<F> {
     fn connected(&mut self, attempt: Result<BoxStream>) {
         self.connecting = None;
         let now = Instant::now();
-        let result = match attempt {
+        match attempt {
             Ok(stream) => {
                 self.stream = Some(stream);
                 self.session.connected(now);
-                Ok(())
             }
-            Err(e) => {
-                self.session.connect_failed(now, e.clone());
-                Err(e)
-            }
-        };
-        if let Some(opened) = self.opened.take() {
-            let _ = opened.send(result);
+            Err(e) => self.session.connect_failed(now, e),
         }
     }
 
