@@ -153,9 +153,15 @@ impl<F: Framing + 'static> Driver<F> for EventLoopDriver<F> {
     fn run(&self, job: Box<dyn Job<F>>, timeout: Option<Duration>, done: Box<dyn Completion>) {
         let mut inner = self.inner.borrow_mut();
         let now = Instant::now();
+        // A call on a quiet link goes out at once; calls made while others are on
+        // the wire wait for the end of this turn of JavaScript, to share one write.
+        let quiet = inner.session.link().in_flight() == 0 && inner.session.outgoing().is_empty();
         inner.session.run(now, job, timeout, done);
-        // Written once this turn of JavaScript is over: calls made together go out in one write.
-        inner.sync_later(now);
+        if quiet {
+            inner.sync(now);
+        } else {
+            inner.sync_later(now);
+        }
     }
 
     fn stats(&self) -> Arc<Stats> {

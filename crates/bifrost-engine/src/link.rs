@@ -406,6 +406,11 @@ impl<F: Framing, T> Link<F, T> {
         }
     }
 
+    /// Requests on the wire, waiting for their replies.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
     /// Whether the driver's socket is connected.
     fn socket_up(&self) -> bool {
         matches!(self.connection, Connection::SettingUp | Connection::Up { .. })
