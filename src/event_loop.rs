@@ -2,15 +2,16 @@
 //! poll handle watches the socket and one libuv timer per thread wakes each link
 //! at its next deadline; their callbacks read, feed the engine's session and settle the
 //! promises of finished calls in place, so a request costs no thread hop.
-//! Connection attempts (name resolution included) run on the runtime and post
-//! the socket back. All of this driver's `unsafe` lives here.
+//! An address given as numbers connects here too, without blocking; a host name
+//! is resolved and connected on the runtime, which posts the socket back. All of
+//! this driver's `unsafe` lives here.
 
 use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::ffi::{c_int, c_void};
 use std::io::{ErrorKind, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -83,12 +84,16 @@ struct Inner<F: Framing> {
     timer_at: Option<Instant>,
     /// When its entry in the thread's alarms fires, if it has one (never after `timer_at`).
     alarm_at: Option<Instant>,
+    /// While `socket` is connecting: when the attempt gives up.
+    connect_deadline: Option<Instant>,
     read_chunk: usize,
     /// A write waits for the end of the JavaScript job (see `sync_later`).
     flush_scheduled: bool,
     closed: bool,
     /// Told the outcome of the first connection attempt.
     on_open: Option<OnOpen<F>>,
+    /// While `open` waits, the link holds itself: nothing else does yet.
+    held: Option<Rc<RefCell<Inner<F>>>>,
 }
 
 type OnOpen<F> = Box<dyn FnOnce(sys::napi_env, Result<EventLoopDriver<F>>)>;
@@ -138,14 +143,18 @@ where
                 socket: None,
                 timer_at: None,
                 alarm_at: None,
+                connect_deadline: None,
                 read_chunk: MIN_READ_CHUNK,
                 flush_scheduled: false,
                 closed: false,
                 on_open: Some(on_open),
+                held: None,
             })
         });
-        // The first poll asks for the connection; the attempt holds the driver until it ends.
+        inner.borrow_mut().held = Some(inner.clone());
+        // The first poll asks for the connection.
         inner.borrow_mut().sync(Instant::now());
+        settle_open(env, &inner); // an attempt that failed at once
     }
 }
 
@@ -213,14 +222,17 @@ impl<F: Framing + 'static> Inner<F> {
 
     /// Polls the link and opens or drops the connection as it asks; returns when to wake.
     fn step(&mut self, now: Instant) -> Option<Instant> {
-        let wants = self.session.poll(now);
-        if wants.disconnect {
-            self.socket = None;
+        loop {
+            let wants = self.session.poll(now);
+            if wants.disconnect {
+                self.socket = None;
+                self.connect_deadline = None;
+            }
+            // An attempt that failed at once has failed what waited: poll again.
+            if !wants.connect || self.start_connect(now) {
+                return [wants.wake_at, self.connect_deadline].into_iter().flatten().min();
+            }
         }
-        if wants.connect {
-            self.start_connect();
-        }
-        wants.wake_at
     }
 
     /// Writes what the link encoded, without blocking; returns false when the
@@ -274,18 +286,38 @@ impl<F: Framing + 'static> Inner<F> {
         match self.timer_at {
             Some(at) if at <= now => {
                 self.timer_at = None;
-                // libuv runs timers before it polls: a reply that came while JavaScript
-                // kept the thread busy is read now, before its request is expired.
-                self.read_ready(now);
+                if self.connect_deadline.is_some_and(|deadline| deadline <= now) {
+                    let limit = self.session.link().config().connect_timeout.as_millis();
+                    self.connect_failed(now, Error::timeout(format!("connect timed out after {limit} ms")));
+                } else {
+                    // libuv runs timers before it polls: a reply that came while JavaScript
+                    // kept the thread busy is read now, before its request is expired.
+                    self.read_ready(now);
+                }
                 self.sync(now);
             }
             later => self.set_timer(later),
         }
     }
 
-    /// Connects on the runtime (name resolution blocks), then hands the socket back to this thread.
-    fn start_connect(&mut self) {
-        let (Some(this), Some(to_js)) = (self.this.upgrade(), ToJs::here()) else { return };
+    /// Starts a connection attempt; false when it failed at once. An address given
+    /// as numbers connects here; a name is resolved (which blocks) and connected on
+    /// the runtime, and the socket handed back to this thread.
+    fn start_connect(&mut self, now: Instant) -> bool {
+        if let Ok(addr) = self.addr.parse::<SocketAddr>() {
+            let attempt = connect_nonblocking(addr).and_then(|stream| self.attach(stream, UV_WRITABLE));
+            return match attempt {
+                Ok(()) => {
+                    self.connect_deadline = Some(now + self.session.link().config().connect_timeout);
+                    true
+                }
+                Err(e) => {
+                    self.connect_failed(now, e);
+                    false
+                }
+            };
+        }
+        let (Some(this), Some(to_js)) = (self.this.upgrade(), ToJs::here()) else { return true };
         let travelling = Travelling(Rc::into_raw(this));
         let addr = self.addr.clone();
         let limit = self.session.link().config().connect_timeout;
@@ -297,10 +329,34 @@ impl<F: Framing + 'static> Inner<F> {
                 callback_scope(|env| finish_connect(env, driver, attempt));
             }));
         });
+        true
     }
 
-    /// Watches a freshly connected socket.
-    fn attach(&mut self, stream: TcpStream) -> Result<()> {
+    /// The socket connecting here became writable (connected) or failed.
+    fn finish_connecting(&mut self, now: Instant) {
+        self.connect_deadline = None;
+        let Some(socket) = self.socket.as_ref() else { return };
+        match socket.stream.take_error() {
+            Ok(None) => {
+                watch(&socket.poll, UV_READABLE, on_poll::<F>);
+                self.session.connected(now);
+            }
+            Ok(Some(e)) | Err(e) => self.connect_failed(now, Error::from(e)),
+        }
+    }
+
+    /// An attempt failed: the link learns why, naming the address.
+    fn connect_failed(&mut self, now: Instant, mut error: Error) {
+        self.socket = None;
+        self.connect_deadline = None;
+        if !error.message.starts_with("connect") {
+            error.message = format!("connect to {}: {}", self.addr, error.message);
+        }
+        self.session.connect_failed(now, error);
+    }
+
+    /// Watches a socket for `events` (writable while it connects, then readable).
+    fn attach(&mut self, stream: TcpStream, events: c_int) -> Result<()> {
         stream.set_nonblocking(true)?;
         let poll = Handle::new(UV_POLL);
         // SAFETY: a zeroed handle of the right size, initialised on this loop's thread; its
@@ -314,19 +370,32 @@ impl<F: Framing + 'static> Inner<F> {
             uv_handle_set_data(poll.0, self.this.as_ptr() as *mut c_void);
             uv_unref(poll.0);
         }
-        watch(&poll, UV_READABLE, on_poll::<F>);
+        watch(&poll, events, on_poll::<F>);
         self.socket = Some(Socket { poll, stream, watching_writable: false });
         Ok(())
     }
 }
 
-/// A connection attempt ended: the link learns of it (and sets the connection up).
+/// A socket connecting to `addr` without blocking, with `TCP_NODELAY` set.
+fn connect_nonblocking(addr: SocketAddr) -> Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(Error::from(e)),
+    }
+    Ok(socket.into())
+}
+
+/// A connection attempt on the runtime ended: the link learns of it (and sets the connection up).
 fn finish_connect<F: Framing + 'static>(env: sys::napi_env, driver: Rc<RefCell<Inner<F>>>, attempt: Result<TcpStream>) {
     {
         let mut inner = driver.borrow_mut();
         if !inner.closed {
             let now = Instant::now();
-            match attempt.and_then(|stream| inner.attach(stream)) {
+            match attempt.and_then(|stream| inner.attach(stream, UV_READABLE)) {
                 Ok(()) => inner.session.connected(now),
                 Err(e) => inner.session.connect_failed(now, e),
             }
@@ -344,10 +413,11 @@ fn settle_open<F: Framing + 'static>(env: sys::napi_env, driver: &Rc<RefCell<Inn
             true => Some(Err(Error::closed("the device was closed"))),
             false => inner.on_open.as_ref().and_then(|_| inner.session.link().opened()),
         };
-        outcome.and_then(|outcome| Some((inner.on_open.take()?, outcome, inner.session.stats().clone())))
+        let held = outcome.is_some().then(|| inner.held.take());
+        outcome.and_then(|outcome| Some((inner.on_open.take()?, outcome, inner.session.stats().clone(), held)))
     };
     // Called with the driver let go: `on_open` may close it (a shared link opened twice).
-    if let Some((on_open, outcome, stats)) = settled {
+    if let Some((on_open, outcome, stats, _held)) = settled {
         on_open(env, outcome.map(|()| EventLoopDriver { inner: driver.clone(), stats }));
     }
 }
@@ -517,7 +587,9 @@ unsafe extern "C" fn on_poll<F: Framing + 'static>(handle: *mut c_void, status: 
     callback_scope(|env| {
         let mut inner = driver.borrow_mut();
         let now = Instant::now();
-        if status < 0 {
+        if inner.connect_deadline.is_some() {
+            inner.finish_connecting(now);
+        } else if status < 0 {
             // A socket error (a reset): reading reports it as it is.
             inner.read(now);
             if inner.socket.is_some() {
