@@ -353,10 +353,16 @@ export class Device {
   }
 
   /** Closes the connection. Requests still in flight fail with `ECLOSED`. */
-  async close(): Promise<void> {
-    if (this.closed) return
+  close(): Promise<void> {
+    if (this.closed) return Promise.resolve()
     this.closed = true
     this.closing?.abort()
+    // A native device's close is the addon's promise itself: a gateway closing thousands makes no more.
+    if (this.binding && this.plugin.disconnect === NativePlugin.prototype.disconnect) return this.binding.close() as Promise<void>
+    return this.closeThroughPlugin()
+  }
+
+  private async closeThroughPlugin(): Promise<void> {
     await this.plugin.disconnect()
   }
 }
