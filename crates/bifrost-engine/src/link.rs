@@ -842,7 +842,13 @@ mod tests {
     use super::*;
 
     /// A toy framing: a request is `[id, op]`, a reply `[id, value]`; op 0xFF is a write.
-    struct Toy;
+    /// With a hello, each connection is set up first: the hello (op 0xEE) is answered
+    /// with a session byte that every later request carries after its op (0 refuses it).
+    #[derive(Default)]
+    struct Toy {
+        hello: bool,
+        session: Option<u8>,
+    }
 
     impl Framing for Toy {
         type Request = u8;
@@ -858,43 +864,9 @@ mod tests {
         }
         fn encode(&mut self, id: u32, op: &u8, out: &mut Vec<u8>) -> Result<bool> {
             out.extend_from_slice(&[id as u8, *op]);
-            Ok(true)
-        }
-        fn frame_len(&self, _buf: &[u8]) -> Result<Option<usize>> {
-            Ok(Some(2))
-        }
-        fn parse(&self, frame: Bytes) -> Result<(Option<u32>, u8)> {
-            Ok((Some(u32::from(frame[0])), frame[1]))
-        }
-        fn answers(_op: &u8, _reply: &u8) -> Result<()> {
-            Ok(())
-        }
-        fn unanswered(_op: &u8) -> u8 {
-            0
-        }
-    }
-
-    /// Toy with a set-up exchange: a hello (op 0xEE) whose reply is the session
-    /// byte every later request carries after its op.
-    struct Session {
-        session: Option<u8>,
-        hellos_refused: bool,
-    }
-
-    impl Framing for Session {
-        type Request = u8;
-        type Reply = u8;
-        fn id_space(&self) -> u32 {
-            256
-        }
-        fn is_write(_op: &u8) -> bool {
-            false
-        }
-        fn describe(op: &u8) -> String {
-            format!("op {op}")
-        }
-        fn encode(&mut self, id: u32, op: &u8, out: &mut Vec<u8>) -> Result<bool> {
-            out.extend_from_slice(&[id as u8, *op, self.session.unwrap_or(0)]);
+            if self.hello {
+                out.push(self.session.unwrap_or(0));
+            }
             Ok(true)
         }
         fn frame_len(&self, _buf: &[u8]) -> Result<Option<usize>> {
@@ -911,11 +883,12 @@ mod tests {
         }
         fn set_up(&mut self, reply: Option<u8>) -> Result<Option<u8>> {
             match reply {
+                _ if !self.hello => Ok(None),
                 None => {
                     self.session = None;
                     Ok(Some(0xEE))
                 }
-                Some(0) if self.hellos_refused => Err(Error::conn_refused("hello refused")),
+                Some(0) => Err(Error::conn_refused("hello refused")),
                 Some(session) => {
                     self.session = Some(session);
                     Ok(None)
@@ -927,8 +900,7 @@ mod tests {
     #[test]
     fn calls_wait_for_the_set_up_and_carry_what_it_learned() {
         let now = Instant::now();
-        let framing = Session { session: None, hellos_refused: true };
-        let mut link: Link<Session, u32> = Link::new(framing, LinkConfig::default(), now);
+        let mut link: Link<Toy, u32> = Link::new(Toy { hello: true, session: None }, LinkConfig::default(), now);
         link.submit(now, 7, now + Duration::from_secs(5), 1).unwrap();
         assert!(link.poll(now).connect);
         link.connected(now);
@@ -964,7 +936,7 @@ mod tests {
     fn a_set_up_with_no_reply_fails_after_the_connect_timeout() {
         let now = Instant::now();
         let config = LinkConfig { connect_timeout: Duration::from_millis(100), ..LinkConfig::default() };
-        let mut link: Link<Session, u32> = Link::new(Session { session: None, hellos_refused: false }, config, now);
+        let mut link: Link<Toy, u32> = Link::new(Toy { hello: true, session: None }, config, now);
         link.submit(now, 7, now + Duration::from_secs(5), 1).unwrap();
         link.poll(now);
         link.connected(now);
@@ -980,7 +952,7 @@ mod tests {
 
     fn up(config: LinkConfig) -> (Link<Toy, u32>, Instant) {
         let now = Instant::now();
-        let mut link = Link::new(Toy, config, now);
+        let mut link = Link::new(Toy::default(), config, now);
         assert!(link.poll(now).connect);
         link.connected(now);
         (link, now)
@@ -1049,7 +1021,7 @@ mod tests {
     fn the_breaker_fails_calls_fast_while_open_then_lets_one_probe_through() {
         let now = Instant::now();
         let config = LinkConfig { max_in_flight: 8, ..LinkConfig::default() };
-        let mut link: Link<Toy, u32> = Link::new(Toy, config, now);
+        let mut link: Link<Toy, u32> = Link::new(Toy::default(), config, now);
         assert!(link.poll(now).connect);
         link.connect_failed(now, Error::conn_refused("refused"));
         let (_, error) = link.submit(now, 1, now + Duration::from_secs(1), 1).unwrap_err();
