@@ -387,21 +387,33 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
  * @param options - settings that override the URL's query
  * @throws {@link BifrostError} `EADDRESS` for a bad URL or unknown scheme, or the connection error
  */
-export async function connect(url: string, options: ConnectOptions = {}): Promise<Device> {
+export function connect(url: string, options: ConnectOptions = {}): Promise<Device> {
   const match = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url)
-  if (!match) throw new BifrostError('EADDRESS', `'${url}' is not a device URL (scheme://...)`)
+  if (!match) return Promise.reject(new BifrostError('EADDRESS', `'${url}' is not a device URL (scheme://...)`))
   const scheme = match[1]!.toLowerCase()
   const factory = pluginFor(scheme)
   if (!factory) {
-    throw new BifrostError('EADDRESS', `no plugin for '${scheme}://' (known: ${registeredSchemes().join(', ')})`)
+    return Promise.reject(new BifrostError('EADDRESS', `no plugin for '${scheme}://' (known: ${registeredSchemes().join(', ')})`))
   }
   const kebabOptions: Record<string, string> = {}
   for (const [key, value] of Object.entries(options)) {
     if (value !== undefined) kebabOptions[kebab(key)] = String(value)
   }
   const plugin = factory()
+  // A native plugin connects through the addon's promise alone (its errors are BifrostErrors):
+  // a gateway opening thousands of devices makes no more promises than that.
+  if (plugin instanceof NativePlugin && plugin.connect === NativePlugin.prototype.connect) {
+    return native.connect(url, kebabOptions).then((binding) => {
+      plugin.binding = binding
+      return new Device(url, plugin)
+    })
+  }
+  return connectThroughPlugin(url, plugin, { url, scheme, options: kebabOptions })
+}
+
+async function connectThroughPlugin(url: string, plugin: ProtocolPlugin, device: DeviceDescriptor): Promise<Device> {
   try {
-    await plugin.connect({ url, scheme, options: kebabOptions })
+    await plugin.connect(device)
   } catch (e) {
     throw asBifrostError(e)
   }

@@ -90,13 +90,18 @@ struct Inner<F: Framing> {
     /// A write waits for the end of the JavaScript job (see `sync_later`).
     flush_scheduled: bool,
     closed: bool,
-    /// Told the outcome of the first connection attempt.
-    on_open: Option<OnOpen<F>>,
-    /// While `open` waits, the link holds itself: nothing else does yet.
-    held: Option<Rc<RefCell<Inner<F>>>>,
+    /// While `open` waits for the first connection.
+    opening: Option<Box<Opening<F>>>,
 }
 
 type OnOpen<F> = Box<dyn FnOnce(sys::napi_env, Result<EventLoopDriver<F>>)>;
+
+struct Opening<F: Framing> {
+    /// Told the outcome.
+    on_open: OnOpen<F>,
+    /// The link holds itself meanwhile: nothing else does yet.
+    held: Rc<RefCell<Inner<F>>>,
+}
 
 /// One link driven on the JavaScript thread.
 pub struct EventLoopDriver<F: Framing> {
@@ -147,11 +152,10 @@ where
                 read_chunk: MIN_READ_CHUNK,
                 flush_scheduled: false,
                 closed: false,
-                on_open: Some(on_open),
-                held: None,
+                opening: None,
             })
         });
-        inner.borrow_mut().held = Some(inner.clone());
+        inner.borrow_mut().opening = Some(Box::new(Opening { on_open, held: inner.clone() }));
         // The first poll asks for the connection.
         inner.borrow_mut().sync(Instant::now());
         settle_open(env, &inner); // an attempt that failed at once
@@ -411,14 +415,14 @@ fn settle_open<F: Framing + 'static>(env: sys::napi_env, driver: &Rc<RefCell<Inn
         let mut inner = driver.borrow_mut();
         let outcome = match inner.closed {
             true => Some(Err(Error::closed("the device was closed"))),
-            false => inner.on_open.as_ref().and_then(|_| inner.session.link().opened()),
+            false => inner.opening.as_ref().and_then(|_| inner.session.link().opened()),
         };
-        let held = outcome.is_some().then(|| inner.held.take());
-        outcome.and_then(|outcome| Some((inner.on_open.take()?, outcome, inner.session.stats().clone(), held)))
+        outcome.and_then(|outcome| Some((inner.opening.take()?, outcome, inner.session.stats().clone())))
     };
     // Called with the driver let go: `on_open` may close it (a shared link opened twice).
-    if let Some((on_open, outcome, stats, _held)) = settled {
-        on_open(env, outcome.map(|()| EventLoopDriver { inner: driver.clone(), stats }));
+    if let Some((opening, outcome, stats)) = settled {
+        let Opening { on_open, held } = *opening;
+        on_open(env, outcome.map(|()| EventLoopDriver { inner: held, stats }));
     }
 }
 
@@ -441,7 +445,7 @@ impl<F: Framing + 'static> Wake for RefCell<Inner<F>> {
         let mut inner = self.borrow_mut();
         inner.alarm(now);
         // A set-up that timed out settles `open`.
-        let opening = inner.on_open.is_some().then(|| inner.this.upgrade()).flatten();
+        let opening = inner.opening.is_some().then(|| inner.this.upgrade()).flatten();
         drop(inner);
         if let (Some(driver), Some(env)) = (opening, js_env()) {
             settle_open(env, &driver);
@@ -604,7 +608,7 @@ unsafe extern "C" fn on_poll<F: Framing + 'static>(handle: *mut c_void, status: 
             }
         }
         inner.sync(now);
-        let opening = inner.on_open.is_some();
+        let opening = inner.opening.is_some();
         drop(inner);
         if opening {
             settle_open(env, &driver);

@@ -7,8 +7,9 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bifrost_core::backoff::Backoff;
@@ -55,7 +56,7 @@ pub trait Framing {
 }
 
 /// Settings of one link.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LinkConfig {
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
@@ -115,6 +116,22 @@ impl LinkConfig {
         Ok(link)
     }
 
+    /// One copy per distinct set of settings, shared: a gateway's thousands of
+    /// devices opened with the same options hold one between them.
+    fn shared(self) -> Arc<LinkConfig> {
+        static SHARED: LazyLock<Mutex<HashMap<LinkConfig, Weak<LinkConfig>>>> = LazyLock::new(Default::default);
+        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(config) = shared.get(&self).and_then(Weak::upgrade) {
+            return config;
+        }
+        if shared.len() >= 64 {
+            shared.retain(|_, config| config.strong_count() > 0);
+        }
+        let config = Arc::new(self.clone());
+        shared.insert(self, Arc::downgrade(&config));
+        config
+    }
+
     /// The settings devices sharing a link must agree on, as URL keys.
     pub fn describe(&self) -> String {
         format!(
@@ -130,7 +147,7 @@ impl LinkConfig {
 
 /// Replies without ids: after a timeout a late reply could be taken as the answer
 /// to the next request. How the link gets back in step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Resync {
     /// Drop the connection and open a new one: the late reply goes with the old socket.
     Reconnect,
@@ -298,6 +315,32 @@ struct InFlight<R, T> {
     token: Option<T>,
 }
 
+/// Hashes the link's own request ids: a counter, not chosen by the device, so no
+/// seeded hash is needed (and the table costs no hasher state per link).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u32(&mut self, id: u32) {
+        self.write_u64(u64::from(id));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing spreads a counter over the high bits the table reads.
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Connection {
     Down,
@@ -324,13 +367,13 @@ struct Breaker {
 /// request to find its caller when it completes.
 pub struct Link<F: Framing, T> {
     framing: F,
-    config: LinkConfig,
+    config: Arc<LinkConfig>,
     stats: Arc<Stats>,
     connection: Connection,
     /// Set when the link drops a connection; the driver closes the socket.
     dropped: bool,
     queue: Queue<F::Request, T>,
-    in_flight: HashMap<u32, InFlight<F::Request, T>>,
+    in_flight: HashMap<u32, InFlight<F::Request, T>, BuildHasherDefault<IdHasher>>,
     /// No request in flight has an earlier deadline (a bound, exact after each expiry
     /// scan): polls find nothing due without walking the window.
     in_flight_due: Option<Instant>,
@@ -360,12 +403,12 @@ impl<F: Framing, T> Link<F, T> {
         let backoff = Backoff::new(config.backoff_min, config.backoff_max);
         Link {
             framing,
-            config,
+            config: config.shared(),
             stats: Arc::new(Stats::default()),
             connection: Connection::Down,
             dropped: false,
             queue: Queue::default(),
-            in_flight: HashMap::new(),
+            in_flight: HashMap::default(),
             in_flight_due: None,
             next_id: 0,
             // Idle links are common (gateways hold thousands): buffers start empty and grow with traffic.
