@@ -91,12 +91,12 @@ struct Inner<F: Framing> {
     flush_scheduled: bool,
     closed: bool,
     /// While `open` waits for the first connection.
-    opening: Option<Box<Opening<F>>>,
+    opening: Option<Box<PendingOpen<F>>>,
 }
 
 type OnOpen<F> = Box<dyn FnOnce(sys::napi_env, Result<EventLoopDriver<F>>)>;
 
-struct Opening<F: Framing> {
+struct PendingOpen<F: Framing> {
     /// Told the outcome.
     on_open: OnOpen<F>,
     /// The link holds itself meanwhile: nothing else does yet.
@@ -155,7 +155,7 @@ where
                 opening: None,
             })
         });
-        inner.borrow_mut().opening = Some(Box::new(Opening { on_open, held: inner.clone() }));
+        inner.borrow_mut().opening = Some(Box::new(PendingOpen { on_open, held: inner.clone() }));
         // The first poll asks for the connection.
         inner.borrow_mut().sync(Instant::now());
         settle_open(env, &inner); // an attempt that failed at once
@@ -421,7 +421,7 @@ fn settle_open<F: Framing + 'static>(env: sys::napi_env, driver: &Rc<RefCell<Inn
     };
     // Called with the driver let go: `on_open` may close it (a shared link opened twice).
     if let Some((opening, outcome, stats)) = settled {
-        let Opening { on_open, held } = *opening;
+        let PendingOpen { on_open, held } = *opening;
         on_open(env, outcome.map(|()| EventLoopDriver { inner: held, stats }));
     }
 }
