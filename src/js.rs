@@ -475,9 +475,11 @@ pub fn callback_scope(work: impl FnOnce(sys::napi_env)) {
     })
 }
 
+/// Work to run once the JavaScript job now running is over, and whether a microtask is queued for it.
+type EndOfJob = (Vec<fn()>, bool);
+
 thread_local! {
-    /// Work to run once the JavaScript job now running is over, and whether a microtask is queued for it.
-    static AT_END_OF_JOB: std::cell::RefCell<(Vec<fn()>, bool)> = const { std::cell::RefCell::new((Vec::new(), false)) };
+    static AT_END_OF_JOB: std::cell::RefCell<EndOfJob> = const { std::cell::RefCell::new((Vec::new(), false)) };
     /// `queueMicrotask` and the function it runs, kept for the thread's life.
     static MICROTASK: OnceCell<(sys::napi_ref, sys::napi_ref)> = const { OnceCell::new() };
 }
