@@ -399,28 +399,10 @@ fn settle(env: sys::napi_env, promise: Promise, shape: Shape, outcome: Outcome) 
             None => Err(Error::proto("no result")),
         },
         (Shape::TagResults(tags), Outcome::Values(values)) => {
-            let now = now_ms();
-            Ok(Settled::TagResults(
-                tags.into_iter()
-                    .zip(values)
-                    .map(|(tag, result)| match result {
-                        Ok(value) => BindingTagResult::good(tag, Some(JsValue(value)), now),
-                        Err(e) => BindingTagResult::bad(tag, e, now),
-                    })
-                    .collect(),
-            ))
+            Ok(Settled::TagResults(tag_results(tags, values.into_iter().map(|r| r.map(|v| Some(JsValue(v)))))))
         }
         (Shape::TagResults(tags), Outcome::Written(results)) => {
-            let now = now_ms();
-            Ok(Settled::TagResults(
-                tags.into_iter()
-                    .zip(results)
-                    .map(|(tag, result)| match result {
-                        Ok(()) => BindingTagResult::good(tag, None, now),
-                        Err(e) => BindingTagResult::bad(tag, e, now),
-                    })
-                    .collect(),
-            ))
+            Ok(Settled::TagResults(tag_results(tags, results.into_iter().map(|r| r.map(|()| None)))))
         }
         (Shape::Columns, Outcome::Columns(columns)) => Ok(Settled::Columns(to_binding_columns(columns))),
         _ => Err(Error::proto("internal error: a call ended with the wrong kind of result (please report it)")),
@@ -432,6 +414,18 @@ fn settle(env: sys::napi_env, promise: Promise, shape: Shape, outcome: Outcome) 
         Ok(Settled::Columns(columns)) => promise.resolve(env, columns),
         Err(e) => promise.reject(env, &e),
     }
+}
+
+/// One result per tag, in order: a value read, nothing for a write, or the tag's error.
+fn tag_results(tags: Vec<String>, results: impl Iterator<Item = std::result::Result<Option<JsValue>, Error>>) -> Vec<BindingTagResult> {
+    let now = now_ms();
+    tags.into_iter()
+        .zip(results)
+        .map(|(tag, result)| match result {
+            Ok(value) => BindingTagResult::good(tag, value, now),
+            Err(e) => BindingTagResult::bad(tag, e, now),
+        })
+        .collect()
 }
 
 enum Settled {
