@@ -39,6 +39,32 @@ export declare class BindingPlan {
   read(timeoutMs?: number | undefined | null): Promise<ArrayBuffer | BindingColumnsWithErrors>
 }
 
+/** The poller of `createPoller`: scheduled reads of many devices, delivered in batches. */
+export declare class BindingPoller {
+  /**
+   * `batch_ms`: the shortest time between deliveries. `max_pending`: finished polls
+   * held for the consumer; beyond it the oldest are dropped. `on_due` is called
+   * with the handles of plugin reads to start.
+   */
+  constructor(batchMs: number, maxPending: number, onDue: (handles: number[]) => void)
+  /** Schedules a prepared plan; returns its handle. */
+  add(plan: BindingPlan, intervalMs: number, timeoutMs?: number | undefined | null, deadbandType?: string | undefined | null, deadbandValue?: number | undefined | null): number | Error
+  /** Schedules a read the TypeScript layer makes (a plugin's device) when `onDue` names it. */
+  addExternal(intervalMs: number, timeoutMs?: number | undefined | null, deadbandType?: string | undefined | null, deadbandValue?: number | undefined | null): number | Error
+  /** A plugin read started by `onDue` finished: its values, offsets and failed tags. */
+  completeExternal(handle: number, values: Float64Array, offsets: Uint32Array, errors: Array<[number, string, string]>): void
+  /** Stops a scheduled read; false when the handle is unknown. */
+  remove(handle: number): boolean
+  /** The next batch, once one is due; `null` once the poller is closed. */
+  next(): Promise<ArrayBuffer | BindingColumnsWithErrors | null>
+  /** Stops every read; a waiting `next()` resolves with `null`. */
+  close(): void
+  /** Finished polls dropped unread since the poller started. */
+  get dropped(): number
+  /** Every scheduled read's health, in the order they were added. */
+  health(): Array<BindingPollHealth>
+}
+
 export declare class BindingReplyDecoder {
   /** Decodes one Modbus TCP frame in place, on the calling thread. */
   decode(frame: Uint8Array): ArrayBuffer | BindingColumnsWithErrors | Error
@@ -47,10 +73,10 @@ export declare class BindingReplyDecoder {
   get valueCount(): number
 }
 
-/** A columnar read where some tags failed. */
+/** Columnar reads where some tags failed. */
 export interface BindingColumnsWithErrors {
   buffer: ArrayBuffer
-  /** Sparse: one entry per failed tag, `index` pointing at it. */
+  /** Sparse: one entry per failed tag, `entry` naming the read and `index` the tag in it. */
   errors: Array<BindingIndexedError>
 }
 
@@ -66,8 +92,27 @@ export interface BindingConnectionStats {
 }
 
 export interface BindingIndexedError {
+  entry: number
   index: number
   error: Error
+}
+
+export interface BindingLatency {
+  p50: number
+  p90: number
+  p99: number
+}
+
+export interface BindingPollHealth {
+  handle: number
+  state: string
+  lastError?: Error
+  polls: number
+  failures: number
+  overruns: number
+  late: number
+  drops: number
+  latencyMs?: BindingLatency
 }
 
 /** One tag's outcome, as `TagResult`. */
@@ -87,6 +132,9 @@ export declare function connect(url: string, options: Record<string, string>): P
 
 /** Makes a decoder for read replies captured elsewhere; `start` is the first address the reply answers. */
 export declare function createReplyDecoder(tags: Array<string>, start: number): BindingReplyDecoder | Error
+
+/** Reads many plans, of any devices, with one promise: their reads in one buffer, in order. */
+export declare function readPlans(plans: Array<BindingPlan>, timeoutMs?: number | undefined | null): Promise<ArrayBuffer | BindingColumnsWithErrors>
 
 /** Registers the class every error is made of (`BifrostError`); the loader calls it once. */
 export declare function setErrorClass(errorClass: unknown): void

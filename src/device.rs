@@ -3,6 +3,7 @@
 //! calls return raw promises that its driver settles.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::Duration;
 
 use bifrost_core::url::DeviceUrl;
@@ -34,7 +35,9 @@ impl DriverChoice {
             None if cfg!(target_os = "linux") => Ok(DriverChoice::EventLoop),
             None => Ok(DriverChoice::Runtime),
             Some("event-loop") if cfg!(target_os = "linux") => Ok(DriverChoice::EventLoop),
-            Some("event-loop") => Err(Error::invalid_value("driver=event-loop is built for Linux only; use driver=runtime")),
+            Some("event-loop") => {
+                Err(Error::invalid_value("driver=event-loop is built for Linux only; use driver=runtime"))
+            }
             Some("runtime") => Ok(DriverChoice::Runtime),
             Some(other) => {
                 Err(Error::invalid_value(format!("URL option 'driver' must be event-loop or runtime, not '{other}'")))
@@ -67,7 +70,7 @@ pub fn connect<'env>(env: &'env Env, url: String, options: HashMap<String, Strin
 }
 
 /// A per-call timeout; `None` keeps the device's `request-timeout`. The TypeScript layer checks the range.
-fn timeout(timeout_ms: Option<u32>) -> Option<Duration> {
+pub(crate) fn timeout(timeout_ms: Option<u32>) -> Option<Duration> {
     timeout_ms.map(|ms| Duration::from_millis(ms.max(1) as u64))
 }
 
@@ -95,7 +98,12 @@ impl BindingDevice {
 
     /// Reads the tags in one planned, pipelined batch: one `TagResult` per tag, never rejects per tag.
     #[napi(ts_return_type = "Promise<Array<BindingTagResult>>")]
-    pub fn read_tags<'env>(&self, env: &'env Env, tags: Vec<String>, timeout_ms: Option<u32>) -> napi::Result<Object<'env>> {
+    pub fn read_tags<'env>(
+        &self,
+        env: &'env Env,
+        tags: Vec<String>,
+        timeout_ms: Option<u32>,
+    ) -> napi::Result<Object<'env>> {
         let (done, promise) = JsCompletion::new(env, Shape::TagResults(tags.clone()))?;
         self.device.read(&tags, timeout(timeout_ms), done);
         Ok(promise)
@@ -122,7 +130,7 @@ impl BindingDevice {
     /// Parses and plans the tags once; the plan's `read` then costs one call. A bad tag gives its `BifrostError`.
     #[napi(ts_return_type = "BindingPlan | Error")]
     pub fn prepare(&self, tags: Vec<String>) -> Either<BindingPlan, JsError> {
-        either(self.device.prepare(&tags).map(|plan| BindingPlan { plan }))
+        either(self.device.prepare(&tags).map(|plan| BindingPlan { plan: plan.into() }))
     }
 
     #[napi]
@@ -163,7 +171,14 @@ pub struct BindingConnectionStats {
 
 #[napi]
 pub struct BindingPlan {
-    plan: Box<dyn Plan>,
+    /// Shared with the pollers that schedule it.
+    plan: Rc<dyn Plan>,
+}
+
+impl BindingPlan {
+    pub(crate) fn shared(&self) -> Rc<dyn Plan> {
+        self.plan.clone()
+    }
 }
 
 #[napi]

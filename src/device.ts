@@ -21,7 +21,7 @@ export interface WatchOptions {
 export const MAX_MS = 2_147_483_647
 
 /** Whether `value` is a usable time option: a whole number of milliseconds from 1 to {@link MAX_MS}. */
-function isMs(value: unknown): value is number {
+export function isMs(value: unknown): value is number {
   return typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= MAX_MS
 }
 
@@ -30,7 +30,7 @@ function isMs(value: unknown): value is number {
  * {@link MAX_MS}. Anything else (negative, fractional, infinite, NaN, a string)
  * is an `EINVAL` naming the option, never wrapped or clamped.
  */
-function checkMs(name: string, value: unknown): number {
+export function checkMs(name: string, value: unknown): number {
   if (isMs(value)) return value
   const shown = typeof value === 'string' ? `the string '${value}'` : String(value)
   throw new BifrostError('EINVAL', `${name} must be a whole number of milliseconds from 1 to ${MAX_MS}, not ${shown}`)
@@ -77,32 +77,66 @@ export interface ConnectionStats {
   queued: number
 }
 
-/** Views over the one buffer the addon fills (its layout is documented on `BindingColumnarRead`). @internal */
-export function toColumnarData(raw: ArrayBuffer | BindingColumnsWithErrors): ColumnarData {
+/** One read out of a buffer of columnar reads: its id and, under a deadband, the positions of its tags. @internal */
+export interface ColumnarRead {
+  id: number
+  data: ColumnarData
+  indices?: Uint32Array
+}
+
+/** Views over the one buffer the addon fills with columnar reads (its layout is documented on `BindingColumnarRead`). @internal */
+export function columnarReads(raw: ArrayBuffer | BindingColumnsWithErrors): ColumnarRead[] {
   const buffer = raw instanceof ArrayBuffer ? raw : raw.buffer
-  const errors = new Map<number, BifrostError>()
-  if (!(raw instanceof ArrayBuffer)) for (const { index, error } of raw.errors) errors.set(index, error as BifrostError)
-  const header = new DataView(buffer, 0, 16)
-  const valueCount = header.getUint32(8, LITTLE_ENDIAN)
-  const tagCount = header.getUint32(12, LITTLE_ENDIAN)
-  const offsetsAt = 16 + valueCount * 8
-  return {
-    values: new Float64Array(buffer, 16, valueCount),
-    offsets: new Uint32Array(buffer, offsetsAt, tagCount + 1),
-    quality: new Uint8Array(buffer, offsetsAt + (tagCount + 1) * 4, tagCount),
-    errors,
-    timestamp: header.getFloat64(0, LITTLE_ENDIAN),
+  const view = new DataView(buffer)
+  const count = view.getUint32(0, LITTLE_ENDIAN)
+  const reads: ColumnarRead[] = new Array(count)
+  let at = 8
+  for (let entry = 0; entry < count; entry++) {
+    const valueCount = view.getUint32(at + 8, LITTLE_ENDIAN)
+    const tagCount = view.getUint32(at + 12, LITTLE_ENDIAN)
+    const valuesAt = at + 24
+    const offsetsAt = valuesAt + valueCount * 8
+    const qualityAt = offsetsAt + (tagCount + 1) * 4
+    let end = qualityAt + tagCount
+    const read: ColumnarRead = {
+      id: view.getUint32(at + 16, LITTLE_ENDIAN),
+      data: {
+        values: new Float64Array(buffer, valuesAt, valueCount),
+        offsets: new Uint32Array(buffer, offsetsAt, tagCount + 1),
+        quality: new Uint8Array(buffer, qualityAt, tagCount),
+        errors: new Map(),
+        timestamp: view.getFloat64(at, LITTLE_ENDIAN),
+      },
+    }
+    if (view.getUint32(at + 20, LITTLE_ENDIAN) === 1) {
+      const indicesAt = Math.ceil(end / 4) * 4
+      read.indices = new Uint32Array(buffer, indicesAt, tagCount)
+      end = indicesAt + tagCount * 4
+    }
+    reads[entry] = read
+    at = Math.ceil(end / 8) * 8
   }
+  if (!(raw instanceof ArrayBuffer)) for (const { entry, index, error } of raw.errors) reads[entry]!.data.errors.set(index, error as BifrostError)
+  return reads
+}
+
+/** The one read of a buffer of columnar reads. @internal */
+export function toColumnarData(raw: ArrayBuffer | BindingColumnsWithErrors): ColumnarData {
+  return columnarReads(raw)[0]!.data
 }
 
 /** The addon writes numbers in platform byte order. */
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1
 
-class NativePlan implements PreparedPlan {
-  constructor(private readonly plan: BindingPlan) {}
+/** A plan the addon prepared. @internal */
+export class NativePlan implements PreparedPlan {
+  constructor(
+    /** The addon's plan. */
+    readonly binding: BindingPlan,
+  ) {}
 
   read(options?: RequestOptions): Promise<ColumnarData> {
-    return this.plan.read(options?.timeout).then(toColumnarData)
+    return this.binding.read(options?.timeout).then(toColumnarData)
   }
 }
 
@@ -158,7 +192,10 @@ export class PreparedRead {
   constructor(
     /** The tags of the plan, in order. */
     readonly tags: readonly string[],
-    private readonly plan: PreparedPlan,
+    /** The plugin's plan. @internal */
+    readonly plan: PreparedPlan,
+    /** The device the plan reads. */
+    readonly device: Device,
   ) {}
 
   /**
@@ -173,6 +210,38 @@ export class PreparedRead {
     }
     return this.plan.read(options)
   }
+}
+
+/**
+ * Reads many prepared plans, of any devices, with one call: one promise for
+ * all of them, and for native devices one crossing into the addon. The results
+ * come in the order of `plans`; a failed tag fails alone, in `quality` and
+ * `errors`, as in {@link PreparedRead.read}.
+ *
+ * @param plans - plans made by {@link Device.prepare}
+ * @param options - a timeout for each plan's read
+ * @throws {@link BifrostError} `EINVAL` when `plans` is not an array of prepared plans, or for a bad timeout
+ */
+export function readPlans(plans: readonly PreparedRead[], options?: RequestOptions): Promise<ColumnarData[]> {
+  try {
+    checkRequestOptions(options)
+    if (!Array.isArray(plans) || !plans.every((p) => p instanceof PreparedRead)) {
+      throw new BifrostError('EINVAL', 'readPlans takes an array of plans made by device.prepare()')
+    }
+  } catch (e) {
+    return Promise.reject(e)
+  }
+  const bindings: BindingPlan[] = []
+  for (const { plan } of plans) if (plan instanceof NativePlan) bindings.push(plan.binding)
+  const nativeReads = native.readPlans(bindings, options?.timeout).then((raw) => columnarReads(raw).map((r) => r.data))
+  if (bindings.length === plans.length) return nativeReads
+  // Plugins' plans read through their plugins, beside the one native call.
+  return Promise.all([nativeReads, Promise.all(plans.map((p) => (p.plan instanceof NativePlan ? undefined : p.read(options))))]).then(
+    ([fromAddon, fromPlugins]) => {
+      let next = 0
+      return fromPlugins.map((data) => data ?? fromAddon[next++]!)
+    },
+  )
 }
 
 /**
@@ -296,8 +365,8 @@ export class Device {
    */
   prepare(tags: string[]): PreparedRead {
     this.checkOpen()
-    if (this.plugin.prepare) return new PreparedRead([...tags], this.plugin.prepare(tags))
-    return new PreparedRead([...tags], { read: (options) => this.columnsFromTags(tags, options) })
+    if (this.plugin.prepare) return new PreparedRead([...tags], this.plugin.prepare(tags), this)
+    return new PreparedRead([...tags], { read: (options) => this.columnsFromTags(tags, options) }, this)
   }
 
   /** Columnar results for plugins without a native `prepare`. */

@@ -132,12 +132,9 @@ where
     /// Starts the link and its first connection attempt; `on_open` gets the
     /// driver once connected, or the attempt's error. Call on the JavaScript thread of `env`.
     pub fn open(env: sys::napi_env, framing: F, config: LinkConfig, addr: String, on_open: OnOpen<F>) {
-        let mut loop_ = std::ptr::null_mut();
-        // SAFETY: on the JavaScript thread with its env.
-        if unsafe { sys::napi_get_uv_event_loop(env, &mut loop_) } != sys::Status::napi_ok {
+        let Some(loop_) = event_loop(env) else {
             return on_open(env, Err(Error::proto("cannot reach the event loop")));
-        }
-        let loop_ = loop_.cast::<c_void>();
+        };
         let link = Link::new(framing, config, Instant::now());
         let inner = Rc::new_cyclic(|this| {
             RefCell::new(Inner {
@@ -380,6 +377,14 @@ impl<F: Framing + 'static> Inner<F> {
     }
 }
 
+/// The libuv loop of the JavaScript thread of `env`.
+pub(crate) fn event_loop(env: sys::napi_env) -> Option<*mut c_void> {
+    let mut loop_ = std::ptr::null_mut();
+    // SAFETY: on the JavaScript thread with its env.
+    let status = unsafe { sys::napi_get_uv_event_loop(env, &mut loop_) };
+    (status == sys::Status::napi_ok).then_some(loop_.cast())
+}
+
 /// A socket connecting to `addr` without blocking, with `TCP_NODELAY` set.
 fn connect_nonblocking(addr: SocketAddr) -> Result<TcpStream> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
@@ -426,12 +431,16 @@ fn settle_open<F: Framing + 'static>(env: sys::napi_env, driver: &Rc<RefCell<Inn
     }
 }
 
-/// What the thread's shared machinery calls a link back for.
+/// What the thread's alarms call back: a link, a poller.
+pub(crate) trait Alarmed {
+    /// Its alarm fired.
+    fn alarm(&self, now: Instant);
+}
+
+/// What the end of a JavaScript job calls a link back for.
 trait Wake {
     /// The JavaScript job that wrote to it is over.
     fn flush_now(&self);
-    /// Its alarm fired.
-    fn alarm(&self, now: Instant);
 }
 
 impl<F: Framing + 'static> Wake for RefCell<Inner<F>> {
@@ -440,7 +449,9 @@ impl<F: Framing + 'static> Wake for RefCell<Inner<F>> {
         inner.flush_scheduled = false;
         inner.sync(Instant::now());
     }
+}
 
+impl<F: Framing + 'static> Alarmed for RefCell<Inner<F>> {
     fn alarm(&self, now: Instant) {
         let mut inner = self.borrow_mut();
         inner.alarm(now);
@@ -460,8 +471,8 @@ thread_local! {
     static ALARMS: RefCell<Option<Alarms>> = const { RefCell::new(None) };
 }
 
-/// One libuv timer per thread wakes every link at its time: a timer per link
-/// would cost each idle connection a handle.
+/// One libuv timer per thread wakes every link and poller at its time: a timer
+/// per link would cost each idle connection a handle.
 struct Alarms {
     timer: Handle,
     due: BinaryHeap<Alarm>,
@@ -471,7 +482,7 @@ struct Alarms {
 
 struct Alarm {
     at: Instant,
-    link: Weak<dyn Wake>,
+    link: Weak<dyn Alarmed>,
 }
 
 impl PartialEq for Alarm {
@@ -528,7 +539,7 @@ impl Alarms {
 }
 
 /// Files an alarm for `link` at `at`, on the JavaScript thread running `loop_`.
-fn file_alarm<F: Framing + 'static>(loop_: *mut c_void, at: Instant, link: Weak<RefCell<Inner<F>>>) {
+pub(crate) fn file_alarm(loop_: *mut c_void, at: Instant, link: Weak<dyn Alarmed>) {
     ALARMS.with(|alarms| {
         let mut alarms = alarms.borrow_mut();
         let alarms = alarms.get_or_insert_with(|| Alarms::new(loop_));

@@ -131,6 +131,14 @@ impl ToJs {
         JS_THREAD.with(|cell| cell.get().map(|t| ToJs(t.tsfn.clone())))
     }
 
+    /// Runs `work` on the JavaScript thread: in place when called there, else posted.
+    pub fn run(self, work: impl FnOnce(sys::napi_env) + Send + 'static) {
+        match js_env() {
+            Some(env) => work(env),
+            None => self.post(Box::new(work)),
+        }
+    }
+
     /// Runs `work` on the JavaScript thread. After teardown nothing can observe it, so it is dropped.
     pub fn post(self, work: Posted) {
         let closed = self.0.closed.read().unwrap_or_else(|e| e.into_inner());
@@ -223,10 +231,12 @@ impl StackTraceLimit {
     /// On the JavaScript thread with its env, inside a handle scope.
     unsafe fn zero(env: sys::napi_env) -> Option<StackTraceLimit> {
         unsafe {
-            let (mut global, mut error, mut before, mut zero) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
+            let (mut global, mut error, mut before, mut zero) =
+                (ptr::null_mut(), ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
             sys::napi_get_global(env, &mut global);
             if sys::napi_get_named_property(env, global, c"Error".as_ptr(), &mut error) != sys::Status::napi_ok
-                || sys::napi_get_named_property(env, error, c"stackTraceLimit".as_ptr(), &mut before) != sys::Status::napi_ok
+                || sys::napi_get_named_property(env, error, c"stackTraceLimit".as_ptr(), &mut before)
+                    != sys::Status::napi_ok
             {
                 return None;
             }
@@ -348,10 +358,7 @@ impl Promise {
 
     /// Settles from any thread: `settle` runs on the JavaScript thread.
     pub fn settle_with(self, settle: impl FnOnce(sys::napi_env, Promise) + Send + 'static) {
-        match js_env() {
-            Some(env) => settle(env, self),
-            None => self.to_js.clone().post(Box::new(move |env| settle(env, self))),
-        }
+        self.to_js.clone().run(move |env| settle(env, self))
     }
 }
 
@@ -417,7 +424,10 @@ fn settle(env: sys::napi_env, promise: Promise, shape: Shape, outcome: Outcome) 
 }
 
 /// One result per tag, in order: a value read, nothing for a write, or the tag's error.
-fn tag_results(tags: Vec<String>, results: impl Iterator<Item = std::result::Result<Option<JsValue>, Error>>) -> Vec<BindingTagResult> {
+fn tag_results(
+    tags: Vec<String>,
+    results: impl Iterator<Item = std::result::Result<Option<JsValue>, Error>>,
+) -> Vec<BindingTagResult> {
     let now = now_ms();
     tags.into_iter()
         .zip(results)
@@ -505,7 +515,8 @@ pub fn at_end_of_job(env: sys::napi_env, task: fn()) {
                 (queue_ref, run_ref)
             })
         });
-        let (mut global, mut queue, mut run, mut result) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
+        let (mut global, mut queue, mut run, mut result) =
+            (ptr::null_mut(), ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
         sys::napi_get_global(env, &mut global);
         sys::napi_get_reference_value(env, queue_ref, &mut queue);
         sys::napi_get_reference_value(env, run_ref, &mut run);
@@ -560,12 +571,19 @@ impl BindingTagResult {
     }
 }
 
-/// A columnar read in one `ArrayBuffer`, so a read allocates one backing store and
-/// no object: a 16-byte header (the completion time as an f64 of milliseconds since
-/// the epoch, then `valueCount` and `tagCount` as u32), `valueCount` f64 values,
-/// `tagCount + 1` u32 offsets, then `tagCount` quality bytes (0 good, 1 bad), all in
-/// platform byte order. A read where some tags failed comes as `{ buffer, errors }`,
-/// one error per failed tag.
+/// Columnar reads in one `ArrayBuffer`, so a delivery allocates one backing store
+/// and no object per read: an 8-byte header (the read count as a u32, then 0),
+/// then one block per read, each starting at a multiple of 8 bytes:
+/// - 24 bytes: the completion time as an f64 of milliseconds since the epoch,
+///   then `valueCount`, `tagCount`, the read's id (a poller's handle, a plan's
+///   position in a group read, 0 alone) and `hasIndices` (0 or 1), each a u32;
+/// - `valueCount` f64 values, `tagCount + 1` u32 offsets, `tagCount` quality
+///   bytes (0 good, 1 bad);
+/// - when `hasIndices`, from the next multiple of 4: `tagCount` u32 positions
+///   of the tags delivered in the read's tag list (a deadband's changes).
+///
+/// All numbers are in platform byte order. Reads where tags failed come as
+/// `{ buffer, errors }`, one error per failed tag, `entry` naming its read.
 pub enum BindingColumnarRead {
     Good(CopiedBuffer),
     Failed(BindingColumnsWithErrors),
@@ -591,40 +609,75 @@ impl napi::bindgen_prelude::TypeName for BindingColumnarRead {
     }
 }
 
-/// A columnar read where some tags failed.
+/// Columnar reads where some tags failed.
 #[napi_derive::napi(object, object_from_js = false)]
 pub struct BindingColumnsWithErrors {
     #[napi(ts_type = "ArrayBuffer")]
     pub buffer: CopiedBuffer,
-    /// Sparse: one entry per failed tag, `index` pointing at it.
+    /// Sparse: one entry per failed tag, `entry` naming the read and `index` the tag in it.
     pub errors: Vec<BindingIndexedError>,
 }
 
 #[napi_derive::napi(object, object_from_js = false)]
 pub struct BindingIndexedError {
+    pub entry: u32,
     pub index: u32,
     #[napi(ts_type = "Error")]
     pub error: JsError,
 }
 
-pub fn to_binding_columns(columns: bifrost_engine::Columns) -> BindingColumnarRead {
-    let tag_count = columns.errors.len();
-    let mut buffer = Vec::with_capacity(16 + columns.values.len() * 8 + columns.offsets.len() * 4 + tag_count);
-    buffer.extend(now_ms().to_ne_bytes());
-    buffer.extend((columns.values.len() as u32).to_ne_bytes());
-    buffer.extend((tag_count as u32).to_ne_bytes());
-    buffer.extend(columns.values.iter().flat_map(|v| v.to_ne_bytes()));
-    buffer.extend(columns.offsets.iter().flat_map(|o| o.to_ne_bytes()));
-    buffer.extend(columns.errors.iter().map(|e| e.is_some() as u8));
-    let buffer = CopiedBuffer(buffer);
-    if columns.errors.iter().all(Option::is_none) {
-        return BindingColumnarRead::Good(buffer);
+/// Writes reads into the layout of [`BindingColumnarRead`].
+pub struct ColumnsWriter {
+    buffer: Vec<u8>,
+    errors: Vec<BindingIndexedError>,
+    count: u32,
+}
+
+impl ColumnsWriter {
+    pub fn new() -> ColumnsWriter {
+        ColumnsWriter { buffer: vec![0; 8], errors: Vec::new(), count: 0 }
     }
-    let errors = columns
-        .errors
-        .into_iter()
-        .enumerate()
-        .filter_map(|(index, e)| e.map(|e| BindingIndexedError { index: index as u32, error: JsError(e) }))
-        .collect();
-    BindingColumnarRead::Failed(BindingColumnsWithErrors { buffer, errors })
+
+    /// Appends one read.
+    pub fn push(&mut self, id: u32, timestamp_ms: f64, columns: bifrost_engine::Columns, indices: Option<&[u32]>) {
+        let tag_count = columns.errors.len();
+        let buffer = &mut self.buffer;
+        buffer.reserve(32 + columns.values.len() * 8 + tag_count * 9);
+        buffer.extend(timestamp_ms.to_ne_bytes());
+        for word in [columns.values.len() as u32, tag_count as u32, id, indices.is_some() as u32] {
+            buffer.extend(word.to_ne_bytes());
+        }
+        buffer.extend(columns.values.iter().flat_map(|v| v.to_ne_bytes()));
+        buffer.extend(columns.offsets.iter().flat_map(|o| o.to_ne_bytes()));
+        buffer.extend(columns.errors.iter().map(|e| e.is_some() as u8));
+        if let Some(indices) = indices {
+            buffer.resize(buffer.len().next_multiple_of(4), 0);
+            buffer.extend(indices.iter().flat_map(|i| i.to_ne_bytes()));
+        }
+        buffer.resize(buffer.len().next_multiple_of(8), 0);
+        let entry = self.count;
+        self.errors.extend(
+            columns.errors.into_iter().enumerate().filter_map(|(index, e)| {
+                e.map(|e| BindingIndexedError { entry, index: index as u32, error: JsError(e) })
+            }),
+        );
+        self.count += 1;
+    }
+
+    pub fn finish(mut self) -> BindingColumnarRead {
+        self.buffer[..4].copy_from_slice(&self.count.to_ne_bytes());
+        let buffer = CopiedBuffer(self.buffer);
+        if self.errors.is_empty() {
+            BindingColumnarRead::Good(buffer)
+        } else {
+            BindingColumnarRead::Failed(BindingColumnsWithErrors { buffer, errors: self.errors })
+        }
+    }
+}
+
+/// One read, finished now.
+pub fn to_binding_columns(columns: bifrost_engine::Columns) -> BindingColumnarRead {
+    let mut writer = ColumnsWriter::new();
+    writer.push(0, now_ms(), columns, None);
+    writer.finish()
 }

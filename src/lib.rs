@@ -8,6 +8,7 @@ use bifrost_engine::TypedValue;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
+mod batch;
 mod device;
 #[cfg(target_os = "linux")]
 mod event_loop;

@@ -18,8 +18,8 @@ use napi_derive::napi;
 use crate::device::{BindingDevice, DriverChoice};
 #[cfg(target_os = "linux")]
 use crate::event_loop::EventLoopDriver;
-use crate::js::{either, to_binding_columns, BindingColumnarRead, JsError, Promise};
 use crate::guarded;
+use crate::js::{either, to_binding_columns, BindingColumnarRead, JsError, Promise};
 
 /// Opens a Modbus device and settles `promise` with its `BindingDevice`.
 pub fn open(env: &Env, url: DeviceUrl, driver: DriverChoice, promise: Promise) {
@@ -132,7 +132,7 @@ pub struct SimulatorOptions {
 }
 
 fn simulator_config(options: &SimulatorOptions) -> Result<SimulatorConfig, Error> {
-        let defaults = SimulatorConfig::default();
+    let defaults = SimulatorConfig::default();
     let number = |name: &str, value: Option<f64>, range| value.map(|v| whole_number(name, v, range)).transpose();
     let count =
         |name: &str, value: Option<f64>| Ok::<_, Error>(number(name, value, 0..=u64::from(u32::MAX))?.unwrap_or(0));

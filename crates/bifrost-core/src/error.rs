@@ -26,6 +26,27 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    pub const ALL: [ErrorCode; 13] = [
+        ErrorCode::Timeout,
+        ErrorCode::ConnRefused,
+        ErrorCode::NotFound,
+        ErrorCode::AddrInUse,
+        ErrorCode::QueueFull,
+        ErrorCode::ConnReset,
+        ErrorCode::Closed,
+        ErrorCode::Proto,
+        ErrorCode::Address,
+        ErrorCode::InvalidValue,
+        ErrorCode::ModbusException,
+        ErrorCode::CipStatus,
+        ErrorCode::OpcuaStatus,
+    ];
+
+    /// The code [`ErrorCode::as_str`] spells `text`, if any.
+    pub fn from_name(text: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|code| code.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::Timeout => "ETIMEDOUT",

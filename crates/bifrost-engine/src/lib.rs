@@ -7,10 +7,12 @@
 //! runtime's thread; the addon runs one on the JavaScript thread.
 
 pub mod link;
+pub mod poller;
 pub mod runtime;
 pub mod session;
 pub mod shared;
 
 pub use link::{Framing, Link, LinkConfig, Resync, Stats, Wants};
+pub use poller::{Deadband, Poller};
 pub use session::{Columns, Completion, Device, Driver, Job, Outcome, Plan, Session, Submitter, TypedValue};
 pub use shared::SharedLinks;

@@ -318,7 +318,7 @@ struct InFlight<R, T> {
 /// Hashes the link's own request ids: a counter, not chosen by the device, so no
 /// seeded hash is needed (and the table costs no hasher state per link).
 #[derive(Default)]
-struct IdHasher(u64);
+pub(crate) struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -348,7 +348,9 @@ enum Connection {
     /// Connected; the protocol's set-up exchange is under way, calls wait.
     SettingUp,
     /// `proven`: the connection has carried a reply, so if it breaks, reconnect at once.
-    Up { proven: bool },
+    Up {
+        proven: bool,
+    },
 }
 
 /// Why calls fail fast, and until when.
@@ -435,7 +437,9 @@ impl<F: Framing, T> Link<F, T> {
 
     /// Requests waiting or in flight: while there are any, the driver keeps its process alive.
     pub fn is_busy(&self) -> bool {
-        self.queue.len > 0 || !self.in_flight.is_empty() || matches!(self.connection, Connection::Connecting | Connection::SettingUp)
+        self.queue.len > 0
+            || !self.in_flight.is_empty()
+            || matches!(self.connection, Connection::Connecting | Connection::SettingUp)
     }
 
     /// How the first connection went, once that is known: ready for calls, or
@@ -461,7 +465,13 @@ impl<F: Framing, T> Link<F, T> {
 
     /// Accepts a request. It fails at once, handing its token back, when the link
     /// is closed, the breaker is open or `max_queued` requests already wait.
-    pub fn submit(&mut self, now: Instant, request: F::Request, deadline: Instant, token: T) -> std::result::Result<(), (T, Error)> {
+    pub fn submit(
+        &mut self,
+        now: Instant,
+        request: F::Request,
+        deadline: Instant,
+        token: T,
+    ) -> std::result::Result<(), (T, Error)> {
         if self.closed {
             return Err((token, closed()));
         }

@@ -103,7 +103,9 @@ where
 
 impl<F: Framing> Driver<F> for RuntimeDriver<F> {
     fn run(&self, job: Box<dyn Job<F>>, timeout: Option<Duration>, done: Box<dyn Completion>) {
-        if let Err(mpsc::error::SendError(Command::Run(_, _, done))) = self.commands.send(Command::Run(job, timeout, done)) {
+        if let Err(mpsc::error::SendError(Command::Run(_, _, done))) =
+            self.commands.send(Command::Run(job, timeout, done))
+        {
             done.complete(Outcome::Closed);
         }
     }

@@ -145,7 +145,13 @@ impl<F: Framing> Session<F> {
     }
 
     /// Starts a call. `timeout` bounds all of it, queueing included; `None` takes the link's request timeout.
-    pub fn run(&mut self, now: Instant, mut job: Box<dyn Job<F>>, timeout: Option<Duration>, done: Box<dyn Completion>) {
+    pub fn run(
+        &mut self,
+        now: Instant,
+        mut job: Box<dyn Job<F>>,
+        timeout: Option<Duration>,
+        done: Box<dyn Completion>,
+    ) {
         let deadline = now + timeout.unwrap_or(self.link.config().request_timeout);
         let slot = self.free.pop().unwrap_or_else(|| {
             self.jobs.push(None);
@@ -267,6 +273,6 @@ pub trait Device {
 
 /// Tags parsed and planned once, read many times.
 pub trait Plan {
-    /// Reads every tag; [`Outcome::Columns`].
+    /// Reads every tag; [`Outcome::Columns`], also when the device is closed (every tag failed).
     fn read(&self, timeout: Option<Duration>, done: Box<dyn Completion>);
 }

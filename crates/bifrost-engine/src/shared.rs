@@ -56,7 +56,12 @@ impl<F: Framing + 'static> SharedLinks<F> {
 
     /// Shares a link just opened under `key`. When another device opened one
     /// meanwhile, this one is closed and that one joined.
-    pub fn share(registry: Registry<F>, key: String, terms: String, driver: Box<dyn Driver<F>>) -> Result<Box<dyn Driver<F>>> {
+    pub fn share(
+        registry: Registry<F>,
+        key: String,
+        terms: String,
+        driver: Box<dyn Driver<F>>,
+    ) -> Result<Box<dyn Driver<F>>> {
         if let Some(joined) = Self::join(registry, &key, &terms) {
             driver.close(Box::new(|_| {}));
             return joined;

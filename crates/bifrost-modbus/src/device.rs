@@ -3,8 +3,8 @@
 //! address ranges the device refuses (exception 2) so later plans avoid them.
 //! Each call is a job on the engine's session: no task or future per call.
 
-use std::collections::{HashMap, HashSet};
 use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,7 +14,9 @@ use bifrost_core::planner::{self, Plan, PlanLimits, Span};
 use bifrost_core::url::{DeviceUrl, MAX_MS};
 use bifrost_core::{encode_element, encode_string, DataType, Error, Result, Value};
 use bifrost_engine::runtime::{tcp_connector, RuntimeDriver};
-use bifrost_engine::{Completion, Driver, Job, LinkConfig, Outcome, Resync, SharedLinks, Stats, Submitter, TypedValue};
+use bifrost_engine::{
+    Columns, Completion, Driver, Job, LinkConfig, Outcome, Resync, SharedLinks, Stats, Submitter, TypedValue,
+};
 use bytes::Bytes;
 
 use crate::decode::{columns, decode_tag};
@@ -299,7 +301,9 @@ pub struct ReadPlan {
 enum Shape {
     /// One value per tag; `parse_errors` holds, in input order, `Some` for each
     /// tag that did not parse and `None` for each planned one.
-    Values { parse_errors: Vec<Option<Error>> },
+    Values {
+        parse_errors: Vec<Option<Error>>,
+    },
     Columns,
 }
 
@@ -360,7 +364,6 @@ impl ReadJob {
         let r = &self.rounds[round];
         r.plan.as_ref().or(self.replanned.as_ref()).unwrap_or(&self.plan.plan)
     }
-
 
     /// Queues every request of a new round before any reply: that fills the pipeline.
     fn start_round(&mut self, members: Option<Vec<usize>>, plan: Option<Plan<Key>>, link: &mut Submitter<'_, Framing>) {
@@ -490,7 +493,9 @@ impl Job<Framing> for ReadJob {
             Shape::Values { parse_errors } => {
                 let mut values = self.plan.tags.iter().zip(self.located()).map(|(tag, located)| {
                     let wide = matches!(tag.data_type, DataType::Lint | DataType::Ulint);
-                    located.and_then(|(image, offset)| decode_tag(tag, image, offset)).map(|value| TypedValue { value, wide })
+                    located
+                        .and_then(|(image, offset)| decode_tag(tag, image, offset))
+                        .map(|value| TypedValue { value, wide })
                 });
                 let in_order = parse_errors
                     .iter()
@@ -539,7 +544,8 @@ impl SingleRead {
 impl Job<Framing> for SingleRead {
     fn start(&mut self, link: &mut Submitter<'_, Framing>) {
         let table = self.tag.table;
-        let op = Op::Read { function: table.read_function(), address: self.tag.address, quantity: self.tag.span() as u16 };
+        let op =
+            Op::Read { function: table.read_function(), address: self.tag.address, quantity: self.tag.span() as u16 };
         let call = Call { unit: self.state.key(&self.tag).0, op };
         if let Err(e) = link.submit(call, 0) {
             self.result = Some(Err(e));
@@ -631,6 +637,12 @@ struct ModbusPlan {
 impl bifrost_engine::Plan for ModbusPlan {
     fn read(&self, timeout: Option<Duration>, done: Box<dyn Completion>) {
         let state = &self.device.state;
+        if self.device.closed.get() {
+            // Columns still: a poller or a group read gets every tag failed, in the plan's shape.
+            let plan = self.plan.borrow();
+            let error = Error::closed("the device was closed");
+            return done.complete(Outcome::Columns(Columns::failed(plan.tags.iter().map(ModbusTag::elements), &error)));
+        }
         let plan = {
             let mut plan = self.plan.borrow_mut();
             if !state.is_current(&plan) {
@@ -705,7 +717,6 @@ impl bifrost_engine::Device for ModbusDevice {
         core.driver.close(done)
     }
 }
-
 
 /// Bytes per table unit in a block image: two per register, one per bit (unpacked).
 fn image_len(table: Table, units: u32) -> usize {
@@ -864,4 +875,3 @@ fn check_write_echo(call: &Call, reply: &Reply) -> Result<()> {
         Err(Error::proto(format!("write reply does not echo the request (function {})", request.function())))
     }
 }
-

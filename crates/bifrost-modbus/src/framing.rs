@@ -136,7 +136,8 @@ impl bifrost_engine::Framing for Framing {
     fn parse(&self, frame: Bytes) -> Result<(Option<u32>, Reply)> {
         let (id, unit, pdu_start, pdu_len) = match self {
             Framing::Tcp => {
-                let (header, pdu, _) = tcp::decode_frame(&frame)?.ok_or_else(|| Error::proto("MBAP frame is truncated"))?;
+                let (header, pdu, _) =
+                    tcp::decode_frame(&frame)?.ok_or_else(|| Error::proto("MBAP frame is truncated"))?;
                 (Some(header.transaction_id as u32), header.unit_id, pdu_offset(&frame, pdu), pdu.len())
             }
             Framing::Rtu => {

@@ -2,9 +2,9 @@
 //! tag addresses, the pipelined client and the simulator server.
 
 pub mod ascii;
-pub mod framing;
 pub mod decode;
 pub mod device;
+pub mod framing;
 pub mod pdu;
 pub mod rtu;
 pub mod serial;

@@ -155,7 +155,8 @@ async fn our_client_against_a_tokio_modbus_server() {
     let addr = tokio_modbus_server().await;
     let device = open(&format!("modbus-tcp://{addr}?max-in-flight=8&max-gap=0")).await;
 
-    let tags = ["holding-register:0:UINT[4]", "holding-register:100:DINT", "coil:0:BOOL[5]", "holding-register:999:UINT"];
+    let tags =
+        ["holding-register:0:UINT[4]", "holding-register:100:DINT", "coil:0:BOOL[5]", "holding-register:999:UINT"];
     assert_eq!(
         read(&device, &tags, None).await,
         vec![
