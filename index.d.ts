@@ -70,6 +70,12 @@ export declare class BindingReplyDecoder {
   decode(frame: Uint8Array): ArrayBuffer | BindingColumnsWithErrors | Error
   /** Decodes into the caller's array, creating no JavaScript objects; returns how many tags failed. */
   decodeInto(frame: Uint8Array, values: Float64Array): number | Error
+  /**
+   * Decodes many frames, given apart or back to back in one buffer, into the
+   * caller's array: frame `i`'s values start at `i × valueCount`. A frame
+   * that cannot be decoded is NaN throughout, and each of its tags counts as failed.
+   */
+  decodeMany(frames: Array<Uint8Array> | Uint8Array, values: Float64Array): BindingDecodedMany | Error
   get valueCount(): number
 }
 
@@ -89,6 +95,14 @@ export interface BindingConnectionStats {
   resyncs: number
   breakerOpens: number
   queued: number
+}
+
+/** What `decodeMany` did. */
+export interface BindingDecodedMany {
+  /** Frames decoded (or found bad). */
+  frames: number
+  /** Tags that failed, over every frame. */
+  failed: number
 }
 
 export interface BindingIndexedError {

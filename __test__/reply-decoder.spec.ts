@@ -122,3 +122,30 @@ test('decodeInto fills the caller array with the same values as decode', async (
   t.is(t.throws(() => decoder.decodeInto(frame, [] as unknown as Float64Array), { instanceOf: BifrostError })?.code, 'EINVAL')
   t.is(t.throws(() => decoder.decodeInto(frame.subarray(0, 20), values), { instanceOf: BifrostError })?.code, 'EPROTO')
 })
+
+test('decodeMany decodes captured frames, as an array or back to back, into one array; a bad frame is NaN alone', async (t) => {
+  await dev.write('holding-register:10:REAL[4]{byte-order: CDAB}', [1.5, -2.25, 1e9, 3.14159])
+  const frames = [await capture(3, 0, 125), await capture(3, 200, 10), await capture(3, 0, 125)]
+  const decoder = new ReplyDecoder(REGISTER_TAGS, 0)
+  // Other tests write meanwhile: each frame is judged against its own single decode.
+  const [first, , third] = frames.map((f) => (f.readUInt8(7) === 3 ? Array.from(decoder.decode(f).values) : []))
+  const count = decoder.valueCount
+  for (const input of [frames, Buffer.concat(frames)]) {
+    const values = new Float64Array(3 * count).fill(7)
+    t.deepEqual(decoder.decodeMany(input, values), { frames: 3, failed: REGISTER_TAGS.length }, 'the exception reply fails its tags')
+    t.deepEqual(Array.from(values.subarray(0, count)), first)
+    t.true(values.subarray(count, 2 * count).every(Number.isNaN))
+    t.deepEqual(Array.from(values.subarray(2 * count)), third)
+  }
+  const truncated = Buffer.concat([frames[0]!, frames[2]!.subarray(0, 20)])
+  const values = new Float64Array(2 * count)
+  t.deepEqual(decoder.decodeMany(truncated, values), { frames: 2, failed: REGISTER_TAGS.length }, 'a cut-off last frame is a bad frame')
+  t.deepEqual(Array.from(values.subarray(0, count)), first)
+  t.true(values.subarray(count).every(Number.isNaN))
+  t.deepEqual(decoder.decodeMany([], new Float64Array(0)), { frames: 0, failed: 0 })
+  const short = t.throws(() => decoder.decodeMany(frames, new Float64Array(count)), { instanceOf: BifrostError })
+  t.is(short.code, 'EINVAL')
+  t.regex(short.message, /3 frames of \d+ need/)
+  t.is(t.throws(() => decoder.decodeMany(['x'] as never, values), { instanceOf: BifrostError }).code, 'EINVAL')
+  t.is(t.throws(() => decoder.decodeMany(frames, [] as never), { instanceOf: BifrostError }).code, 'EINVAL')
+})

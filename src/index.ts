@@ -32,4 +32,4 @@ export type {
 export { nativeAddon } from './native.js'
 export type { NativeAddon } from './native.js'
 export { MODBUS_SCHEMES, ModbusPlugin, ReplyDecoder, startSimulator } from './modbus.js'
-export type { Simulator, SimulatorOptions } from './modbus.js'
+export type { DecodedMany, Simulator, SimulatorOptions } from './modbus.js'

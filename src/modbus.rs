@@ -11,7 +11,7 @@ use bifrost_modbus::device::{ModbusDevice, Opening, Target};
 use bifrost_modbus::framing::Framing;
 use bifrost_modbus::server::{parse_range_spec, Simulator, SimulatorConfig};
 use bifrost_modbus::tag::ModbusTag;
-use napi::bindgen_prelude::{Either, Float64ArraySlice};
+use napi::bindgen_prelude::{BufferSlice, Either, Float64ArraySlice};
 use napi::Env;
 use napi_derive::napi;
 
@@ -88,15 +88,45 @@ impl BindingReplyDecoder {
         let values = unsafe { values.as_mut() };
         let count = self.decoder.value_count();
         if values.len() < count {
-            return either(Err(Error::invalid_value(format!(
-                "values holds {} numbers; {count} are needed",
-                values.len()
-            ))));
+            return either(Err(Error::invalid_value(format!("values holds {} numbers; {count} are needed", values.len()))));
         }
-        either(self.guarded_decode(frame).map(|columns| {
-            values[..count].copy_from_slice(&columns.values);
-            columns.errors.iter().filter(|e| e.is_some()).count() as u32
-        }))
+        let mut failed = 0;
+        either(panic_free(|| self.decoder.decode_into(frame, &mut values[..count], |_, _| failed += 1)).map(|()| failed))
+    }
+
+    /// Decodes many frames, given apart or back to back in one buffer, into the
+    /// caller's array: frame `i`'s values start at `i × valueCount`. A frame
+    /// that cannot be decoded is NaN throughout, and each of its tags counts as failed.
+    #[napi(ts_args_type = "frames: Array<Uint8Array> | Uint8Array, values: Float64Array")]
+    pub fn decode_many(
+        &self,
+        frames: Either<Vec<BufferSlice>, BufferSlice>,
+        mut values: Float64ArraySlice,
+    ) -> Either<BindingDecodedMany, JsError> {
+        let frames: Vec<&[u8]> = match &frames {
+            Either::A(list) => list.iter().map(|f| &f[..]).collect(),
+            Either::B(joined) => split_frames(joined),
+        };
+        // Safe: a synchronous call on the JS thread, so no JavaScript runs while Rust writes.
+        let values = unsafe { values.as_mut() };
+        let count = self.decoder.value_count();
+        let needed = frames.len() * count;
+        if values.len() < needed {
+            let message = format!("values holds {} numbers; {} frames of {count} need {needed}", values.len(), frames.len());
+            return either(Err(Error::invalid_value(message)));
+        }
+        let tags = self.decoder.tag_count() as u32;
+        let decoded = panic_free(|| {
+            let mut failed = 0;
+            for (frame, out) in frames.iter().zip(values.chunks_exact_mut(count.max(1))) {
+                if self.decoder.decode_into(frame, out, |_, _| failed += 1).is_err() {
+                    out.fill(f64::NAN);
+                    failed += tags;
+                }
+            }
+            Ok(failed)
+        });
+        either(decoded.map(|failed| BindingDecodedMany { frames: frames.len() as u32, failed }))
     }
 
     #[napi(getter)]
@@ -105,9 +135,35 @@ impl BindingReplyDecoder {
     }
 
     fn guarded_decode(&self, frame: &[u8]) -> Result<Columns, Error> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.decoder.decode(frame)))
-            .unwrap_or_else(|_| Err(Error::proto("internal error while decoding (please report it)")))
+        panic_free(|| self.decoder.decode(frame))
     }
+}
+
+/// Runs a decode, a panic becoming an error of this call alone.
+fn panic_free<T>(decode: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode))
+        .unwrap_or_else(|_| Err(Error::proto("internal error while decoding (please report it)")))
+}
+
+/// Back-to-back Modbus TCP frames, cut by their MBAP lengths; what is left
+/// after the last whole frame is one more (bad) frame.
+fn split_frames(mut bytes: &[u8]) -> Vec<&[u8]> {
+    let mut frames = Vec::new();
+    while !bytes.is_empty() {
+        let len = ReplyDecoder::frame_len(bytes).unwrap_or(bytes.len()).min(bytes.len());
+        frames.push(&bytes[..len]);
+        bytes = &bytes[len..];
+    }
+    frames
+}
+
+/// What `decodeMany` did.
+#[napi(object, object_from_js = false)]
+pub struct BindingDecodedMany {
+    /// Frames decoded (or found bad).
+    pub frames: u32,
+    /// Tags that failed, over every frame.
+    pub failed: u32,
 }
 
 /// Simulator settings; every field is optional. Numbers arrive as JavaScript

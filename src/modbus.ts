@@ -77,6 +77,35 @@ export class ReplyDecoder {
     if (typeof failed !== 'number') throw failed
     return failed
   }
+
+  /**
+   * Decodes many frames with one call, straight into `values`: frame `i`'s
+   * values start at `i *` {@link ReplyDecoder.valueCount}. A frame that cannot
+   * be decoded (truncated, an exception reply) is NaN throughout and does not
+   * stop the others; {@link ReplyDecoder.decode} on it tells why.
+   * @param frames - whole frames, as an array or back to back in one buffer (cut by their MBAP lengths)
+   * @param values - room for every frame's values
+   * @returns how many frames there were and how many tags failed
+   * @throws {@link BifrostError} `EINVAL` when `values` is too short or the arguments are not bytes and a Float64Array
+   */
+  decodeMany(frames: Uint8Array[] | Uint8Array, values: Float64Array): DecodedMany {
+    const bytes = (f: unknown) => f instanceof Uint8Array
+    if (!(bytes(frames) || (Array.isArray(frames) && frames.every(bytes)))) {
+      throw new BifrostError('EINVAL', 'frames must be a Uint8Array or Buffer, or an array of them')
+    }
+    if (!(values instanceof Float64Array)) throw new BifrostError('EINVAL', 'values must be a Float64Array')
+    const decoded = this.native.decodeMany(frames, values)
+    if (decoded instanceof Error) throw decoded
+    return decoded
+  }
+}
+
+/** What {@link ReplyDecoder.decodeMany} did. */
+export interface DecodedMany {
+  /** Frames decoded, bad ones included. */
+  frames: number
+  /** Tags that failed over every frame; each tag of a frame that could not be decoded counts. */
+  failed: number
 }
 
 for (const scheme of MODBUS_SCHEMES) registerPlugin(scheme, () => new ModbusPlugin())

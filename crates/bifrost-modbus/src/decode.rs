@@ -12,23 +12,39 @@ use crate::tcp;
 
 /// Decodes every tag into columns; `slots` gives each tag's image and its offset in it, in table units.
 pub fn columns<'a>(tags: &[ModbusTag], slots: impl IntoIterator<Item = Result<(&'a [u8], u32)>>) -> Columns {
-    let mut out = Columns {
-        values: Vec::with_capacity(tags.iter().map(|t| t.elements()).sum()),
-        offsets: Vec::with_capacity(tags.len() + 1),
-        errors: Vec::with_capacity(tags.len()),
-    };
-    out.offsets.push(0);
-    for (tag, slot) in tags.iter().zip(slots) {
-        let start = out.values.len();
-        let result = slot.and_then(|(image, offset)| decode_tag_f64(tag, image, offset, &mut out.values));
-        if result.is_err() {
-            out.values.truncate(start);
-            out.values.extend(std::iter::repeat_n(f64::NAN, tag.elements()));
-        }
-        out.errors.push(result.err());
-        out.offsets.push(out.values.len() as u32);
-    }
+    let mut out = columns_for(tags);
+    let errors = &mut out.errors;
+    decode_into(tags, slots, &mut out.values, |tag, e| errors[tag] = Some(e));
     out
+}
+
+/// Columns shaped for `tags`, every tag good and zero until decoded.
+fn columns_for(tags: &[ModbusTag]) -> Columns {
+    let mut offsets = Vec::with_capacity(tags.len() + 1);
+    offsets.push(0);
+    for tag in tags {
+        offsets.push(offsets[offsets.len() - 1] + tag.elements() as u32);
+    }
+    Columns { values: vec![0.0; offsets[tags.len()] as usize], offsets, errors: vec![None; tags.len()] }
+}
+
+/// Decodes every tag's elements into `out`, back to back (`out` holds exactly
+/// their count); a tag that fails is NaN and goes to `failed` with its position.
+fn decode_into<'a>(
+    tags: &[ModbusTag],
+    slots: impl IntoIterator<Item = Result<(&'a [u8], u32)>>,
+    out: &mut [f64],
+    mut failed: impl FnMut(usize, Error),
+) {
+    let mut at = 0;
+    for (index, (tag, slot)) in tags.iter().zip(slots).enumerate() {
+        let values = &mut out[at..at + tag.elements()];
+        at += tag.elements();
+        if let Err(e) = slot.and_then(|(image, offset)| decode_tag_f64(tag, image, offset, values)) {
+            values.fill(f64::NAN);
+            failed(index, e);
+        }
+    }
 }
 
 /// Decodes one tag from its block image.
@@ -60,7 +76,8 @@ pub fn decode_tag(tag: &ModbusTag, image: &[u8], offset: u32) -> Result<Value> {
     }
 }
 
-fn decode_tag_f64(tag: &ModbusTag, image: &[u8], offset: u32, out: &mut Vec<f64>) -> Result<()> {
+/// Decodes one tag's elements into `out`, which holds exactly their count.
+fn decode_tag_f64(tag: &ModbusTag, image: &[u8], offset: u32, out: &mut [f64]) -> Result<()> {
     if tag.data_type == DataType::String {
         return Err(Error::address(format!("STRING tag '{tag}' has no numeric column")));
     }
@@ -68,11 +85,13 @@ fn decode_tag_f64(tag: &ModbusTag, image: &[u8], offset: u32, out: &mut Vec<f64>
         // Bits are rare in hot loops; reuse the typed decoder.
         return match decode_tag(tag, image, offset)? {
             Value::Array(items) => {
-                out.extend(items.iter().map(|v| matches!(v, Value::Bool(true)) as u8 as f64));
+                for (slot, item) in out.iter_mut().zip(&items) {
+                    *slot = matches!(item, Value::Bool(true)) as u8 as f64;
+                }
                 Ok(())
             }
             v => {
-                out.push(matches!(v, Value::Bool(true)) as u8 as f64);
+                out[0] = matches!(v, Value::Bool(true)) as u8 as f64;
                 Ok(())
             }
         };
@@ -80,8 +99,8 @@ fn decode_tag_f64(tag: &ModbusTag, image: &[u8], offset: u32, out: &mut Vec<f64>
     let size = tag.element_span() as usize * 2;
     let start = offset as usize * 2;
     let bytes = image.get(start..start + size * tag.elements()).ok_or_else(|| Error::proto("short image"))?;
-    for chunk in bytes.chunks_exact(size) {
-        out.push(decode_element_f64(chunk, tag.data_type, tag.byte_order)?);
+    for (slot, chunk) in out.iter_mut().zip(bytes.chunks_exact(size)) {
+        *slot = decode_element_f64(chunk, tag.data_type, tag.byte_order)?;
     }
     Ok(())
 }
@@ -119,6 +138,11 @@ impl ReplyDecoder {
         Ok(ReplyDecoder { tags, table, start })
     }
 
+    /// The tags one decode yields.
+    pub fn tag_count(&self) -> usize {
+        self.tags.len()
+    }
+
     /// Element values one decode yields (a tag array counts each element).
     pub fn value_count(&self) -> usize {
         self.tags.iter().map(|t| t.elements()).sum()
@@ -128,6 +152,16 @@ impl ReplyDecoder {
     /// not a complete reply to this table's read function is an error; a tag
     /// beyond the reply's end fails alone.
     pub fn decode(&self, frame: &[u8]) -> Result<Columns> {
+        let mut columns = columns_for(&self.tags);
+        let errors = &mut columns.errors;
+        self.decode_into(frame, &mut columns.values, |tag, e| errors[tag] = Some(e))?;
+        Ok(columns)
+    }
+
+    /// Decodes one whole frame, as [`ReplyDecoder::decode`], straight into `out`
+    /// (exactly [`ReplyDecoder::value_count`] long): a tag that fails is NaN and
+    /// goes to `failed` with its position.
+    pub fn decode_into(&self, frame: &[u8], out: &mut [f64], failed: impl FnMut(usize, Error)) -> Result<()> {
         let Some((_, pdu, frame_len)) = tcp::decode_frame(frame)? else {
             return Err(Error::proto(format!("truncated Modbus TCP frame ({} bytes)", frame.len())));
         };
@@ -153,7 +187,15 @@ impl ReplyDecoder {
             }
             Ok((image, offset))
         });
-        Ok(columns(&self.tags, slots))
+        decode_into(&self.tags, slots, out, failed);
+        Ok(())
+    }
+
+    /// The length of the Modbus TCP frame that starts `bytes` (its MBAP header's
+    /// count), or `None` when fewer than its 6 first bytes are there.
+    pub fn frame_len(bytes: &[u8]) -> Option<usize> {
+        let length = bytes.get(4..6)?;
+        Some(6 + usize::from(u16::from_be_bytes([length[0], length[1]])))
     }
 }
 
