@@ -71,37 +71,58 @@ async function requests(callers, seconds, inFlight) {
   }
 }
 
-async function poll(devices, seconds, rateHz) {
+/** Opens `devices` connections and checks every device's first poll (also the warm-up). */
+async function openPolled(devices) {
   const lib = client.load()
   const connectStart = performance.now()
   const conns = await mapLimit(Array.from({ length: devices }), 100, () => client.open(lib, server, { inFlight: 2 }))
   const connectSeconds = (performance.now() - connectStart) / 1000
   const pollers = conns.map((conn) => client.preparePoll(conn))
-  // Every device's first poll is checked; it is also the warm-up.
   await mapLimit(pollers, 100, async (p, i) => check(`device ${i}`, await p(), POLL.expected))
+  return { lib, conns, pollers, connectSeconds }
+}
+
+/** Each device polls on its own fixed schedule, phases spread over the period: one timer per device. */
+async function timersPerDevice(pollers, seconds, rateHz) {
+  const period = 1000 / rateHz
+  let count = 0
+  let late = 0
+  const started = performance.now()
+  const end = started + seconds * 1000
+  await Promise.all(
+    pollers.map(async (p, i) => {
+      for (let due = started + (i / pollers.length) * period; due < end; due += period) {
+        await sleep(due - performance.now())
+        await p()
+        count++
+        if (performance.now() > due + period) late++
+      }
+    }),
+  )
+  return { count, late }
+}
+
+/**
+ * poll-1k (as fast as it goes), poll-1k-1hz (one timer per device, for every
+ * client) and gateway (1 Hz: the project's poller, the peers' timers per device).
+ */
+async function poll(devices, seconds, rateHz, gateway = false) {
+  const { lib, conns, pollers, connectSeconds } = await openPolled(devices)
   let run
+  const cpu = process.cpuUsage()
+  const started = performance.now()
   if (rateHz) {
-    // Each device polls on its own fixed schedule, phases spread over the period.
-    const period = 1000 / rateHz
-    let polls = 0
-    let late = 0
-    const cpu = process.cpuUsage()
-    const started = performance.now()
-    const end = started + seconds * 1000
-    await Promise.all(
-      pollers.map(async (p, i) => {
-        for (let due = started + (i / devices) * period; due < end; due += period) {
-          await sleep(due - performance.now())
-          await p()
-          polls++
-          if (performance.now() > due + period) late++
-        }
-      }),
-    )
-    run = { count: polls, seconds: (performance.now() - started) / 1000, cpu: cpuSeconds(cpu), late }
+    const useGateway = gateway && client.gateway
+    run = useGateway ? await client.gateway(lib, conns, { rateHz, seconds }) : await timersPerDevice(pollers, seconds, rateHz)
+  } else if (client.groupPoll) {
+    // Every device's plan in one call per round: a round counts each device's poll.
+    run = await timedLoop(1, seconds, client.groupPoll(lib, conns))
+    run.count *= devices
   } else {
     run = await timedLoop(devices, seconds, (i) => pollers[i]())
   }
+  run.seconds = (performance.now() - started) / 1000
+  run.cpu = cpuSeconds(cpu)
   await mapLimit(conns, 100, (c) => client.close(c))
   const tags = run.count * POLL.tags.length
   return {
@@ -113,14 +134,22 @@ async function poll(devices, seconds, rateHz) {
   }
 }
 
-async function decode(frameCount, passes) {
+/** decode: one frame per call; decode-many: the project decodes all the frames with one call, the peers as in decode. */
+async function decode(frameCount, passes, many = false) {
   const { frames, expected } = makeFrames(frameCount)
   const decodeFrame = client.decoder(client.load())
   for (let f = 0; f < frames.length; f++) check(`frame ${f}`, await decodeFrame(frames[f]), expected[f]) // also the warm-up
+  const decodeAll = many && client.manyDecoder ? client.manyDecoder(client.load(), frames.length) : undefined
+  if (decodeAll) {
+    const values = decodeAll(frames)
+    const width = expected[0].length
+    for (let f = 0; f < frames.length; f++) check(`frame ${f} of many`, values.subarray(f * width, (f + 1) * width), expected[f])
+  }
   const cpu = process.cpuUsage()
   const started = performance.now()
   for (let pass = 0; pass < passes; pass++) {
-    for (const frame of frames) await decodeFrame(frame)
+    if (decodeAll) decodeAll(frames)
+    else for (const frame of frames) await decodeFrame(frame)
   }
   const seconds = (performance.now() - started) / 1000
   const tags = frames.length * passes * expected[0].length
@@ -159,7 +188,9 @@ const run = {
   pipelined: () => requests(s.pipelinedCallers, s.pipelinedSeconds, s.pipelinedCallers),
   'poll-1k': () => poll(s.pollDevices, s.pollSeconds, 0),
   'poll-1k-1hz': () => poll(s.pollDevices, s.pollRateSeconds, 1),
+  gateway: () => poll(s.pollDevices, s.pollRateSeconds, 1, true),
   decode: () => decode(s.decodeFrames, s.decodePasses),
+  'decode-many': () => decode(s.decodeFrames, s.decodePasses, true),
   scale: () => scale(s.scaleConnections),
 }[workload]
 if (!run) throw new Error(`unknown workload ${workload}`)

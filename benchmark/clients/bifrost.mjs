@@ -32,5 +32,37 @@ export default {
       return values
     }
   },
+  /** poll-1k: a user polling every device as fast as it goes reads all their plans with one readPlans call per round. */
+  groupPoll(lib, devs) {
+    const plans = devs.map((dev) => dev.prepare(POLL.tags))
+    return async () => {
+      for (const data of await lib.readPlans(plans)) if (data.errors.size > 0) throw data.errors.values().next().value
+    }
+  },
+  /** gateway: every device on one poller; JavaScript runs once per batch. */
+  async gateway(lib, devs, { rateHz, seconds }) {
+    const poller = lib.createPoller({ intervalMs: 1000 / rateHz })
+    for (const dev of devs) poller.add(dev, POLL.tags)
+    let count = 0
+    let late = 0
+    setTimeout(() => {
+      late = poller.health().reduce((sum, h) => sum + h.late, 0)
+      poller.close()
+    }, seconds * 1000)
+    for await (const batch of poller) {
+      for (const entry of batch) if (entry.errors.size > 0) throw entry.errors.values().next().value
+      count += batch.length
+    }
+    return { count, late }
+  },
+  /** decode-many: every frame with one call. */
+  manyDecoder(lib, frameCount) {
+    const decoder = new lib.ReplyDecoder(DECODE.tags, 0)
+    const values = new Float64Array(frameCount * decoder.valueCount)
+    return (frames) => {
+      if (decoder.decodeMany(frames, values).failed !== 0) throw new Error('a frame failed to decode')
+      return values
+    }
+  },
   close: (dev) => dev.close(),
 }
