@@ -88,10 +88,15 @@ impl BindingReplyDecoder {
         let values = unsafe { values.as_mut() };
         let count = self.decoder.value_count();
         if values.len() < count {
-            return either(Err(Error::invalid_value(format!("values holds {} numbers; {count} are needed", values.len()))));
+            return either(Err(Error::invalid_value(format!(
+                "values holds {} numbers; {count} are needed",
+                values.len()
+            ))));
         }
         let mut failed = 0;
-        either(panic_free(|| self.decoder.decode_into(frame, &mut values[..count], |_, _| failed += 1)).map(|()| failed))
+        either(
+            panic_free(|| self.decoder.decode_into(frame, &mut values[..count], |_, _| failed += 1)).map(|()| failed),
+        )
     }
 
     /// Decodes many frames, given apart or back to back in one buffer, into the
@@ -112,7 +117,8 @@ impl BindingReplyDecoder {
         let count = self.decoder.value_count();
         let needed = frames.len() * count;
         if values.len() < needed {
-            let message = format!("values holds {} numbers; {} frames of {count} need {needed}", values.len(), frames.len());
+            let message =
+                format!("values holds {} numbers; {} frames of {count} need {needed}", values.len(), frames.len());
             return either(Err(Error::invalid_value(message)));
         }
         let tags = self.decoder.tag_count() as u32;

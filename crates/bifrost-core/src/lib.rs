@@ -9,8 +9,6 @@ pub mod planner;
 pub mod types;
 pub mod url;
 
-pub use codec::{
-    decode_element, decode_element_f64, decode_string, encode_element, encode_string, registers_per_element,
-};
+pub use codec::{decode_element, decode_string, elements_f64, encode_element, encode_string, registers_per_element};
 pub use error::{Error, ErrorCode, Result};
 pub use types::{ByteOrder, DataType, Value};

@@ -2,7 +2,7 @@
 //! `f64` columns for prepared plans. `ReplyDecoder` applies the same decoding
 //! to read replies that arrived by some other path than a `Client`.
 
-use bifrost_core::{decode_element, decode_element_f64, decode_string, DataType, Error, Result, Value};
+use bifrost_core::{decode_element, decode_string, elements_f64, ByteOrder, DataType, Error, Result, Value};
 
 use bifrost_engine::Columns;
 
@@ -99,9 +99,7 @@ fn decode_tag_f64(tag: &ModbusTag, image: &[u8], offset: u32, out: &mut [f64]) -
     let size = tag.element_span() as usize * 2;
     let start = offset as usize * 2;
     let bytes = image.get(start..start + size * tag.elements()).ok_or_else(|| Error::proto("short image"))?;
-    for (slot, chunk) in out.iter_mut().zip(bytes.chunks_exact(size)) {
-        *slot = decode_element_f64(chunk, tag.data_type, tag.byte_order)?;
-    }
+    elements_f64(bytes, tag.data_type, tag.byte_order, out);
     Ok(())
 }
 
@@ -113,6 +111,65 @@ pub struct ReplyDecoder {
     tags: Vec<ModbusTag>,
     table: Table,
     start: u16,
+    /// The tags as runs of like elements, when every tag is a plain number in
+    /// registers: a reply long enough for all of them decodes run by run.
+    runs: Option<Runs>,
+}
+
+/// Neighbouring tags of one type and byte order, decoded by one loop.
+#[derive(Debug, Clone)]
+struct Run {
+    /// Byte offset of the first element in the register image.
+    at: usize,
+    /// Bytes per element.
+    size: usize,
+    elements: usize,
+    /// Where the run's values go in the output.
+    out_at: usize,
+    data_type: DataType,
+    byte_order: ByteOrder,
+}
+
+#[derive(Debug, Clone)]
+struct Runs {
+    runs: Vec<Run>,
+    /// The image length every run fits in.
+    image_len: usize,
+}
+
+impl Runs {
+    /// `None` when a tag is not a plain number in registers (bits, bit tables).
+    fn of(tags: &[ModbusTag], start: u16) -> Option<Runs> {
+        let mut runs: Vec<Run> = Vec::new();
+        let mut out_at = 0;
+        for tag in tags {
+            if tag.table.is_bit() || tag.bit.is_some() || tag.data_type == DataType::String {
+                return None;
+            }
+            let size = tag.element_span() as usize * 2;
+            let at = (usize::from(tag.address) - usize::from(start)) * 2;
+            let (data_type, byte_order, elements) = (tag.data_type, tag.byte_order, tag.elements());
+            match runs.last_mut() {
+                Some(run)
+                    if (run.data_type, run.byte_order) == (data_type, byte_order)
+                        && run.at + run.size * run.elements == at =>
+                {
+                    run.elements += elements
+                }
+                _ => runs.push(Run { at, size, elements, out_at, data_type, byte_order }),
+            }
+            out_at += elements;
+        }
+        let image_len = runs.iter().map(|r| r.at + r.size * r.elements).max().unwrap_or(0);
+        Some(Runs { runs, image_len })
+    }
+
+    fn decode(&self, image: &[u8], out: &mut [f64]) {
+        for run in &self.runs {
+            let bytes = &image[run.at..run.at + run.size * run.elements];
+            elements_f64(bytes, run.data_type, run.byte_order, &mut out[run.out_at..run.out_at + run.elements]);
+        }
+    }
 }
 
 impl ReplyDecoder {
@@ -135,7 +192,8 @@ impl ReplyDecoder {
                 return Err(Error::address(format!("tag '{tag}' starts before the reply's first address {start}")));
             }
         }
-        Ok(ReplyDecoder { tags, table, start })
+        let runs = Runs::of(&tags, start);
+        Ok(ReplyDecoder { tags, table, start, runs })
     }
 
     /// The tags one decode yields.
@@ -179,6 +237,10 @@ impl ReplyDecoder {
             }
             _ => return Err(Error::proto("the reply is not a read of the tags' table")),
         };
+        if let Some(runs) = self.runs.as_ref().filter(|runs| runs.image_len <= image.len()) {
+            runs.decode(image, out);
+            return Ok(());
+        }
         let slots = self.tags.iter().map(|tag| {
             let offset = u32::from(tag.address) - u32::from(self.start);
             if offset as usize + tag.span() as usize > units {
@@ -249,6 +311,51 @@ mod tests {
         assert!(read.values[1].is_nan());
         assert!(read.errors[0].is_none());
         assert_eq!(read.errors[1].as_ref().unwrap().code, ErrorCode::Address);
+    }
+
+    #[test]
+    fn runs_decode_as_each_tag_alone_does() {
+        // Runs merge neighbours of one type and order; every tag must still read as decode_element reads it.
+        let tags = [
+            "holding-register:0:REAL{byte-order: CDAB}",
+            "holding-register:2:REAL{byte-order: CDAB}",
+            "holding-register:4:REAL",
+            "holding-register:6:INT[3]",
+            "holding-register:9:INT",
+            "holding-register:10:DINT{byte-order: DCBA}",
+            "holding-register:12:LREAL{byte-order: BADC}",
+            "holding-register:16:UINT",
+            "holding-register:18:LINT[2]",
+            "holding-register:26:SINT",
+        ];
+        let registers: Vec<u8> = (0..54u32).map(|i| (i.wrapping_mul(97) ^ 0x5A) as u8).collect();
+        let mut frame =
+            vec![0x00, 0x01, 0x00, 0x00, 0x00, 3 + registers.len() as u8, 0x01, 0x03, registers.len() as u8];
+        frame.extend(&registers);
+        let d = decoder(&tags, 0);
+        assert_eq!(d.runs.as_ref().map(|r| r.runs.len()), Some(8), "the two CDAB REALs and the INTs merge");
+        let read = d.decode(&frame).unwrap();
+        for (i, text) in tags.iter().enumerate() {
+            let tag = ModbusTag::parse(text).unwrap();
+            let want = match decode_tag(&tag, &registers, u32::from(tag.address)).unwrap() {
+                Value::Array(items) => items,
+                one => vec![one],
+            };
+            let want: Vec<f64> = want
+                .iter()
+                .map(|v| match *v {
+                    Value::Int(n) => n as f64,
+                    Value::UInt(n) => n as f64,
+                    Value::Float(f) => f,
+                    ref other => panic!("{other:?}"),
+                })
+                .collect();
+            let got = column(&read, i);
+            assert!(
+                got.iter().zip(&want).all(|(a, b)| a == b || (a.is_nan() && b.is_nan())),
+                "{text}: {got:?} != {want:?}"
+            );
+        }
     }
 
     #[test]
