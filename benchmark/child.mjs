@@ -108,12 +108,14 @@ async function timersPerDevice(pollers, seconds, rateHz) {
  */
 async function poll(devices, seconds, rateHz, gateway = false) {
   const { lib, conns, pollers, connectSeconds } = await openPolled(devices)
+  const runGateway = gateway && client.prepareGateway ? client.prepareGateway(lib, conns, { rateHz }) : undefined
   let run
   const cpu = process.cpuUsage()
   const started = performance.now()
-  if (rateHz) {
-    const useGateway = gateway && client.gateway
-    run = useGateway ? await client.gateway(lib, conns, { rateHz, seconds }) : await timersPerDevice(pollers, seconds, rateHz)
+  if (runGateway) {
+    run = await runGateway(seconds)
+  } else if (rateHz) {
+    run = await timersPerDevice(pollers, seconds, rateHz)
   } else if (client.groupPoll) {
     // Every device's plan in one call per round: a round counts each device's poll.
     run = await timedLoop(1, seconds, client.groupPoll(lib, conns))

@@ -127,9 +127,12 @@ impl crate::event_loop::Alarmed for RefCell<PollerDriver> {
     }
 }
 
+/// The longest a poll's reply waits to be read with others.
+const MAX_SWEEP_DELAY: Duration = Duration::from_millis(10);
+
 /// The poller's alarm fired: delivers, and starts the reads due.
 fn alarm(cell: &RefCell<PollerDriver>, now: Instant) {
-    let (starts, id, to_js, on_due) = {
+    let (starts, sweep_at, id, to_js, on_due) = {
         let mut driver = cell.borrow_mut();
         driver.alarm_at = None;
         if driver.closed {
@@ -143,8 +146,13 @@ fn alarm(cell: &RefCell<PollerDriver>, now: Instant) {
         if driver.delivery_due(now).is_some_and(|at| at <= now) {
             driver.deliver(now);
         }
-        (driver.poller.start_due(now), driver.id, driver.to_js.clone(), driver.on_due.clone())
+        let starts = driver.poller.start_due(now);
+        let sweep_at = driver.poller.wake_at().map_or(now + MAX_SWEEP_DELAY, |at| at.clamp(now, now + MAX_SWEEP_DELAY));
+        (starts, sweep_at, driver.id, driver.to_js.clone(), driver.on_due.clone())
     };
+    // The replies are read when the next group starts (or soon after), all in that one wake-up.
+    #[cfg(target_os = "linux")]
+    crate::event_loop::defer_reads(Some(sweep_at));
     // Started with the poller let go: a read may finish at once (a closed device).
     let mut external = Vec::new();
     for (handle, reader, timeout) in starts {
@@ -153,6 +161,8 @@ fn alarm(cell: &RefCell<PollerDriver>, now: Instant) {
             Reader::External => external.push(handle),
         }
     }
+    #[cfg(target_os = "linux")]
+    crate::event_loop::defer_reads(None);
     if let (false, Some(env)) = (external.is_empty(), js_env()) {
         let env = Env::from_raw(env);
         // The TypeScript side catches everything; a failure here cannot be reported anywhere better.

@@ -77,19 +77,21 @@ export interface ConnectionStats {
   queued: number
 }
 
-/** One read out of a buffer of columnar reads: its id and, under a deadband, the positions of its tags. @internal */
-export interface ColumnarRead {
-  id: number
-  data: ColumnarData
-  indices?: Uint32Array
-}
-
-/** Views over the one buffer the addon fills with columnar reads (its layout is documented on `BindingColumnarRead`). @internal */
-export function columnarReads(raw: ArrayBuffer | BindingColumnsWithErrors): ColumnarRead[] {
+/**
+ * Walks a buffer of columnar reads (its layout is documented on
+ * `BindingColumnarRead`), making one object per read with `make`, which is
+ * handed views over the buffer and a fresh errors map filled afterwards.
+ * @internal
+ */
+export function columnarReads<T>(
+  raw: ArrayBuffer | BindingColumnsWithErrors,
+  make: (id: number, data: ColumnarData, indices: Uint32Array | undefined) => T,
+): T[] {
   const buffer = raw instanceof ArrayBuffer ? raw : raw.buffer
   const view = new DataView(buffer)
   const count = view.getUint32(0, LITTLE_ENDIAN)
-  const reads: ColumnarRead[] = new Array(count)
+  const reads: T[] = new Array(count)
+  const errorMaps: Array<Map<number, BifrostError>> = new Array(count)
   let at = 8
   for (let entry = 0; entry < count; entry++) {
     const valueCount = view.getUint32(at + 8, LITTLE_ENDIAN)
@@ -98,31 +100,37 @@ export function columnarReads(raw: ArrayBuffer | BindingColumnsWithErrors): Colu
     const offsetsAt = valuesAt + valueCount * 8
     const qualityAt = offsetsAt + (tagCount + 1) * 4
     let end = qualityAt + tagCount
-    const read: ColumnarRead = {
-      id: view.getUint32(at + 16, LITTLE_ENDIAN),
-      data: {
-        values: new Float64Array(buffer, valuesAt, valueCount),
-        offsets: new Uint32Array(buffer, offsetsAt, tagCount + 1),
-        quality: new Uint8Array(buffer, qualityAt, tagCount),
-        errors: new Map(),
-        timestamp: view.getFloat64(at, LITTLE_ENDIAN),
-      },
-    }
+    let indices: Uint32Array | undefined
     if (view.getUint32(at + 20, LITTLE_ENDIAN) === 1) {
       const indicesAt = Math.ceil(end / 4) * 4
-      read.indices = new Uint32Array(buffer, indicesAt, tagCount)
+      indices = new Uint32Array(buffer, indicesAt, tagCount)
       end = indicesAt + tagCount * 4
     }
-    reads[entry] = read
+    const errors = (errorMaps[entry] = new Map())
+    const data: ColumnarData = {
+      values: new Float64Array(buffer, valuesAt, valueCount),
+      offsets: new Uint32Array(buffer, offsetsAt, tagCount + 1),
+      quality: new Uint8Array(buffer, qualityAt, tagCount),
+      errors,
+      timestamp: view.getFloat64(at, LITTLE_ENDIAN),
+    }
+    reads[entry] = make(view.getUint32(at + 16, LITTLE_ENDIAN), data, indices)
     at = Math.ceil(end / 8) * 8
   }
-  if (!(raw instanceof ArrayBuffer)) for (const { entry, index, error } of raw.errors) reads[entry]!.data.errors.set(index, error as BifrostError)
+  if (!(raw instanceof ArrayBuffer)) for (const { entry, index, error } of raw.errors) errorMaps[entry]!.set(index, error as BifrostError)
   return reads
+}
+
+const dataOf = (_id: number, data: ColumnarData) => data
+
+/** The reads of a buffer of columnar reads, in order. @internal */
+export function columnarData(raw: ArrayBuffer | BindingColumnsWithErrors): ColumnarData[] {
+  return columnarReads(raw, dataOf)
 }
 
 /** The one read of a buffer of columnar reads. @internal */
 export function toColumnarData(raw: ArrayBuffer | BindingColumnsWithErrors): ColumnarData {
-  return columnarReads(raw)[0]!.data
+  return columnarReads(raw, dataOf)[0]!
 }
 
 /** The addon writes numbers in platform byte order. */
@@ -233,7 +241,7 @@ export function readPlans(plans: readonly PreparedRead[], options?: RequestOptio
   }
   const bindings: BindingPlan[] = []
   for (const { plan } of plans) if (plan instanceof NativePlan) bindings.push(plan.binding)
-  const nativeReads = native.readPlans(bindings, options?.timeout).then((raw) => columnarReads(raw).map((r) => r.data))
+  const nativeReads = native.readPlans(bindings, options?.timeout).then(columnarData)
   if (bindings.length === plans.length) return nativeReads
   // Plugins' plans read through their plugins, beside the one native call.
   return Promise.all([nativeReads, Promise.all(plans.map((p) => (p.plan instanceof NativePlan ? undefined : p.read(options))))]).then(

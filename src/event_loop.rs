@@ -6,7 +6,7 @@
 //! is resolved and connected on the runtime, which posts the socket back. All of
 //! this driver's `unsafe` lives here.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::ffi::{c_int, c_void};
@@ -72,6 +72,8 @@ struct Socket {
     stream: TcpStream,
     /// Writable events are asked for only while written bytes are left over.
     watching_writable: bool,
+    /// Readable events are not asked for: replies are read by a sweep (see `defer_reads`).
+    muted: bool,
 }
 
 struct Inner<F: Framing> {
@@ -86,6 +88,8 @@ struct Inner<F: Framing> {
     alarm_at: Option<Instant>,
     /// While `socket` is connecting: when the attempt gives up.
     connect_deadline: Option<Instant>,
+    /// When the muted socket is read (see `defer_reads`).
+    sweep_at: Option<Instant>,
     read_chunk: usize,
     /// A write waits for the end of the JavaScript job (see `sync_later`).
     flush_scheduled: bool,
@@ -146,6 +150,7 @@ where
                 timer_at: None,
                 alarm_at: None,
                 connect_deadline: None,
+                sweep_at: None,
                 read_chunk: MIN_READ_CHUNK,
                 flush_scheduled: false,
                 closed: false,
@@ -166,7 +171,18 @@ impl<F: Framing + 'static> Driver<F> for EventLoopDriver<F> {
         // A call on a quiet link goes out at once; calls made while others are on
         // the wire wait for the end of this turn of JavaScript, to share one write.
         let quiet = inner.session.link().in_flight() == 0 && inner.session.outgoing().is_empty();
+        let deferred = READS_DEFERRED_UNTIL.get();
+        if inner.socket.as_ref().is_some_and(|s| s.muted) {
+            // Muted while idle: a connection the device closed meanwhile is noticed before the call is written.
+            inner.read(now);
+            if deferred.is_none() {
+                inner.unmute();
+            }
+        }
         inner.session.run(now, job, timeout, done);
+        if let Some(until) = deferred {
+            inner.mute(until);
+        }
         if quiet {
             inner.sync(now);
         } else {
@@ -231,7 +247,7 @@ impl<F: Framing + 'static> Inner<F> {
             }
             // An attempt that failed at once has failed what waited: poll again.
             if !wants.connect || self.start_connect(now) {
-                return [wants.wake_at, self.connect_deadline].into_iter().flatten().min();
+                return [wants.wake_at, self.connect_deadline, self.sweep_at].into_iter().flatten().min();
             }
         }
     }
@@ -246,6 +262,7 @@ impl<F: Framing + 'static> Inner<F> {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     if !socket.watching_writable {
                         socket.watching_writable = true;
+                        socket.muted = false;
                         watch(&socket.poll, UV_READABLE | UV_WRITABLE, on_poll::<F>);
                     }
                     return true;
@@ -264,8 +281,40 @@ impl<F: Framing + 'static> Inner<F> {
         true
     }
 
+    /// Stops watching for replies; they are read by a sweep at `until`. A socket
+    /// the sweep leaves idle stays muted, so a poll costs no change to the watch.
+    fn mute(&mut self, until: Instant) {
+        let Some(socket) = self.socket.as_mut() else { return };
+        if socket.watching_writable || self.connect_deadline.is_some() {
+            return;
+        }
+        if !socket.muted {
+            socket.muted = true;
+            watch(&socket.poll, 0, on_poll::<F>);
+        }
+        self.sweep_at = Some(until);
+    }
+
+    /// Watches for replies again, for a reply the sweep did not find or a call made outside a poller.
+    fn unmute(&mut self) {
+        if let Some(socket) = self.socket.as_mut().filter(|s| s.muted) {
+            socket.muted = false;
+            watch(&socket.poll, UV_READABLE, on_poll::<F>);
+        }
+    }
+
+    /// The sweep of a muted socket: reads what came, and watches for what is still to come.
+    fn sweep(&mut self, now: Instant) {
+        self.sweep_at = None;
+        self.read_ready(now);
+        if self.session.link().in_flight() > 0 {
+            self.unmute();
+        }
+    }
+
     fn lose(&mut self, now: Instant, error: Error) {
         self.socket = None;
+        self.sweep_at = None;
         self.session.lost(now, error);
     }
 
@@ -290,6 +339,8 @@ impl<F: Framing + 'static> Inner<F> {
                 if self.connect_deadline.is_some_and(|deadline| deadline <= now) {
                     let limit = self.session.link().config().connect_timeout.as_millis();
                     self.connect_failed(now, Error::timeout(format!("connect timed out after {limit} ms")));
+                } else if self.sweep_at.is_some_and(|at| at <= now) {
+                    self.sweep(now);
                 } else {
                     // libuv runs timers before it polls: a reply that came while JavaScript
                     // kept the thread busy is read now, before its request is expired.
@@ -372,7 +423,7 @@ impl<F: Framing + 'static> Inner<F> {
             uv_unref(poll.0);
         }
         watch(&poll, events, on_poll::<F>);
-        self.socket = Some(Socket { poll, stream, watching_writable: false });
+        self.socket = Some(Socket { poll, stream, watching_writable: false, muted: false });
         Ok(())
     }
 }
@@ -464,7 +515,17 @@ impl<F: Framing + 'static> Alarmed for RefCell<Inner<F>> {
     }
 }
 
+/// Until `defer_reads(None)`, calls made on this thread have their replies read
+/// at `until`, in the wake-up the caller has then anyway (the poller's next
+/// alarm), not each in a wake-up of its own as it comes: a poller starting a
+/// group of reads every few milliseconds then wakes about once per group, not
+/// once per reply. A reply later than `until` is read as it comes.
+pub(crate) fn defer_reads(until: Option<Instant>) {
+    READS_DEFERRED_UNTIL.set(until);
+}
+
 thread_local! {
+    static READS_DEFERRED_UNTIL: Cell<Option<Instant>> = const { Cell::new(None) };
     /// Links with output waiting for the end of the JavaScript job.
     static WAITING: RefCell<Vec<Rc<dyn Wake>>> = const { RefCell::new(Vec::new()) };
     /// The thread's alarms; made on first use, closed with the environment.
@@ -631,7 +692,8 @@ impl<F: Framing + 'static> Inner<F> {
     /// Reads until the socket has nothing more (bounded, so one busy link cannot starve others).
     fn read_ready(&mut self, now: Instant) {
         for _ in 0..64 {
-            if !self.read(now) {
+            // Nothing awaited: what else may come is read when it is (a sweep saves its read).
+            if !self.read(now) || self.session.link().in_flight() == 0 {
                 return;
             }
         }

@@ -54,8 +54,8 @@ export interface PollEntry extends ColumnarData {
   handle: PollHandle
   /** The tags delivered, in the order of the columns: all of the read's tags, or under a deadband those that changed. */
   tags: readonly string[]
-  /** Under a deadband: the delivered tags' positions in the tags given to {@link Poller.add}. */
-  indices?: Uint32Array
+  /** Under a deadband: the delivered tags' positions in the tags given to {@link Poller.add}; otherwise undefined. */
+  indices: Uint32Array | undefined
 }
 
 /** How one scheduled read is doing, {@link Poller.health}. */
@@ -202,18 +202,23 @@ export class Poller implements AsyncIterable<PollEntry[]> {
   async next(): Promise<PollEntry[] | undefined> {
     const raw = await this.binding.next()
     if (raw === null || raw === undefined) return undefined
-    const batch: PollEntry[] = []
-    for (const { id, data, indices } of columnarReads(raw)) {
-      const scheduled = this.scheduled.get(id)
-      if (!scheduled) continue // removed after it finished
-      const entry: PollEntry = { ...data, device: scheduled.device, handle: id, tags: scheduled.tags }
-      if (indices) {
-        entry.indices = indices
-        entry.tags = Array.from(indices, (i) => scheduled.tags[i]!)
+    const entries = columnarReads(raw, (handle, data, indices): PollEntry | undefined => {
+      const scheduled = this.scheduled.get(handle)
+      if (!scheduled) return undefined // removed after it finished
+      // One literal, one shape: thousands are made per second.
+      return {
+        values: data.values,
+        offsets: data.offsets,
+        quality: data.quality,
+        errors: data.errors,
+        timestamp: data.timestamp,
+        device: scheduled.device,
+        handle,
+        tags: indices ? Array.from(indices, (i) => scheduled.tags[i]!) : scheduled.tags,
+        indices,
       }
-      batch.push(entry)
-    }
-    return batch
+    })
+    return entries.filter((entry) => entry !== undefined)
   }
 
   /** Stops every read and ends iteration. Polls in flight finish unobserved. */

@@ -39,21 +39,23 @@ export default {
       for (const data of await lib.readPlans(plans)) if (data.errors.size > 0) throw data.errors.values().next().value
     }
   },
-  /** gateway: every device on one poller; JavaScript runs once per batch. */
-  async gateway(lib, devs, { rateHz, seconds }) {
+  /** gateway: every device on one poller (plans prepared before the clock starts, as the peers' are); JavaScript runs once per batch. */
+  prepareGateway(lib, devs, { rateHz }) {
     const poller = lib.createPoller({ intervalMs: 1000 / rateHz })
     for (const dev of devs) poller.add(dev, POLL.tags)
-    let count = 0
-    let late = 0
-    setTimeout(() => {
-      late = poller.health().reduce((sum, h) => sum + h.late, 0)
-      poller.close()
-    }, seconds * 1000)
-    for await (const batch of poller) {
-      for (const entry of batch) if (entry.errors.size > 0) throw entry.errors.values().next().value
-      count += batch.length
+    return async (seconds) => {
+      let count = 0
+      let late = 0
+      setTimeout(() => {
+        late = poller.health().reduce((sum, h) => sum + h.late, 0)
+        poller.close()
+      }, seconds * 1000)
+      for await (const batch of poller) {
+        for (const entry of batch) if (entry.errors.size > 0) throw entry.errors.values().next().value
+        count += batch.length
+      }
+      return { count, late }
     }
-    return { count, late }
   },
   /** decode-many: every frame with one call. */
   manyDecoder(lib, frameCount) {

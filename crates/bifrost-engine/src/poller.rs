@@ -131,6 +131,8 @@ pub struct Poller<R> {
     finished: VecDeque<Finished>,
     max_pending: usize,
     dropped: u64,
+    /// When reads were last started: the next start waits a slack after it, so reads group.
+    last_start: Option<Instant>,
 }
 
 /// The golden ratio's fractional part: phases `k * PHASE_STEP mod 1` stay evenly
@@ -151,6 +153,7 @@ impl<R: Clone> Poller<R> {
             finished: VecDeque::new(),
             max_pending: max_pending.max(1),
             dropped: 0,
+            last_start: None,
         }
     }
 
@@ -213,6 +216,7 @@ impl<R: Clone> Poller<R> {
     /// (a tenth of its interval, at most 10 ms) starts now too, so neighbours share a
     /// wake-up; a tick whose poll before is still running is skipped and counted.
     pub fn start_due(&mut self, now: Instant) -> Vec<(Handle, R, Option<Duration>)> {
+        self.last_start = Some(now);
         let mut starts = Vec::new();
         while let Some(&Reverse((at, handle))) = self.ticks.peek() {
             let Some(read) = self.scheduled.get_mut(&handle) else {
@@ -246,11 +250,14 @@ impl<R: Clone> Poller<R> {
         starts
     }
 
-    /// When the driver must call [`Poller::start_due`] next.
+    /// When the driver must call [`Poller::start_due`] next: the next tick, less
+    /// its slack, but no sooner than a slack after the last start, so that reads
+    /// spread over time start in groups, one wake-up per slack at most.
     pub fn wake_at(&self) -> Option<Instant> {
         self.ticks.peek().map(|Reverse((at, handle))| {
             let early = self.scheduled.get(handle).map_or(Duration::ZERO, |r| (r.interval / 10).min(MAX_EARLY));
-            at.checked_sub(early).unwrap_or(*at)
+            let wake = at.checked_sub(early).unwrap_or(*at);
+            self.last_start.map_or(wake, |last| wake.max(last + early).min(*at))
         })
     }
 
@@ -411,6 +418,30 @@ mod tests {
         let again: usize = (100..200).map(|step| poller.start_due(t0 + ms(step * 10)).len()).sum();
         assert_eq!(again, 100);
         assert!(poller.health().iter().all(|h| h.overruns == 0 && h.polls >= 1 && h.state == PollState::Good));
+    }
+
+    #[test]
+    fn reads_spread_over_an_interval_start_in_groups() {
+        let t0 = Instant::now();
+        let mut poller = Poller::new(100_000);
+        for i in 0..1000 {
+            poller.add(i, ms(1000), None, None, t0);
+        }
+        let (mut wakes, mut starts, mut now) = (0, 0, t0);
+        while now < t0 + ms(3000) {
+            let started = poller.start_due(now);
+            wakes += 1;
+            starts += started.len();
+            for (handle, _, _) in started {
+                poller.finished(handle, columns(&[1.0]), now, 0.0);
+            }
+            let next = poller.wake_at().unwrap();
+            assert!(next >= now + ms(10) || next >= t0 + ms(3000), "woken again {:?} after", next - now);
+            now = next;
+        }
+        assert!((2990..=3010).contains(&starts), "{starts} starts: each read once a second");
+        assert!(wakes <= 301, "{wakes} wake-ups for {starts} starts");
+        assert!(poller.health().iter().all(|h| h.overruns == 0));
     }
 
     #[test]
