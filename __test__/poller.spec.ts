@@ -84,6 +84,26 @@ test.serial('1,000 devices in one poller: every poll delivered with exact values
   sim.stop()
 })
 
+test.serial('a read of several requests on a device that takes one at a time: every poll reads every tag', async (t) => {
+  const sim = await startSimulator()
+  const device = await connect(`${sim.url}?max-in-flight=1`)
+  // Six blocks far apart: six requests per poll, each written after the reply before it.
+  const tags = [0, 200, 400, 600, 800, 1000].map((address) => `holding-register:${address}:UINT`)
+  const poller = createPoller({ intervalMs: 40, batchMs: 0 })
+  poller.add(device, tags)
+  const seen = collect(poller)
+  await seen.until(t, 'ten polls', () => seen.entries.length >= 10)
+  for (const entry of seen.entries) {
+    t.deepEqual(Array.from(entry.values), [0, 200, 400, 600, 800, 1000])
+    t.is(entry.errors.size, 0)
+  }
+  t.is(poller.health()[0]!.failures, 0)
+  await poller.close()
+  await seen.done
+  await device.close()
+  sim.stop()
+})
+
 test.serial('a device that dies and comes back: its polls fail with the cause, then read again; the other device never stops', async (t) => {
   const port = await freePort()
   let dying: Simulator = await startSimulator({ port })

@@ -163,6 +163,8 @@ fn alarm(cell: &RefCell<PollerDriver>, now: Instant) {
     }
     #[cfg(target_os = "linux")]
     crate::event_loop::defer_reads(None);
+    #[cfg(not(target_os = "linux"))]
+    let _ = sweep_at; // the runtime driver reads as replies come
     if let (false, Some(env)) = (external.is_empty(), js_env()) {
         let env = Env::from_raw(env);
         // The TypeScript side catches everything; a failure here cannot be reported anywhere better.

@@ -211,6 +211,10 @@ impl<F: Framing + 'static> Inner<F> {
         loop {
             let wake_at = self.step(now);
             if self.flush(now) {
+                // A muted socket with no sweep to come must not leave a reply unread.
+                if self.sweep_at.is_none() && self.session.link().in_flight() > 0 {
+                    self.unmute();
+                }
                 self.set_timer(wake_at);
                 return;
             }
@@ -303,13 +307,10 @@ impl<F: Framing + 'static> Inner<F> {
         }
     }
 
-    /// The sweep of a muted socket: reads what came, and watches for what is still to come.
+    /// The sweep of a muted socket: reads what came; `sync` then watches for what is still to come.
     fn sweep(&mut self, now: Instant) {
         self.sweep_at = None;
         self.read_ready(now);
-        if self.session.link().in_flight() > 0 {
-            self.unmute();
-        }
     }
 
     fn lose(&mut self, now: Instant, error: Error) {
