@@ -147,7 +147,10 @@ export declare function connect(url: string, options: Record<string, string>): P
 /** Makes a decoder for read replies captured elsewhere; `start` is the first address the reply answers. */
 export declare function createReplyDecoder(tags: Array<string>, start: number): BindingReplyDecoder | Error
 
-/** Reads many plans, of any devices, with one promise: their reads in one buffer, in order. */
+/**
+ * Reads many plans, of any devices, with one promise: their reads in one buffer,
+ * each read's id its plan's position (in the order they finished).
+ */
 export declare function readPlans(plans: Array<BindingPlan>, timeoutMs?: number | undefined | null): Promise<ArrayBuffer | BindingColumnsWithErrors>
 
 /** Registers the class every error is made of (`BifrostError`); the loader calls it once. */

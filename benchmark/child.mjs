@@ -118,7 +118,7 @@ async function poll(devices, seconds, rateHz, gateway = false) {
     run = await timersPerDevice(pollers, seconds, rateHz)
   } else if (client.groupPoll) {
     // Every device's plan in one call per round: a round counts each device's poll.
-    run = await timedLoop(1, seconds, client.groupPoll(lib, conns))
+    run = await timedLoop(1, seconds, client.groupPoll(lib, pollers))
     run.count *= devices
   } else {
     run = await timedLoop(devices, seconds, (i) => pollers[i]())

@@ -307,16 +307,18 @@ impl BindingPoller {
         offsets: Uint32Array,
         errors: Vec<(u32, String, String)>,
     ) {
-        let tags = offsets.len().saturating_sub(1);
-        let mut columns = Columns { values: values.to_vec(), offsets: offsets.to_vec(), errors: vec![None; tags] };
-        for (index, code, message) in errors {
-            if let Some(slot) = columns.errors.get_mut(index as usize) {
-                *slot = Some(match ErrorCode::from_name(&code) {
-                    Some(code) => Error::new(code, message),
-                    None => Error::proto(format!("{code}: {message}")),
-                });
-            }
-        }
+        let tags = offsets.len().saturating_sub(1) as u32;
+        let mut failed: Vec<(u32, Error)> = errors
+            .into_iter()
+            .filter(|(index, _, _)| *index < tags)
+            .map(|(index, code, message)| match ErrorCode::from_name(&code) {
+                Some(code) => (index, Error::new(code, message)),
+                None => (index, Error::proto(format!("{code}: {message}"))),
+            })
+            .collect();
+        failed.sort_by_key(|(index, _)| *index);
+        failed.dedup_by_key(|(index, _)| *index);
+        let columns = Columns { values: values.to_vec(), offsets: offsets.to_vec(), errors: failed };
         let id = self.inner.borrow().id;
         poll_finished(id, handle, columns);
     }
@@ -417,14 +419,16 @@ pub struct BindingLatency {
     pub p99: f64,
 }
 
-/// A group read while its plans run: the last to finish settles the promise.
+/// A group read while its plans run: each read is written out as it finishes
+/// (its position is its id), and the last to finish settles the promise.
 struct Group {
-    reads: Vec<Option<(f64, Columns)>>,
+    writer: ColumnsWriter,
     remaining: usize,
     promise: Option<Promise>,
 }
 
-/// Reads many plans, of any devices, with one promise: their reads in one buffer, in order.
+/// Reads many plans, of any devices, with one promise: their reads in one buffer,
+/// each read's id its plan's position (in the order they finished).
 #[napi(ts_return_type = "Promise<ArrayBuffer | BindingColumnsWithErrors>")]
 pub fn read_plans<'env>(
     env: &'env Env,
@@ -432,11 +436,8 @@ pub fn read_plans<'env>(
     timeout_ms: Option<u32>,
 ) -> napi::Result<Object<'env>> {
     let (promise, object) = Promise::new(env)?;
-    let group = Arc::new(Mutex::new(Group {
-        reads: (0..plans.len()).map(|_| None).collect(),
-        remaining: plans.len(),
-        promise: Some(promise),
-    }));
+    let group =
+        Arc::new(Mutex::new(Group { writer: ColumnsWriter::new(), remaining: plans.len(), promise: Some(promise) }));
     if plans.is_empty() {
         settle_group(&group);
     }
@@ -449,7 +450,7 @@ pub fn read_plans<'env>(
             };
             let last = {
                 let mut state = group.lock().unwrap_or_else(|e| e.into_inner());
-                state.reads[index] = Some((now_ms(), columns));
+                state.writer.push(index as u32, now_ms(), columns, None);
                 state.remaining -= 1;
                 state.remaining == 0
             };
@@ -463,16 +464,10 @@ pub fn read_plans<'env>(
 }
 
 fn settle_group(group: &Mutex<Group>) {
-    let (promise, reads) = {
+    let (promise, writer) = {
         let mut state = group.lock().unwrap_or_else(|e| e.into_inner());
-        (state.promise.take(), std::mem::take(&mut state.reads))
+        (state.promise.take(), std::mem::replace(&mut state.writer, ColumnsWriter::new()))
     };
     let Some(promise) = promise else { return };
-    promise.settle_with(move |env, promise| {
-        let mut writer = ColumnsWriter::new();
-        for (index, (timestamp, columns)) in reads.into_iter().flatten().enumerate() {
-            writer.push(index as u32, timestamp, columns, None);
-        }
-        promise.resolve(env, writer.finish());
-    });
+    promise.settle_with(move |env, promise| promise.resolve(env, writer.finish()));
 }

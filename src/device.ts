@@ -123,11 +123,6 @@ export function columnarReads<T>(
 
 const dataOf = (_id: number, data: ColumnarData) => data
 
-/** The reads of a buffer of columnar reads, in order. @internal */
-export function columnarData(raw: ArrayBuffer | BindingColumnsWithErrors): ColumnarData[] {
-  return columnarReads(raw, dataOf)
-}
-
 /** The one read of a buffer of columnar reads. @internal */
 export function toColumnarData(raw: ArrayBuffer | BindingColumnsWithErrors): ColumnarData {
   return columnarReads(raw, dataOf)[0]!
@@ -241,7 +236,12 @@ export function readPlans(plans: readonly PreparedRead[], options?: RequestOptio
   }
   const bindings: BindingPlan[] = []
   for (const { plan } of plans) if (plan instanceof NativePlan) bindings.push(plan.binding)
-  const nativeReads = native.readPlans(bindings, options?.timeout).then(columnarData)
+  // The addon writes reads as they finish, each named by its position.
+  const nativeReads = native.readPlans(bindings, options?.timeout).then((raw) => {
+    const inOrder: ColumnarData[] = new Array(bindings.length)
+    columnarReads(raw, (position, data) => (inOrder[position] = data))
+    return inOrder
+  })
   if (bindings.length === plans.length) return nativeReads
   // Plugins' plans read through their plugins, beside the one native call.
   return Promise.all([nativeReads, Promise.all(plans.map((p) => (p.plan instanceof NativePlan ? undefined : p.read(options))))]).then(

@@ -640,7 +640,7 @@ impl ColumnsWriter {
 
     /// Appends one read.
     pub fn push(&mut self, id: u32, timestamp_ms: f64, columns: bifrost_engine::Columns, indices: Option<&[u32]>) {
-        let tag_count = columns.errors.len();
+        let tag_count = columns.tags();
         let buffer = &mut self.buffer;
         buffer.reserve(32 + columns.values.len() * 8 + tag_count * 9);
         buffer.extend(timestamp_ms.to_ne_bytes());
@@ -649,18 +649,18 @@ impl ColumnsWriter {
         }
         buffer.extend(columns.values.iter().flat_map(|v| v.to_ne_bytes()));
         buffer.extend(columns.offsets.iter().flat_map(|o| o.to_ne_bytes()));
-        buffer.extend(columns.errors.iter().map(|e| e.is_some() as u8));
+        buffer.extend(columns.good().map(|good| !good as u8));
         if let Some(indices) = indices {
             buffer.resize(buffer.len().next_multiple_of(4), 0);
             buffer.extend(indices.iter().flat_map(|i| i.to_ne_bytes()));
         }
         buffer.resize(buffer.len().next_multiple_of(8), 0);
         let entry = self.count;
-        self.errors.extend(
-            columns.errors.into_iter().enumerate().filter_map(|(index, e)| {
-                e.map(|e| BindingIndexedError { entry, index: index as u32, error: JsError(e) })
-            }),
-        );
+        self.errors.extend(columns.errors.into_iter().map(|(index, e)| BindingIndexedError {
+            entry,
+            index,
+            error: JsError(e),
+        }));
         self.count += 1;
     }
 

@@ -9,11 +9,13 @@ const BLOCK_TAG = `holding-register:${BLOCK.address}:UINT[${BLOCK.quantity}]`
 /** Prepares `tags` once; each call reads them, and a failed tag fails the run. */
 function planReader(dev, tags) {
   const plan = dev.prepare(tags)
-  return async () => {
+  const read = async () => {
     const data = await plan.read()
     if (data.errors.size > 0) throw data.errors.values().next().value
     return data.values
   }
+  read.plan = plan
+  return read
 }
 
 export default {
@@ -32,9 +34,9 @@ export default {
       return values
     }
   },
-  /** poll-1k: a user polling every device as fast as it goes reads all their plans with one readPlans call per round. */
-  groupPoll(lib, devs) {
-    const plans = devs.map((dev) => dev.prepare(POLL.tags))
+  /** poll-1k: a user polling every device as fast as it goes reads all their plans (those of preparePoll) with one readPlans call per round. */
+  groupPoll(lib, readers) {
+    const plans = readers.map((read) => read.plan)
     return async () => {
       for (const data of await lib.readPlans(plans)) if (data.errors.size > 0) throw data.errors.values().next().value
     }

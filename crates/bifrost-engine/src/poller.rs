@@ -267,16 +267,15 @@ impl<R: Clone> Poller<R> {
         let Some(scheduled) = self.scheduled.get_mut(&handle) else { return };
         let Some((tick, started)) = scheduled.running.take() else { return };
         let health = &mut scheduled.health;
-        let failed = columns.errors.iter().filter(|e| e.is_some()).count();
         health.polls += 1;
-        health.state = match failed {
+        health.state = match columns.errors.len() {
             0 => PollState::Good,
-            n if n == columns.errors.len() => PollState::Failed,
+            n if n == columns.tags() => PollState::Failed,
             _ => PollState::Partial,
         };
-        if failed > 0 {
+        if let Some((_, first)) = columns.errors.first() {
             health.failures += 1;
-            health.last_error = columns.errors.iter().flatten().next().cloned();
+            health.last_error = Some(first.clone());
         }
         if now > tick + scheduled.interval {
             health.late += 1;
@@ -344,7 +343,7 @@ impl<R: Clone> Poller<R> {
 /// them; `None` when none did. A tag changes when its quality does or any
 /// element moved past the deadband.
 fn changes(deadband: Deadband, last: &mut Delivered, read: Columns) -> Option<(Columns, Vec<u32>)> {
-    let tags = read.errors.len();
+    let tags = read.tags();
     let first = last.good.len() != tags || last.values.len() != read.values.len();
     if first {
         last.good = vec![false; tags];
@@ -352,8 +351,10 @@ fn changes(deadband: Deadband, last: &mut Delivered, read: Columns) -> Option<(C
     }
     let mut out = Columns { offsets: vec![0], ..Columns::default() };
     let mut indices = Vec::new();
-    for (tag, error) in read.errors.into_iter().enumerate() {
+    let mut errors = read.errors.into_iter().peekable();
+    for tag in 0..tags {
         let span = read.offsets[tag] as usize..read.offsets[tag + 1] as usize;
+        let error = errors.next_if(|(failed, _)| *failed as usize == tag).map(|(_, e)| e);
         let good = error.is_none();
         let moved = good
             && read.values[span.clone()]
@@ -369,7 +370,9 @@ fn changes(deadband: Deadband, last: &mut Delivered, read: Columns) -> Option<(C
         }
         out.values.extend_from_slice(&read.values[span]);
         out.offsets.push(out.values.len() as u32);
-        out.errors.push(error);
+        if let Some(error) = error {
+            out.errors.push((indices.len() as u32, error));
+        }
         indices.push(tag as u32);
     }
     (!indices.is_empty()).then_some((out, indices))
@@ -380,11 +383,7 @@ mod tests {
     use super::*;
 
     fn columns(values: &[f64]) -> Columns {
-        Columns {
-            values: values.to_vec(),
-            offsets: (0..=values.len() as u32).collect(),
-            errors: values.iter().map(|_| None).collect(),
-        }
+        Columns { values: values.to_vec(), offsets: (0..=values.len() as u32).collect(), errors: Vec::new() }
     }
 
     fn ms(n: u64) -> Duration {
@@ -493,7 +492,7 @@ mod tests {
         assert_eq!(poll(2, columns(&[1.6, 2.0, 3.6])), Some((vec![0], vec![1.6])), "against the last delivered, 1.0");
         assert_eq!(poll(3, columns(&[1.6, 2.0, 3.6])), None);
         let mut failed = columns(&[f64::NAN, 2.0, 3.6]);
-        failed.errors[0] = Some(Error::timeout("t"));
+        failed.errors.push((0, Error::timeout("t")));
         assert_eq!(poll(4, failed).map(|(i, _)| i), Some(vec![0]), "a quality change");
         assert_eq!(poll(5, columns(&[1.6, 2.0, 3.6])).map(|(i, _)| i), Some(vec![0]), "and back");
         assert_eq!(poller.health()[0].polls, 6);

@@ -23,20 +23,32 @@ pub struct Columns {
     pub values: Vec<f64>,
     /// Tag `i` owns `values[offsets[i]..offsets[i + 1]]`.
     pub offsets: Vec<u32>,
-    /// One `Err` per tag that failed; `None` where it succeeded.
-    pub errors: Vec<Option<Error>>,
+    /// The tags that failed, by position, in increasing order; every other tag was
+    /// read. Sparse: a read of thousands of good tags carries no slot per tag.
+    pub errors: Vec<(u32, Error)>,
 }
 
 impl Columns {
     /// Every tag failed with `error`; `elements` gives each tag's value count.
     pub fn failed(elements: impl Iterator<Item = usize>, error: &Error) -> Columns {
         let mut columns = Columns { offsets: vec![0], ..Columns::default() };
-        for count in elements {
+        for (tag, count) in elements.enumerate() {
             columns.values.extend(std::iter::repeat_n(f64::NAN, count));
             columns.offsets.push(columns.values.len() as u32);
-            columns.errors.push(Some(error.clone()));
+            columns.errors.push((tag as u32, error.clone()));
         }
         columns
+    }
+
+    /// How many tags were read.
+    pub fn tags(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    /// Whether each tag was read, in tag order.
+    pub fn good(&self) -> impl Iterator<Item = bool> + '_ {
+        let mut failed = self.errors.iter().map(|(tag, _)| *tag as usize).peekable();
+        (0..self.tags()).map(move |tag| failed.next_if_eq(&tag).is_none())
     }
 }
 

@@ -14,7 +14,7 @@ use crate::tcp;
 pub fn columns<'a>(tags: &[ModbusTag], slots: impl IntoIterator<Item = Result<(&'a [u8], u32)>>) -> Columns {
     let mut out = columns_for(tags);
     let errors = &mut out.errors;
-    decode_into(tags, slots, &mut out.values, |tag, e| errors[tag] = Some(e));
+    decode_into(tags, slots, &mut out.values, |tag, e| errors.push((tag as u32, e)));
     out
 }
 
@@ -25,7 +25,7 @@ fn columns_for(tags: &[ModbusTag]) -> Columns {
     for tag in tags {
         offsets.push(offsets[offsets.len() - 1] + tag.elements() as u32);
     }
-    Columns { values: vec![0.0; offsets[tags.len()] as usize], offsets, errors: vec![None; tags.len()] }
+    Columns { values: vec![0.0; offsets[tags.len()] as usize], offsets, errors: Vec::new() }
 }
 
 /// Decodes every tag's elements into `out`, back to back (`out` holds exactly
@@ -212,7 +212,7 @@ impl ReplyDecoder {
     pub fn decode(&self, frame: &[u8]) -> Result<Columns> {
         let mut columns = columns_for(&self.tags);
         let errors = &mut columns.errors;
-        self.decode_into(frame, &mut columns.values, |tag, e| errors[tag] = Some(e))?;
+        self.decode_into(frame, &mut columns.values, |tag, e| errors.push((tag as u32, e)))?;
         Ok(columns)
     }
 
@@ -283,7 +283,7 @@ mod tests {
             .unwrap();
         assert_eq!(read.values, [555.0, 100.0, 100.0]);
         assert_eq!(read.offsets, [0, 1, 2, 3]);
-        assert!(read.errors.iter().all(Option::is_none));
+        assert!(read.errors.is_empty());
     }
 
     #[test]
@@ -309,8 +309,8 @@ mod tests {
         let read = decoder(&["holding-register:0", "holding-register:0:DINT"], 0).decode(&frame).unwrap();
         assert_eq!(read.values[0], 7.0);
         assert!(read.values[1].is_nan());
-        assert!(read.errors[0].is_none());
-        assert_eq!(read.errors[1].as_ref().unwrap().code, ErrorCode::Address);
+        assert_eq!(read.errors.len(), 1);
+        assert_eq!((read.errors[0].0, read.errors[0].1.code), (1, ErrorCode::Address));
     }
 
     #[test]

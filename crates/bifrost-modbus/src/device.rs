@@ -326,6 +326,19 @@ struct Split {
     members: Vec<usize>,
 }
 
+/// Where a tag of a read job was read.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Unplanned,
+    /// Its block's image, and its offset in table units within it.
+    At {
+        image: u32,
+        offset: u32,
+    },
+    /// Its block failed: the job's failure of this number.
+    Failed(u32),
+}
+
 /// A read of a plan; a merged block refused with exception 2 is split in halves
 /// until the refused tags stand alone.
 struct ReadJob {
@@ -335,8 +348,10 @@ struct ReadJob {
     replanned: Option<Plan<Key>>,
     shape: Shape,
     images: Vec<Vec<u8>>,
-    /// Per tag: (image index, offset in table units within that image).
-    slots: Vec<Option<Result<(usize, u32)>>>,
+    /// Per tag, where it was read (kept small: a job of thousands of tags holds one each).
+    slots: Vec<Slot>,
+    /// The errors `Slot::Failed` points at.
+    failures: Vec<Error>,
     rounds: Vec<Round>,
     /// Per submitted request: (round, request within the round's plan).
     requests: Vec<(u32, u32)>,
@@ -346,7 +361,7 @@ struct ReadJob {
 impl ReadJob {
     fn new(device: Arc<DeviceState>, plan: Arc<ReadPlan>, shape: Shape) -> ReadJob {
         let replanned = (!device.is_current(&plan)).then(|| device.plan_spans(&plan.spans).0);
-        let slots = (0..plan.tags.len()).map(|_| None).collect();
+        let slots = vec![Slot::Unplanned; plan.tags.len()];
         ReadJob {
             device,
             plan,
@@ -354,6 +369,7 @@ impl ReadJob {
             shape,
             images: Vec::new(),
             slots,
+            failures: Vec::new(),
             rounds: Vec::new(),
             requests: Vec::new(),
             splits: Vec::new(),
@@ -428,7 +444,7 @@ impl ReadJob {
                     self.images.push(image);
                     for tag in members {
                         let offset = (self.plan.spans[tag].start - block.start) as u32;
-                        self.slots[tag] = Some(Ok((index, offset)));
+                        self.slots[tag] = Slot::At { image: index as u32, offset };
                     }
                 }
                 Err(e) if e.exception_code == Some(2) && block.members.len() > 1 => {
@@ -448,8 +464,10 @@ impl ReadJob {
                     if e.exception_code == Some(2) {
                         self.device.learn_refused(self.plan.spans[member(block.members[0])]);
                     }
+                    let failure = self.failures.len() as u32;
+                    self.failures.push(e);
                     for tag in members {
-                        self.slots[tag] = Some(Err(e.clone()));
+                        self.slots[tag] = Slot::Failed(failure);
                     }
                 }
             }
@@ -458,10 +476,10 @@ impl ReadJob {
 
     /// Each tag's image and offset in it, in tag order.
     fn located(&self) -> impl Iterator<Item = Result<(&[u8], u32)>> + '_ {
-        self.slots.iter().map(|slot| match slot {
-            Some(Ok((image, offset))) => Ok((self.images[*image].as_slice(), *offset)),
-            Some(Err(e)) => Err(e.clone()),
-            None => Err(Error::proto("tag was not planned")),
+        self.slots.iter().map(|slot| match *slot {
+            Slot::At { image, offset } => Ok((self.images[image as usize].as_slice(), offset)),
+            Slot::Failed(failure) => Err(self.failures[failure as usize].clone()),
+            Slot::Unplanned => Err(Error::proto("tag was not planned")),
         })
     }
 }
@@ -484,7 +502,7 @@ impl Job<Framing> for ReadJob {
     fn finish(self: Box<Self>) -> Outcome {
         // Inner splits first: every tag of a split block read fine on its own, so the merged request itself was refused.
         for split in self.splits.iter().rev() {
-            if split.members.iter().all(|&m| matches!(self.slots[m], Some(Ok(_)))) {
+            if split.members.iter().all(|&m| matches!(self.slots[m], Slot::At { .. })) {
                 self.device.learn_limit(split.key, (split.len / 2).max(split.longest_tag));
             }
         }
