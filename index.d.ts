@@ -71,11 +71,12 @@ export declare class BindingReplyDecoder {
   /** Decodes into the caller's array, creating no JavaScript objects; returns how many tags failed. */
   decodeInto(frame: Uint8Array, values: Float64Array): number | Error
   /**
-   * Decodes many frames, given apart or back to back in one buffer, into the
-   * caller's array: frame `i`'s values start at `i × valueCount`. A frame
-   * that cannot be decoded is NaN throughout, and each of its tags counts as failed.
+   * Decodes many frames, back to back in one buffer, into the caller's array:
+   * frame `i`'s values start at `i × valueCount`. `lengths` gives each frame's
+   * length; without it, frames are cut by their MBAP lengths. A frame that
+   * cannot be decoded is NaN throughout, and each of its tags counts as failed.
    */
-  decodeMany(frames: Array<Uint8Array> | Uint8Array, values: Float64Array): BindingDecodedMany | Error
+  decodeMany(joined: Uint8Array, lengths: Uint32Array | undefined | null, values: Float64Array): BindingDecodedMany | Error
   get valueCount(): number
 }
 

@@ -22,6 +22,25 @@ test('the README Modbus example runs and prints what it promises', async (t) => 
   }
 })
 
+test('the README gateway example runs and prints what it promises', async (t) => {
+  const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8')
+  const example = /```ts\n(import \{ connect, createPoller[\s\S]*?)```/.exec(readme)?.[1]
+  t.truthy(example, 'the README has a gateway example')
+  const file = join(__dirname, '.readme-gateway.mts')
+  writeFileSync(file, example!)
+  try {
+    const output = await run(process.execPath, ['--import', 'tsx', file])
+    t.regex(output, /^polled modbus-tcp:\/\/127\.0\.0\.1:5021\?unit-id=[123] 3 \[ 0, 7, 1 \] \[ 0, 0, 0 \]$/m)
+    t.regex(output, /^changed modbus-tcp:\/\/127\.0\.0\.1:5021\?unit-id=1 1 \[ 20 \] \[ 0 \]$/m)
+    t.is(output.match(/^changed /gm)?.length, 1, 'an unchanging tag under a deadband is delivered once')
+    t.is(output.match(/^health \d+ good 0 0 true$/gm)?.length, 4)
+    t.regex(output, /^group \[ \[ 3, 0 \], \[ 3, 0 \], \[ 3, 0 \] \]$/m)
+    t.regex(output, /^frames \{ frames: 2, failed: 0 \} \[ 42, -3, 42, -3 \]$/m)
+  } finally {
+    rmSync(file, { force: true })
+  }
+})
+
 test('the README install examples run as written, CommonJS and ESM, through the package name', async (t) => {
   const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8')
   const blocks = [...readme.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]!)

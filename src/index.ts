@@ -14,7 +14,7 @@ export { BifrostError } from './errors.js'
 export type { ErrorCode } from './errors.js'
 export { connect, columnValue, Device, MAX_MS, NativePlugin, PreparedRead, readPlans } from './device.js'
 export { createPoller, Poller } from './poller.js'
-export type { Deadband, PollEntry, PollerOptions, PollHandle, PollHealth, PollOptions } from './poller.js'
+export type { Deadband, LatencyPercentiles, PollEntry, PollerOptions, PollHandle, PollHealth, PollOptions } from './poller.js'
 export type { ConnectionStats, WatchOptions } from './device.js'
 export { registerPlugin, registeredSchemes } from './plugin.js'
 export type {

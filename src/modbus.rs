@@ -11,7 +11,7 @@ use bifrost_modbus::device::{ModbusDevice, Opening, Target};
 use bifrost_modbus::framing::Framing;
 use bifrost_modbus::server::{parse_range_spec, Simulator, SimulatorConfig};
 use bifrost_modbus::tag::ModbusTag;
-use napi::bindgen_prelude::{BufferSlice, Either, Float64ArraySlice};
+use napi::bindgen_prelude::{Either, Float64ArraySlice, Uint32Array};
 use napi::Env;
 use napi_derive::napi;
 
@@ -99,18 +99,23 @@ impl BindingReplyDecoder {
         )
     }
 
-    /// Decodes many frames, given apart or back to back in one buffer, into the
-    /// caller's array: frame `i`'s values start at `i × valueCount`. A frame
-    /// that cannot be decoded is NaN throughout, and each of its tags counts as failed.
-    #[napi(ts_args_type = "frames: Array<Uint8Array> | Uint8Array, values: Float64Array")]
+    /// Decodes many frames, back to back in one buffer, into the caller's array:
+    /// frame `i`'s values start at `i × valueCount`. `lengths` gives each frame's
+    /// length; without it, frames are cut by their MBAP lengths. A frame that
+    /// cannot be decoded is NaN throughout, and each of its tags counts as failed.
+    #[napi]
     pub fn decode_many(
         &self,
-        frames: Either<Vec<BufferSlice>, BufferSlice>,
+        joined: &[u8],
+        lengths: Option<Uint32Array>,
         mut values: Float64ArraySlice,
     ) -> Either<BindingDecodedMany, JsError> {
-        let frames: Vec<&[u8]> = match &frames {
-            Either::A(list) => list.iter().map(|f| &f[..]).collect(),
-            Either::B(joined) => split_frames(joined),
+        let frames = match &lengths {
+            Some(lengths) => match cut_frames(joined, lengths) {
+                Ok(frames) => frames,
+                Err(e) => return either(Err(e)),
+            },
+            None => split_frames(joined),
         };
         // Safe: a synchronous call on the JS thread, so no JavaScript runs while Rust writes.
         let values = unsafe { values.as_mut() };
@@ -149,6 +154,19 @@ impl BindingReplyDecoder {
 fn panic_free<T>(decode: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode))
         .unwrap_or_else(|_| Err(Error::proto("internal error while decoding (please report it)")))
+}
+
+/// Frames of the given lengths, back to back.
+fn cut_frames<'a>(mut bytes: &'a [u8], lengths: &[u32]) -> Result<Vec<&'a [u8]>, Error> {
+    let mut frames = Vec::with_capacity(lengths.len());
+    for &len in lengths {
+        let Some((frame, rest)) = bytes.split_at_checked(len as usize) else {
+            return Err(Error::invalid_value("the frame lengths add up to more than the bytes given"));
+        };
+        frames.push(frame);
+        bytes = rest;
+    }
+    Ok(frames)
 }
 
 /// Back-to-back Modbus TCP frames, cut by their MBAP lengths; what is left

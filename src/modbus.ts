@@ -32,6 +32,8 @@ export class ModbusPlugin extends NativePlugin {}
  */
 export class ReplyDecoder {
   private readonly native: BindingReplyDecoder
+  /** Where {@link ReplyDecoder.decodeMany} lays an array of frames back to back; grown as needed, reused. */
+  private joined = new Uint8Array(0)
 
   /**
    * @param tags - numeric tags, all in one table, with their real addresses
@@ -89,12 +91,31 @@ export class ReplyDecoder {
    * @throws {@link BifrostError} `EINVAL` when `values` is too short or the arguments are not bytes and a Float64Array
    */
   decodeMany(frames: Uint8Array[] | Uint8Array, values: Float64Array): DecodedMany {
-    const bytes = (f: unknown) => f instanceof Uint8Array
-    if (!(bytes(frames) || (Array.isArray(frames) && frames.every(bytes)))) {
+    if (!(values instanceof Float64Array)) throw new BifrostError('EINVAL', 'values must be a Float64Array')
+    let decoded: ReturnType<BindingReplyDecoder['decodeMany']>
+    if (frames instanceof Uint8Array) {
+      decoded = this.native.decodeMany(frames, undefined, values)
+    } else if (Array.isArray(frames)) {
+      // Copied back to back with their lengths: one crossing, instead of the addon
+      // fetching each frame out of the array (four times slower, measured).
+      const lengths = new Uint32Array(frames.length)
+      let total = 0
+      for (let i = 0; i < frames.length; i++) {
+        const frame = frames[i]
+        if (!(frame instanceof Uint8Array)) throw new BifrostError('EINVAL', `frame ${i} is not a Uint8Array or Buffer`)
+        lengths[i] = frame.length
+        total += frame.length
+      }
+      if (this.joined.length < total) this.joined = new Uint8Array(total)
+      let at = 0
+      for (const frame of frames as Uint8Array[]) {
+        this.joined.set(frame, at)
+        at += frame.length
+      }
+      decoded = this.native.decodeMany(this.joined.subarray(0, total), lengths, values)
+    } else {
       throw new BifrostError('EINVAL', 'frames must be a Uint8Array or Buffer, or an array of them')
     }
-    if (!(values instanceof Float64Array)) throw new BifrostError('EINVAL', 'values must be a Float64Array')
-    const decoded = this.native.decodeMany(frames, values)
     if (decoded instanceof Error) throw decoded
     return decoded
   }

@@ -79,7 +79,17 @@ export interface PollHealth {
   /** Finished polls dropped unread because the consumer fell behind. */
   drops: number
   /** Latency of the recent polls (up to 32), in milliseconds; absent before the first. */
-  latencyMs?: { p50: number; p90: number; p99: number }
+  latencyMs?: LatencyPercentiles
+}
+
+/** Percentiles of recent latencies, in milliseconds. */
+export interface LatencyPercentiles {
+  /** The median. */
+  p50: number
+  /** The 90th percentile. */
+  p90: number
+  /** The 99th percentile. */
+  p99: number
 }
 
 interface Scheduled {
