@@ -2,7 +2,9 @@
 //! `f64` columns for prepared plans. `ReplyDecoder` applies the same decoding
 //! to read replies that arrived by some other path than a `Client`.
 
-use bifrost_core::{decode_element, decode_string, elements_f64, ByteOrder, DataType, Error, Result, Value};
+use bifrost_core::{
+    decode_element, decode_string, elements_f64, registers_per_element, ByteOrder, DataType, Error, Result, Value,
+};
 
 use bifrost_engine::Columns;
 
@@ -19,7 +21,7 @@ pub fn columns<'a>(tags: &[ModbusTag], slots: impl IntoIterator<Item = Result<(&
 }
 
 /// Columns shaped for `tags`, every tag good and zero until decoded.
-fn columns_for(tags: &[ModbusTag]) -> Columns {
+pub fn columns_for(tags: &[ModbusTag]) -> Columns {
     let mut offsets = Vec::with_capacity(tags.len() + 1);
     offsets.push(0);
     for tag in tags {
@@ -116,59 +118,88 @@ pub struct ReplyDecoder {
     runs: Option<Runs>,
 }
 
-/// Neighbouring tags of one type and byte order, decoded by one loop.
+/// Neighbouring tags of one kind in one image, decoded by one loop.
 #[derive(Debug, Clone)]
 struct Run {
-    /// Byte offset of the first element in the register image.
+    image: u32,
+    /// Byte offset of the first element in the image.
     at: usize,
-    /// Bytes per element.
-    size: usize,
     elements: usize,
     /// Where the run's values go in the output.
     out_at: usize,
-    data_type: DataType,
-    byte_order: ByteOrder,
+    kind: RunKind,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum RunKind {
+    /// Numbers in registers.
+    Registers(DataType, ByteOrder),
+    /// Coils or discrete inputs: one byte per bit in the image.
+    Bits,
+}
+
+impl RunKind {
+    fn element_bytes(self) -> usize {
+        match self {
+            RunKind::Registers(data_type, _) => registers_per_element(data_type) * 2,
+            RunKind::Bits => 1,
+        }
+    }
+}
+
+/// Tags as runs of like elements: when every image is long enough, a read
+/// decodes run by run, one loop per type, with no work per tag.
 #[derive(Debug, Clone)]
-struct Runs {
+pub struct Runs {
     runs: Vec<Run>,
-    /// The image length every run fits in.
-    image_len: usize,
 }
 
 impl Runs {
-    /// `None` when a tag is not a plain number in registers (bits, bit tables).
-    fn of(tags: &[ModbusTag], start: u16) -> Option<Runs> {
+    /// `placed` gives each tag, in order, with its image and its offset in it in
+    /// table units. `None` when a tag has no run (a bit of a register, a STRING).
+    pub fn of<'a>(placed: impl Iterator<Item = (&'a ModbusTag, u32, u32)>) -> Option<Runs> {
         let mut runs: Vec<Run> = Vec::new();
         let mut out_at = 0;
-        for tag in tags {
-            if tag.table.is_bit() || tag.bit.is_some() || tag.data_type == DataType::String {
-                return None;
-            }
-            let size = tag.element_span() as usize * 2;
-            let at = (usize::from(tag.address) - usize::from(start)) * 2;
-            let (data_type, byte_order, elements) = (tag.data_type, tag.byte_order, tag.elements());
+        for (tag, image, offset) in placed {
+            let kind = match (tag.table.is_bit(), tag.bit, tag.data_type) {
+                (true, _, _) => RunKind::Bits,
+                (false, None, data_type) if data_type != DataType::String => {
+                    RunKind::Registers(data_type, tag.byte_order)
+                }
+                _ => return None,
+            };
+            let at = if tag.table.is_bit() { offset as usize } else { offset as usize * 2 };
+            let elements = tag.elements();
             match runs.last_mut() {
                 Some(run)
-                    if (run.data_type, run.byte_order) == (data_type, byte_order)
-                        && run.at + run.size * run.elements == at =>
+                    if (run.image, run.kind) == (image, kind) && run.at + kind.element_bytes() * run.elements == at =>
                 {
                     run.elements += elements
                 }
-                _ => runs.push(Run { at, size, elements, out_at, data_type, byte_order }),
+                _ => runs.push(Run { image, at, elements, out_at, kind }),
             }
             out_at += elements;
         }
-        let image_len = runs.iter().map(|r| r.at + r.size * r.elements).max().unwrap_or(0);
-        Some(Runs { runs, image_len })
+        Some(Runs { runs })
     }
 
-    fn decode(&self, image: &[u8], out: &mut [f64]) {
+    /// Decodes every run into `out`; false, with `out` partly written, when an image is too short.
+    pub fn decode<'a>(&self, image: impl Fn(u32) -> &'a [u8], out: &mut [f64]) -> bool {
         for run in &self.runs {
-            let bytes = &image[run.at..run.at + run.size * run.elements];
-            elements_f64(bytes, run.data_type, run.byte_order, &mut out[run.out_at..run.out_at + run.elements]);
+            let Some(bytes) = image(run.image).get(run.at..run.at + run.kind.element_bytes() * run.elements) else {
+                return false;
+            };
+            let values = &mut out[run.out_at..run.out_at + run.elements];
+            match run.kind {
+                RunKind::Registers(data_type, byte_order) => elements_f64(bytes, data_type, byte_order, values),
+                RunKind::Bits => {
+                    for (value, &bit) in values.iter_mut().zip(bytes) {
+                        *value = f64::from(u8::from(bit != 0));
+                    }
+                }
+            }
         }
+        true
     }
 }
 
@@ -192,7 +223,7 @@ impl ReplyDecoder {
                 return Err(Error::address(format!("tag '{tag}' starts before the reply's first address {start}")));
             }
         }
-        let runs = Runs::of(&tags, start);
+        let runs = Runs::of(tags.iter().map(|tag| (tag, 0, u32::from(tag.address) - u32::from(start))));
         Ok(ReplyDecoder { tags, table, start, runs })
     }
 
@@ -237,8 +268,7 @@ impl ReplyDecoder {
             }
             _ => return Err(Error::proto("the reply is not a read of the tags' table")),
         };
-        if let Some(runs) = self.runs.as_ref().filter(|runs| runs.image_len <= image.len()) {
-            runs.decode(image, out);
+        if self.runs.as_ref().is_some_and(|runs| runs.decode(|_| image, out)) {
             return Ok(());
         }
         let slots = self.tags.iter().map(|tag| {

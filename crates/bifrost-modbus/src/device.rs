@@ -19,7 +19,7 @@ use bifrost_engine::{
 };
 use bytes::Bytes;
 
-use crate::decode::{columns, decode_tag};
+use crate::decode::{columns, columns_for, decode_tag, Runs};
 use crate::framing::{Call, Framing, Op, Reply};
 use crate::pdu::{self, Response};
 use crate::serial::PortSettings;
@@ -266,7 +266,15 @@ impl DeviceState {
     fn prepare(&self, tags: Vec<ModbusTag>) -> ReadPlan {
         let spans: Vec<Span<Key>> = tags.iter().map(|t| self.span(t)).collect();
         let (plan, generation) = self.plan_spans(&spans);
-        ReadPlan { tags, spans, plan, generation }
+        // Where each tag lands when every block of the plan is read: its block's image, and its offset there.
+        let mut placed = vec![(0, 0); tags.len()];
+        for (index, block) in plan.blocks.iter().enumerate() {
+            for &tag in &block.members {
+                placed[tag] = (index as u32, u32::from(spans[tag].start - block.start));
+            }
+        }
+        let runs = Runs::of(tags.iter().zip(placed).map(|(tag, (image, offset))| (tag, image, offset)));
+        ReadPlan { tags, spans, plan, generation, runs }
     }
 
     fn is_current(&self, plan: &ReadPlan) -> bool {
@@ -295,6 +303,8 @@ pub struct ReadPlan {
     spans: Vec<Span<Key>>,
     plan: Plan<Key>,
     generation: u64,
+    /// The tags as runs over the plan's block images, when they all have one.
+    runs: Option<Runs>,
 }
 
 /// What a read job hands back.
@@ -352,6 +362,8 @@ struct ReadJob {
     slots: Vec<Slot>,
     /// The errors `Slot::Failed` points at.
     failures: Vec<Error>,
+    /// The prepared plan was current: when all of its blocks read, `images` are its blocks in order.
+    prepared: bool,
     rounds: Vec<Round>,
     /// Per submitted request: (round, request within the round's plan).
     requests: Vec<(u32, u32)>,
@@ -361,6 +373,7 @@ struct ReadJob {
 impl ReadJob {
     fn new(device: Arc<DeviceState>, plan: Arc<ReadPlan>, shape: Shape) -> ReadJob {
         let replanned = (!device.is_current(&plan)).then(|| device.plan_spans(&plan.spans).0);
+        let prepared = replanned.is_none();
         let slots = vec![Slot::Unplanned; plan.tags.len()];
         ReadJob {
             device,
@@ -370,6 +383,7 @@ impl ReadJob {
             images: Vec::new(),
             slots,
             failures: Vec::new(),
+            prepared,
             rounds: Vec::new(),
             requests: Vec::new(),
             splits: Vec::new(),
@@ -474,6 +488,18 @@ impl ReadJob {
         }
     }
 
+    /// The read as columns: run by run when the prepared plan read whole, else tag by tag.
+    fn columns(&self) -> Columns {
+        let whole = self.prepared && self.rounds.len() == 1 && self.images.len() == self.plan.plan.blocks.len();
+        if let (true, Some(runs)) = (whole, &self.plan.runs) {
+            let mut columns = columns_for(&self.plan.tags);
+            if runs.decode(|image| &self.images[image as usize], &mut columns.values) {
+                return columns;
+            }
+        }
+        columns(&self.plan.tags, self.located())
+    }
+
     /// Each tag's image and offset in it, in tag order.
     fn located(&self) -> impl Iterator<Item = Result<(&[u8], u32)>> + '_ {
         self.slots.iter().map(|slot| match *slot {
@@ -507,7 +533,7 @@ impl Job<Framing> for ReadJob {
             }
         }
         match &self.shape {
-            Shape::Columns => Outcome::Columns(columns(&self.plan.tags, self.located())),
+            Shape::Columns => Outcome::Columns(self.columns()),
             Shape::Values { parse_errors } => {
                 let mut values = self.plan.tags.iter().zip(self.located()).map(|(tag, located)| {
                     let wide = matches!(tag.data_type, DataType::Lint | DataType::Ulint);
