@@ -29,6 +29,8 @@ enum Reader {
 type OnDue = FunctionRef<Vec<u32>, ()>;
 
 struct PollerDriver {
+    /// Files the alarm (libuv's timers hold weak links; elsewhere the runtime finds the poller by id).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     this: Weak<RefCell<PollerDriver>>,
     id: u64,
     poller: Poller<Reader>,
