@@ -439,3 +439,84 @@ test('a prepared plan adopts what the device learned from a refusal', async (t) 
   await dev.close()
   sim.stop()
 })
+
+test.serial('failover: reads go to the backup while the primary is down and come back; writes do not follow by default', async (t) => {
+  const port = await freePort()
+  let primary = await startSimulator({ port })
+  const backup = await startSimulator()
+  // Each side answers with its own value, so a read says who served it.
+  const mark = async (url: string, value: number) => {
+    const dev = await connect(url)
+    await dev.write('holding-register:5:UINT', value)
+    await dev.close()
+  }
+  await mark(primary.url, 111)
+  await mark(backup.url, 222)
+  const options = `request-timeout=300&connect-timeout=300&backup=127.0.0.1:${backup.port}`
+  const pair = await connect(`modbus-tcp://127.0.0.1:${port}?${options}`)
+  const plan = pair.prepare(['holding-register:5:UINT'])
+  t.is(await pair.read('holding-register:5:UINT'), 111)
+  t.is((await plan.read()).values[0], 111)
+
+  primary.stop()
+  /** Reads (failures allowed while the breaker decides) until one returns `want`. */
+  const until = async (want: number) => {
+    const end = Date.now() + 15_000
+    while (Date.now() < end) {
+      const value = await pair.read('holding-register:5:UINT').catch(() => undefined)
+      if (value === want) return true
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    return false
+  }
+  t.true(await until(222), 'the backup serves reads while the primary is down')
+  t.is((await plan.read()).values[0], 222, 'prepared plans fail over too')
+  const write = await pair.writeTags({ 'holding-register:6:UINT': 7 })
+  t.is(write[0]!.quality, 'bad', 'a write is not sent to the backup by default')
+  t.regex(write[0]!.error!.code, /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT)$/)
+  const check = await connect(backup.url)
+  t.is(await check.read('holding-register:6:UINT'), 6, 'the backup kept its value')
+
+  primary = await startSimulator({ port })
+  await mark(primary.url, 111)
+  t.true(await until(111), 'reads return to the primary once it answers again')
+  t.is((await plan.read()).values[0], 111)
+  await pair.close()
+  await check.close()
+  primary.stop()
+  backup.stop()
+})
+
+test.serial('failover: with failover-writes, writes go to the backup while the primary is down', async (t) => {
+  const port = await freePort()
+  const primary = await startSimulator({ port })
+  const backup = await startSimulator()
+  const pair = await connect(`modbus-tcp://127.0.0.1:${port}`, { requestTimeout: 300, connectTimeout: 300, backup: `127.0.0.1:${backup.port}`, failoverWrites: true })
+  primary.stop()
+  let written = false
+  const end = Date.now() + 15_000
+  while (!written && Date.now() < end) {
+    written = (await pair.writeTags({ 'holding-register:9:UINT': 4321 }))[0]!.quality === 'good'
+    if (!written) await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  t.true(written)
+  const check = await connect(backup.url)
+  t.is(await check.read('holding-register:9:UINT'), 4321, 'the write reached the backup')
+  await Promise.all([pair.close(), check.close()])
+  backup.stop()
+})
+
+test.serial('failover options: a bad backup is EADDRESS, failover-writes alone EINVAL, an unreachable backup fails connect naming it', async (t) => {
+  const sim = await startSimulator()
+  const code = async (url: string) => ((await t.throwsAsync(connect(url))) as BifrostError).code
+  t.is(await code(`${sim.url}?backup=`), 'EADDRESS')
+  t.is(await code(`${sim.url}?backup=host/path`), 'EADDRESS')
+  t.is(await code(`${sim.url}?failover-writes=true`), 'EINVAL')
+  t.is(await code(`${sim.url}?backup=127.0.0.1:1&failover-writes=maybe`), 'EINVAL')
+  t.is(await code('modbus-rtu:///dev/ttyUSB0?backup=127.0.0.1'), 'EADDRESS')
+  const closedPort = await freePort()
+  const e = (await t.throwsAsync(connect(`${sim.url}?connect-timeout=500&backup=127.0.0.1:${closedPort}`))) as BifrostError
+  t.is(e.code, 'ECONNREFUSED')
+  t.regex(e.message, new RegExp(`^backup 127\\.0\\.0\\.1:${closedPort}: `))
+  sim.stop()
+})

@@ -1,11 +1,13 @@
 //! Modbus bindings: opening a device on its driver, the reply decoder and the
 //! simulator, each a thin wrapper that converts arguments and results.
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use bifrost_core::url::{whole_number, DeviceUrl, MAX_MS};
 use bifrost_core::Error;
-use bifrost_engine::Columns;
+use bifrost_engine::{Columns, Device, Failover, FailoverConfig};
 use bifrost_modbus::decode::ReplyDecoder;
 use bifrost_modbus::device::{ModbusDevice, Opening, Target};
 use bifrost_modbus::framing::Framing;
@@ -19,41 +21,95 @@ use crate::device::{BindingDevice, DriverChoice};
 #[cfg(target_os = "linux")]
 use crate::event_loop::EventLoopDriver;
 use crate::guarded;
-use crate::js::{either, to_binding_columns, BindingColumnarRead, JsError, Promise};
+use crate::js::{either, to_binding_columns, BindingColumnarRead, JsError, Promise, ToJs};
 
-/// Opens a Modbus device and settles `promise` with its `BindingDevice`.
-pub fn open(env: &Env, url: DeviceUrl, driver: DriverChoice, promise: Promise) {
-    let opening = match Opening::from_url(url) {
-        Ok(opening) => opening,
+/// Opens a Modbus device and settles `promise` with its `BindingDevice`. With
+/// `backup=host:port`, the primary and then the backup open as one failover pair.
+pub fn open(env: &Env, mut url: DeviceUrl, driver: DriverChoice, promise: Promise) {
+    let failover = match FailoverConfig::take(&mut url) {
+        Ok(failover) => failover,
         Err(e) => return promise.reject(env.raw(), &e),
     };
+    if failover.is_some() && url.scheme == "modbus-rtu" {
+        return promise.reject(env.raw(), &Error::address("URL option 'backup' is for TCP devices, not serial lines"));
+    }
+    let Some(FailoverConfig { backup, writes }) = failover else {
+        let on_open = Box::new(move |env, device: Result<ModbusDevice, Error>| match device {
+            Ok(device) => promise.resolve(env, BindingDevice::new(Box::new(device))),
+            Err(e) => promise.reject(env, &e),
+        });
+        return open_one(env.raw(), url, driver, on_open);
+    };
+    let backup_address = backup.socket_address(502);
+    let on_primary = Box::new(move |env, primary: Result<ModbusDevice, Error>| {
+        let primary = match primary {
+            Ok(primary) => park(primary),
+            Err(e) => return promise.reject(env, &e),
+        };
+        let on_backup = Box::new(move |env, backup: Result<ModbusDevice, Error>| {
+            let Some(primary) = unpark(primary) else {
+                return promise.reject(env, &Error::closed("the primary was closed while the backup opened"));
+            };
+            match backup {
+                Ok(backup) => {
+                    let pair = Failover::new(Box::new(primary), Box::new(backup), writes);
+                    promise.resolve(env, BindingDevice::new(Box::new(pair)))
+                }
+                Err(mut e) => {
+                    primary.close(Box::new(|_| {}));
+                    e.message = format!("backup {backup_address}: {}", e.message);
+                    promise.reject(env, &e)
+                }
+            }
+        });
+        open_one(env, backup, driver, on_backup);
+    });
+    open_one(env.raw(), url, driver, on_primary);
+}
+
+/// Told on the JavaScript thread how a device's opening went.
+type OnOpen = Box<dyn FnOnce(napi::sys::napi_env, Result<ModbusDevice, Error>) + Send>;
+
+/// Opens one device on its driver (or joins its shared link).
+fn open_one(env: napi::sys::napi_env, url: DeviceUrl, driver: DriverChoice, on_open: OnOpen) {
+    let opening = match Opening::from_url(url) {
+        Ok(opening) => opening,
+        Err(e) => return on_open(env, Err(e)),
+    };
     if let Some(joined) = opening.join() {
-        return settle(env.raw(), promise, joined);
+        return on_open(env, joined);
     }
     #[cfg(target_os = "linux")]
     if let (DriverChoice::EventLoop, Target::Tcp(addr)) = (driver, &opening.target) {
         let (framing, link, addr) = (opening.framing, opening.link.clone(), addr.clone());
-        let on_open = Box::new(move |env, opened: Result<EventLoopDriver<Framing>, Error>| {
-            let device = opened.and_then(|driver| opening.device(Box::new(driver)));
-            settle(env, promise, device)
+        let on_driver = Box::new(move |env, opened: Result<EventLoopDriver<Framing>, Error>| {
+            on_open(env, opened.and_then(|driver| opening.device(Box::new(driver))))
         });
-        return EventLoopDriver::open(env.raw(), framing, link, addr, on_open);
+        return EventLoopDriver::open(env, framing, link, addr, on_driver);
     }
     let _ = driver; // serial lines, and other platforms, always run on the runtime
+    let Some(to_js) = ToJs::here() else { return on_open(env, Err(Error::proto("no JavaScript thread"))) };
     napi::bindgen_prelude::spawn(async move {
         let opened = guarded(opening.open_runtime_driver()).await.and_then(|driver| driver);
-        promise.settle_with(move |env, promise| {
-            let device = opened.and_then(|driver| opening.device(driver));
-            settle(env, promise, device)
-        });
+        to_js.post(Box::new(move |env| on_open(env, opened.and_then(|driver| opening.device(driver)))));
     });
 }
 
-fn settle(env: napi::sys::napi_env, promise: Promise, device: Result<ModbusDevice, Error>) {
-    match device {
-        Ok(device) => promise.resolve(env, BindingDevice::new(Box::new(device))),
-        Err(e) => promise.reject(env, &e),
-    }
+thread_local! {
+    /// Primaries of failover pairs whose backup is still opening. A device lives on
+    /// its JavaScript thread, and the backup's opening may finish on another.
+    static PARKED: RefCell<HashMap<u64, ModbusDevice>> = RefCell::new(HashMap::new());
+    static NEXT_PARKED: Cell<u64> = const { Cell::new(0) };
+}
+
+fn park(device: ModbusDevice) -> u64 {
+    let id = NEXT_PARKED.with(|next| next.replace(next.get() + 1));
+    PARKED.with(|parked| parked.borrow_mut().insert(id, device));
+    id
+}
+
+fn unpark(id: u64) -> Option<ModbusDevice> {
+    PARKED.with(|parked| parked.borrow_mut().remove(&id))
 }
 
 /// Makes a decoder for read replies captured elsewhere; `start` is the first address the reply answers.

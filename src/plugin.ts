@@ -50,6 +50,14 @@ export interface ConnectOptions {
   maxBitsPerRequest?: number
   /** Unused addresses the planner may read over to merge two tags into one request. Default 8. */
   maxGap?: number
+  /**
+   * TCP devices: `host` or `host:port` of a redundant backup device. Reads go to the
+   * backup while the primary's circuit breaker is open, and back once the primary
+   * answers again. Both must be reachable when connecting.
+   */
+  backup?: string
+  /** With `backup`: writes go to the backup too while the primary is down. Default false: they fail with the primary's error. */
+  failoverWrites?: boolean
   /** Serial lines: bits per second (50 to 12000000). Default 19200. */
   baudRate?: number
   /** Serial lines: `none`, `even` (the default) or `odd`. */

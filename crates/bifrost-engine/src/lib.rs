@@ -6,12 +6,14 @@
 //! bytes and time. Drivers own the sockets: [`runtime`] runs one on the tokio
 //! runtime's thread; the addon runs one on the JavaScript thread.
 
+pub mod failover;
 pub mod link;
 pub mod poller;
 pub mod runtime;
 pub mod session;
 pub mod shared;
 
+pub use failover::{Failover, FailoverConfig};
 pub use link::{Framing, Link, LinkConfig, Resync, Stats, Wants};
 pub use poller::{Deadband, Poller};
 pub use session::{Columns, Completion, Device, Driver, Job, Outcome, Plan, Session, Submitter, TypedValue};

@@ -8,7 +8,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -170,6 +170,8 @@ pub struct Stats {
     pub resyncs: AtomicU64,
     /// Times the circuit breaker opened.
     pub breaker_opens: AtomicU64,
+    /// The breaker opened and no reply has proven the device back yet (failover reads this).
+    pub breaker_open: AtomicBool,
     /// Requests accepted but not yet on the wire; never more than `max_queued`.
     pub queued: AtomicUsize,
 }
@@ -659,6 +661,7 @@ impl<F: Framing, T> Link<F, T> {
 
     fn open_breaker(&mut self, now: Instant, cause: Error) {
         bump(&self.stats.breaker_opens);
+        self.stats.breaker_open.store(true, Ordering::Relaxed);
         self.breaker.open_until = Some(now + self.backoff.next_delay());
         self.breaker.cause = Some(cause);
         self.breaker.half_open = true;
@@ -706,6 +709,7 @@ impl<F: Framing, T> Link<F, T> {
             // A reply proves the link works: the next break starts backing off afresh.
             self.backoff.reset();
             self.breaker = Breaker { open_until: None, cause: None, timeouts: 0, half_open: false };
+            self.stats.breaker_open.store(false, Ordering::Relaxed);
             if let Connection::Up { proven } = &mut self.connection {
                 *proven = true;
             }
