@@ -184,6 +184,11 @@ test('prepared reads return typed columns from one call', async (t) => {
   t.true(Number.isNaN(columnValue(data, 3) as number))
   t.is(data.errors.get(3)?.exceptionCode, 2)
   t.is(columnValue(data, 4), 10 * 2 ** 48 + 11 * 2 ** 32 + 12 * 2 ** 16 + 13)
+  // A read where no tag failed shares one read-only empty map: a read makes no map.
+  const good = await dev.prepare(['holding-register:0:UINT']).read()
+  t.is(good.errors.size, 0)
+  t.throws(() => good.errors.set(0, new BifrostError('EPROTO', 'x')), { instanceOf: TypeError })
+  t.is(good.errors.size, 0)
   const error = t.throws(() => dev.prepare(['holding-register:0:FLOAT']))
   t.is((error as BifrostError).code, 'EADDRESS')
   t.regex(error!.message, /column 20/)

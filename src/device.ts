@@ -77,10 +77,24 @@ export interface ConnectionStats {
   queued: number
 }
 
+/** The `errors` of every read where no tag failed: one shared map, so a read makes none; it is read-only. */
+class NoErrors extends Map<number, BifrostError> {
+  override set(): this {
+    throw new TypeError('the errors of a read are read-only')
+  }
+  override delete(): boolean {
+    throw new TypeError('the errors of a read are read-only')
+  }
+  override clear(): void {
+    throw new TypeError('the errors of a read are read-only')
+  }
+}
+const NO_ERRORS: Map<number, BifrostError> = new NoErrors()
+
 /**
  * Walks a buffer of columnar reads (its layout is documented on
  * `BindingColumnarRead`), making one object per read with `make`, which is
- * handed views over the buffer and a fresh errors map filled afterwards.
+ * handed views over the buffer and the read's errors.
  * @internal
  */
 export function columnarReads<T>(
@@ -91,7 +105,15 @@ export function columnarReads<T>(
   const view = new DataView(buffer)
   const count = view.getUint32(0, LITTLE_ENDIAN)
   const reads: T[] = new Array(count)
-  const errorMaps: Array<Map<number, BifrostError>> = new Array(count)
+  // Only reads where tags failed get a map of their own.
+  const failed = new Map<number, Map<number, BifrostError>>()
+  if (!(raw instanceof ArrayBuffer)) {
+    for (const { entry, index, error } of raw.errors) {
+      let errors = failed.get(entry)
+      if (!errors) failed.set(entry, (errors = new Map()))
+      errors.set(index, error as BifrostError)
+    }
+  }
   let at = 8
   for (let entry = 0; entry < count; entry++) {
     const valueCount = view.getUint32(at + 8, LITTLE_ENDIAN)
@@ -106,7 +128,7 @@ export function columnarReads<T>(
       indices = new Uint32Array(buffer, indicesAt, tagCount)
       end = indicesAt + tagCount * 4
     }
-    const errors = (errorMaps[entry] = new Map())
+    const errors = failed.get(entry) ?? NO_ERRORS
     const data: ColumnarData = {
       values: new Float64Array(buffer, valuesAt, valueCount),
       offsets: new Uint32Array(buffer, offsetsAt, tagCount + 1),
@@ -117,7 +139,6 @@ export function columnarReads<T>(
     reads[entry] = make(view.getUint32(at + 16, LITTLE_ENDIAN), data, indices)
     at = Math.ceil(end / 8) * 8
   }
-  if (!(raw instanceof ArrayBuffer)) for (const { entry, index, error } of raw.errors) errorMaps[entry]!.set(index, error as BifrostError)
   return reads
 }
 

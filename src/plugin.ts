@@ -98,7 +98,7 @@ export interface ColumnarData {
   offsets: Uint32Array
   /** Per tag: 0 good, 1 bad. */
   quality: Uint8Array
-  /** The errors of the failed tags, by tag index. */
+  /** The errors of the failed tags, by tag index. Read-only: a read where no tag failed shares one empty map, whose `set` throws. */
   errors: Map<number, BifrostError>
   /** When the read completed, in milliseconds since the Unix epoch. */
   timestamp: number
