@@ -106,8 +106,9 @@ export function columnarReads<T>(
   const count = view.getUint32(0, LITTLE_ENDIAN)
   const reads: T[] = new Array(count)
   // Only reads where tags failed get a map of their own.
-  const failed = new Map<number, Map<number, BifrostError>>()
+  let failed: Map<number, Map<number, BifrostError>> | undefined
   if (!(raw instanceof ArrayBuffer)) {
+    failed = new Map()
     for (const { entry, index, error } of raw.errors) {
       let errors = failed.get(entry)
       if (!errors) failed.set(entry, (errors = new Map()))
@@ -128,7 +129,7 @@ export function columnarReads<T>(
       indices = new Uint32Array(buffer, indicesAt, tagCount)
       end = indicesAt + tagCount * 4
     }
-    const errors = failed.get(entry) ?? NO_ERRORS
+    const errors = failed?.get(entry) ?? NO_ERRORS
     const data: ColumnarData = {
       values: new Float64Array(buffer, valuesAt, valueCount),
       offsets: new Uint32Array(buffer, offsetsAt, tagCount + 1),
