@@ -7,6 +7,8 @@ import type { BindingColumnsWithErrors, BindingDevice, BindingPlan } from '../in
 import { BifrostError, asBifrostError } from './errors.js'
 import { native } from './native.js'
 import { pluginFor, registeredSchemes } from './plugin.js'
+import { Poller } from './poller.js'
+import type { TypedPollEntry } from './poller.js'
 import type { ColumnarData, ConnectOptions, DeviceDescriptor, PreparedPlan, ProtocolPlugin, RequestOptions, TagResult, TagValue } from './plugin.js'
 
 /** Options of {@link Device.watch}. */
@@ -38,25 +40,6 @@ export function checkMs(name: string, value: unknown): number {
 
 function checkRequestOptions(options: RequestOptions | undefined): void {
   if (options?.timeout !== undefined) checkMs('timeout', options.timeout)
-}
-
-/** Settles with `work`'s value, or with `undefined` as soon as `signal` aborts (`work` is then left to finish unobserved). */
-function unlessAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T | undefined> {
-  if (signal.aborted) {
-    work.catch(() => {})
-    return Promise.resolve(undefined)
-  }
-  return new Promise((resolve, reject) => {
-    const onAbort = () => {
-      work.catch(() => {})
-      resolve(undefined)
-    }
-    signal.addEventListener('abort', onAbort, { once: true })
-    work.then(
-      (value) => (signal.removeEventListener('abort', onAbort), resolve(value)),
-      (error) => (signal.removeEventListener('abort', onAbort), reject(error)),
-    )
-  })
 }
 
 /** Counters of one connection, since it was opened. */
@@ -431,17 +414,27 @@ export class Device {
    */
   async *watch(tags: string[], options: WatchOptions = {}): AsyncGenerator<TagResult[], void, undefined> {
     const interval = options.intervalMs === undefined ? 1000 : checkMs('intervalMs', options.intervalMs)
+    this.checkOpen()
     this.closing ??= new AbortController()
     const stop = options.signal ? AbortSignal.any([options.signal, this.closing.signal]) : this.closing.signal
-    let next = Date.now()
-    while (!stop.aborted) {
-      const batch = await unlessAborted(this.readTags(tags), stop)
-      if (batch === undefined || stop.aborted) return
-      yield batch
-      next += interval
-      const wait = next - Date.now()
-      if (wait < 0) next = Date.now() // fell behind: skip cycles rather than burst
-      else await sleep(wait, stop)
+    if (stop.aborted) return
+    // A thin layer over a poller of its own: the timing, skipped cycles included, is the poller's.
+    const poller = new Poller({ batchMs: 0 })
+    poller.addTyped(this, tags, interval)
+    const onStop = () => void poller.close()
+    stop.addEventListener('abort', onStop, { once: true })
+    try {
+      for (;;) {
+        const batch = await poller.next()
+        if (batch === undefined || stop.aborted) return
+        for (const entry of batch) {
+          yield (entry as TypedPollEntry).results
+          if (stop.aborted) return
+        }
+      }
+    } finally {
+      stop.removeEventListener('abort', onStop)
+      await poller.close()
     }
   }
 
@@ -464,18 +457,6 @@ export class Device {
   private async closeThroughPlugin(): Promise<void> {
     await this.plugin.disconnect()
   }
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms)
-    function done() {
-      clearTimeout(timer)
-      signal?.removeEventListener('abort', done)
-      resolve()
-    }
-    signal?.addEventListener('abort', done, { once: true })
-  })
 }
 
 /**

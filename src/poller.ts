@@ -10,7 +10,7 @@ import { Device, NativePlan, checkMs, columnarReads } from './device.js'
 import type { PreparedRead } from './device.js'
 import { BifrostError, asBifrostError } from './errors.js'
 import { native } from './native.js'
-import type { ColumnarData } from './plugin.js'
+import type { ColumnarData, TagResult } from './plugin.js'
 
 /**
  * Report-by-exception: a tag is delivered when its quality changes or any of
@@ -98,6 +98,13 @@ interface Scheduled {
   /** Set for a plugin's read, which the TypeScript side starts. */
   plan?: PreparedRead
   timeout?: number
+  /** Set for a typed read (`Device.watch`): read with `readTags`, its results kept here by poll number. */
+  typed?: { polls: number; results: Map<number, TagResult[]> }
+}
+
+/** A poll of a typed read: its results as `readTags` gives them. @internal */
+export interface TypedPollEntry extends PollEntry {
+  results: TagResult[]
 }
 
 const MAX_PENDING = 10_000_000
@@ -164,6 +171,19 @@ export class Poller implements AsyncIterable<PollEntry[]> {
   }
 
   /**
+   * Schedules a read of `tags` through `device.readTags`, for `Device.watch`:
+   * typed values (booleans, bigints, strings), timed by the poller. Its entries
+   * carry `results`; their columns only number the polls.
+   * @internal
+   */
+  addTyped(device: Device, tags: string[], intervalMs: number): PollHandle {
+    const handle = this.binding.addExternal(intervalMs, undefined, undefined, undefined)
+    if (handle instanceof Error) throw handle
+    this.scheduled.set(handle, { device, tags: [...tags], typed: { polls: 0, results: new Map() } })
+    return handle
+  }
+
+  /**
    * Stops a scheduled read. Its polls not yet delivered are dropped.
    * @returns false when the handle is not (or no longer) scheduled
    */
@@ -215,6 +235,7 @@ export class Poller implements AsyncIterable<PollEntry[]> {
     const entries = columnarReads(raw, (handle, data, indices): PollEntry | undefined => {
       const scheduled = this.scheduled.get(handle)
       if (!scheduled) return undefined // removed after it finished
+      if (scheduled.typed) return typedEntry(scheduled.typed, handle, data, scheduled)
       // One literal, one shape: thousands are made per second.
       return {
         values: data.values,
@@ -256,6 +277,10 @@ export class Poller implements AsyncIterable<PollEntry[]> {
   private startPluginReads(handles: number[]): void {
     for (const handle of handles) {
       const scheduled = this.scheduled.get(handle)
+      if (scheduled?.typed) {
+        this.startTypedRead(handle, scheduled, scheduled.typed)
+        continue
+      }
       if (!scheduled?.plan) continue
       const timeout = scheduled.timeout
       scheduled.plan
@@ -269,6 +294,38 @@ export class Poller implements AsyncIterable<PollEntry[]> {
         .catch(() => {}) // the poller was closed meanwhile
     }
   }
+
+  /** Reads a typed poll with `readTags`; the addon gets one column numbering the poll, failed if a tag failed. */
+  private startTypedRead(handle: number, scheduled: Scheduled, typed: NonNullable<Scheduled['typed']>): void {
+    const poll = typed.polls++
+    const tags = [...scheduled.tags]
+    scheduled.device
+      .readTags(tags)
+      .catch((e: unknown) => {
+        const error = asBifrostError(e)
+        return tags.map((tag): TagResult => ({ tag, quality: 'bad', error, timestamp: Date.now() }))
+      })
+      .then((results) => {
+        typed.results.set(poll, results)
+        const failed = results.find((r) => r.error)?.error
+        const errors: Array<[number, string, string]> = failed ? [[0, failed.code, failed.message]] : []
+        this.binding.completeExternal(handle, Float64Array.of(poll), Uint32Array.of(0, 1), errors)
+      })
+      .catch(() => {}) // the poller was closed meanwhile
+  }
+}
+
+/** A typed poll's entry: its results, found by the poll number its one column carries. */
+function typedEntry(typed: NonNullable<Scheduled['typed']>, handle: number, data: ColumnarData, scheduled: Scheduled): TypedPollEntry | undefined {
+  const poll = data.values[0]!
+  const results = typed.results.get(poll)
+  // Results of polls dropped unread (older numbers) go with this one.
+  for (const older of typed.results.keys()) {
+    if (older > poll) break
+    typed.results.delete(older)
+  }
+  if (!results) return undefined
+  return { ...data, device: scheduled.device, handle, tags: scheduled.tags, indices: undefined, results }
 }
 
 /** Every tag failed with `error`, one NaN each. */
