@@ -177,14 +177,18 @@ fn alarm(cell: &RefCell<PollerDriver>, now: Instant) {
     driver.set_timer(wake);
 }
 
+/// A plan read's columns. Plans always end in columns; anything else is a read of no tags.
+fn plan_columns(outcome: Outcome) -> Columns {
+    match outcome {
+        Outcome::Columns(columns) => columns,
+        _ => Columns { offsets: vec![0], ..Columns::default() },
+    }
+}
+
 /// Where a poll's outcome goes: back to its poller, on the JavaScript thread.
 fn poll_completion(id: u64, handle: Handle, to_js: ToJs) -> Box<dyn Completion> {
     Box::new(move |outcome: Outcome| {
-        let columns = match outcome {
-            Outcome::Columns(columns) => columns,
-            // Plans always end in columns; anything else ends the poll with no tags.
-            _ => Columns { offsets: vec![0], ..Columns::default() },
-        };
+        let columns = plan_columns(outcome);
         to_js.run(move |_env| poll_finished(id, handle, columns));
     })
 }
@@ -446,10 +450,7 @@ pub fn read_plans<'env>(
     for (index, plan) in plans.iter().enumerate() {
         let group = group.clone();
         let done = Box::new(move |outcome: Outcome| {
-            let columns = match outcome {
-                Outcome::Columns(columns) => columns,
-                _ => Columns { offsets: vec![0], ..Columns::default() },
-            };
+            let columns = plan_columns(outcome);
             let last = {
                 let mut state = group.lock().unwrap_or_else(|e| e.into_inner());
                 state.writer.push(index as u32, now_ms(), columns, None);
