@@ -37,6 +37,8 @@ export declare class BindingModbusSimulator {
 
 export declare class BindingPlan {
   read(timeoutMs?: number | undefined | null): Promise<ArrayBuffer | BindingColumnsWithErrors>
+  /** How many values every read yields. */
+  get valueCount(): number
 }
 
 /** The poller of `createPoller`: scheduled reads of many devices, delivered in batches. */
@@ -118,6 +120,13 @@ export interface BindingLatency {
   p99: number
 }
 
+/** What `read_plans_into` settles with: the failed tags, `entry` naming the plan's position. */
+export interface BindingPlansRead {
+  /** When the last read finished, in milliseconds since the epoch. */
+  timestamp: number
+  errors: Array<BindingIndexedError>
+}
+
 export interface BindingPollHealth {
   handle: number
   state: string
@@ -153,6 +162,12 @@ export declare function createReplyDecoder(tags: Array<string>, start: number): 
  * each read's id its plan's position (in the order they finished).
  */
 export declare function readPlans(plans: Array<BindingPlan>, timeoutMs?: number | undefined | null): Promise<ArrayBuffer | BindingColumnsWithErrors>
+
+/**
+ * Reads many plans, of any devices, into `values` (a Float64Array), one plan's
+ * values after another's: no buffer or object per plan. Settles with the failed tags.
+ */
+export declare function readPlansInto(plans: BindingPlan[], values: Float64Array, timeoutMs?: number | undefined | null): Promise<BindingPlansRead>
 
 /** Registers the class every error is made of (`BifrostError`); the loader calls it once. */
 export declare function setErrorClass(errorClass: unknown): void

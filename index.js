@@ -843,5 +843,6 @@ module.exports.BindingReplyDecoder = nativeBinding.BindingReplyDecoder
 module.exports.connect = nativeBinding.connect
 module.exports.createReplyDecoder = nativeBinding.createReplyDecoder
 module.exports.readPlans = nativeBinding.readPlans
+module.exports.readPlansInto = nativeBinding.readPlansInto
 module.exports.setErrorClass = nativeBinding.setErrorClass
 module.exports.startModbusSimulator = nativeBinding.startModbusSimulator

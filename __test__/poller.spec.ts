@@ -1,10 +1,10 @@
 // The gateway API against the simulator: the poller (1,000 devices, 10,000
 // devices, a device that dies and comes back, a slow consumer, deadbands,
-// overruns, a plugin's device) and group reads with readPlans.
+// overruns, a plugin's device) and group reads with readPlans and readPlansInto.
 import test from 'ava'
 import type { ExecutionContext } from 'ava'
 import { join } from 'node:path'
-import { BifrostError, connect, createPoller, readPlans, registerPlugin, startSimulator } from '../src/index.js'
+import { BifrostError, connect, createPoller, PreparedRead, readPlans, readPlansInto, registerPlugin, startSimulator } from '../src/index.js'
 import type { Device, PollEntry, Poller, ProtocolPlugin, Simulator, TagValue } from '../src/index.js'
 import { freePort, startProcess, stopProcess } from './helpers.js'
 
@@ -327,6 +327,59 @@ test.serial('readPlans reads many devices with one call, in order, a closed devi
   t.is(again[2]!.errors.get(0)?.code, 'ECLOSED')
   t.deepEqual(Array.from(again[3]!.values), [3, 1, 53 * 65536 + 54])
   t.deepEqual(await readPlans([]), [])
+  await Promise.all(devices.map((d) => d.close()))
+  a.stop()
+  b.stop()
+})
+
+test.serial('readPlansInto reads many devices into one array, a closed device failing alone', async (t) => {
+  const [a, b] = await Promise.all([startSimulator(), startSimulator()])
+  const devices = await Promise.all([connect(a.url), connect(b.url), connect(a.url), connect(b.url)])
+  const plans = devices.map((device, i) => device.prepare([`holding-register:${i}:UINT[3]`, 'coil:1', `holding-register:${50 + i}:DINT`]))
+  t.deepEqual(plans.map((p) => p.valueCount), [5, 5, 5, 5], 'an array tag counts its elements')
+  const expected = (i: number) => [i, i + 1, i + 2, 1, (50 + i) * 65536 + 51 + i]
+  const values = new Float64Array(21).fill(-1)
+  const read = await readPlansInto(plans, values)
+  plans.forEach((_, i) => t.deepEqual(Array.from(values.subarray(i * 5, i * 5 + 5)), expected(i)))
+  t.is(values[20], -1, 'nothing past the plans is written')
+  t.is(read.errors.size, 0)
+  t.true(Math.abs(read.timestamp - Date.now()) < 60_000)
+  t.throws(() => (read.errors as Map<number, ReadonlyMap<number, BifrostError>>).set(0, new Map()), { instanceOf: TypeError })
+
+  await devices[2]!.close()
+  const again = await readPlansInto(plans, values, { timeout: 2000 })
+  t.true(values.subarray(10, 15).every(Number.isNaN), "the closed device's values are NaN")
+  t.deepEqual([...again.errors.keys()], [2])
+  t.deepEqual([...again.errors.get(2)!.keys()], [0, 1, 2])
+  t.is(again.errors.get(2)!.get(0)?.code, 'ECLOSED')
+  t.deepEqual(Array.from(values.subarray(15, 20)), expected(3))
+
+  const code = async (promise: Promise<unknown>) => ((await t.throwsAsync(promise)) as BifrostError).code
+  t.is(await code(readPlansInto(plans, new Float64Array(19))), 'EINVAL', 'too short')
+  t.is(await code(readPlansInto(plans, new Float32Array(20) as unknown as Float64Array)), 'EINVAL', 'not a Float64Array')
+  t.is(await code(readPlansInto([{} as PreparedRead], values)), 'EINVAL', 'not a plan')
+  // The array's buffer moves to another owner while the reads run: the call fails, nothing is written.
+  const moving = new Float64Array(20)
+  const pending = readPlansInto(plans, moving)
+  structuredClone(moving.buffer, { transfer: [moving.buffer] })
+  t.is(await code(pending), 'EINVAL', 'detached meanwhile')
+  t.is((await readPlansInto([], values)).errors.size, 0, 'no plans: nothing read')
+  // A TypeScript plugin's plan: its value count is known only once read.
+  registerPlugin('into-forwarding', () => ({
+    connect: async () => {},
+    readTags: (tags: string[]) => devices[0]!.readTags(tags),
+    writeTags: (writes: Array<[string, TagValue]>) => devices[0]!.writeTags(writes),
+    disconnect: async () => {},
+  }))
+  const plugged = await connect('into-forwarding://anything')
+  const pluginPlan = plugged.prepare(['holding-register:7:UINT'])
+  t.is(pluginPlan.valueCount, undefined)
+  t.is(await code(readPlansInto([plans[0]!, pluginPlan], values)), 'EINVAL', "a plugin's plan")
+  t.deepEqual(Array.from((await pluginPlan.read()).values), [7], 'which readPlans and read() still take')
+  await plugged.close()
+  const last = await readPlansInto([plans[0]!, plans[3]!], values)
+  t.is(last.errors.size, 0, 'later calls still work')
+  t.deepEqual(Array.from(values.subarray(0, 10)), [...expected(0), ...expected(3)])
   await Promise.all(devices.map((d) => d.close()))
   a.stop()
   b.stop()

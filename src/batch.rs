@@ -16,7 +16,10 @@ use napi::Env;
 use napi_derive::napi;
 
 use crate::device::{timeout, BindingPlan};
-use crate::js::{either, js_env, now_ms, BindingColumnarRead, ColumnsWriter, JsError, Promise, ToJs};
+use crate::js::{
+    either, js_env, now_ms, BindingColumnarRead, BindingIndexedError, ColumnsWriter, HeldFloat64Array, JsError,
+    Promise, ToJs,
+};
 
 /// What the poller starts: a native plan, or a read the TypeScript layer makes through a plugin.
 #[derive(Clone)]
@@ -425,12 +428,51 @@ pub struct BindingLatency {
     pub p99: f64,
 }
 
-/// A group read while its plans run: each read is written out as it finishes
-/// (its position is its id), and the last to finish settles the promise.
-struct Group {
-    writer: ColumnsWriter,
+/// A group read while its plans run: `state` takes each read as it finishes,
+/// and the last to finish takes the promise and the state out to settle.
+struct Group<S> {
     remaining: usize,
-    promise: Option<Promise>,
+    pending: Option<(Promise, S)>,
+}
+
+/// Starts every plan; `take` gets each read with its plan's position as it
+/// finishes, and `settle` settles the promise, on the JavaScript thread, once all have.
+fn read_group<'env, S: Send + 'static>(
+    env: &'env Env,
+    plans: &[ClassInstance<'env, BindingPlan>],
+    timeout_ms: Option<u32>,
+    state: S,
+    take: fn(&mut S, usize, Columns),
+    settle: fn(napi::sys::napi_env, Promise, S),
+) -> napi::Result<Object<'env>> {
+    let (promise, object) = Promise::new(env)?;
+    if plans.is_empty() {
+        promise.settle_with(move |env, promise| settle(env, promise, state));
+        return Ok(object);
+    }
+    let group = Arc::new(Mutex::new(Group { remaining: plans.len(), pending: Some((promise, state)) }));
+    for (index, plan) in plans.iter().enumerate() {
+        let group = group.clone();
+        let done = Box::new(move |outcome: Outcome| {
+            let finished = {
+                let mut group = group.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((_, state)) = group.pending.as_mut() {
+                    take(state, index, plan_columns(outcome));
+                }
+                group.remaining -= 1;
+                if group.remaining == 0 {
+                    group.pending.take()
+                } else {
+                    None
+                }
+            };
+            if let Some((promise, state)) = finished {
+                promise.settle_with(move |env, promise| settle(env, promise, state));
+            }
+        });
+        plan.shared().read(timeout(timeout_ms), done);
+    }
+    Ok(object)
 }
 
 /// Reads many plans, of any devices, with one promise: their reads in one buffer,
@@ -441,36 +483,81 @@ pub fn read_plans<'env>(
     plans: Vec<ClassInstance<'env, BindingPlan>>,
     timeout_ms: Option<u32>,
 ) -> napi::Result<Object<'env>> {
-    let (promise, object) = Promise::new(env)?;
-    let group =
-        Arc::new(Mutex::new(Group { writer: ColumnsWriter::new(), remaining: plans.len(), promise: Some(promise) }));
-    if plans.is_empty() {
-        settle_group(&group);
-    }
-    for (index, plan) in plans.iter().enumerate() {
-        let group = group.clone();
-        let done = Box::new(move |outcome: Outcome| {
-            let columns = plan_columns(outcome);
-            let last = {
-                let mut state = group.lock().unwrap_or_else(|e| e.into_inner());
-                state.writer.push(index as u32, now_ms(), columns, None);
-                state.remaining -= 1;
-                state.remaining == 0
-            };
-            if last {
-                settle_group(&group);
-            }
-        });
-        plan.shared().read(timeout(timeout_ms), done);
-    }
-    Ok(object)
+    read_group(
+        env,
+        &plans,
+        timeout_ms,
+        ColumnsWriter::new(),
+        |writer, index, columns| writer.push(index as u32, now_ms(), columns, None),
+        |env, promise, writer| promise.resolve(env, writer.finish()),
+    )
 }
 
-fn settle_group(group: &Mutex<Group>) {
-    let (promise, writer) = {
-        let mut state = group.lock().unwrap_or_else(|e| e.into_inner());
-        (state.promise.take(), std::mem::replace(&mut state.writer, ColumnsWriter::new()))
+/// What `read_plans_into` settles with: the failed tags, `entry` naming the plan's position.
+#[napi(object, object_from_js = false)]
+pub struct BindingPlansRead {
+    /// When the last read finished, in milliseconds since the epoch.
+    pub timestamp: f64,
+    pub errors: Vec<BindingIndexedError>,
+}
+
+/// A group read into the caller's array: plan `i`'s values go to `starts[i]..starts[i + 1]`.
+struct IntoArray {
+    values: Vec<f64>,
+    starts: Vec<usize>,
+    errors: Vec<BindingIndexedError>,
+    target: HeldFloat64Array,
+}
+
+/// Reads many plans, of any devices, into `values` (a Float64Array), one plan's
+/// values after another's: no buffer or object per plan. Settles with the failed tags.
+#[napi(
+    ts_args_type = "plans: BindingPlan[], values: Float64Array, timeoutMs?: number | undefined | null",
+    ts_return_type = "Promise<BindingPlansRead>"
+)]
+pub fn read_plans_into<'env>(
+    env: &'env Env,
+    plans: Vec<ClassInstance<'env, BindingPlan>>,
+    values: Object<'env>,
+    timeout_ms: Option<u32>,
+) -> napi::Result<Object<'env>> {
+    let mut starts = Vec::with_capacity(plans.len() + 1);
+    starts.push(0);
+    for plan in &plans {
+        starts.push(starts.last().copied().unwrap_or(0) + plan.shared().value_count());
+    }
+    let needed = starts.last().copied().unwrap_or(0);
+    let held = HeldFloat64Array::hold(env, &values).and_then(|(held, length)| match length >= needed {
+        true => Ok(held),
+        false => Err(Error::invalid_value(format!("values holds {length} numbers; the plans read {needed}"))),
+    });
+    let target = match held {
+        Ok(held) => held,
+        Err(e) => {
+            let (promise, object) = Promise::new(env)?;
+            promise.reject(env.raw(), &e);
+            return Ok(object);
+        }
     };
-    let Some(promise) = promise else { return };
-    promise.settle_with(move |env, promise| promise.resolve(env, writer.finish()));
+    let state = IntoArray { values: vec![f64::NAN; needed], starts, errors: Vec::new(), target };
+    read_group(
+        env,
+        &plans,
+        timeout_ms,
+        state,
+        |into, index, columns| {
+            let out = &mut into.values[into.starts[index]..into.starts[index + 1]];
+            let read = columns.values.len().min(out.len());
+            out[..read].copy_from_slice(&columns.values[..read]);
+            into.errors.extend(columns.errors.into_iter().map(|(tag, e)| BindingIndexedError {
+                entry: index as u32,
+                index: tag,
+                error: JsError(e),
+            }));
+        },
+        |env, promise, into| match into.target.write(env, &into.values) {
+            Ok(()) => promise.resolve(env, BindingPlansRead { timestamp: now_ms(), errors: into.errors }),
+            Err(e) => promise.reject(env, &e),
+        },
+    )
 }

@@ -189,4 +189,10 @@ impl BindingPlan {
         self.plan.read(timeout(timeout_ms), done);
         Ok(promise)
     }
+
+    /// How many values every read yields.
+    #[napi(getter)]
+    pub fn value_count(&self) -> u32 {
+        self.plan.value_count() as u32
+    }
 }

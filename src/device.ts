@@ -3,7 +3,7 @@
  * @packageDocumentation
  */
 
-import type { BindingColumnsWithErrors, BindingDevice, BindingPlan } from '../index.js'
+import type { BindingColumnsWithErrors, BindingDevice, BindingIndexedError, BindingPlan } from '../index.js'
 import { BifrostError, asBifrostError } from './errors.js'
 import { native } from './native.js'
 import { pluginFor, registeredSchemes } from './plugin.js'
@@ -61,7 +61,7 @@ export interface ConnectionStats {
 }
 
 /** The `errors` of every read where no tag failed: one shared map, so a read makes none; it is read-only. */
-class NoErrors extends Map<number, BifrostError> {
+class EmptyErrors<V> extends Map<number, V> {
   override set(): this {
     throw new TypeError('the errors of a read are read-only')
   }
@@ -72,7 +72,19 @@ class NoErrors extends Map<number, BifrostError> {
     throw new TypeError('the errors of a read are read-only')
   }
 }
-const NO_ERRORS: Map<number, BifrostError> = new NoErrors()
+const NO_ERRORS: Map<number, BifrostError> = new EmptyErrors()
+const NO_PLAN_ERRORS: ReadonlyMap<number, ReadonlyMap<number, BifrostError>> = new EmptyErrors()
+
+/** The addon's failed tags, grouped by the read (`entry`) they belong to. */
+function errorsByEntry(errors: BindingIndexedError[]): Map<number, Map<number, BifrostError>> {
+  const byEntry = new Map<number, Map<number, BifrostError>>()
+  for (const { entry, index, error } of errors) {
+    let failed = byEntry.get(entry)
+    if (!failed) byEntry.set(entry, (failed = new Map()))
+    failed.set(index, error as BifrostError)
+  }
+  return byEntry
+}
 
 /**
  * Walks a buffer of columnar reads (its layout is documented on
@@ -89,15 +101,7 @@ export function columnarReads<T>(
   const count = view.getUint32(0, LITTLE_ENDIAN)
   const reads: T[] = new Array(count)
   // Only reads where tags failed get a map of their own.
-  let failed: Map<number, Map<number, BifrostError>> | undefined
-  if (!(raw instanceof ArrayBuffer)) {
-    failed = new Map()
-    for (const { entry, index, error } of raw.errors) {
-      let errors = failed.get(entry)
-      if (!errors) failed.set(entry, (errors = new Map()))
-      errors.set(index, error as BifrostError)
-    }
-  }
+  const failed = raw instanceof ArrayBuffer ? undefined : errorsByEntry(raw.errors)
   let at = 8
   for (let entry = 0; entry < count; entry++) {
     const valueCount = view.getUint32(at + 8, LITTLE_ENDIAN)
@@ -207,6 +211,15 @@ export class PreparedRead {
   ) {}
 
   /**
+   * How many values every read yields (an array tag gives its element count),
+   * which is how many numbers {@link readPlansInto} writes for this plan.
+   * `undefined` for a plan of a TypeScript plugin's device.
+   */
+  get valueCount(): number | undefined {
+    return this.plan instanceof NativePlan ? this.plan.binding.valueCount : undefined
+  }
+
+  /**
    * Reads every tag with one call. Failed tags have quality 1 and an entry in `errors`.
    * @param options - a timeout for this read
    */
@@ -255,6 +268,49 @@ export function readPlans(plans: readonly PreparedRead[], options?: RequestOptio
       return fromPlugins.map((data) => data ?? fromAddon[next++]!)
     },
   )
+}
+
+/** What {@link readPlansInto} settles with. */
+export interface PlansRead {
+  /** When the last read finished, in milliseconds since the epoch. */
+  timestamp: number
+  /**
+   * The failed tags: plan position, then tag index, to the error. Empty (and
+   * shared, read-only) when every tag of every plan was read.
+   */
+  errors: ReadonlyMap<number, ReadonlyMap<number, BifrostError>>
+}
+
+/**
+ * Reads many prepared plans, of any devices, into one `Float64Array` with one
+ * call: plan `i`'s values follow those of plans `0` to `i - 1`, each plan taking
+ * its {@link PreparedRead.valueCount} numbers, in the order of its columns.
+ * Nothing is allocated per plan, so a gateway reading the same plans in a loop
+ * can reuse one array; each call overwrites it when the last read finishes.
+ * A failed tag's values are NaN and it has an entry in `errors`.
+ *
+ * Plans of TypeScript plugins' devices are not accepted (their value counts are
+ * known only once read): read those with {@link readPlans}.
+ *
+ * @param plans - plans made by {@link Device.prepare} on native devices
+ * @param values - receives the values; at least the plans' summed `valueCount` long
+ * @param options - a timeout for each plan's read
+ * @throws {@link BifrostError} `EINVAL` when `plans` holds anything but native prepared plans,
+ *   when `values` is not a Float64Array or is too short, or for a bad timeout
+ */
+export function readPlansInto(plans: readonly PreparedRead[], values: Float64Array, options?: RequestOptions): Promise<PlansRead> {
+  try {
+    checkRequestOptions(options)
+    if (!Array.isArray(plans) || !plans.every((p) => p instanceof PreparedRead && p.plan instanceof NativePlan)) {
+      throw new BifrostError('EINVAL', 'readPlansInto takes an array of plans made by device.prepare() on native devices')
+    }
+  } catch (e) {
+    return Promise.reject(e)
+  }
+  const bindings = plans.map((p) => (p.plan as NativePlan).binding)
+  return native.readPlansInto(bindings, values, options?.timeout).then(({ timestamp, errors }) => {
+    return { timestamp, errors: errors.length === 0 ? NO_PLAN_ERRORS : errorsByEntry(errors) }
+  })
 }
 
 /**

@@ -375,6 +375,76 @@ impl Drop for Promise {
     }
 }
 
+/// A caller's `Float64Array` kept alive while a call runs, and written once when
+/// it settles (on the JavaScript thread, so no JavaScript runs meanwhile).
+pub struct HeldFloat64Array(sys::napi_ref);
+
+// SAFETY: a napi_ref is an opaque handle; it is made, read and deleted only on the
+// JavaScript thread (at the call, and in the settle closure the call posts there).
+unsafe impl Send for HeldFloat64Array {}
+
+/// The data and length of `value` when it is a `Float64Array`.
+///
+/// # Safety
+/// On the JavaScript thread with its env, inside a handle scope.
+unsafe fn float64_array(env: sys::napi_env, value: sys::napi_value) -> Option<(*mut f64, usize)> {
+    let mut is_typed_array = false;
+    let mut kind = 0;
+    let mut length = 0;
+    let mut data = ptr::null_mut();
+    // SAFETY: the caller's; the out pointers are valid locals.
+    unsafe {
+        if sys::napi_is_typedarray(env, value, &mut is_typed_array) != sys::Status::napi_ok || !is_typed_array {
+            return None;
+        }
+        let status = sys::napi_get_typedarray_info(
+            env,
+            value,
+            &mut kind,
+            &mut length,
+            &mut data,
+            ptr::null_mut(),
+            ptr::null_mut(),
+        );
+        (status == sys::Status::napi_ok && kind == sys::TypedarrayType::float64_array).then_some((data.cast(), length))
+    }
+}
+
+impl HeldFloat64Array {
+    /// Holds `array`; returns its length too. Call on the JavaScript thread.
+    pub fn hold(env: &Env, array: &Object) -> std::result::Result<(HeldFloat64Array, usize), Error> {
+        let not_array = || Error::invalid_value("values must be a Float64Array");
+        let mut reference = ptr::null_mut();
+        // SAFETY: on the JavaScript thread with its env, during the call that passed `array`.
+        unsafe {
+            let (_, length) = float64_array(env.raw(), napi::JsValue::raw(array)).ok_or_else(not_array)?;
+            check(sys::napi_create_reference(env.raw(), napi::JsValue::raw(array), 1, &mut reference))
+                .map_err(|_| not_array())?;
+            Ok((HeldFloat64Array(reference), length))
+        }
+    }
+
+    /// Copies `values` to the array's start and lets it go. Fails when the array
+    /// has become shorter than `values` (its buffer was transferred meanwhile).
+    /// Call on the JavaScript thread, inside a handle scope.
+    pub fn write(self, env: sys::napi_env, values: &[f64]) -> std::result::Result<(), Error> {
+        let mut array = ptr::null_mut();
+        // SAFETY: on the JavaScript thread; the reference was made by `hold` and is deleted once, here.
+        unsafe {
+            let found = sys::napi_get_reference_value(env, self.0, &mut array) == sys::Status::napi_ok;
+            let target = if found { float64_array(env, array) } else { None };
+            sys::napi_delete_reference(env, self.0);
+            match target {
+                Some((data, length)) if length >= values.len() => {
+                    ptr::copy_nonoverlapping(values.as_ptr(), data, values.len());
+                    Ok(())
+                }
+                _ => Err(Error::invalid_value("the values array was detached or shortened while the read ran")),
+            }
+        }
+    }
+}
+
 /// A call's promise, settled with its outcome in the shape its binding promised.
 pub struct JsCompletion {
     promise: Promise,

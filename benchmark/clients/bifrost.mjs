@@ -1,7 +1,7 @@
 // The project, used as its README recommends: one Device per connection,
 // prepared plans for repeated polls, ReplyDecoder.decodeInto for frames from elsewhere.
 import { createRequire } from 'node:module'
-import { BLOCK, DECODE, POLL } from '../workloads.mjs'
+import { BLOCK, DECODE, POLL, check } from '../workloads.mjs'
 
 const require = createRequire(import.meta.url)
 const BLOCK_TAG = `holding-register:${BLOCK.address}:UINT[${BLOCK.quantity}]`
@@ -34,11 +34,22 @@ export default {
       return values
     }
   },
-  /** poll-1k: a user polling every device as fast as it goes reads all their plans (those of preparePoll) with one readPlans call per round. */
+  /**
+   * poll-1k: a user polling every device as fast as it goes reads all their plans
+   * (those of preparePoll) with one readPlansInto call per round, into one reused
+   * array. The first round's values are checked against what the simulator holds.
+   */
   groupPoll(lib, readers) {
     const plans = readers.map((read) => read.plan)
+    const values = new Float64Array(plans.reduce((sum, plan) => sum + plan.valueCount, 0))
+    let checked = false
     return async () => {
-      for (const data of await lib.readPlans(plans)) if (data.errors.size > 0) throw data.errors.values().next().value
+      const read = await lib.readPlansInto(plans, values)
+      if (read.errors.size > 0) throw [...read.errors.values()][0].values().next().value
+      if (!checked) {
+        readers.forEach((_, i) => check(`device ${i}`, values.subarray(i * POLL.expected.length, (i + 1) * POLL.expected.length), POLL.expected))
+        checked = true
+      }
     }
   },
   /** gateway: every device on one poller (plans prepared before the clock starts, as the peers' are); JavaScript runs once per batch. */

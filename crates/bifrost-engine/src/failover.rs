@@ -140,4 +140,8 @@ impl Plan for FailoverPlan {
             self.primary.read(timeout, done);
         }
     }
+
+    fn value_count(&self) -> usize {
+        self.primary.value_count()
+    }
 }

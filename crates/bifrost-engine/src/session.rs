@@ -287,4 +287,6 @@ pub trait Device {
 pub trait Plan {
     /// Reads every tag; [`Outcome::Columns`], also when the device is closed (every tag failed).
     fn read(&self, timeout: Option<Duration>, done: Box<dyn Completion>);
+    /// How many values every read's columns hold (failed tags included, as NaN).
+    fn value_count(&self) -> usize;
 }

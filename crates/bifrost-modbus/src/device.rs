@@ -274,7 +274,8 @@ impl DeviceState {
             }
         }
         let runs = Runs::of(tags.iter().zip(placed).map(|(tag, (image, offset))| (tag, image, offset)));
-        ReadPlan { tags, spans, plan, generation, runs }
+        let value_count = tags.iter().map(ModbusTag::elements).sum();
+        ReadPlan { tags, spans, plan, generation, runs, value_count }
     }
 
     fn is_current(&self, plan: &ReadPlan) -> bool {
@@ -305,6 +306,7 @@ pub struct ReadPlan {
     generation: u64,
     /// The tags as runs over the plan's block images, when they all have one.
     runs: Option<Runs>,
+    value_count: usize,
 }
 
 /// What a read job hands back.
@@ -695,6 +697,10 @@ impl bifrost_engine::Plan for ModbusPlan {
             plan.clone()
         };
         self.device.run(Box::new(ReadJob::new(state.clone(), plan, Shape::Columns)), timeout, done);
+    }
+
+    fn value_count(&self) -> usize {
+        self.plan.borrow().value_count
     }
 }
 
