@@ -34,7 +34,8 @@ test('the README gateway example runs and prints what it promises', async (t) =>
     t.regex(output, /^changed modbus-tcp:\/\/127\.0\.0\.1:5021\?unit-id=1 1 \[ 20 \] \[ 0 \]$/m)
     t.is(output.match(/^changed /gm)?.length, 1, 'an unchanging tag under a deadband is delivered once')
     t.is(output.match(/^health \d+ good 0 0 true$/gm)?.length, 4)
-    t.regex(output, /^group \[ \[ 3, 0 \], \[ 3, 0 \], \[ 3, 0 \] \]$/m)
+    t.regex(output, /^group \[ \[ 3, 8, 9, 0 \], \[ 3, 8, 9, 0 \], \[ 3, 8, 9, 0 \] \]$/m)
+    t.is(output.match(/^round [012] 3,8,9,0,3,8,9,0,3,8,9,0 failed plans 0$/gm)?.length, 3)
     t.regex(output, /^frames \{ frames: 2, failed: 0 \} \[ 42, -3, 42, -3 \]$/m)
   } finally {
     rmSync(file, { force: true })
