@@ -67,19 +67,27 @@ impl ErrorCode {
 }
 
 /// A Bifrost error: a stable code, a human message and, for Modbus
-/// exceptions, the exception code the device sent.
+/// exceptions and CIP statuses, what the device sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     pub code: ErrorCode,
     pub message: String,
     pub exception_code: Option<u8>,
+    pub cip: Option<CipStatus>,
+}
+
+/// A CIP general status and its first extended status word (`CIP_STATUS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CipStatus {
+    pub status: u8,
+    pub ext_status: Option<u16>,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Error { code, message: message.into(), exception_code: None }
+        Error { code, message: message.into(), exception_code: None, cip: None }
     }
     pub fn proto(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Proto, message)
@@ -111,6 +119,7 @@ impl Error {
                 modbus_exception_name(exception_code)
             ),
             exception_code: Some(exception_code),
+            cip: None,
         }
     }
 }

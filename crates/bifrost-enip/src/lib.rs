@@ -1,0 +1,8 @@
+//! EtherNet/IP for Bifrost: the encapsulation and CIP codec, Logix tag paths
+//! and services, the connected client and the simulator server.
+
+pub mod cip;
+pub mod encap;
+pub mod logix;
+pub mod tag;
+pub mod wire;

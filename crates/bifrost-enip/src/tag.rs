@@ -1,0 +1,194 @@
+//! Logix tag addresses: `Counter`, `Program:Main.Counter`, `Recipe[2].Temp`,
+//! `Matrix[1,2]`, `Flags.5` (bit 5 of an integer) and element ranges
+//! `Big[0]{2000}` (start, then count), compiled once into the EPATH a
+//! request carries.
+
+use bifrost_core::{Error, Result};
+
+use crate::cip;
+
+/// A parsed tag address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LogixTag {
+    /// The address as written, without its range: it names the tag in errors and results.
+    pub name: String,
+    /// Symbolic and element segments to the first element addressed.
+    pub path: Vec<u8>,
+    /// Elements from there: `{count}`, else 1.
+    pub count: u16,
+    /// Whether `{count}` was written: the value is then an array, even of one element.
+    pub range: bool,
+    /// `Flags.5`: bit 5 of the integer `path` addresses.
+    pub bit: Option<u8>,
+}
+
+/// The longest element range one tag may ask for.
+pub const MAX_COUNT: u16 = 65_535;
+
+impl LogixTag {
+    /// Parses an address; a malformed one is `EADDRESS`, naming what is wrong.
+    pub fn parse(text: &str) -> Result<LogixTag> {
+        let bad = |why: &str| Error::address(format!("bad EtherNet/IP tag '{text}': {why}"));
+        let trimmed = text.trim();
+        let (address, count) = match trimmed.strip_suffix('}') {
+            Some(head) => {
+                let open = head.rfind('{').ok_or_else(|| bad("'}' without '{'"))?;
+                let count: u16 = head[open + 1..]
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|c| *c >= 1)
+                    .ok_or_else(|| bad("the element count in {...} must be 1 to 65535"))?;
+                (head[..open].trim_end(), Some(count))
+            }
+            None => (trimmed, None),
+        };
+        if address.is_empty() {
+            return Err(bad("no tag name"));
+        }
+        let mut path = Vec::with_capacity(address.len() + 8);
+        let mut bit = None;
+        let parts = split_parts(address).ok_or_else(|| bad("unbalanced '[' and ']'"))?;
+        let last = parts.len() - 1;
+        for (i, part) in parts.iter().enumerate() {
+            // A last part of digits alone is a bit of the integer before it.
+            if i == last && i > 0 && part.bytes().all(|b| b.is_ascii_digit()) {
+                let number: u8 =
+                    part.parse().ok().filter(|b| *b < 64).ok_or_else(|| bad("a bit number must be 0 to 63"))?;
+                bit = Some(number);
+                continue;
+            }
+            let (name, indices) = match part.find('[') {
+                Some(open) => (&part[..open], Some(&part[open + 1..part.len() - 1])),
+                None => (*part, None),
+            };
+            // A controller's I/O and program tags carry colons (`Local:1:I`, `Program:Main`) in the first part only.
+            let colons_allowed = i == 0;
+            let valid_start = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_');
+            let valid = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || (colons_allowed && c == ':'));
+            if !valid_start || !valid || name.ends_with(':') {
+                return Err(bad(&format!("'{name}' is not a tag or member name")));
+            }
+            cip::symbolic(&mut path, name.as_bytes()).map_err(|e| bad(&e.message))?;
+            if let Some(indices) = indices {
+                let indices: Vec<&str> = indices.split(',').map(str::trim).collect();
+                if indices.len() > 3 {
+                    return Err(bad("at most 3 array dimensions"));
+                }
+                for index in indices {
+                    let index: u32 = index.parse().map_err(|_| bad(&format!("'{index}' is not an array index")))?;
+                    cip::logical(&mut path, cip::Logical::Member, index);
+                }
+            }
+        }
+        if bit.is_some() && count.is_some() {
+            return Err(bad("a bit cannot have an element count"));
+        }
+        Ok(LogixTag { name: address.to_string(), path, count: count.unwrap_or(1), range: count.is_some(), bit })
+    }
+
+    /// The tag as it is written back: `name`, then `{count}` for a range.
+    pub fn text(&self) -> String {
+        match self.range {
+            true => format!("{}{{{}}}", self.name, self.count),
+            false => self.name.clone(),
+        }
+    }
+}
+
+/// Splits at the dots outside brackets, checking brackets balance and come last in a part.
+fn split_parts(address: &str) -> Option<Vec<&str>> {
+    let mut parts = Vec::new();
+    let mut depth = 0u32;
+    let mut start = 0;
+    for (i, c) in address.char_indices() {
+        match c {
+            '[' if depth == 0 => depth = 1,
+            ']' if depth == 1 => {
+                depth = 0;
+                // Nothing may follow an index list inside a part.
+                if !matches!(address[i + 1..].chars().next(), None | Some('.')) {
+                    return None;
+                }
+            }
+            '[' | ']' => return None,
+            '.' if depth == 0 => {
+                parts.push(&address[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return None;
+    }
+    parts.push(&address[start..]);
+    Some(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bifrost_core::ErrorCode;
+
+    fn path(tag: &str) -> Vec<u8> {
+        LogixTag::parse(tag).unwrap().path
+    }
+
+    #[test]
+    fn names_members_and_program_scope_become_symbolic_segments() {
+        assert_eq!(path("Counter"), [&[0x91, 7][..], b"Counter", &[0]].concat());
+        assert_eq!(
+            path("Program:Main.Counter"),
+            [&[0x91, 12][..], b"Program:Main", &[0x91, 7], b"Counter", &[0]].concat()
+        );
+        assert_eq!(path("Recipe[2].Temp"), [&[0x91, 6][..], b"Recipe", &[0x28, 2, 0x91, 4], b"Temp"].concat());
+    }
+
+    #[test]
+    fn indices_take_their_shortest_element_segment() {
+        assert_eq!(path("A[5]"), [0x91, 1, b'A', 0, 0x28, 5]);
+        assert_eq!(path("A[300]"), [0x91, 1, b'A', 0, 0x29, 0, 0x2C, 0x01]);
+        assert_eq!(path("A[70000]"), [0x91, 1, b'A', 0, 0x2A, 0, 0x70, 0x11, 0x01, 0x00]);
+        assert_eq!(path("M[1, 2]"), [0x91, 1, b'M', 0, 0x28, 1, 0x28, 2]);
+    }
+
+    #[test]
+    fn ranges_and_bits() {
+        let range = LogixTag::parse("Big[0]{2000}").unwrap();
+        assert_eq!(
+            (range.count, range.range, range.name.as_str(), range.text()),
+            (2000, true, "Big[0]", "Big[0]{2000}".into())
+        );
+        let one = LogixTag::parse("SCADA[5]").unwrap();
+        assert_eq!((one.count, one.range, one.bit), (1, false, None));
+        let bit = LogixTag::parse("Flags.5").unwrap();
+        assert_eq!((bit.bit, bit.path), (Some(5), [&[0x91, 5][..], b"Flags", &[0]].concat()));
+        assert_eq!(LogixTag::parse("Motor[1].Status.31").unwrap().bit, Some(31));
+    }
+
+    #[test]
+    fn malformed_addresses_are_eaddress_and_say_why() {
+        for (bad, why) in [
+            ("", "no tag name"),
+            ("A[1", "unbalanced"),
+            ("A]1[", "unbalanced"),
+            ("A[1]x", "unbalanced"),
+            ("A[x]", "not an array index"),
+            ("A[1,2,3,4]", "at most 3"),
+            ("1abc", "not a tag or member name"),
+            ("A.B-C", "not a tag or member name"),
+            ("A.b:c", "not a tag or member name"),
+            ("Flags.64", "0 to 63"),
+            ("Flags.5.Other", "'5' is not a tag or member name"),
+            ("Flags.5{2}", "cannot have an element count"),
+            ("Big[0]{0}", "1 to 65535"),
+            ("Big[0]{70000}", "1 to 65535"),
+            ("Big}", "without '{'"),
+        ] {
+            let e = LogixTag::parse(bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::Address, "{bad}");
+            assert!(e.message.contains(why), "{bad}: {}", e.message);
+        }
+    }
+}
