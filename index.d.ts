@@ -24,17 +24,6 @@ export declare class BindingDevice {
   close(): Promise<void>
 }
 
-export declare class BindingModbusSimulator {
-  get port(): number
-  get host(): string
-  /** Requests served so far, over all connections. */
-  get requests(): number
-  /** Connections accepted so far. */
-  get connections(): number
-  /** Stops listening and closes every connection. */
-  stop(): void
-}
-
 export declare class BindingPlan {
   read(timeoutMs?: number | undefined | null): Promise<ArrayBuffer | BindingColumnsWithErrors>
   /** How many values every read yields. */
@@ -80,6 +69,18 @@ export declare class BindingReplyDecoder {
    */
   decodeMany(joined: Uint8Array, lengths: Uint32Array | undefined | null, values: Float64Array): BindingDecodedMany | Error
   get valueCount(): number
+}
+
+/** A simulator running inside this process. */
+export declare class BindingSimulator {
+  get port(): number
+  get host(): string
+  /** Requests served so far, over all connections. */
+  get requests(): number
+  /** Connections accepted so far. */
+  get connections(): number
+  /** Stops listening and closes every connection. */
+  stop(): void
 }
 
 /** Columnar reads where some tags failed. */
@@ -173,26 +174,29 @@ export declare function readPlansInto(plans: BindingPlan[], values: Float64Array
 export declare function setErrorClass(errorClass: unknown): void
 
 /**
- * Simulator settings; every field is optional. Numbers arrive as JavaScript
- * numbers and are checked here, never wrapped.
+ * Simulator settings; every field is optional, and each protocol reads its
+ * own. Numbers arrive as JavaScript numbers and are checked here, never wrapped.
  */
 export interface SimulatorOptions {
   host?: string
   /** 0 or absent: pick a free port. */
   port?: number
-  /** `tcp` (MBAP, the default) or `rtu` (RTU frames over TCP). */
+  /** Modbus: `tcp` (MBAP, the default) or `rtu` (RTU frames over TCP). */
   framing?: string
+  /** Modbus: the unit ids that answer. */
   units?: Array<number>
+  /** Modbus: ranges that answer exception 2, e.g. `holding-register:100-109`. */
+  invalid?: Array<string>
+  /** EtherNet/IP: the controller's tags, e.g. `SCADA=INT[1000]`. */
+  tags?: Array<string>
   latencyMs?: number
   dropEvery?: number
   disconnectAfter?: number
   malformedEvery?: number
-  /** Ranges that answer exception 2, e.g. `holding-register:100-109`. */
-  invalid?: Array<string>
   /** Close a connection idle this long; 0: never. */
   idleTimeoutMs?: number
   maxConnections?: number
 }
 
 /** Starts the Modbus simulator inside this process. */
-export declare function startModbusSimulator(options: SimulatorOptions): Promise<BindingModbusSimulator | Error>
+export declare function startModbusSimulator(options: SimulatorOptions): Promise<BindingSimulator | Error>

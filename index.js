@@ -836,10 +836,10 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.BindingDevice = nativeBinding.BindingDevice
-module.exports.BindingModbusSimulator = nativeBinding.BindingModbusSimulator
 module.exports.BindingPlan = nativeBinding.BindingPlan
 module.exports.BindingPoller = nativeBinding.BindingPoller
 module.exports.BindingReplyDecoder = nativeBinding.BindingReplyDecoder
+module.exports.BindingSimulator = nativeBinding.BindingSimulator
 module.exports.connect = nativeBinding.connect
 module.exports.createReplyDecoder = nativeBinding.createReplyDecoder
 module.exports.readPlans = nativeBinding.readPlans

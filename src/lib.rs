@@ -14,6 +14,7 @@ mod device;
 mod event_loop;
 mod js;
 mod modbus;
+mod simulator;
 
 /// Polls `work` in place, catching a panic so it becomes an error for this
 /// call only, never a dead process or a promise that never settles.

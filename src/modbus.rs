@@ -3,21 +3,21 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::time::Duration;
 
-use bifrost_core::url::{whole_number, DeviceUrl, MAX_MS};
+use bifrost_core::url::{whole_number, DeviceUrl};
 use bifrost_core::Error;
 use bifrost_engine::{Columns, Device, Failover, FailoverConfig};
 use bifrost_modbus::decode::ReplyDecoder;
 use bifrost_modbus::device::{ModbusDevice, Opening, Target};
 use bifrost_modbus::framing::Framing;
-use bifrost_modbus::server::{parse_range_spec, Simulator, SimulatorConfig};
+use bifrost_modbus::server::{parse_range_spec, SimulatorConfig};
 use bifrost_modbus::tag::ModbusTag;
 use napi::bindgen_prelude::{Either, Float64ArraySlice, Uint32Array};
 use napi::Env;
 use napi_derive::napi;
 
 use crate::device::{BindingDevice, DriverChoice};
+use crate::simulator::{BindingSimulator, SimulatorOptions};
 #[cfg(target_os = "linux")]
 use crate::event_loop::EventLoopDriver;
 use crate::guarded;
@@ -246,32 +246,8 @@ pub struct BindingDecodedMany {
     pub failed: u32,
 }
 
-/// Simulator settings; every field is optional. Numbers arrive as JavaScript
-/// numbers and are checked here, never wrapped.
-#[napi(object)]
-pub struct SimulatorOptions {
-    pub host: Option<String>,
-    /// 0 or absent: pick a free port.
-    pub port: Option<f64>,
-    /// `tcp` (MBAP, the default) or `rtu` (RTU frames over TCP).
-    pub framing: Option<String>,
-    pub units: Option<Vec<f64>>,
-    pub latency_ms: Option<f64>,
-    pub drop_every: Option<f64>,
-    pub disconnect_after: Option<f64>,
-    pub malformed_every: Option<f64>,
-    /// Ranges that answer exception 2, e.g. `holding-register:100-109`.
-    pub invalid: Option<Vec<String>>,
-    /// Close a connection idle this long; 0: never.
-    pub idle_timeout_ms: Option<f64>,
-    pub max_connections: Option<f64>,
-}
-
 fn simulator_config(options: &SimulatorOptions) -> Result<SimulatorConfig, Error> {
     let defaults = SimulatorConfig::default();
-    let number = |name: &str, value: Option<f64>, range| value.map(|v| whole_number(name, v, range)).transpose();
-    let count =
-        |name: &str, value: Option<f64>| Ok::<_, Error>(number(name, value, 0..=u64::from(u32::MAX))?.unwrap_or(0));
     let framing = match options.framing.as_deref() {
         None | Some("tcp") => Framing::Tcp,
         Some("rtu") => Framing::Rtu,
@@ -284,74 +260,15 @@ fn simulator_config(options: &SimulatorOptions) -> Result<SimulatorConfig, Error
         None => defaults.units,
     };
     let invalid = options.invalid.iter().flatten().map(|spec| parse_range_spec(spec)).collect::<Result<_, _>>()?;
-    let idle_timeout = match number("idleTimeoutMs", options.idle_timeout_ms, 0..=MAX_MS)? {
-        None => defaults.idle_timeout,
-        Some(0) => None,
-        Some(ms) => Some(Duration::from_millis(ms)),
-    };
-    let max_connections = number("maxConnections", options.max_connections, 1..=1_000_000)?;
-    Ok(SimulatorConfig {
-        framing,
-        units,
-        latency: Duration::from_millis(number("latencyMs", options.latency_ms, 0..=MAX_MS)?.unwrap_or(0)),
-        drop_every: count("dropEvery", options.drop_every)?,
-        disconnect_after: count("disconnectAfter", options.disconnect_after)?,
-        malformed_every: count("malformedEvery", options.malformed_every)?,
-        invalid,
-        idle_timeout,
-        max_connections: max_connections.map_or(defaults.max_connections, |n| n as usize),
-    })
+    Ok(SimulatorConfig { framing, units, invalid, faults: options.faults()? })
 }
 
 /// Starts the Modbus simulator inside this process.
 #[napi]
-pub async fn start_modbus_simulator(options: SimulatorOptions) -> Either<BindingModbusSimulator, JsError> {
-    let host = options.host.clone().unwrap_or_else(|| "127.0.0.1".into());
+pub async fn start_modbus_simulator(options: SimulatorOptions) -> Either<BindingSimulator, JsError> {
     let started = async move {
-        let port = options.port.map(|p| whole_number("port", p, 0..=65535)).transpose()?.unwrap_or(0);
         let config = simulator_config(&options)?;
-        let address = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-        guarded(async { Simulator::start(&address, config).await }).await?.map_err(|e| {
-            let mut err = Error::from(e);
-            err.message = format!("cannot listen on {address}: {}", err.message);
-            err
-        })
+        options.listen(|address| async move { bifrost_modbus::server::start(&address, config).await }).await
     };
-    either(started.await.map(|simulator| BindingModbusSimulator { simulator }))
-}
-
-#[napi]
-pub struct BindingModbusSimulator {
-    simulator: Simulator,
-}
-
-#[napi]
-impl BindingModbusSimulator {
-    #[napi(getter)]
-    pub fn port(&self) -> u32 {
-        self.simulator.local_addr().port() as u32
-    }
-
-    #[napi(getter)]
-    pub fn host(&self) -> String {
-        self.simulator.local_addr().ip().to_string()
-    }
-
-    /// Requests served so far, over all connections.
-    #[napi(getter)]
-    pub fn requests(&self) -> f64 {
-        self.simulator.stats().requests.load(std::sync::atomic::Ordering::Relaxed) as f64
-    }
-
-    /// Connections accepted so far.
-    #[napi(getter)]
-    pub fn connections(&self) -> f64 {
-        self.simulator.stats().connections.load(std::sync::atomic::Ordering::Relaxed) as f64
-    }
-
-    /// Stops listening and closes every connection.
-    #[napi]
-    pub fn stop(&self) {
-        self.simulator.stop();
-    }
+    either(started.await.map(BindingSimulator::new))
 }

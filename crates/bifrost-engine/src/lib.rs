@@ -8,6 +8,7 @@
 
 pub mod failover;
 pub mod link;
+pub mod listener;
 pub mod poller;
 pub mod runtime;
 pub mod session;

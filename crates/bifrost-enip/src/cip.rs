@@ -257,6 +257,8 @@ pub struct Response<'a> {
     pub status: u8,
     /// The first additional status word, when any came.
     pub ext_status: Option<u16>,
+    /// Every additional status word, as sent.
+    pub additional: &'a [u8],
     pub data: &'a [u8],
 }
 
@@ -272,7 +274,13 @@ impl<'a> Response<'a> {
         let words = r.u8("the additional status size")?;
         let additional = r.bytes(2 * usize::from(words), "the additional status")?;
         let ext_status = (words > 0).then(|| u16::from_le_bytes([additional[0], additional[1]]));
-        Ok(Response { service: service & !service::REPLY, status, ext_status, data: r.rest() })
+        Ok(Response { service: service & !service::REPLY, status, ext_status, additional, data: r.rest() })
+    }
+
+    /// Additional status word `index` (0 is the extended status), when sent.
+    pub fn additional_word(&self, index: usize) -> Option<u16> {
+        let bytes = self.additional.get(2 * index..2 * index + 2)?;
+        Some(u16::from_le_bytes([bytes[0], bytes[1]]))
     }
 
     /// The data of a successful reply (or of a partial transfer, which the caller continues).
@@ -580,6 +588,7 @@ mod tests {
         let ok_frame = hex("cc000000c3002a00");
         let ok = Response::parse(&ok_frame).unwrap();
         assert_eq!((ok.service, ok.status, ok.ext_status, ok.data), (0x4C, 0, None, &[0xc3, 0, 0x2a, 0][..]));
+        assert_eq!(ok.additional_word(0), None);
         let refused_frame = hex("cc00ff010521");
         let refused = Response::parse(&refused_frame).unwrap();
         let e = refused.ok("read of 'Big[9999]'").unwrap_err();

@@ -6,3 +6,4 @@ pub mod encap;
 pub mod logix;
 pub mod tag;
 pub mod wire;
+pub mod framing;

@@ -3,14 +3,11 @@
 //! socket write per batch, and with fault injection for tests.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::watch;
+use tokio::net::TcpStream;
 
 use crate::framing::Framing;
 use crate::pdu::{self, DeviceIdentification, Request, Response};
@@ -25,41 +22,18 @@ pub struct SimulatorConfig {
     pub framing: Framing,
     /// Unit ids that answer; requests to others get exception 11. Unit 0 is broadcast.
     pub units: Vec<u8>,
-    /// Added before every batch of replies.
-    pub latency: Duration,
-    /// Every Nth request gets no reply (0: never).
-    pub drop_every: u64,
-    /// Close each connection after it has served N requests (0: never).
-    pub disconnect_after: u64,
-    /// Every Nth reply has a corrupt byte count (0: never).
-    pub malformed_every: u64,
     /// Address ranges that answer exception 2 (illegal data address), as a device with holes would.
     pub invalid: Vec<(Table, Range<u32>)>,
-    /// A connection that sends nothing for this long is closed (`None`: never).
-    pub idle_timeout: Option<Duration>,
-    /// Connections served at once; one more is accepted and closed at once.
-    pub max_connections: usize,
+    pub faults: Faults,
 }
-
-/// Default idle timeout: long enough for any test or benchmark pause, short
-/// enough that abandoned connections do not pile up.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// Default connection cap: above the benchmark's 10,000 idle connections, below
-/// what exhausts a raised descriptor limit (about 9 KB of memory each).
-pub const MAX_CONNECTIONS: usize = 20_000;
 
 impl Default for SimulatorConfig {
     fn default() -> Self {
         SimulatorConfig {
             framing: Framing::Tcp,
             units: (1..=16).collect(),
-            latency: Duration::ZERO,
-            drop_every: 0,
-            disconnect_after: 0,
-            malformed_every: 0,
             invalid: Vec::new(),
-            idle_timeout: Some(IDLE_TIMEOUT),
-            max_connections: MAX_CONNECTIONS,
+            faults: Faults::default(),
         }
     }
 }
@@ -97,151 +71,42 @@ impl Store {
     }
 }
 
-/// Counters for tests and the CLI.
-#[derive(Debug, Default)]
-pub struct SimulatorStats {
-    pub requests: AtomicU64,
-    /// Connections accepted so far.
-    pub connections: AtomicU64,
-    /// Connections open now.
-    pub open: AtomicUsize,
-    /// Connections closed at once because `max_connections` were open.
-    pub refused: AtomicU64,
-    /// Connections closed for being idle.
-    pub idle_closed: AtomicU64,
-}
+pub use bifrost_engine::listener::{Faults, Simulator, SimulatorStats};
 
-/// A running simulator; dropping it or calling `stop` ends its listener and connections.
-pub struct Simulator {
-    local_addr: std::net::SocketAddr,
-    stop: watch::Sender<bool>,
-    stats: Arc<SimulatorStats>,
-}
-
-impl Simulator {
-    /// Binds `addr` (port 0 picks a free port) and serves on the current tokio runtime.
-    pub async fn start(addr: &str, config: SimulatorConfig) -> std::io::Result<Simulator> {
-        let listener = listen(addr).await?;
-        let local_addr = listener.local_addr()?;
-        let mut units: Vec<Option<UnitStore>> = (0..=255).map(|_| None).collect();
-        for &unit in &config.units {
-            if unit != 0 {
-                units[unit as usize] = Some(UnitStore::new());
-            }
+/// Binds `addr` (port 0 picks a free port) and serves on the current tokio runtime.
+pub async fn start(addr: &str, config: SimulatorConfig) -> std::io::Result<Simulator> {
+    let mut units: Vec<Option<UnitStore>> = (0..=255).map(|_| None).collect();
+    for &unit in &config.units {
+        if unit != 0 {
+            units[unit as usize] = Some(UnitStore::new());
         }
-        let shared = Arc::new(Shared { store: Store { units }, config, stats: Arc::new(SimulatorStats::default()) });
-        let stats = shared.stats.clone();
-        let (stop, stopped) = watch::channel(false);
-        tokio::spawn(accept_loop(listener, shared, stopped));
-        Ok(Simulator { local_addr, stop, stats })
     }
-
-    pub fn local_addr(&self) -> std::net::SocketAddr {
-        self.local_addr
-    }
-
-    pub fn stats(&self) -> &SimulatorStats {
-        &self.stats
-    }
-
-    pub fn stop(&self) {
-        let _ = self.stop.send(true);
-    }
-}
-
-impl Drop for Simulator {
-    fn drop(&mut self) {
-        self.stop();
-    }
+    let max_connections = config.faults.max_connections;
+    let shared = Arc::new(Shared { store: Store { units }, config });
+    Simulator::serve(addr, max_connections, move |socket, stats| {
+        let shared = shared.clone();
+        async move { serve(socket, &shared, &stats).await }
+    })
+    .await
 }
 
 struct Shared {
     store: Store,
     config: SimulatorConfig,
-    stats: Arc<SimulatorStats>,
-}
-
-/// Load tests open thousands of connections at once: a deep accept queue keeps
-/// their handshakes from being dropped (and retried a second later) while the
-/// accept loop catches up. The kernel caps the depth at `somaxconn`.
-const LISTEN_BACKLOG: u32 = 65_535;
-
-async fn listen(addr: &str) -> std::io::Result<TcpListener> {
-    let mut last_error = None;
-    for address in tokio::net::lookup_host(addr).await? {
-        let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-        // As std and tokio do: on Unix only, where it just allows rebinding over TIME_WAIT.
-        #[cfg(unix)]
-        socket.set_reuseaddr(true)?;
-        match socket.bind(address).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
-            Ok(listener) => return Ok(listener),
-            Err(e) => last_error = Some(e),
-        }
-    }
-    Err(last_error
-        .unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "no address to listen on")))
-}
-
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = stopped.changed() => return,
-            accepted = listener.accept() => {
-                let Ok((socket, _)) = accepted else {
-                    // Out of descriptors or similar: back off briefly rather than spin.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                };
-                let stats = &shared.stats;
-                if stats.open.load(Ordering::Relaxed) >= shared.config.max_connections {
-                    // Closing at once tells the client, where leaving it in the backlog would hang it.
-                    stats.refused.fetch_add(1, Ordering::Relaxed);
-                    drop(socket);
-                    continue;
-                }
-                let _ = socket.set_nodelay(true);
-                stats.connections.fetch_add(1, Ordering::Relaxed);
-                stats.open.fetch_add(1, Ordering::Relaxed);
-                let shared = shared.clone();
-                let stopped = stopped.clone();
-                tokio::spawn(async move {
-                    let mut stopped = stopped;
-                    // Stopping wins over a request that arrives at the same time: a stopped simulator answers nothing.
-                    tokio::select! {
-                        biased;
-                        _ = stopped.changed() => {}
-                        _ = serve(socket, &shared) => {}
-                    }
-                    shared.stats.open.fetch_sub(1, Ordering::Relaxed);
-                });
-            }
-        }
-    }
 }
 
 /// Serves one connection: parse every complete request in the buffer, answer
 /// them all with one write.
-async fn serve(mut socket: TcpStream, shared: &Shared) {
+async fn serve(mut socket: TcpStream, shared: &Shared, stats: &SimulatorStats) {
     let config = &shared.config;
+    let faults = &config.faults;
     let mut input = BytesMut::with_capacity(8192);
     let mut output = Vec::with_capacity(8192);
     let mut scratch = Vec::with_capacity(260);
     let mut served: u64 = 0;
     loop {
-        let read = socket.read_buf(&mut input);
-        let read = match config.idle_timeout {
-            Some(idle) => match tokio::time::timeout(idle, read).await {
-                Ok(read) => read,
-                Err(_) => {
-                    shared.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-            },
-            None => read.await,
-        };
-        match read {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+        if !faults.read(&mut socket, &mut input, stats).await {
+            return;
         }
         loop {
             let frame = match next_request(config.framing, &input) {
@@ -251,34 +116,25 @@ async fn serve(mut socket: TcpStream, shared: &Shared) {
             };
             let (id, unit, pdu_range, len) = frame;
             served += 1;
-            let n = shared.stats.requests.fetch_add(1, Ordering::Relaxed) + 1;
+            let n = stats.requests.fetch_add(1, Ordering::Relaxed) + 1;
             scratch.clear();
             let answered = answer(&shared.store, &config.invalid, unit, &input[pdu_range], &mut scratch);
             let _ = input.split_to(len);
-            if !answered || (config.drop_every > 0 && n.is_multiple_of(config.drop_every)) {
+            if !answered || faults.drops(n) {
                 continue;
             }
-            if config.malformed_every > 0 && n.is_multiple_of(config.malformed_every) {
+            if faults.malforms(n) {
                 corrupt(&mut scratch);
             }
             match config.framing {
                 Framing::Tcp => tcp::encode_frame(id, unit, &scratch, &mut output),
                 Framing::Rtu => rtu::encode_frame(unit, &scratch, &mut output),
             }
-            if config.disconnect_after > 0 && served >= config.disconnect_after {
+            if faults.disconnects(served) {
                 break;
             }
         }
-        if !output.is_empty() {
-            if !config.latency.is_zero() {
-                tokio::time::sleep(config.latency).await;
-            }
-            if socket.write_all(&output).await.is_err() {
-                return;
-            }
-            output.clear();
-        }
-        if config.disconnect_after > 0 && served >= config.disconnect_after {
+        if !faults.write(&mut socket, &mut output).await || faults.disconnects(served) {
             return;
         }
     }

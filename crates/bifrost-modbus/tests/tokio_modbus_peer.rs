@@ -16,7 +16,7 @@ use tokio_modbus::prelude::*;
 use tokio_modbus::server::tcp::{accept_tcp_connection, Server};
 
 async fn simulator(config: SimulatorConfig) -> (Simulator, SocketAddr) {
-    let sim = Simulator::start("127.0.0.1:0", config).await.unwrap();
+    let sim = bifrost_modbus::server::start("127.0.0.1:0", config).await.unwrap();
     let addr = sim.local_addr();
     (sim, addr)
 }
