@@ -17,11 +17,11 @@ use napi::Env;
 use napi_derive::napi;
 
 use crate::device::{BindingDevice, DriverChoice};
-use crate::simulator::{BindingSimulator, SimulatorOptions};
 #[cfg(target_os = "linux")]
 use crate::event_loop::EventLoopDriver;
 use crate::guarded;
 use crate::js::{either, to_binding_columns, BindingColumnarRead, JsError, Promise, ToJs};
+use crate::simulator::{BindingSimulator, SimulatorOptions};
 
 /// Opens a Modbus device and settles `promise` with its `BindingDevice`. With
 /// `backup=host:port`, the primary and then the backup open as one failover pair.

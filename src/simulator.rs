@@ -41,7 +41,8 @@ impl SimulatorOptions {
     pub fn faults(&self) -> Result<Faults, Error> {
         let defaults = Faults::default();
         let number = |name: &str, value: Option<f64>, range| value.map(|v| whole_number(name, v, range)).transpose();
-        let count = |name: &str, value: Option<f64>| Ok::<_, Error>(number(name, value, 0..=u64::from(u32::MAX))?.unwrap_or(0));
+        let count =
+            |name: &str, value: Option<f64>| Ok::<_, Error>(number(name, value, 0..=u64::from(u32::MAX))?.unwrap_or(0));
         let idle_timeout = match number("idleTimeoutMs", self.idle_timeout_ms, 0..=MAX_MS)? {
             None => defaults.idle_timeout,
             Some(0) => None,

@@ -146,6 +146,11 @@ impl Simulator {
     pub fn stop(&self) {
         let _ = self.stop.send(true);
     }
+
+    /// Changes when the simulator stops: for tasks of its own beside the connections (a UDP socket).
+    pub fn stopped(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
 }
 
 impl Drop for Simulator {

@@ -30,7 +30,10 @@ const TIMEOUT_MULTIPLIER: u8 = 7;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// A CIP message for the target (connected when a connection is open).
-    Cip { message: Vec<u8>, write: bool },
+    Cip {
+        message: Vec<u8>,
+        write: bool,
+    },
     RegisterSession,
     ForwardOpen(ForwardOpen),
 }
@@ -38,7 +41,9 @@ pub enum Request {
 /// A reply, borrowed from its frame.
 #[derive(Debug, Clone)]
 pub enum Reply {
-    Registered { session: u32 },
+    Registered {
+        session: u32,
+    },
     /// A Message Router response: parse it with [`Reply::response`].
     Cip(Bytes),
 }
@@ -109,7 +114,8 @@ pub struct Framing {
 impl Framing {
     pub fn new(route: Vec<u8>, connect: bool, negotiated: Arc<Negotiated>) -> Framing {
         // Differs from process to process, so two clients on one host do not collide.
-        let seed = std::process::id() ^ (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()));
+        let seed = std::process::id()
+            ^ (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()));
         Framing {
             session: 0,
             route,
@@ -146,7 +152,13 @@ impl Framing {
     }
 
     /// The next step after a Forward Open was refused.
-    fn after_refusal(&mut self, large: bool, size: u16, retried: bool, response: &Response<'_>) -> Result<Option<Request>> {
+    fn after_refusal(
+        &mut self,
+        large: bool,
+        size: u16,
+        retried: bool,
+        response: &Response<'_>,
+    ) -> Result<Option<Request>> {
         let status = (response.status, response.ext_status);
         // A refusal for size may name the size the device takes.
         if status == (cip::status::CONNECTION_FAILURE, Some(0x0109)) {
@@ -194,16 +206,22 @@ impl bifrost_engine::Framing for Framing {
         let context = encap::context_of(id);
         match request {
             Request::RegisterSession => encap::register_session(out, context)?,
-            Request::ForwardOpen(open) => encap::send_rr_data(out, self.session, context, |out| cip::forward_open(out, open))?,
+            Request::ForwardOpen(open) => {
+                encap::send_rr_data(out, self.session, context, |out| cip::forward_open(out, open))?
+            }
             Request::Cip { message, .. } => match self.messaging {
-                Messaging::Connected { o_t_id } => encap::send_unit_data(out, self.session, o_t_id, id as u16, |out| {
-                    out.extend_from_slice(message);
-                    Ok(())
-                })?,
-                Messaging::Unconnected if self.route.is_empty() => encap::send_rr_data(out, self.session, context, |out| {
-                    out.extend_from_slice(message);
-                    Ok(())
-                })?,
+                Messaging::Connected { o_t_id } => {
+                    encap::send_unit_data(out, self.session, o_t_id, id as u16, |out| {
+                        out.extend_from_slice(message);
+                        Ok(())
+                    })?
+                }
+                Messaging::Unconnected if self.route.is_empty() => {
+                    encap::send_rr_data(out, self.session, context, |out| {
+                        out.extend_from_slice(message);
+                        Ok(())
+                    })?
+                }
                 Messaging::Unconnected => encap::send_rr_data(out, self.session, context, |out| {
                     cip::unconnected_send(out, &self.route, |out| {
                         out.extend_from_slice(message);
@@ -354,7 +372,9 @@ mod tests {
     fn a_size_named_in_a_refusal_is_honoured_and_a_duplicate_retried_once_with_a_fresh_serial() {
         let mut f = framing();
         f.set_up(None).unwrap();
-        let Some(Request::ForwardOpen(first)) = f.set_up(Some(Reply::Registered { session: 1 })).unwrap() else { panic!() };
+        let Some(Request::ForwardOpen(first)) = f.set_up(Some(Reply::Registered { session: 1 })).unwrap() else {
+            panic!()
+        };
         // Invalid connection size; the device takes 1000 bytes.
         let too_big = Reply::Cip(Bytes::from_static(&[0xDB, 0, 0x01, 2, 0x09, 0x01, 0xE8, 0x03]));
         let Some(Request::ForwardOpen(sized)) = f.set_up(Some(too_big)).unwrap() else { panic!() };

@@ -2,8 +2,10 @@
 //! and services, the connected client and the simulator server.
 
 pub mod cip;
+pub mod device;
 pub mod encap;
+pub mod framing;
 pub mod logix;
+pub mod server;
 pub mod tag;
 pub mod wire;
-pub mod framing;

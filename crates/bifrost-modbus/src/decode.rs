@@ -318,10 +318,10 @@ mod tests {
 
     #[test]
     fn real_in_cdab_order() {
-        // 3.14159f32 is 0x40490FD0; CDAB sends the low word first.
-        let frame = [0x00, 0x02, 0x00, 0x00, 0x00, 0x07, 0x01, 0x03, 0x04, 0x0F, 0xD0, 0x40, 0x49];
+        // -1234.5678f32 is 0xC49A522B; CDAB sends the low word first.
+        let frame = [0x00, 0x02, 0x00, 0x00, 0x00, 0x07, 0x01, 0x03, 0x04, 0x52, 0x2B, 0xC4, 0x9A];
         let read = decoder(&["holding-register:40:REAL{byte-order: CDAB}"], 40).decode(&frame).unwrap();
-        assert_eq!(read.values, [3.14159f32 as f64]);
+        assert_eq!(read.values, [-1234.5678f32 as f64]);
     }
 
     #[test]

@@ -1,0 +1,731 @@
+//! The Logix client: a device opened from `eip://host[:44818]?path=1,0`, whose
+//! reads pack Read Tag requests into Multiple Service Packets sized to the
+//! connection (request and reply bytes both), continue any reply that stops
+//! early (status 0x06) with Read Tag Fragmented, and whose writes learn each
+//! tag's type from the controller, write bits with Read-Modify-Write and large
+//! values in fragments.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bifrost_core::url::DeviceUrl;
+use bifrost_core::{Error, Result, Value};
+use bifrost_engine::runtime::{tcp_connector, RuntimeDriver};
+use bifrost_engine::{Columns, Completion, Driver, Job, LinkConfig, Outcome, Stats, Submitter, TypedValue};
+
+use crate::cip::{self, service, status, Response};
+use crate::encap::DEFAULT_PORT;
+use crate::framing::{Framing, Negotiated, Reply, Request};
+use crate::logix::{self, CipType, TagData};
+use crate::tag::LogixTag;
+
+/// A parsed `eip://` URL: where to connect and how.
+#[derive(Debug, Clone)]
+pub struct Opening {
+    /// `host:port`.
+    pub address: String,
+    pub link: LinkConfig,
+    /// The route from the device connected to, to the controller (`path=1,0`).
+    pub route: Vec<u8>,
+    /// `connected=false`: unconnected messaging only, no Forward Open.
+    pub connect: bool,
+}
+
+impl Opening {
+    /// Parses `eip://host[:44818]?path=1,0&connected=true` and the keys every protocol shares.
+    pub fn from_url(mut url: DeviceUrl) -> Result<Opening> {
+        url.refuse_user_info()?;
+        if url.scheme != "eip" {
+            return Err(Error::address(format!("'{}://' is not an EtherNet/IP scheme", url.scheme)));
+        }
+        if url.host.is_empty() {
+            return Err(Error::address("eip:// needs a host"));
+        }
+        let address = url.socket_address(DEFAULT_PORT);
+        let link = LinkConfig::from_url(&mut url)?;
+        let route = match url.take::<String>("path")? {
+            Some(path) => cip::route_path(&path)?,
+            None => Vec::new(),
+        };
+        let connect = match url.take::<String>("connected")?.as_deref() {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(other) => return Err(Error::invalid_value(format!("connected must be true or false, not '{other}'"))),
+        };
+        url.finish()?;
+        Ok(Opening { address, link, route, connect })
+    }
+
+    /// The link's framing, and what it tells the device's jobs.
+    pub fn framing(&self) -> (Framing, Arc<Negotiated>) {
+        let negotiated = Arc::new(Negotiated::default());
+        (Framing::new(self.route.clone(), self.connect, negotiated.clone()), negotiated)
+    }
+
+    /// Starts the device's link on a runtime-thread driver.
+    pub async fn open_runtime_driver(&self, framing: Framing) -> Result<Box<dyn Driver<Framing> + Send>> {
+        let connector = tcp_connector(self.address.clone());
+        Ok(Box::new(RuntimeDriver::open(framing, self.link.clone(), connector).await?))
+    }
+}
+
+/// What the device learned of the controller's tags: their types, kept until
+/// the controller may have changed (a reconnect, or a refusal that says so).
+#[derive(Default)]
+struct Learned {
+    /// The connection the types were learned on.
+    connection: u32,
+    types: HashMap<String, CipType>,
+}
+
+struct DeviceState {
+    negotiated: Arc<Negotiated>,
+    learned: Mutex<Learned>,
+}
+
+impl DeviceState {
+    fn learned(&self) -> std::sync::MutexGuard<'_, Learned> {
+        let mut learned = self.learned.lock().unwrap_or_else(|e| e.into_inner());
+        // A program download changes tags: what a former connection taught is dropped.
+        let connection = self.negotiated.connections();
+        if learned.connection != connection {
+            learned.types.clear();
+            learned.connection = connection;
+        }
+        learned
+    }
+
+    fn type_of(&self, tag: &LogixTag) -> Option<CipType> {
+        self.learned().types.get(&type_key(tag)).copied()
+    }
+
+    fn learn(&self, tag: &LogixTag, ty: CipType) {
+        self.learned().types.insert(type_key(tag), ty);
+    }
+
+    /// Statuses that say the controller's tags changed under us.
+    fn forget_on(&self, status: u8, ext_status: Option<u16>) {
+        if matches!(
+            (status, ext_status),
+            (status::PATH_SEGMENT_ERROR | status::PATH_DESTINATION_UNKNOWN, _) | (status::GENERAL_ERROR, Some(0x2107))
+        ) {
+            self.learned().types.clear();
+        }
+    }
+}
+
+/// Types are the same for every element: the key drops the indices.
+fn type_key(tag: &LogixTag) -> String {
+    let mut key = String::with_capacity(tag.name.len());
+    let mut depth = 0;
+    for c in tag.name.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            _ if depth == 0 => key.push(c.to_ascii_uppercase()),
+            _ => {}
+        }
+    }
+    key
+}
+
+/// Bytes of an element when its type is not known yet: the widest number.
+const GUESSED_ELEMENT: usize = 8;
+/// The Message Router reply header, and a structure's type code and handle.
+const REPLY_HEADER: usize = 4 + 4;
+
+/// Reply bytes a read of `tag` may take.
+fn reply_estimate(state: &DeviceState, tag: &LogixTag) -> usize {
+    let element = state.type_of(tag).and_then(CipType::element_size).unwrap_or(GUESSED_ELEMENT);
+    REPLY_HEADER + element * usize::from(tag.count)
+}
+
+/// How a read job hands back its tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Values,
+    Columns,
+}
+
+/// One tag of a read.
+enum Slot {
+    Bad(Error),
+    Waiting,
+    /// Bytes of a reply that stopped early, to continue from.
+    Partial(CipType, Vec<u8>),
+    Done(CipType, Vec<u8>),
+    Failed(Error),
+}
+
+struct ReadJob {
+    state: Arc<DeviceState>,
+    tags: Arc<[std::result::Result<LogixTag, Error>]>,
+    slots: Vec<Slot>,
+    /// The tags each submitted request reads, by request index.
+    requests: Vec<Vec<usize>>,
+    shape: Shape,
+}
+
+impl ReadJob {
+    fn new(state: Arc<DeviceState>, tags: Arc<[std::result::Result<LogixTag, Error>]>, shape: Shape) -> ReadJob {
+        let slots = tags
+            .iter()
+            .map(|tag| match tag {
+                Ok(_) => Slot::Waiting,
+                Err(e) => Slot::Bad(e.clone()),
+            })
+            .collect();
+        ReadJob { state, tags, slots, requests: Vec::new(), shape }
+    }
+
+    fn submit(&mut self, message: Vec<u8>, members: Vec<usize>, link: &mut Submitter<'_, Framing>) {
+        let index = self.requests.len() as u32;
+        let failed = members.clone();
+        self.requests.push(members);
+        if let Err(e) = link.submit(Request::Cip { message, write: false }, index) {
+            for tag in failed {
+                self.slots[tag] = Slot::Failed(e.clone());
+            }
+        }
+    }
+
+    /// Reads `tag` alone with Read Tag Fragmented from byte `offset`.
+    fn continue_fragmented(&mut self, tag: usize, offset: usize, link: &mut Submitter<'_, Framing>) {
+        let Ok(read) = &self.tags[tag] else { return };
+        let mut message = Vec::with_capacity(read.path.len() + 8);
+        let built = logix::read_tag_fragmented(&mut message, &read.path, read.count, offset as u32);
+        match built {
+            Ok(()) => self.submit(message, vec![tag], link),
+            Err(e) => self.slots[tag] = Slot::Failed(e),
+        }
+    }
+
+    /// One tag's reply (alone, or from inside a Multiple Service Packet).
+    fn take_reply(&mut self, tag: usize, response: Result<Response<'_>>, link: &mut Submitter<'_, Framing>) {
+        let tags = self.tags.clone();
+        let Ok(read) = &tags[tag] else { return };
+        let what = || format!("read of '{}'", read.text());
+        let result = response.and_then(|response| {
+            if response.status != status::SUCCESS && response.status != status::PARTIAL_TRANSFER {
+                self.state.forget_on(response.status, response.ext_status);
+            }
+            let data = response.ok(&what())?;
+            Ok((response.status == status::PARTIAL_TRANSFER, logix::parse_read_reply(data)?))
+        });
+        let (partial, TagData { ty, data }) = match result {
+            Ok(reply) => reply,
+            Err(e) => {
+                self.slots[tag] = Slot::Failed(e);
+                return;
+            }
+        };
+        self.state.learn(read, ty);
+        let mut bytes = match std::mem::replace(&mut self.slots[tag], Slot::Waiting) {
+            Slot::Partial(first, _) if first != ty => {
+                let message = format!("{}: fragments came as {} and then {}", what(), first.name(), ty.name());
+                self.slots[tag] = Slot::Failed(Error::proto(message));
+                return;
+            }
+            Slot::Partial(_, bytes) => bytes,
+            _ => Vec::new(),
+        };
+        bytes.extend_from_slice(data);
+        if partial {
+            if data.is_empty() {
+                self.slots[tag] = Slot::Failed(Error::proto(format!("{}: a partial reply carried no data", what())));
+                return;
+            }
+            let offset = bytes.len();
+            self.slots[tag] = Slot::Partial(ty, bytes);
+            self.continue_fragmented(tag, offset, link);
+        } else {
+            self.slots[tag] = Slot::Done(ty, bytes);
+        }
+    }
+
+    /// A tag's value from its bytes; a bit tag's bit, an array range's array.
+    fn value(&self, tag: &LogixTag, ty: CipType, bytes: &[u8]) -> Result<TypedValue> {
+        let data = TagData { ty, data: bytes };
+        if let Some(bit) = tag.bit {
+            let size =
+                ty.element_size().filter(|_| ty.data_type().is_some() && !matches!(ty, CipType::Real | CipType::Lreal));
+            let size = size.ok_or_else(|| {
+                Error::invalid_value(format!("'{}' is a bit of a {}, not of an integer", tag.name, ty.name()))
+            })?;
+            if usize::from(bit) >= size * 8 {
+                return Err(Error::address(format!(
+                    "'{}': bit {bit} is past the {}-bit {}",
+                    tag.name,
+                    size * 8,
+                    ty.name()
+                )));
+            }
+            let word =
+                bytes.get(..size).ok_or_else(|| Error::proto(format!("the reply to '{}' is short", tag.name)))?;
+            let raw = word.iter().rev().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+            return Ok(TypedValue { value: Value::Bool(raw >> bit & 1 == 1), wide: false });
+        }
+        let value = logix::decode_values(&data, usize::from(tag.count), tag.range)?;
+        Ok(TypedValue { value, wide: ty.is_wide() })
+    }
+
+    fn results(&self) -> impl Iterator<Item = Result<(&LogixTag, CipType, &[u8])>> + '_ {
+        self.slots.iter().zip(self.tags.iter()).map(|(slot, tag)| match (slot, tag) {
+            (Slot::Done(ty, bytes), Ok(tag)) => Ok((tag, *ty, &bytes[..])),
+            (Slot::Bad(e) | Slot::Failed(e), _) => Err(e.clone()),
+            _ => Err(Error::proto("internal error: a read ended unfinished (please report it)")),
+        })
+    }
+
+    fn columns(&self) -> Columns {
+        let mut columns = Columns { offsets: vec![0], ..Columns::default() };
+        for (i, result) in self.results().enumerate() {
+            let count = match &self.tags[i] {
+                Ok(tag) if tag.bit.is_some() => 1,
+                Ok(tag) => usize::from(tag.count),
+                Err(_) => 1,
+            };
+            let start = columns.values.len();
+            columns.values.resize(start + count, f64::NAN);
+            let decoded = result.and_then(|(tag, ty, bytes)| match tag.bit {
+                Some(_) => {
+                    let value = self.value(tag, ty, bytes)?;
+                    columns.values[start] = f64::from(u8::from(value.value == Value::Bool(true)));
+                    Ok(())
+                }
+                None => logix::elements_f64(ty, bytes, &mut columns.values[start..]),
+            });
+            if let Err(e) = decoded {
+                columns.values[start..].fill(f64::NAN);
+                columns.errors.push((i as u32, e));
+            }
+            columns.offsets.push(columns.values.len() as u32);
+        }
+        columns
+    }
+}
+
+impl Job<Framing> for ReadJob {
+    fn start(&mut self, link: &mut Submitter<'_, Framing>) {
+        let size = usize::from(self.state.negotiated.size());
+        // Each tag alone first, then packed into Multiple Service Packets within the size both ways.
+        let mut group: Vec<(usize, Vec<u8>)> = Vec::new();
+        let (mut request_bytes, mut reply_bytes) = (0, 0);
+        for i in 0..self.tags.len() {
+            let Ok(tag) = &self.tags[i] else { continue };
+            let mut message = Vec::with_capacity(tag.path.len() + 4);
+            if let Err(e) = logix::read_tag(&mut message, &tag.path, tag.count) {
+                self.slots[i] = Slot::Failed(e);
+                continue;
+            }
+            let estimate = reply_estimate(&self.state, tag);
+            if estimate + cip::multiple_reply_overhead(1) > size {
+                // Too big for a packet: alone, continued in fragments as the replies come.
+                self.submit(message, vec![i], link);
+                continue;
+            }
+            let fits = cip::multiple_service_overhead(group.len() + 1) + request_bytes + message.len() <= size
+                && cip::multiple_reply_overhead(group.len() + 1) + reply_bytes + estimate <= size;
+            if !fits {
+                self.flush(&mut group, link);
+                (request_bytes, reply_bytes) = (0, 0);
+            }
+            request_bytes += message.len();
+            reply_bytes += estimate;
+            group.push((i, message));
+        }
+        self.flush(&mut group, link);
+    }
+
+    fn reply(&mut self, index: u32, reply: Result<Reply>, link: &mut Submitter<'_, Framing>) {
+        let members = std::mem::take(&mut self.requests[index as usize]);
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => {
+                for tag in members {
+                    self.slots[tag] = Slot::Failed(e.clone());
+                }
+                return;
+            }
+        };
+        let response = reply.response();
+        if let ([tag], Ok(response)) = (&members[..], &response) {
+            if response.service != service::MULTIPLE_SERVICE_PACKET {
+                return self.take_reply(*tag, Ok(*response), link);
+            }
+        }
+        // A Multiple Service Packet: a status inside fails that tag only.
+        let embedded = response.and_then(|response| {
+            if response.service != service::MULTIPLE_SERVICE_PACKET {
+                return Err(Error::proto("the reply to a Multiple Service Packet is another service's"));
+            }
+            if response.status != status::SUCCESS && response.status != status::EMBEDDED_SERVICE_ERROR {
+                return Err(cip::status_error(response.status, response.ext_status, "Multiple Service Packet"));
+            }
+            let replies = cip::split_multiple(response.data)?;
+            if replies.len() != members.len() {
+                return Err(Error::proto(format!(
+                    "{} replies to a packet of {} requests",
+                    replies.len(),
+                    members.len()
+                )));
+            }
+            Ok(replies)
+        });
+        match embedded {
+            Ok(replies) => {
+                for (tag, reply) in members.into_iter().zip(replies) {
+                    self.take_reply(tag, Response::parse(reply), link);
+                }
+            }
+            Err(e) => {
+                for tag in members {
+                    self.slots[tag] = Slot::Failed(e.clone());
+                }
+            }
+        }
+    }
+
+    fn finish(self: Box<Self>) -> Outcome {
+        match self.shape {
+            Shape::Columns => Outcome::Columns(self.columns()),
+            Shape::Values => Outcome::Values(
+                self.results().map(|result| result.and_then(|(tag, ty, bytes)| self.value(tag, ty, bytes))).collect(),
+            ),
+        }
+    }
+}
+
+impl ReadJob {
+    /// Sends a group: one tag as it is, more in a Multiple Service Packet.
+    fn flush(&mut self, group: &mut Vec<(usize, Vec<u8>)>, link: &mut Submitter<'_, Framing>) {
+        match group.len() {
+            0 => {}
+            1 => {
+                let (tag, message) = group.pop().unwrap_or_default();
+                self.submit(message, vec![tag], link);
+            }
+            _ => {
+                let members: Vec<usize> = group.iter().map(|(tag, _)| *tag).collect();
+                let messages: Vec<&[u8]> = group.iter().map(|(_, m)| &m[..]).collect();
+                let mut packet = Vec::new();
+                match cip::multiple_service_packet(&mut packet, &messages) {
+                    Ok(()) => self.submit(packet, members, link),
+                    Err(e) => members.into_iter().for_each(|tag| self.slots[tag] = Slot::Failed(e.clone())),
+                }
+                group.clear();
+            }
+        }
+    }
+}
+
+/// One write's progress: its type learned first when not known, then written
+/// whole, in fragments, or (a bit) with Read-Modify-Write.
+enum WriteStep {
+    Bad(Error),
+    LearningType,
+    Writing { ty: CipType, data: Vec<u8>, count: u16, sent: usize },
+    Done(Result<()>),
+}
+
+struct WriteJob {
+    state: Arc<DeviceState>,
+    writes: Vec<(std::result::Result<LogixTag, Error>, Value)>,
+    steps: Vec<WriteStep>,
+}
+
+impl WriteJob {
+    fn what(tag: &LogixTag) -> String {
+        format!("write of '{}'", tag.text())
+    }
+
+    /// Starts or continues write `i` once its type is known.
+    fn advance(&mut self, i: usize, link: &mut Submitter<'_, Framing>) {
+        let Ok(tag) = &self.writes[i].0 else { return };
+        let tag = tag.clone();
+        let step = std::mem::replace(&mut self.steps[i], WriteStep::Done(Ok(())));
+        let (ty, data, count, sent) = match step {
+            WriteStep::Writing { ty, data, count, sent } => (ty, data, count, sent),
+            other => {
+                self.steps[i] = other;
+                return;
+            }
+        };
+        let size = usize::from(self.state.negotiated.size());
+        let mut message = Vec::with_capacity(tag.path.len() + 16 + data.len().min(size));
+        let built = if let Some(bit) = tag.bit {
+            let on = match &self.writes[i].1 {
+                Value::Bool(on) => Ok(*on),
+                Value::Int(0) | Value::UInt(0) => Ok(false),
+                Value::Int(1) | Value::UInt(1) => Ok(true),
+                other => Err(Error::invalid_value(format!("{other:?} is not a bit value for '{}'", tag.name))),
+            };
+            let width = ty
+                .element_size()
+                .filter(|_| ty.data_type().is_some() && !matches!(ty, CipType::Real | CipType::Lreal | CipType::Bool));
+            match (on, width) {
+                (Ok(on), Some(width)) => logix::write_bit(&mut message, &tag.path, width, bit, on),
+                (Err(e), _) => Err(e),
+                (_, None) => {
+                    Err(Error::invalid_value(format!("'{}' is a bit of a {}, not of an integer", tag.name, ty.name())))
+                }
+            }
+        } else {
+            // Room for the request's header, path, type, count and offset.
+            let room = size.saturating_sub(2 + tag.path.len() + 4 + 2 + 4);
+            let element = ty.element_size().unwrap_or(1).max(1);
+            let chunk = (room / element) * element;
+            if sent == 0 && data.len() <= room {
+                logix::write_tag(&mut message, &tag.path, ty, count, &data)
+            } else if chunk == 0 {
+                Err(Error::invalid_value(format!(
+                    "{}: one element does not fit a {size}-byte connection",
+                    Self::what(&tag)
+                )))
+            } else {
+                let end = (sent + chunk).min(data.len());
+                logix::write_tag_fragmented(&mut message, &tag.path, ty, count, sent as u32, &data[sent..end])
+            }
+        };
+        match built {
+            Err(e) => self.steps[i] = WriteStep::Done(Err(e)),
+            Ok(()) => {
+                let carried = fragment_len(&message, tag.bit.is_some(), sent, data.len());
+                self.steps[i] = WriteStep::Writing { ty, data, count, sent: sent + carried };
+                if let Err(e) = link.submit(Request::Cip { message, write: true }, i as u32) {
+                    self.steps[i] = WriteStep::Done(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// Bytes of the value a write request carries: all for a whole write or a bit,
+/// else the fragment (what follows the fragmented request's 8 header bytes after its path).
+fn fragment_len(message: &[u8], bit: bool, sent: usize, total: usize) -> usize {
+    if bit || message.first() == Some(&service::WRITE_TAG) {
+        return total - sent;
+    }
+    let path_len = 2 * usize::from(message.get(1).copied().unwrap_or(0));
+    let type_len = if message.get(2 + path_len..4 + path_len) == Some(&[0xA0, 0x02]) { 4 } else { 2 };
+    message.len().saturating_sub(2 + path_len + type_len + 2 + 4)
+}
+
+impl Job<Framing> for WriteJob {
+    fn start(&mut self, link: &mut Submitter<'_, Framing>) {
+        for i in 0..self.writes.len() {
+            let Ok(tag) = &self.writes[i].0 else { continue };
+            let tag = tag.clone();
+            match self.state.type_of(&tag) {
+                Some(ty) => {
+                    self.steps[i] = encode_write(&tag, ty, &self.writes[i].1);
+                    self.advance(i, link);
+                }
+                None => {
+                    // The type comes from the controller: read one element first.
+                    let mut message = Vec::new();
+                    match logix::read_tag(&mut message, &tag.path, 1) {
+                        Ok(()) => {
+                            self.steps[i] = WriteStep::LearningType;
+                            if let Err(e) = link.submit(Request::Cip { message, write: false }, i as u32) {
+                                self.steps[i] = WriteStep::Done(Err(e));
+                            }
+                        }
+                        Err(e) => self.steps[i] = WriteStep::Done(Err(e)),
+                    }
+                }
+            }
+        }
+    }
+
+    fn reply(&mut self, index: u32, reply: Result<Reply>, link: &mut Submitter<'_, Framing>) {
+        let i = index as usize;
+        let Ok(tag) = &self.writes[i].0 else { return };
+        let tag = tag.clone();
+        let learning = matches!(self.steps[i], WriteStep::LearningType);
+        let what = if learning { format!("read of '{}' (to learn its type)", tag.name) } else { Self::what(&tag) };
+        let response = reply.and_then(|reply| {
+            let response = reply.response()?;
+            if response.status != status::SUCCESS && response.status != status::PARTIAL_TRANSFER {
+                self.state.forget_on(response.status, response.ext_status);
+            }
+            let data = response.ok(&what)?;
+            Ok(if learning { Some(logix::parse_read_reply(data)?.ty) } else { None })
+        });
+        match response {
+            Err(e) => self.steps[i] = WriteStep::Done(Err(e)),
+            Ok(Some(ty)) => {
+                self.state.learn(&tag, ty);
+                self.steps[i] = encode_write(&tag, ty, &self.writes[i].1);
+                self.advance(i, link);
+            }
+            Ok(None) => match &self.steps[i] {
+                WriteStep::Writing { data, sent, .. } if *sent < data.len() => self.advance(i, link),
+                _ => self.steps[i] = WriteStep::Done(Ok(())),
+            },
+        }
+    }
+
+    fn finish(self: Box<Self>) -> Outcome {
+        Outcome::Written(
+            self.steps
+                .into_iter()
+                .map(|step| match step {
+                    WriteStep::Done(result) => result,
+                    WriteStep::Bad(e) => Err(e),
+                    _ => Err(Error::proto("internal error: a write ended unfinished (please report it)")),
+                })
+                .collect(),
+        )
+    }
+}
+
+/// The encoded value of a write, ready to send (a bit write carries no data).
+fn encode_write(tag: &LogixTag, ty: CipType, value: &Value) -> WriteStep {
+    if tag.bit.is_some() {
+        return WriteStep::Writing { ty, data: Vec::new(), count: 1, sent: 0 };
+    }
+    let mut data = Vec::new();
+    match logix::encode_values(ty, value, &mut data) {
+        Ok(count) if count != tag.count && (tag.range || count != 1) => WriteStep::Done(Err(Error::invalid_value(
+            format!("'{}' takes {} element(s); the value has {count}", tag.text(), tag.count),
+        ))),
+        Ok(count) => {
+            // A CIP STRING of odd length carries a pad byte.
+            if ty == CipType::CipString && data.len() % 2 == 1 {
+                data.push(0);
+            }
+            WriteStep::Writing { ty, data, count, sent: 0 }
+        }
+        Err(e) => WriteStep::Done(Err(Error::invalid_value(format!("{}: {}", WriteJob::what(tag), e.message)))),
+    }
+}
+
+struct DeviceCore {
+    driver: Box<dyn Driver<Framing>>,
+    state: Arc<DeviceState>,
+    closed: Cell<bool>,
+}
+
+impl DeviceCore {
+    fn run(&self, job: Box<dyn Job<Framing>>, timeout: Option<Duration>, done: Box<dyn Completion>) {
+        if self.closed.get() {
+            return done.complete(Outcome::Closed);
+        }
+        self.driver.run(job, timeout, done);
+    }
+}
+
+/// A connected Logix controller.
+pub struct EnipDevice(Rc<DeviceCore>);
+
+impl EnipDevice {
+    pub fn new(driver: Box<dyn Driver<Framing>>, negotiated: Arc<Negotiated>) -> EnipDevice {
+        let state = Arc::new(DeviceState { negotiated, learned: Mutex::default() });
+        EnipDevice(Rc::new(DeviceCore { driver, state, closed: Cell::new(false) }))
+    }
+}
+
+fn parse_tags(tags: &[String]) -> Arc<[std::result::Result<LogixTag, Error>]> {
+    tags.iter().map(|text| LogixTag::parse(text)).collect()
+}
+
+impl bifrost_engine::Device for EnipDevice {
+    fn read(&self, tags: &[String], timeout: Option<Duration>, done: Box<dyn Completion>) {
+        let job = ReadJob::new(self.0.state.clone(), parse_tags(tags), Shape::Values);
+        self.0.run(Box::new(job), timeout, done);
+    }
+
+    fn write(&self, writes: Vec<(String, Value)>, timeout: Option<Duration>, done: Box<dyn Completion>) {
+        let writes: Vec<_> = writes.into_iter().map(|(text, value)| (LogixTag::parse(&text), value)).collect();
+        let steps = writes
+            .iter()
+            .map(|(tag, _)| match tag {
+                Ok(_) => WriteStep::LearningType,
+                Err(e) => WriteStep::Bad(e.clone()),
+            })
+            .collect();
+        self.0.run(Box::new(WriteJob { state: self.0.state.clone(), writes, steps }), timeout, done);
+    }
+
+    fn prepare(&self, tags: &[String]) -> Result<Box<dyn bifrost_engine::Plan>> {
+        let parsed = parse_tags(tags);
+        if let Some(Err(e)) = parsed.iter().find(|t| t.is_err()) {
+            return Err(e.clone());
+        }
+        Ok(Box::new(EnipPlan { device: self.0.clone(), tags: parsed }))
+    }
+
+    fn stats(&self) -> Arc<Stats> {
+        self.0.driver.stats()
+    }
+
+    fn close(&self, done: Box<dyn Completion>) {
+        if self.0.closed.replace(true) {
+            return done.complete(Outcome::Closed);
+        }
+        self.0.driver.close(done)
+    }
+}
+
+/// Tags parsed once, read many times into columns.
+struct EnipPlan {
+    device: Rc<DeviceCore>,
+    tags: Arc<[std::result::Result<LogixTag, Error>]>,
+}
+
+impl bifrost_engine::Plan for EnipPlan {
+    fn read(&self, timeout: Option<Duration>, done: Box<dyn Completion>) {
+        if self.device.closed.get() {
+            let error = Error::closed("the device was closed");
+            return done.complete(Outcome::Columns(Columns::failed(self.counts(), &error)));
+        }
+        let job = ReadJob::new(self.device.state.clone(), self.tags.clone(), Shape::Columns);
+        self.device.run(Box::new(job), timeout, done);
+    }
+
+    fn value_count(&self) -> usize {
+        self.counts().sum()
+    }
+}
+
+impl EnipPlan {
+    fn counts(&self) -> impl Iterator<Item = usize> + '_ {
+        self.tags.iter().map(|tag| match tag {
+            Ok(tag) if tag.bit.is_none() => usize::from(tag.count),
+            _ => 1,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_their_route_and_messaging() {
+        let opening =
+            Opening::from_url(DeviceUrl::parse("eip://10.0.0.5?path=1,0&request-timeout=500").unwrap()).unwrap();
+        assert_eq!(opening.address, "10.0.0.5:44818");
+        assert_eq!(opening.route, [1, 0]);
+        assert!(opening.connect);
+        assert_eq!(opening.link.request_timeout, Duration::from_millis(500));
+        let direct = Opening::from_url(DeviceUrl::parse("eip://plc:2222?connected=false").unwrap()).unwrap();
+        assert_eq!((direct.address.as_str(), direct.route.len(), direct.connect), ("plc:2222", 0, false));
+        for bad in ["eip://", "eip://h?path=1", "eip://h?connected=maybe", "eip://h?nope=1", "modbus-tcp://h"] {
+            assert!(Opening::from_url(DeviceUrl::parse(bad).unwrap()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn type_keys_drop_indices_and_case() {
+        let key = |t: &str| type_key(&LogixTag::parse(t).unwrap());
+        assert_eq!(key("SCADA[5]"), "SCADA");
+        assert_eq!(key("scada[0]{10}"), "SCADA");
+        assert_eq!(key("Recipe[2].Temp"), "RECIPE.TEMP");
+        assert_eq!(key("Program:Main.Counter"), "PROGRAM:MAIN.COUNTER");
+    }
+}

@@ -1,0 +1,728 @@
+//! The EtherNet/IP simulator: a Logix-like controller over TCP (sessions,
+//! Forward Open and Large Forward Open, connected and unconnected messaging,
+//! Unconnected Send, Multiple Service Packets, Read/Write Tag and their
+//! fragmented forms, Read-Modify-Write, the Identity object) and ListIdentity
+//! over UDP, with the fault injection every simulator has. Element `i` of a
+//! numeric tag starts at `i`; BOOL element `i` at `i % 2 == 1`.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use bifrost_core::{Error, Result};
+use bytes::BytesMut;
+use tokio::net::{TcpStream, UdpSocket};
+
+pub use bifrost_engine::listener::{Faults, Simulator, SimulatorStats};
+
+use crate::cip::{self, service, status};
+use crate::encap::{self, command, Header, Identity, HEADER_LEN};
+use crate::logix::{self, CipType, LOGIX_STRING_HANDLE};
+use crate::wire::{put_u16, put_u32, Reader};
+
+/// One tag of the simulated controller: `NAME=TYPE` or `NAME=TYPE[count]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagSpec {
+    pub name: String,
+    pub ty: CipType,
+    /// Elements; a scalar has one.
+    pub count: usize,
+}
+
+/// Largest array the simulator holds.
+const MAX_ELEMENTS: usize = 1 << 20;
+
+impl TagSpec {
+    /// Parses `SCADA=INT[1000]`, `Temp=REAL`, `Name=STRING` (the Logix STRING) or
+    /// `Note=CIP_STRING` (the generic CIP STRING).
+    pub fn parse(spec: &str) -> Result<TagSpec> {
+        let bad =
+            |why: &str| Error::invalid_value(format!("bad tag '{spec}': {why} (as in SCADA=INT[1000] or Temp=REAL)"));
+        let (name, ty) = spec.split_once('=').ok_or_else(|| bad("no '='"))?;
+        let name = name.trim();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '.') {
+            return Err(bad("the name must be letters, digits, '_', ':' and '.'"));
+        }
+        let ty = ty.trim();
+        let (ty, count) = match ty.strip_suffix(']') {
+            Some(head) => {
+                let (ty, count) = head.split_once('[').ok_or_else(|| bad("']' without '['"))?;
+                let count = count.trim().parse::<usize>().ok().filter(|c| (1..=MAX_ELEMENTS).contains(c));
+                (ty.trim(), count.ok_or_else(|| bad("the element count must be 1 to 1048576"))?)
+            }
+            None => (ty, 1),
+        };
+        let ty = match ty.to_ascii_uppercase().as_str() {
+            "BOOL" => CipType::Bool,
+            "SINT" => CipType::Sint,
+            "INT" => CipType::Int,
+            "DINT" => CipType::Dint,
+            "LINT" => CipType::Lint,
+            "USINT" => CipType::Usint,
+            "UINT" => CipType::Uint,
+            "UDINT" => CipType::Udint,
+            "ULINT" => CipType::Ulint,
+            "REAL" => CipType::Real,
+            "LREAL" => CipType::Lreal,
+            "STRING" => CipType::Struct(LOGIX_STRING_HANDLE),
+            "CIP_STRING" if count == 1 => CipType::CipString,
+            "CIP_STRING" => return Err(bad("CIP_STRING tags are scalars")),
+            other => return Err(bad(&format!("unknown type '{other}'"))),
+        };
+        Ok(TagSpec { name: name.to_string(), ty, count })
+    }
+}
+
+/// What the simulator serves.
+#[derive(Debug, Clone, Default)]
+pub struct SimulatorConfig {
+    pub tags: Vec<TagSpec>,
+    pub faults: Faults,
+}
+
+/// A tag's elements, little-endian as on the wire (a CIP STRING as its text).
+struct TagStore {
+    ty: CipType,
+    count: usize,
+    data: Mutex<Vec<u8>>,
+}
+
+impl TagStore {
+    fn new(spec: &TagSpec) -> TagStore {
+        let size = spec.ty.element_size().unwrap_or(0);
+        let mut data = Vec::with_capacity(size * spec.count);
+        for i in 0..spec.count {
+            let value = match spec.ty {
+                CipType::Bool => bifrost_core::Value::Bool(i % 2 == 1),
+                CipType::Real | CipType::Lreal => bifrost_core::Value::Float(i as f64),
+                CipType::Struct(_) | CipType::CipString => bifrost_core::Value::String(String::new()),
+                _ => bifrost_core::Value::UInt(i as u64 & type_mask(spec.ty)),
+            };
+            if spec.ty == CipType::CipString {
+                break; // held as its text: starts empty
+            }
+            let _ = logix::encode_values(spec.ty, &value, &mut data);
+        }
+        TagStore { ty: spec.ty, count: spec.count, data: Mutex::new(data) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.data.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Largest positive value of a signed type, so initial values stay in range.
+fn type_mask(ty: CipType) -> u64 {
+    match ty {
+        CipType::Sint => 0x7F,
+        CipType::Usint => 0xFF,
+        CipType::Int => 0x7FFF,
+        CipType::Uint => 0xFFFF,
+        CipType::Dint => 0x7FFF_FFFF,
+        _ => u64::MAX >> 1,
+    }
+}
+
+struct Controller {
+    /// By upper-case name: Logix names are not case-sensitive.
+    tags: HashMap<String, TagStore>,
+    config: SimulatorConfig,
+}
+
+/// What the simulator says of itself in ListIdentity and the Identity object.
+fn identity(address: SocketAddrV4) -> Identity {
+    Identity {
+        protocol_version: 1,
+        address,
+        vendor_id: 1,
+        device_type: 0x0E, // programmable logic controller
+        product_code: 0x6B,
+        revision: (32, 11),
+        status: 0x0060,
+        serial_number: 0x0B1F_0057,
+        product_name: "Bifrost Logix Simulator".into(),
+        state: 3,
+    }
+}
+
+/// Binds `addr` (port 0 picks a free port) for TCP, and the same port for
+/// UDP ListIdentity, and serves on the current tokio runtime.
+pub async fn start(addr: &str, config: SimulatorConfig) -> std::io::Result<Simulator> {
+    let tags = config.tags.iter().map(|spec| (spec.name.to_ascii_uppercase(), TagStore::new(spec))).collect();
+    let max_connections = config.faults.max_connections;
+    let controller = Arc::new(Controller { tags, config });
+    let shared = controller.clone();
+    let simulator = Simulator::serve(addr, max_connections, move |socket, stats| {
+        let controller = shared.clone();
+        async move { serve(socket, &controller, &stats).await }
+    })
+    .await?;
+    let udp = UdpSocket::bind(simulator.local_addr()).await?;
+    let mut stopped = simulator.stopped();
+    let local = simulator.local_addr();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 600];
+        loop {
+            tokio::select! {
+                _ = stopped.changed() => return,
+                received = udp.recv_from(&mut buf) => {
+                    let Ok((n, from)) = received else { continue };
+                    let mut out = Vec::new();
+                    if answer_udp(&buf[..n], local, &mut out) {
+                        let _ = udp.send_to(&out, from).await;
+                    }
+                }
+            }
+        }
+    });
+    Ok(simulator)
+}
+
+fn v4(address: SocketAddr) -> SocketAddrV4 {
+    match address {
+        SocketAddr::V4(v4) => v4,
+        SocketAddr::V6(v6) => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, v6.port()),
+    }
+}
+
+/// A ListIdentity over UDP; anything else is ignored.
+fn answer_udp(datagram: &[u8], local: SocketAddr, out: &mut Vec<u8>) -> bool {
+    match Header::parse(datagram) {
+        Ok(header) if header.command == command::LIST_IDENTITY => {
+            encap::list_identity_reply(out, header.context, &identity(v4(local))).is_ok()
+        }
+        _ => false,
+    }
+}
+
+/// The state of one TCP connection.
+struct Connection {
+    local: SocketAddr,
+    session: u32,
+    /// Open CIP connections.
+    opened: Vec<OpenConnection>,
+    next_id: u32,
+}
+
+struct OpenConnection {
+    /// Ours: the client sends with it.
+    o_t_id: u32,
+    /// The client's: we reply with it.
+    t_o_id: u32,
+    size: u16,
+    /// Serial, vendor and originator serial name it in a Forward Close.
+    triad: (u16, u16, u32),
+}
+
+/// Serves one connection: every complete request in the buffer, answered with one write.
+async fn serve(mut socket: TcpStream, controller: &Controller, stats: &SimulatorStats) {
+    let faults = &controller.config.faults;
+    let Ok(local) = socket.local_addr() else { return };
+    let mut state = Connection { local, session: 0, opened: Vec::new(), next_id: 0x4000_0001 };
+    let mut input = BytesMut::with_capacity(8192);
+    let mut output = Vec::with_capacity(8192);
+    let mut served: u64 = 0;
+    loop {
+        if !faults.read(&mut socket, &mut input, stats).await {
+            return;
+        }
+        loop {
+            let len = match encap::frame_len(&input) {
+                Ok(Some(len)) if len <= input.len() => len,
+                Ok(_) => break,
+                Err(_) => return, // not EtherNet/IP: a real device drops the link too
+            };
+            let frame = input.split_to(len);
+            served += 1;
+            let n = stats.requests.fetch_add(1, Ordering::Relaxed) + 1;
+            let start = output.len();
+            match answer(controller, &mut state, &frame, &mut output) {
+                Answer::Reply if faults.drops(n) => output.truncate(start),
+                Answer::Reply if faults.malforms(n) => {
+                    // A length that disagrees with the data: the stream is out of step.
+                    if let Some(length) = output.get_mut(start + 2) {
+                        *length = length.wrapping_add(7);
+                    }
+                }
+                Answer::Reply | Answer::None => {}
+                Answer::Close => {
+                    faults.write(&mut socket, &mut output).await;
+                    return;
+                }
+            }
+            if faults.disconnects(served) {
+                break;
+            }
+        }
+        if !faults.write(&mut socket, &mut output).await || faults.disconnects(served) {
+            return;
+        }
+    }
+}
+
+enum Answer {
+    Reply,
+    None,
+    Close,
+}
+
+fn answer(controller: &Controller, state: &mut Connection, frame: &[u8], out: &mut Vec<u8>) -> Answer {
+    let Ok(header) = Header::parse(frame) else { return Answer::Close };
+    let body = &frame[HEADER_LEN..];
+    let refuse = |out: &mut Vec<u8>, status: u32| {
+        Header {
+            command: header.command,
+            session: header.session,
+            status,
+            context: header.context,
+            ..Header::default()
+        }
+        .write(out);
+        Answer::Reply
+    };
+    match header.command {
+        command::LIST_IDENTITY => {
+            let _ = encap::list_identity_reply(out, header.context, &identity(v4(state.local)));
+            Answer::Reply
+        }
+        command::LIST_SERVICES => {
+            let start = encap::begin(out, command::LIST_SERVICES, 0, header.context);
+            put_u16(out, 1);
+            put_u16(out, encap::item::LIST_SERVICES);
+            put_u16(out, 20);
+            put_u16(out, 1);
+            put_u16(out, 0x0120); // CIP over TCP, class 0/1 over UDP
+            out.extend_from_slice(b"Communications\0\0");
+            let _ = encap::finish(out, start);
+            Answer::Reply
+        }
+        command::REGISTER_SESSION => {
+            let version = Reader::new(body).u16("the protocol version").unwrap_or(0);
+            if version != 1 {
+                return refuse(out, 0x69);
+            }
+            if state.session == 0 {
+                state.session = 0x0001_0000 | (state.local.port() as u32 ^ out.len() as u32);
+            }
+            let start = encap::begin(out, command::REGISTER_SESSION, state.session, header.context);
+            put_u16(out, 1);
+            put_u16(out, 0);
+            let _ = encap::finish(out, start);
+            Answer::Reply
+        }
+        command::UNREGISTER_SESSION => Answer::Close,
+        command::SEND_RR_DATA | command::SEND_UNIT_DATA => {
+            if state.session == 0 || header.session != state.session {
+                return refuse(out, 0x64);
+            }
+            let Ok(payload) = encap::payload(body) else { return refuse(out, 0x03) };
+            let mut reply = Vec::with_capacity(64);
+            match payload.sequence {
+                None => {
+                    execute(
+                        controller,
+                        state,
+                        payload.message,
+                        usize::from(crate::framing::UNCONNECTED_SIZE),
+                        &mut reply,
+                    );
+                    let _ = encap::send_rr_data(out, state.session, header.context, |out| {
+                        out.extend_from_slice(&reply);
+                        Ok(())
+                    });
+                }
+                Some(sequence) => {
+                    let Some((t_o_id, size)) =
+                        state.opened.iter().find(|c| Some(c.o_t_id) == payload.connection).map(|c| (c.t_o_id, c.size))
+                    else {
+                        // A connection we do not know: a controller ignores the message.
+                        return Answer::None;
+                    };
+                    execute(controller, state, payload.message, usize::from(size), &mut reply);
+                    let _ = encap::send_unit_data(out, state.session, t_o_id, sequence, |out| {
+                        out.extend_from_slice(&reply);
+                        Ok(())
+                    });
+                }
+            }
+            Answer::Reply
+        }
+        _ => refuse(out, 0x01),
+    }
+}
+
+/// Appends a Message Router reply.
+fn reply(out: &mut Vec<u8>, service: u8, status: u8, ext: Option<u16>, data: &[u8]) {
+    out.extend_from_slice(&[service | service::REPLY, 0, status, u8::from(ext.is_some())]);
+    if let Some(ext) = ext {
+        put_u16(out, ext);
+    }
+    out.extend_from_slice(data);
+}
+
+/// What a request path names: an object instance, or a tag (upper-case name) and its first element.
+enum Target {
+    Object { class: u32, instance: u32, attribute: Option<u32> },
+    Tag { name: String, index: usize },
+}
+
+/// Where a logical segment goes: class, instance or attribute.
+fn logical_slot(segment: u8) -> usize {
+    match segment & 0xFC {
+        0x20 => 0,
+        0x24 => 1,
+        _ => 2,
+    }
+}
+
+fn parse_path(path: &[u8]) -> Option<Target> {
+    let mut r = Reader::new(path);
+    let mut name = String::new();
+    let mut index = None;
+    let mut logical = [None; 3];
+    while r.remaining() > 0 {
+        let segment = r.u8("segment").ok()?;
+        match segment {
+            0x91 => {
+                let len = usize::from(r.u8("length").ok()?);
+                let part = r.bytes(len, "name").ok()?;
+                if len % 2 == 1 {
+                    r.u8("pad").ok()?;
+                }
+                if index.is_some() {
+                    // A member after an element (`Recipe[2].Temp`): no UDTs here.
+                    return None;
+                }
+                if !name.is_empty() {
+                    name.push('.');
+                }
+                name.push_str(&String::from_utf8_lossy(part).to_ascii_uppercase());
+            }
+            0x28 => index = Some(usize::from(r.u8("element").ok()?)),
+            0x29 => {
+                r.u8("pad").ok()?;
+                index = Some(usize::from(r.u16("element").ok()?));
+            }
+            0x2A => {
+                r.u8("pad").ok()?;
+                index = Some(r.u32("element").ok()? as usize);
+            }
+            0x20 | 0x24 | 0x30 => logical[logical_slot(segment)] = Some(u32::from(r.u8("id").ok()?)),
+            0x21 | 0x25 | 0x31 => {
+                r.u8("pad").ok()?;
+                logical[logical_slot(segment)] = Some(u32::from(r.u16("id").ok()?));
+            }
+            _ => return None,
+        }
+    }
+    match (name.is_empty(), logical) {
+        (false, [None, None, None]) => Some(Target::Tag { name, index: index.unwrap_or(0) }),
+        (true, [Some(class), Some(instance), attribute]) => Some(Target::Object { class, instance, attribute }),
+        _ => None,
+    }
+}
+
+/// Executes one Message Router request into `out`; `limit` bounds the reply.
+fn execute(controller: &Controller, state: &mut Connection, message: &[u8], limit: usize, out: &mut Vec<u8>) {
+    let mut r = Reader::new(message);
+    let (Ok(service), Ok(words)) = (r.u8("service"), r.u8("path size")) else {
+        return reply(out, 0, status::NOT_ENOUGH_DATA, None, &[]);
+    };
+    let Ok(path) = r.bytes(2 * usize::from(words), "path") else {
+        return reply(out, service, 0x26, None, &[]);
+    };
+    let data = r.rest();
+    match parse_path(path) {
+        None => reply(out, service, status::PATH_SEGMENT_ERROR, None, &[]),
+        Some(Target::Tag { name, index }) => match controller.tags.get(&name) {
+            None => reply(out, service, status::PATH_DESTINATION_UNKNOWN, None, &[]),
+            Some(tag) => tag_service(tag, index, service, data, limit, out),
+        },
+        Some(Target::Object { class, instance, attribute }) => {
+            object_service(controller, state, (class, instance, attribute), service, data, limit, out)
+        }
+    }
+}
+
+fn object_service(
+    controller: &Controller,
+    state: &mut Connection,
+    (class, instance, attribute): (u32, u32, Option<u32>),
+    service: u8,
+    data: &[u8],
+    limit: usize,
+    out: &mut Vec<u8>,
+) {
+    const IDENTITY: u32 = cip::class::IDENTITY as u32;
+    const ROUTER: u32 = cip::class::MESSAGE_ROUTER as u32;
+    const MANAGER: u32 = cip::class::CONNECTION_MANAGER as u32;
+    match (class, instance, service) {
+        (IDENTITY, 1, service::GET_ATTRIBUTES_ALL) => {
+            let id = identity(v4(state.local));
+            let mut body = Vec::new();
+            for word in [id.vendor_id, id.device_type, id.product_code] {
+                put_u16(&mut body, word);
+            }
+            body.extend_from_slice(&[id.revision.0, id.revision.1]);
+            put_u16(&mut body, id.status);
+            put_u32(&mut body, id.serial_number);
+            body.push(id.product_name.len() as u8);
+            body.extend_from_slice(id.product_name.as_bytes());
+            reply(out, service, 0, None, &body);
+        }
+        (IDENTITY, 1, service::GET_ATTRIBUTE_SINGLE) => {
+            let id = identity(v4(state.local));
+            let mut body = Vec::new();
+            match attribute {
+                Some(1) => put_u16(&mut body, id.vendor_id),
+                Some(2) => put_u16(&mut body, id.device_type),
+                Some(3) => put_u16(&mut body, id.product_code),
+                Some(4) => body.extend_from_slice(&[id.revision.0, id.revision.1]),
+                Some(5) => put_u16(&mut body, id.status),
+                Some(6) => put_u32(&mut body, id.serial_number),
+                Some(7) => {
+                    body.push(id.product_name.len() as u8);
+                    body.extend_from_slice(id.product_name.as_bytes());
+                }
+                _ => return reply(out, service, 0x14, None, &[]),
+            }
+            reply(out, service, 0, None, &body);
+        }
+        (ROUTER, 1, service::MULTIPLE_SERVICE_PACKET) => multiple(controller, state, service, data, limit, out),
+        (MANAGER, 1, service::FORWARD_OPEN | service::LARGE_FORWARD_OPEN) => {
+            let large = service == service::LARGE_FORWARD_OPEN;
+            let Ok(open) = cip::parse_forward_open(large, data) else {
+                return reply(out, service, status::NOT_ENOUGH_DATA, None, &[]);
+            };
+            if open.size < 100 || (large && open.size > 4002) {
+                // Invalid connection size: the second word names the largest we take.
+                out.extend_from_slice(&[service | service::REPLY, 0, status::CONNECTION_FAILURE, 2]);
+                put_u16(out, 0x0109);
+                put_u16(out, if large { 4002 } else { 504 });
+                return;
+            }
+            if state.opened.len() >= 8 {
+                return reply(out, service, status::CONNECTION_FAILURE, Some(0x0113), &[]);
+            }
+            let o_t_id = state.next_id;
+            state.next_id = state.next_id.wrapping_add(1);
+            let triad = (open.serial, open.vendor_id, open.originator_serial);
+            state.opened.push(OpenConnection { o_t_id, t_o_id: open.t_o_id, size: open.size, triad });
+            let mut body = Vec::new();
+            put_u32(&mut body, o_t_id);
+            put_u32(&mut body, open.t_o_id);
+            put_u16(&mut body, open.serial);
+            put_u16(&mut body, open.vendor_id);
+            put_u32(&mut body, open.originator_serial);
+            put_u32(&mut body, open.o_t_rpi_us);
+            put_u32(&mut body, open.t_o_rpi_us);
+            body.extend_from_slice(&[0, 0]);
+            reply(out, service, 0, None, &body);
+        }
+        (MANAGER, 1, service::FORWARD_CLOSE) => {
+            let mut r = Reader::new(data);
+            let triad =
+                r.bytes(2, "ticks").and_then(|_| Ok((r.u16("serial")?, r.u16("vendor")?, r.u32("originator serial")?)));
+            let Ok(triad) = triad else { return reply(out, service, status::NOT_ENOUGH_DATA, None, &[]) };
+            let before = state.opened.len();
+            state.opened.retain(|c| c.triad != triad);
+            if state.opened.len() == before {
+                // Connection not found.
+                return reply(out, service, status::CONNECTION_FAILURE, Some(0x0107), &[]);
+            }
+            let mut body = Vec::new();
+            put_u16(&mut body, triad.0);
+            put_u16(&mut body, triad.1);
+            put_u32(&mut body, triad.2);
+            body.extend_from_slice(&[0, 0]);
+            reply(out, service, 0, None, &body);
+        }
+        (MANAGER, 1, service::UNCONNECTED_SEND) => match cip::parse_unconnected_send(data) {
+            // The controller sits in slot 0 of the backplane (port 1).
+            Ok(inner) if inner.route == [1, 0] => execute(controller, state, inner.message, limit, out),
+            Ok(_) => reply(out, service, status::CONNECTION_FAILURE, Some(0x0312), &[0]),
+            Err(_) => reply(out, service, status::NOT_ENOUGH_DATA, None, &[]),
+        },
+        (IDENTITY | ROUTER | MANAGER, _, _) => reply(out, service, status::SERVICE_NOT_SUPPORTED, None, &[]),
+        _ => reply(out, service, status::PATH_DESTINATION_UNKNOWN, None, &[]),
+    }
+}
+
+/// A Multiple Service Packet: each embedded request against what is left of the reply's room.
+fn multiple(
+    controller: &Controller,
+    state: &mut Connection,
+    service: u8,
+    data: &[u8],
+    limit: usize,
+    out: &mut Vec<u8>,
+) {
+    let Ok(requests) = cip::split_multiple(data) else {
+        return reply(out, service, status::NOT_ENOUGH_DATA, None, &[]);
+    };
+    let mut replies: Vec<Vec<u8>> = Vec::with_capacity(requests.len());
+    let mut room = limit.saturating_sub(cip::multiple_reply_overhead(requests.len()));
+    for request in requests {
+        let mut embedded = Vec::new();
+        execute(controller, state, request, room, &mut embedded);
+        room = room.saturating_sub(embedded.len());
+        replies.push(embedded);
+    }
+    let failed = replies.iter().any(|r| r.get(2).is_some_and(|&s| s != 0));
+    out.extend_from_slice(&[service | service::REPLY, 0, if failed { status::EMBEDDED_SERVICE_ERROR } else { 0 }, 0]);
+    put_u16(out, replies.len() as u16);
+    let mut offset = 2 + 2 * replies.len();
+    for embedded in &replies {
+        put_u16(out, offset as u16);
+        offset += embedded.len();
+    }
+    for embedded in replies {
+        out.extend_from_slice(&embedded);
+    }
+}
+
+/// Read Tag, Write Tag, their fragmented forms and Read-Modify-Write on one tag.
+fn tag_service(tag: &TagStore, index: usize, service: u8, data: &[u8], limit: usize, out: &mut Vec<u8>) {
+    let mut r = Reader::new(data);
+    let type_len = if matches!(tag.ty, CipType::Struct(_)) { 4 } else { 2 };
+    match service {
+        service::READ_TAG | service::READ_TAG_FRAGMENTED => {
+            let Ok(count) = r.u16("count") else { return reply(out, service, status::NOT_ENOUGH_DATA, None, &[]) };
+            let offset = if service == service::READ_TAG_FRAGMENTED {
+                match r.u32("offset") {
+                    Ok(offset) => offset as usize,
+                    Err(_) => return reply(out, service, status::NOT_ENOUGH_DATA, None, &[]),
+                }
+            } else {
+                0
+            };
+            let data = tag.lock();
+            if tag.ty == CipType::CipString {
+                let mut body = Vec::with_capacity(4 + data.len());
+                put_u16(&mut body, tag.ty.code());
+                put_u16(&mut body, data.len() as u16);
+                body.extend_from_slice(&data);
+                return reply(out, service, 0, None, &body);
+            }
+            let size = tag.ty.element_size().unwrap_or(1);
+            let count = usize::from(count);
+            if count == 0 || index + count > tag.count {
+                return reply(out, service, status::GENERAL_ERROR, Some(0x2105), &[]);
+            }
+            let start = index * size + offset;
+            let end = (index + count) * size;
+            if offset % size != 0 || start > end {
+                return reply(out, service, status::GENERAL_ERROR, Some(0x2104), &[]);
+            }
+            // Whole elements that fit the room left; the rest waits for a fragmented read.
+            let room = limit.saturating_sub(4 + type_len);
+            let fit = ((end - start).min(room) / size) * size;
+            if fit == 0 && end > start {
+                return reply(out, service, status::REPLY_DATA_TOO_LARGE, None, &[]);
+            }
+            let partial = start + fit < end;
+            out.extend_from_slice(&[
+                service | service::REPLY,
+                0,
+                if partial { status::PARTIAL_TRANSFER } else { 0 },
+                0,
+            ]);
+            put_u16(out, tag.ty.code());
+            if let CipType::Struct(handle) = tag.ty {
+                put_u16(out, handle);
+            }
+            out.extend_from_slice(&data[start..start + fit]);
+        }
+        service::WRITE_TAG | service::WRITE_TAG_FRAGMENTED => {
+            let Ok(write) = logix::parse_write(data, service == service::WRITE_TAG_FRAGMENTED) else {
+                return reply(out, service, status::NOT_ENOUGH_DATA, None, &[]);
+            };
+            if write.ty != tag.ty {
+                return reply(out, service, status::GENERAL_ERROR, Some(0x2107), &[]);
+            }
+            let mut stored = tag.lock();
+            if tag.ty == CipType::CipString {
+                let mut r = Reader::new(write.data);
+                let Ok(len) = r.u16("length") else { return reply(out, service, status::NOT_ENOUGH_DATA, None, &[]) };
+                let Ok(text) = r.bytes(usize::from(len), "text") else {
+                    return reply(out, service, status::NOT_ENOUGH_DATA, None, &[]);
+                };
+                *stored = text.to_vec();
+                return reply(out, service, 0, None, &[]);
+            }
+            let size = tag.ty.element_size().unwrap_or(1);
+            let count = usize::from(write.count);
+            if count == 0 || index + count > tag.count {
+                return reply(out, service, status::GENERAL_ERROR, Some(0x2105), &[]);
+            }
+            let start = index * size + write.offset as usize;
+            let end = start + write.data.len();
+            if end > (index + count) * size {
+                return reply(out, service, status::TOO_MUCH_DATA, None, &[]);
+            }
+            if service == service::WRITE_TAG && write.data.len() < count * size {
+                return reply(out, service, status::NOT_ENOUGH_DATA, None, &[]);
+            }
+            stored[start..end].copy_from_slice(write.data);
+            reply(out, service, 0, None, &[]);
+        }
+        service::READ_MODIFY_WRITE => {
+            let Ok(mask_size) = r.u16("mask size") else {
+                return reply(out, service, status::NOT_ENOUGH_DATA, None, &[]);
+            };
+            let mask_size = usize::from(mask_size);
+            let (Ok(or_mask), Ok(and_mask)) = (r.bytes(mask_size, "or"), r.bytes(mask_size, "and")) else {
+                return reply(out, service, status::NOT_ENOUGH_DATA, None, &[]);
+            };
+            let size = tag.ty.element_size().unwrap_or(0);
+            if tag.ty.data_type().is_none() || tag.ty == CipType::Real || tag.ty == CipType::Lreal || mask_size > size {
+                return reply(out, service, status::GENERAL_ERROR, Some(0x2107), &[]);
+            }
+            if index >= tag.count {
+                return reply(out, service, status::GENERAL_ERROR, Some(0x2105), &[]);
+            }
+            let mut stored = tag.lock();
+            for (i, byte) in stored[index * size..index * size + mask_size].iter_mut().enumerate() {
+                *byte = (*byte | or_mask[i]) & and_mask[i];
+            }
+            reply(out, service, 0, None, &[]);
+        }
+        _ => reply(out, service, status::SERVICE_NOT_SUPPORTED, None, &[]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_specs_parse_and_refuse_with_a_reason() {
+        assert_eq!(
+            TagSpec::parse("SCADA=INT[1000]").unwrap(),
+            TagSpec { name: "SCADA".into(), ty: CipType::Int, count: 1000 }
+        );
+        assert_eq!(TagSpec::parse(" Temp = real ").unwrap().ty, CipType::Real);
+        assert_eq!(TagSpec::parse("Name=STRING").unwrap().ty, CipType::Struct(LOGIX_STRING_HANDLE));
+        assert_eq!(TagSpec::parse("Note=CIP_STRING").unwrap().ty, CipType::CipString);
+        for (bad, why) in [
+            ("SCADA", "no '='"),
+            ("=INT", "the name"),
+            ("A=INT[0]", "1 to 1048576"),
+            ("A=FLOAT", "unknown type 'FLOAT'"),
+            ("A=CIP_STRING[2]", "scalars"),
+        ] {
+            assert!(TagSpec::parse(bad).unwrap_err().message.contains(why), "{bad}");
+        }
+    }
+
+    #[test]
+    fn initial_values_are_the_element_index() {
+        let tag = TagStore::new(&TagSpec::parse("A=DINT[3]").unwrap());
+        assert_eq!(&*tag.lock(), &[0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0]);
+        let bools = TagStore::new(&TagSpec::parse("B=BOOL[2]").unwrap());
+        assert_eq!(&*bools.lock(), &[0, 0xFF]);
+        let sint = TagStore::new(&TagSpec::parse("S=SINT[200]").unwrap());
+        assert_eq!(sint.lock()[199], 199 & 0x7F);
+    }
+}
