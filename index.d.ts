@@ -198,5 +198,8 @@ export interface SimulatorOptions {
   maxConnections?: number
 }
 
+/** Starts the EtherNet/IP simulator inside this process; `tags` are `NAME=TYPE[count]`. */
+export declare function startEnipSimulator(options: SimulatorOptions): Promise<BindingSimulator | Error>
+
 /** Starts the Modbus simulator inside this process. */
 export declare function startModbusSimulator(options: SimulatorOptions): Promise<BindingSimulator | Error>

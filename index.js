@@ -845,4 +845,5 @@ module.exports.createReplyDecoder = nativeBinding.createReplyDecoder
 module.exports.readPlans = nativeBinding.readPlans
 module.exports.readPlansInto = nativeBinding.readPlansInto
 module.exports.setErrorClass = nativeBinding.setErrorClass
+module.exports.startEnipSimulator = nativeBinding.startEnipSimulator
 module.exports.startModbusSimulator = nativeBinding.startModbusSimulator

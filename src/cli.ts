@@ -10,8 +10,9 @@ import { setTimeout as delay } from 'node:timers/promises'
 import { BifrostError } from './errors.js'
 import { MAX_MS, connect } from './device.js'
 import type { Device } from './device.js'
+import { startEnipSimulator } from './enip.js'
 import { startSimulator } from './modbus.js'
-import type { Simulator, SimulatorOptions } from './modbus.js'
+import type { ServerOptions, Simulator } from './simulator.js'
 import type { ConnectOptions, TagResult, TagValue } from './plugin.js'
 
 /** Exit statuses; HELP and the README's "Command line" section list them. */
@@ -57,6 +58,9 @@ const TIMEOUT_FLAG: Flag = {
   help: `milliseconds each call may take, queueing included (1 to ${MAX_MS};\ndefault: the URL's request-timeout, else 1000)`,
 }
 
+/** The EtherNet/IP simulator's tags when no --tag is given. */
+const DEFAULT_ENIP_TAGS = ['SCADA=INT[1000]', 'Counter=DINT', 'Temp=REAL', 'Big=DINT[2000]', 'Name=STRING', 'Flags=DINT']
+
 const COMMANDS: Record<string, Command> = {
   read: {
     args: '<url> <tag>...',
@@ -91,19 +95,23 @@ const COMMANDS: Record<string, Command> = {
     run: watch,
   },
   simulate: {
-    args: 'modbus',
-    summary: 'serve the Modbus simulator until killed',
-    about: 'Serves the Modbus simulator, prints "modbus simulator listening on <url>", and runs until killed.',
+    args: 'modbus|enip',
+    summary: 'serve the Modbus or EtherNet/IP simulator until killed',
+    about:
+      'Serves a simulator, prints "<protocol> simulator listening on <url>", and runs until killed. ' +
+      'enip serves a Logix-like controller (TCP and UDP ListIdentity on one port) with the --tag tags, ' +
+      `or by default ${DEFAULT_ENIP_TAGS.join(' ')}.`,
     flags: {
       host: { value: 'H', help: 'address to listen on (default 127.0.0.1)' },
-      port: { value: 'N', help: 'port to listen on; 0 picks a free one (default 5020)' },
-      framing: { value: 'tcp|rtu', help: 'MBAP (tcp, the default) or RTU frames over TCP (rtu)' },
-      units: { value: '1,2', help: 'unit ids that answer (default 1 to 16)' },
+      port: { value: 'N', help: 'port to listen on; 0 picks a free one (default 5020 for modbus, 44818 for enip)' },
+      framing: { value: 'tcp|rtu', help: 'modbus: MBAP (tcp, the default) or RTU frames over TCP (rtu)' },
+      units: { value: '1,2', help: 'modbus: unit ids that answer (default 1 to 16)' },
+      tag: { value: 'NAME=TYPE[N]', help: 'enip: a controller tag, e.g. SCADA=INT[1000] or Temp=REAL (repeatable)', repeats: true },
       'latency-ms': { value: 'N', help: 'milliseconds added before each batch of replies' },
       'drop-every': { value: 'N', help: 'every Nth request gets no reply' },
       'disconnect-after': { value: 'N', help: 'close each connection after N requests' },
-      'malformed-every': { value: 'N', help: 'every Nth reply has a corrupt byte count' },
-      invalid: { value: 'RANGE', help: 'addresses that answer exception 2, e.g. holding-register:100-109 (repeatable)', repeats: true },
+      'malformed-every': { value: 'N', help: 'every Nth reply is malformed' },
+      invalid: { value: 'RANGE', help: 'modbus: addresses that answer exception 2, e.g. holding-register:100-109 (repeatable)', repeats: true },
       'idle-timeout-ms': { value: 'N', help: 'close a connection idle this long; 0: never (default 300000)' },
       'max-connections': { value: 'N', help: 'connections served at once (default 20000)' },
     },
@@ -338,32 +346,45 @@ async function watch(p: Parsed): Promise<number> {
   return failed ? EXIT.tagFailed : EXIT.ok
 }
 
+/** Flags only one protocol's simulator takes. */
+const SIMULATOR_ONLY: Record<string, 'modbus' | 'enip'> = { framing: 'modbus', units: 'modbus', invalid: 'modbus', tag: 'enip' }
+
 async function simulate(p: Parsed): Promise<number> {
   const [protocol, ...extra] = p.positional
-  if (protocol !== 'modbus' || extra.length > 0) throw usageError(`simulate supports 'modbus' only, not '${p.positional.join(' ')}'`, 'simulate')
+  if ((protocol !== 'modbus' && protocol !== 'enip') || extra.length > 0) {
+    throw usageError(`simulate takes 'modbus' or 'enip', not '${p.positional.join(' ')}'`, 'simulate')
+  }
+  for (const [flag, only] of Object.entries(SIMULATOR_ONLY)) {
+    if (p.flags.has(flag) && only !== protocol) throw usageError(`--${flag} is for the ${only} simulator`, 'simulate')
+  }
   const framing = p.flags.get('framing')?.[0]
   if (framing !== undefined && framing !== 'tcp' && framing !== 'rtu') throw usageError(`--framing must be tcp or rtu, not '${framing}'`, 'simulate')
   const units = p.flags.get('units')?.[0]
-  const options: SimulatorOptions = {
+  const server: ServerOptions = {
     host: p.flags.get('host')?.[0],
-    port: wholeFlag(p, 'port', 0, 65535) ?? 5020,
-    framing,
-    units: units?.split(',').map((unit) => whole(p, 'units', unit, 0, 255)),
+    port: wholeFlag(p, 'port', 0, 65535) ?? (protocol === 'modbus' ? 5020 : 44818),
     latencyMs: wholeFlag(p, 'latency-ms', 0),
     dropEvery: wholeFlag(p, 'drop-every', 0),
     disconnectAfter: wholeFlag(p, 'disconnect-after', 0),
     malformedEvery: wholeFlag(p, 'malformed-every', 0),
     idleTimeoutMs: wholeFlag(p, 'idle-timeout-ms', 0),
     maxConnections: wholeFlag(p, 'max-connections', 0),
-    invalid: p.flags.get('invalid'),
   }
   let sim: Simulator
   try {
-    sim = await startSimulator(options)
+    sim =
+      protocol === 'modbus'
+        ? await startSimulator({
+            ...server,
+            framing,
+            units: units?.split(',').map((unit) => whole(p, 'units', unit, 0, 255)),
+            invalid: p.flags.get('invalid'),
+          })
+        : await startEnipSimulator({ ...server, tags: p.flags.get('tag') ?? DEFAULT_ENIP_TAGS })
   } catch (e) {
     throw new CliError(isBadInput(e) ? EXIT.usage : EXIT.unreachable, errorLine(e))
   }
-  console.log(`modbus simulator listening on ${sim.url}`)
+  console.log(`${protocol} simulator listening on ${sim.url}`)
   // The simulator runs on the addon's threads; this timer keeps Node alive until killed.
   const keepAlive = setInterval(() => {}, 1 << 30)
   const stop = () => {

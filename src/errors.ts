@@ -17,7 +17,8 @@
  * - `EADDRESS`: a bad tag address or URL.
  * - `EINVAL`: a value that does not fit the tag, or an option out of its range.
  * - `MODBUS_EXCEPTION`: the device answered with a Modbus exception; see {@link BifrostError.exceptionCode}.
- * - `CIP_STATUS`, `OPCUA_STATUS`: protocol status errors (reserved for those protocols).
+ * - `CIP_STATUS`: an EtherNet/IP device refused a request; see {@link BifrostError.status} and {@link BifrostError.extStatus}.
+ * - `OPCUA_STATUS`: reserved for OPC UA.
  */
 export type ErrorCode =
   | 'ETIMEDOUT'
@@ -40,18 +41,23 @@ export class BifrostError extends Error {
   readonly code: ErrorCode
   /** For `MODBUS_EXCEPTION`: the exception code the device sent (2 = illegal data address, ...). */
   declare readonly exceptionCode?: number
+  /** For `CIP_STATUS`: the CIP general status (0x04 path segment error, 0x05 path destination unknown, 0xFF general error, ...). */
+  declare readonly status?: number
+  /** For `CIP_STATUS`: the extended status, when the device sent one (0x2105 past the end of a tag, 0x2107 type mismatch, ...). */
+  declare readonly extStatus?: number
 
   /**
    * @param code - the stable error code
    * @param message - a human-readable explanation
-   * @param details - protocol details such as the Modbus exception code
+   * @param details - protocol details: the Modbus exception code, the CIP status and extended status
    */
-  constructor(code: ErrorCode, message: string, details: { exceptionCode?: number } = {}) {
+  constructor(code: ErrorCode, message: string, details: { exceptionCode?: number; status?: number; extStatus?: number } = {}) {
     super(message)
     this.name = 'BifrostError'
     this.code = code
-    if (details.exceptionCode !== undefined && details.exceptionCode !== null) {
-      this.exceptionCode = details.exceptionCode
+    for (const key of ['exceptionCode', 'status', 'extStatus'] as const) {
+      const value = details[key]
+      if (value !== undefined && value !== null) (this as { -readonly [K in typeof key]?: number })[key] = value
     }
   }
 }

@@ -32,4 +32,7 @@ export type {
 export { nativeAddon } from './native.js'
 export type { NativeAddon } from './native.js'
 export { MODBUS_SCHEMES, ModbusPlugin, ReplyDecoder, startSimulator } from './modbus.js'
-export type { DecodedMany, Simulator, SimulatorOptions } from './modbus.js'
+export type { DecodedMany, SimulatorOptions } from './modbus.js'
+export { EnipPlugin, startEnipSimulator } from './enip.js'
+export type { EnipSimulatorOptions } from './enip.js'
+export type { ServerOptions, Simulator } from './simulator.js'

@@ -200,10 +200,19 @@ pub fn make_error(env: sys::napi_env, error: &Error) -> sys::napi_value {
         if !class.is_null() && sys::napi_get_reference_value(env, class, &mut constructor) == sys::Status::napi_ok {
             let mut details = ptr::null_mut();
             sys::napi_create_object(env, &mut details);
-            if let Some(exception) = error.exception_code {
+            let detail = |name: &std::ffi::CStr, value: u32| {
                 let mut number = ptr::null_mut();
-                sys::napi_create_uint32(env, u32::from(exception), &mut number);
-                sys::napi_set_named_property(env, details, c"exceptionCode".as_ptr(), number);
+                sys::napi_create_uint32(env, value, &mut number);
+                sys::napi_set_named_property(env, details, name.as_ptr(), number);
+            };
+            if let Some(exception) = error.exception_code {
+                detail(c"exceptionCode", u32::from(exception));
+            }
+            if let Some(cip) = error.cip {
+                detail(c"status", u32::from(cip.status));
+                if let Some(ext) = cip.ext_status {
+                    detail(c"extStatus", u32::from(ext));
+                }
             }
             let args = [code, message, details];
             // An error made here has no JavaScript caller to point at: capturing the stack

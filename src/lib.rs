@@ -13,6 +13,7 @@ mod device;
 #[cfg(target_os = "linux")]
 mod event_loop;
 mod js;
+mod enip;
 mod modbus;
 mod simulator;
 

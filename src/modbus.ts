@@ -10,6 +10,8 @@ import { BifrostError, asBifrostError } from './errors.js'
 import { native } from './native.js'
 import { registerPlugin } from './plugin.js'
 import type { ColumnarData } from './plugin.js'
+import { startServer } from './simulator.js'
+import type { ServerOptions, Simulator } from './simulator.js'
 
 export type { ConnectionStats } from './device.js'
 
@@ -132,76 +134,21 @@ export interface DecodedMany {
 for (const scheme of MODBUS_SCHEMES) registerPlugin(scheme, () => new ModbusPlugin())
 
 /** Settings of {@link startSimulator}. */
-export interface SimulatorOptions {
-  /** Address to listen on. Default `127.0.0.1`. */
-  host?: string
-  /** Port to listen on; 0 or absent picks a free one. */
-  port?: number
+export interface SimulatorOptions extends ServerOptions {
   /** `tcp` (MBAP, the default) or `rtu` (RTU frames over TCP, for `modbus-rtu-tcp://`). */
   framing?: 'tcp' | 'rtu'
   /** Unit ids that answer (default 1 to 16); others get exception 11. */
   units?: number[]
-  /** Milliseconds added before each batch of replies. */
-  latencyMs?: number
-  /** Every Nth request gets no reply. */
-  dropEvery?: number
-  /** Each connection is closed after serving N requests. */
-  disconnectAfter?: number
-  /** Every Nth reply has a corrupt byte count. */
-  malformedEvery?: number
   /** Address ranges that answer exception 2, e.g. `holding-register:100-109`. */
   invalid?: string[]
-  /** A connection that sends nothing for this many milliseconds is closed; 0 never closes one. Default 300000 (5 minutes). */
-  idleTimeoutMs?: number
-  /** Connections served at once; one more is accepted and closed at once. Default 20000. */
-  maxConnections?: number
-}
-
-/** A running simulator. Register and input register `i` start at `i`; coil and discrete input `i` start as `i % 2 == 1`. */
-export interface Simulator {
-  /** The address it listens on. */
-  readonly host: string
-  /** The port it listens on. */
-  readonly port: number
-  /** Requests served so far. */
-  readonly requests: number
-  /** Connections accepted so far. */
-  readonly connections: number
-  /** A `modbus-tcp://` (or `modbus-rtu-tcp://`) URL for it. */
-  readonly url: string
-  /** Stops listening and closes every connection. */
-  stop(): void
 }
 
 /**
  * Starts the Modbus simulator inside this process, on the addon's own threads.
+ * Register and input register `i` start at `i`; coil and discrete input `i` start as `i % 2 == 1`.
  * @param options - listening address, framing and fault injection
  * @throws {@link BifrostError} `EADDRINUSE` when the port is taken, `EINVAL` for an option of the wrong type or out of range
  */
-export async function startSimulator(options: SimulatorOptions = {}): Promise<Simulator> {
-  let started: Awaited<ReturnType<typeof native.startModbusSimulator>>
-  try {
-    started = await native.startModbusSimulator(options)
-  } catch (e) {
-    throw asBifrostError(e) // options the addon cannot convert, e.g. a port given as a string
-  }
-  if (started instanceof Error) throw started
-  const scheme = options.framing === 'rtu' ? 'modbus-rtu-tcp' : 'modbus-tcp'
-  const host = started.host.includes(':') ? `[${started.host}]` : started.host
-  return {
-    get host() {
-      return started.host
-    },
-    get port() {
-      return started.port
-    },
-    get requests() {
-      return started.requests
-    },
-    get connections() {
-      return started.connections
-    },
-    url: `${scheme}://${host}:${started.port}`,
-    stop: () => started.stop(),
-  }
+export function startSimulator(options: SimulatorOptions = {}): Promise<Simulator> {
+  return startServer(native.startModbusSimulator, options, options.framing === 'rtu' ? 'modbus-rtu-tcp' : 'modbus-tcp')
 }
