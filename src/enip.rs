@@ -27,7 +27,9 @@ pub fn open(env: &Env, url: DeviceUrl, driver: DriverChoice, promise: Promise) {
     #[cfg(target_os = "linux")]
     if driver == DriverChoice::EventLoop {
         let on_driver = Box::new(move |env, opened: Result<EventLoopDriver<_>, Error>| match opened {
-            Ok(driver) => promise.resolve(env, BindingDevice::new(Box::new(EnipDevice::new(Box::new(driver), negotiated)))),
+            Ok(driver) => {
+                promise.resolve(env, BindingDevice::new(Box::new(EnipDevice::new(Box::new(driver), negotiated))))
+            }
             Err(e) => promise.reject(env, &e),
         });
         return EventLoopDriver::open(env.raw(), framing, opening.link.clone(), opening.address.clone(), on_driver);

@@ -10,10 +10,10 @@ use napi_derive::napi;
 
 mod batch;
 mod device;
+mod enip;
 #[cfg(target_os = "linux")]
 mod event_loop;
 mod js;
-mod enip;
 mod modbus;
 mod simulator;
 

@@ -439,6 +439,8 @@ pub struct OpenRequest {
     /// The connection size asked for, O->T.
     pub size: u16,
     pub t_o_rpi_us: u32,
+    /// The connection path's route: what comes before the Message Router.
+    pub route: Vec<u8>,
 }
 
 pub fn parse_forward_open(large: bool, data: &[u8]) -> Result<OpenRequest> {
@@ -461,6 +463,11 @@ pub fn parse_forward_open(large: bool, data: &[u8]) -> Result<OpenRequest> {
         r.u16("the T->O parameters")?;
     }
     let size = if large { o_t_parameters as u16 } else { (o_t_parameters & 0x01FF) as u16 };
+    r.u8("the transport type")?;
+    let words = r.u8("the connection path size")?;
+    let path = r.bytes(2 * usize::from(words), "the connection path")?;
+    let router = object_path(class::MESSAGE_ROUTER, 1, None);
+    let route = path.strip_suffix(&router[..]).unwrap_or(path).to_vec();
     Ok(OpenRequest {
         large,
         t_o_id,
@@ -471,6 +478,7 @@ pub fn parse_forward_open(large: bool, data: &[u8]) -> Result<OpenRequest> {
         o_t_rpi_us,
         size,
         t_o_rpi_us,
+        route,
     })
 }
 

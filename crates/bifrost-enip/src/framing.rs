@@ -160,6 +160,10 @@ impl Framing {
         response: &Response<'_>,
     ) -> Result<Option<Request>> {
         let status = (response.status, response.ext_status);
+        // The route leads nowhere: no messaging would get through, so the connect fails.
+        if let (cip::status::CONNECTION_FAILURE, Some(0x0204 | 0x0311 | 0x0312 | 0x0315)) = status {
+            return Err(cip::status_error(response.status, response.ext_status, "Forward Open along path"));
+        }
         // A refusal for size may name the size the device takes.
         if status == (cip::status::CONNECTION_FAILURE, Some(0x0109)) {
             if let Some(offered) = response.additional_word(1).filter(|&s| s >= 100 && s < size) {

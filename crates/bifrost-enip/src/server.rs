@@ -237,14 +237,8 @@ async fn serve(mut socket: TcpStream, controller: &Controller, stats: &Simulator
             served += 1;
             let n = stats.requests.fetch_add(1, Ordering::Relaxed) + 1;
             let start = output.len();
-            match answer(controller, &mut state, &frame, &mut output) {
+            match answer(controller, &mut state, &frame, &mut output, faults.malforms(n)) {
                 Answer::Reply if faults.drops(n) => output.truncate(start),
-                Answer::Reply if faults.malforms(n) => {
-                    // A length that disagrees with the data: the stream is out of step.
-                    if let Some(length) = output.get_mut(start + 2) {
-                        *length = length.wrapping_add(7);
-                    }
-                }
                 Answer::Reply | Answer::None => {}
                 Answer::Close => {
                     faults.write(&mut socket, &mut output).await;
@@ -267,7 +261,8 @@ enum Answer {
     Close,
 }
 
-fn answer(controller: &Controller, state: &mut Connection, frame: &[u8], out: &mut Vec<u8>) -> Answer {
+/// Answers one request frame into `out`; `malform` sends its CIP reply with the reply bit cleared.
+fn answer(controller: &Controller, state: &mut Connection, frame: &[u8], out: &mut Vec<u8>, malform: bool) -> Answer {
     let Ok(header) = Header::parse(frame) else { return Answer::Close };
     let body = &frame[HEADER_LEN..];
     let refuse = |out: &mut Vec<u8>, status: u32| {
@@ -318,6 +313,12 @@ fn answer(controller: &Controller, state: &mut Connection, frame: &[u8], out: &m
             }
             let Ok(payload) = encap::payload(body) else { return refuse(out, 0x03) };
             let mut reply = Vec::with_capacity(64);
+            let execute = |controller, state: &mut Connection, message, limit, reply: &mut Vec<u8>| {
+                execute(controller, state, message, limit, reply);
+                if malform {
+                    reply[0] &= !service::REPLY;
+                }
+            };
             match payload.sequence {
                 None => {
                     execute(
@@ -501,6 +502,10 @@ fn object_service(
                 put_u16(out, 0x0109);
                 put_u16(out, if large { 4002 } else { 504 });
                 return;
+            }
+            // The controller sits in slot 0 of the backplane (port 1): another route leads nowhere.
+            if !matches!(&open.route[..], [] | [1, 0]) {
+                return reply(out, service, status::CONNECTION_FAILURE, Some(0x0312), &[0]);
             }
             if state.opened.len() >= 8 {
                 return reply(out, service, status::CONNECTION_FAILURE, Some(0x0113), &[]);

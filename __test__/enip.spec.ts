@@ -1,0 +1,195 @@
+// EtherNet/IP through the public API against the project's Logix simulator:
+// connected and unconnected messaging, packed and fragmented reads, writes of
+// every kind, bits, CIP statuses, faults (silence, a dropped connection,
+// malformed replies), prepared plans, group reads, the poller and the CLI.
+import test from 'ava'
+import { join } from 'node:path'
+import { connect, createPoller, readPlans, readPlansInto, startEnipSimulator } from '../src/index.js'
+import type { BifrostError, Simulator } from '../src/index.js'
+import { freePort, run, startProcess, stopProcess } from './helpers.js'
+
+const BIN = join(__dirname, '..', 'bin', 'bifrost.js')
+const TAGS = ['SCADA=INT[1000]', 'Counter=DINT', 'Temp=REAL', 'Big=DINT[3000]', 'Name=STRING', 'Note=CIP_STRING', 'L=LINT', 'U=ULINT', 'Flags=DINT', 'B=BOOL[4]', 'Program:Main.Speed=REAL']
+
+const simulators: Simulator[] = []
+test.after.always(() => simulators.forEach((sim) => sim.stop()))
+
+async function simulator(options: Parameters<typeof startEnipSimulator>[0] = {}): Promise<Simulator> {
+  const sim = await startEnipSimulator({ tags: TAGS, ...options })
+  simulators.push(sim)
+  return sim
+}
+
+for (const query of ['path=1,0', 'connected=false', '']) {
+  test(`reads and writes every kind of tag (${query || 'no route'})`, async (t) => {
+    const sim = await simulator()
+    t.regex(sim.url, /^eip:\/\/127\.0\.0\.1:\d+$/)
+    const dev = await connect(`${sim.url}?${query}`)
+    const read = await dev.readTags(['SCADA[5]', 'SCADA[10]{3}', 'Counter', 'Temp', 'L', 'B[1]', 'Program:Main.Speed', 'Name'])
+    t.deepEqual(
+      read.map((r) => r.error?.message ?? r.value),
+      [5, [10, 11, 12], 0, 0, 0n, true, 0, ''],
+    )
+    t.true(read.every((r) => r.quality === 'good'))
+    const written = await dev.writeTags({
+      'SCADA[5]': 1234,
+      Counter: -7,
+      Temp: 21.5,
+      L: -(2n ** 63n),
+      U: 2n ** 64n - 1n,
+      'B[2]': true,
+      Name: 'Recipe A',
+      Note: 'odd',
+      'SCADA[20]{3}': [-1, -2, -3],
+    })
+    t.deepEqual(written.map((r) => r.error?.message ?? 'ok'), Array(9).fill('ok'))
+    t.deepEqual(await Promise.all(['SCADA[5]', 'Counter', 'Temp', 'L', 'U', 'B[2]', 'Name', 'Note', 'SCADA[20]{3}'].map((tag) => dev.read(tag))), [
+      1234,
+      -7,
+      21.5,
+      -(2n ** 63n),
+      2n ** 64n - 1n,
+      true,
+      'Recipe A',
+      'odd',
+      [-1, -2, -3],
+    ])
+    await dev.close()
+  })
+}
+
+test('a large array reads and writes in fragments; many tags pack into few requests', async (t) => {
+  const sim = await simulator()
+  const dev = await connect(`${sim.url}?path=1,0`)
+  let before = sim.requests
+  t.deepEqual(await dev.read('Big[0]{3000}'), Array.from({ length: 3000 }, (_, i) => i))
+  t.true(sim.requests - before >= 3, '12,000 bytes need several connected messages of 4002 bytes')
+  await dev.write('Big[100]{2000}', Array.from({ length: 2000 }, (_, i) => -i))
+  const back = (await dev.read('Big[99]{2002}')) as number[]
+  t.deepEqual([back[0], back[1], back[2000], back[2001]], [99, 0, -1999, 2100])
+
+  const tags = Array.from({ length: 500 }, (_, i) => `SCADA[${i}]`)
+  before = sim.requests
+  const values = await dev.readTags(tags)
+  t.true(values.every((r, i) => r.value === (i === 5 ? 5 : i)))
+  t.true(sim.requests - before <= 5, `500 tags in ${sim.requests - before} requests`)
+  await dev.close()
+})
+
+test('a refused tag fails alone with CIP_STATUS, its status and extended status; later requests work', async (t) => {
+  const sim = await simulator()
+  const dev = await connect(sim.url)
+  const [unknown, past, good] = await dev.readTags(['Nope', 'SCADA[5000]', 'SCADA[1]'])
+  t.is(unknown!.error?.code, 'CIP_STATUS')
+  t.is(unknown!.error?.status, 0x05)
+  t.regex(unknown!.error!.message, /read of 'Nope': CIP status 0x05 \(path destination unknown\)/)
+  t.is(past!.error?.status, 0xff)
+  t.is(past!.error?.extStatus, 0x2105)
+  t.is(good!.value, 1)
+  const e = (await t.throwsAsync(dev.read('Nope'))) as BifrostError
+  t.is(e.code, 'CIP_STATUS')
+  t.is(e.status, 5)
+  const bad = (await t.throwsAsync(dev.write('Counter', 'text'))) as BifrostError
+  t.is(bad.code, 'EINVAL')
+  t.is(((await t.throwsAsync(dev.write('SCADA[0]', 70000))) as BifrostError).code, 'EINVAL')
+  t.is(((await t.throwsAsync(dev.read('Bad['))) as BifrostError).code, 'EADDRESS')
+  t.is(await dev.read('Counter'), 0)
+  await dev.close()
+})
+
+test('bits are written with Read-Modify-Write, leaving the other bits alone', async (t) => {
+  const sim = await simulator()
+  const dev = await connect(sim.url)
+  await dev.write('Flags', 0b1010)
+  await dev.writeTags({ 'Flags.0': true, 'Flags.3': false })
+  t.deepEqual(await Promise.all(['Flags', 'Flags.1', 'Flags.3'].map((tag) => dev.read(tag))), [0b0011, true, false])
+  t.is(((await t.throwsAsync(dev.write('Temp.1', true))) as BifrostError).code, 'EINVAL')
+  await dev.close()
+})
+
+test('a silent simulator times out, a dropped connection comes back, a malformed reply fails alone', async (t) => {
+  const silent = await simulator({ dropEvery: 4 })
+  const dev = await connect(`${silent.url}?request-timeout=300`)
+  const results = await Promise.allSettled(Array.from({ length: 6 }, (_, i) => dev.read(`SCADA[${i}]`)))
+  const timedOut = results.filter((r) => r.status === 'rejected').map((r) => (r.reason as BifrostError).code)
+  t.true(timedOut.length >= 1 && timedOut.every((code) => code === 'ETIMEDOUT'), timedOut.join())
+  t.is(await dev.read('SCADA[7]'), 7)
+  await dev.close()
+
+  const dropping = await simulator({ disconnectAfter: 5 })
+  const again = await connect(dropping.url)
+  for (let i = 0; i < 12; i++) {
+    const value = await again.read(`SCADA[${i}]`).catch((e: BifrostError) => e.code)
+    t.true(value === i || value === 'ECONNRESET', `read ${i}: ${String(value)}`)
+  }
+  t.is(await again.read('SCADA[3]'), 3)
+  t.true(again.stats().connects >= 2)
+  await again.close()
+
+  const garbled = await simulator({ malformedEvery: 5 })
+  const third = await connect(garbled.url)
+  const outcomes: string[] = []
+  for (let i = 0; i < 12; i++) {
+    outcomes.push(await third.read('Counter').then(String, (e: BifrostError) => e.code))
+  }
+  // Every 5th reply is malformed: that read fails with EPROTO, and the next one reads on the same connection.
+  t.deepEqual([...new Set(outcomes)].sort(), ['0', 'EPROTO'])
+  t.is(outcomes[outcomes.indexOf('EPROTO') + 1], '0')
+  t.is(third.stats().connects, 1)
+  await third.close()
+})
+
+test('connecting: a bad URL is EADDRESS, a closed port ECONNREFUSED, a wrong route CIP_STATUS', async (t) => {
+  t.is(((await t.throwsAsync(connect('eip://'))) as BifrostError).code, 'EADDRESS')
+  t.is(((await t.throwsAsync(connect('eip://127.0.0.1?path=1'))) as BifrostError).code, 'EADDRESS')
+  t.is(((await t.throwsAsync(connect('eip://127.0.0.1?connected=maybe'))) as BifrostError).code, 'EINVAL')
+  t.is(((await t.throwsAsync(connect('eip://127.0.0.1:1?connect-timeout=2000'))) as BifrostError).code, 'ECONNREFUSED')
+  const sim = await simulator()
+  // Slot 3 holds nothing: the Forward Open along that route is refused, and so is the connect.
+  const e = (await t.throwsAsync(connect(`${sim.url}?path=1,3`))) as BifrostError
+  t.is(e.code, 'CIP_STATUS')
+  t.is(e.status, 0x01)
+  t.is(e.extStatus, 0x0312)
+  t.regex(e.message, /invalid link address/)
+  // Unconnected messaging along it fails each request the same way.
+  const unconnected = await connect(`${sim.url}?path=1,3&connected=false`)
+  const refused = (await t.throwsAsync(unconnected.read('Counter'))) as BifrostError
+  t.is(refused.extStatus, 0x0312)
+  await unconnected.close()
+})
+
+test('prepared plans, group reads and the poller read EtherNet/IP devices', async (t) => {
+  const sim = await simulator()
+  const devices = await Promise.all([connect(sim.url), connect(`${sim.url}?connected=false`)])
+  const plans = devices.map((dev) => dev.prepare(['SCADA[1]{3}', 'Counter', 'Flags.1']))
+  t.deepEqual(plans.map((p) => p.valueCount), [5, 5])
+  const one = await plans[0]!.read()
+  t.deepEqual(Array.from(one.values), [1, 2, 3, 0, 0])
+  const group = await readPlans(plans)
+  t.deepEqual(group.map((g) => Array.from(g.values)), [[1, 2, 3, 0, 0], [1, 2, 3, 0, 0]])
+  const values = new Float64Array(10)
+  t.is((await readPlansInto(plans, values)).errors.size, 0)
+  t.deepEqual(Array.from(values), [1, 2, 3, 0, 0, 1, 2, 3, 0, 0])
+
+  const poller = createPoller({ intervalMs: 50 })
+  poller.add(devices[0]!, ['SCADA[7]', 'Temp'])
+  for await (const batch of poller) {
+    t.deepEqual(Array.from(batch[0]!.values), [7, 0])
+    break
+  }
+  await Promise.all(devices.map((d) => d.close()))
+})
+
+test('bifrost simulate enip serves tags the CLI reads and writes', async (t) => {
+  const port = await freePort()
+  const child = await startProcess(process.execPath, [BIN, 'simulate', 'enip', '--port', String(port), '--tag', 'Level=REAL', '--tag', 'Count=DINT[4]'], 'listening')
+  try {
+    const url = `eip://127.0.0.1:${port}?path=1,0`
+    t.is((await run(process.execPath, [BIN, 'write', url, 'Level', '2.5'])).trim(), 'Level\tok')
+    t.is((await run(process.execPath, [BIN, 'read', url, 'Level', 'Count[1]{3}'])).trim(), 'Level\t2.5\nCount[1]{3}\t[1,2,3]')
+    const help = await run(process.execPath, [BIN, 'simulate', '--help'])
+    t.regex(help, /modbus\|enip/)
+  } finally {
+    await stopProcess(child)
+  }
+})
