@@ -20,8 +20,8 @@ async function simulator(options: Parameters<typeof startEnipSimulator>[0] = {})
   return sim
 }
 
-for (const query of ['path=1,0', 'connected=false', '']) {
-  test(`reads and writes every kind of tag (${query || 'no route'})`, async (t) => {
+for (const query of ['path=1,0', 'connected=false', 'path=', 'path=&connected=false']) {
+  test(`reads and writes every kind of tag (${query})`, async (t) => {
     const sim = await simulator()
     t.regex(sim.url, /^eip:\/\/127\.0\.0\.1:\d+$/)
     const dev = await connect(`${sim.url}?${query}`)

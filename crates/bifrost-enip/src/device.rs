@@ -22,13 +22,16 @@ use crate::framing::{Framing, Negotiated, Reply, Request};
 use crate::logix::{self, CipType, TagData};
 use crate::tag::LogixTag;
 
+/// The route when the URL gives none: port 1 (the backplane), slot 0.
+const DEFAULT_ROUTE: &str = "1,0";
+
 /// A parsed `eip://` URL: where to connect and how.
 #[derive(Debug, Clone)]
 pub struct Opening {
     /// `host:port`.
     pub address: String,
     pub link: LinkConfig,
-    /// The route from the device connected to, to the controller (`path=1,0`).
+    /// The route from the device connected to, to the controller (`path=1,0`, the default).
     pub route: Vec<u8>,
     /// `connected=false`: unconnected messaging only, no Forward Open.
     pub connect: bool,
@@ -46,10 +49,8 @@ impl Opening {
         }
         let address = url.socket_address(DEFAULT_PORT);
         let link = LinkConfig::from_url(&mut url)?;
-        let route = match url.take::<String>("path")? {
-            Some(path) => cip::route_path(&path)?,
-            None => Vec::new(),
-        };
+        // Backplane slot 0 by default, as most Logix clients assume; `path=` for none (a Micro800).
+        let route = cip::route_path(&url.take::<String>("path")?.unwrap_or_else(|| DEFAULT_ROUTE.into()))?;
         let connect = match url.take::<String>("connected")?.as_deref() {
             None | Some("true") => true,
             Some("false") => false,
@@ -713,8 +714,10 @@ mod tests {
         assert_eq!(opening.route, [1, 0]);
         assert!(opening.connect);
         assert_eq!(opening.link.request_timeout, Duration::from_millis(500));
-        let direct = Opening::from_url(DeviceUrl::parse("eip://plc:2222?connected=false").unwrap()).unwrap();
+        let direct = Opening::from_url(DeviceUrl::parse("eip://plc:2222?connected=false&path=").unwrap()).unwrap();
         assert_eq!((direct.address.as_str(), direct.route.len(), direct.connect), ("plc:2222", 0, false));
+        let slot0 = Opening::from_url(DeviceUrl::parse("eip://plc").unwrap()).unwrap();
+        assert_eq!(slot0.route, [1, 0], "backplane slot 0 by default");
         for bad in ["eip://", "eip://h?path=1", "eip://h?connected=maybe", "eip://h?nope=1", "modbus-tcp://h"] {
             assert!(Opening::from_url(DeviceUrl::parse(bad).unwrap()).is_err(), "{bad}");
         }

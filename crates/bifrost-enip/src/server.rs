@@ -458,6 +458,9 @@ fn object_service(
     const IDENTITY: u32 = cip::class::IDENTITY as u32;
     const ROUTER: u32 = cip::class::MESSAGE_ROUTER as u32;
     const MANAGER: u32 = cip::class::CONNECTION_MANAGER as u32;
+    // The Logix object that names the controller's project.
+    const PROGRAM_NAME: u32 = 0x64;
+    const PROGRAM: &str = "BifrostSimulator";
     match (class, instance, service) {
         (IDENTITY, 1, service::GET_ATTRIBUTES_ALL) => {
             let id = identity(v4(state.local));
@@ -488,6 +491,12 @@ fn object_service(
                 }
                 _ => return reply(out, service, 0x14, None, &[]),
             }
+            reply(out, service, 0, None, &body);
+        }
+        (PROGRAM_NAME, 1, service::GET_ATTRIBUTES_ALL) => {
+            let mut body = Vec::new();
+            put_u16(&mut body, PROGRAM.len() as u16);
+            body.extend_from_slice(PROGRAM.as_bytes());
             reply(out, service, 0, None, &body);
         }
         (ROUTER, 1, service::MULTIPLE_SERVICE_PACKET) => multiple(controller, state, service, data, limit, out),
@@ -549,7 +558,7 @@ fn object_service(
             Ok(_) => reply(out, service, status::CONNECTION_FAILURE, Some(0x0312), &[0]),
             Err(_) => reply(out, service, status::NOT_ENOUGH_DATA, None, &[]),
         },
-        (IDENTITY | ROUTER | MANAGER, _, _) => reply(out, service, status::SERVICE_NOT_SUPPORTED, None, &[]),
+        (IDENTITY | ROUTER | MANAGER | PROGRAM_NAME, _, _) => reply(out, service, status::SERVICE_NOT_SUPPORTED, None, &[]),
         _ => reply(out, service, status::PATH_DESTINATION_UNKNOWN, None, &[]),
     }
 }
@@ -608,6 +617,10 @@ fn tag_service(tag: &TagStore, index: usize, service: u8, data: &[u8], limit: us
                 put_u16(&mut body, tag.ty.code());
                 put_u16(&mut body, data.len() as u16);
                 body.extend_from_slice(&data);
+                // Padded to a whole word, as cpppo and Logix-style parsers expect.
+                if data.len() % 2 == 1 {
+                    body.push(0);
+                }
                 return reply(out, service, 0, None, &body);
             }
             let size = tag.ty.element_size().unwrap_or(1);

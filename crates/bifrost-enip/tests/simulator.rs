@@ -66,7 +66,7 @@ fn ints(values: impl IntoIterator<Item = i64>) -> Value {
 
 #[tokio::test]
 async fn reads_and_writes_every_kind_of_tag_connected_and_unconnected() {
-    for query in ["path=1,0", "connected=false", "path=1,0&connected=false"] {
+    for query in ["path=1,0", "connected=false", "path=&connected=false", "path="] {
         let sim = simulator(TAGS).await;
         let device = open(&sim, query).await;
         let values = read(&device, &["SCADA[5]", "SCADA[10]{3}", "Counter", "Temp", "L", "Program:Main.Speed"]).await;

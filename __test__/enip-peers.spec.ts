@@ -1,0 +1,143 @@
+// EtherNet/IP against third-party peers over real sockets: cpppo's server for
+// our client (its own client judging the values), and cpppo's client,
+// st-ethernet-ip and pylogix against our simulator (each judging what our
+// client wrote, and our client reading what they wrote).
+import test from 'ava'
+import type { ChildProcess } from 'node:child_process'
+import { createRequire } from 'node:module'
+import { join } from 'node:path'
+import { connect, startEnipSimulator } from '../src/index.js'
+import type { Simulator } from '../src/index.js'
+import { PEERS, available, freePort, peerTest, run, startProcess, stopProcess } from './helpers.js'
+
+/** The Python on PATH, where .ci/run installs cpppo and pylogix from PyPI. */
+const PYTHON = 'python3'
+const cpppo = { name: 'cpppo 5.2.5 (pip, python3 on PATH)', present: available(PYTHON, ['-c', 'import cpppo']) }
+const pylogix = { name: 'pylogix 1.1.6 (pip, python3 on PATH)', present: available(PYTHON, ['-c', 'import pylogix']) }
+const stEthernetIp = { name: 'st-ethernet-ip (npm devDependency)', present: available(process.execPath, ['-e', "require('st-ethernet-ip')"]) }
+
+const TAGS = ['SCADA=INT[1000]', 'Counter=DINT', 'Temp=REAL', 'Big=DINT[500]', 'Name=STRING', 'Note=CIP_STRING', 'Flags=DINT']
+
+const children: ChildProcess[] = []
+const simulators: Simulator[] = []
+test.after.always(async () => {
+  simulators.forEach((sim) => sim.stop())
+  for (const child of children) await stopProcess(child)
+})
+
+/** cpppo's client: `-p` prints a line per operation, `<tag> == [values]: 'OK'` or `<= [values]` for writes. */
+async function cpppoClient(port: number, ...operations: string[]): Promise<string[]> {
+  const out = await run(PYTHON, ['-m', 'cpppo.server.enip.client', '-p', '-t', '10', '-a', `127.0.0.1:${port}`, ...operations])
+  return out
+    .split('\n')
+    .filter((line) => /[=<]= \[/.test(line))
+    .map((line) => line.replace(/\s+/g, ' ').trim())
+}
+
+async function cpppoServer(): Promise<number> {
+  const port = await freePort()
+  const args = ['-m', 'cpppo.server.enip', '-A', '-a', `127.0.0.1:${port}`, ...TAGS.map((t) => t.replace('CIP_STRING', 'STRING')).filter((t) => !t.startsWith('Name='))]
+  children.push(await startProcess(PYTHON, args, 'Network TCP Server address'))
+  return port
+}
+
+peerTest("our client reads and writes cpppo's server, connected and not; cpppo's client sees the values", cpppo, async (t) => {
+  const port = await cpppoServer()
+  // cpppo is slow (a few hundred requests a second): generous request timeouts.
+  for (const [round, query] of ['request-timeout=10000', 'connected=false&request-timeout=10000'].entries()) {
+    const dev = await connect(`eip://127.0.0.1:${port}?${query}`)
+    const results = await dev.readTags(['SCADA[5]', 'SCADA[0]{4}', 'Counter', 'Temp', 'Nope', 'Note'])
+    t.deepEqual(results.slice(0, 4).map((r) => r.error?.message ?? r.value), round === 1 ? [1234, [0, 0, 0, 0], -7, 21.5] : [0, [0, 0, 0, 0], 0, 0])
+    // An unknown tag inside a Multiple Service Packet fails alone, as status 0x05.
+    t.is(results[4]!.error?.code, 'CIP_STATUS')
+    t.is(results[4]!.error?.status, 0x05)
+    // 500 DINTs are 2,000 bytes; cpppo stops every reply at 488 (status 0x06): fragmented reads continue it.
+    const big = Array<number>(500).fill(0)
+    if (round === 1) big.splice(10, 3, 7, 8, 9) // written in the first round
+    t.deepEqual(await dev.read('Big[0]{500}'), big)
+    const written = await dev.writeTags({ 'SCADA[5]': 1234, Temp: 21.5, Counter: -7, 'Big[10]{3}': [7, 8, 9], Note: 'odd' })
+    t.deepEqual(written.map((r) => r.error?.message ?? 'ok'), Array(5).fill('ok'))
+    await dev.close()
+  }
+  t.deepEqual(await cpppoClient(port, 'SCADA[5]', 'Temp', 'Counter', 'Big[9-13]', 'Note'), [
+    "SCADA[5][ 5-5 ]+ 0 == [1234]: 'OK'",
+    "Temp == [21.5]: 'OK'",
+    "Counter == [-7]: 'OK'",
+    "Big[9][ 9-13 ]+ 0 == [0, 7, 8, 9, 0]: 'OK'",
+    "Note == ['odd']: 'OK'",
+  ])
+  // And cpppo's client writes, our client reads.
+  await cpppoClient(port, 'SCADA[6]=(INT)-4321', 'Note=(STRING)written by cpppo')
+  const dev = await connect(`eip://127.0.0.1:${port}?request-timeout=10000`)
+  t.deepEqual(await Promise.all([dev.read('SCADA[6]'), dev.read('Note')]), [-4321, 'written by cpppo'])
+  await dev.close()
+})
+
+peerTest("cpppo's client reads and writes our simulator", cpppo, async (t) => {
+  const sim = await startEnipSimulator({ tags: TAGS })
+  simulators.push(sim)
+  const dev = await connect(sim.url)
+  await dev.writeTags({ 'SCADA[5]': 1234, Temp: 21.5, Note: 'odd' })
+  t.deepEqual(await cpppoClient(sim.port, 'SCADA[5]', 'Temp', 'Big[9-13]', 'Note'), [
+    "SCADA[5][ 5-5 ]+ 0 == [1234]: 'OK'",
+    "Temp == [21.5]: 'OK'",
+    "Big[9][ 9-13 ]+ 0 == [9, 10, 11, 12, 13]: 'OK'",
+    "Note == ['odd']: 'OK'",
+  ])
+  // Read Tag Fragmented (-f), and a Multiple Service Packet (-m).
+  // cpppo's client shows what one reply holds (it does not continue a partial one): 100 DINTs fit.
+  t.deepEqual(await cpppoClient(sim.port, '-f', 'Big[0-99]'), [`Big[0][ 0-99 ]+ 0 == [${Array.from({ length: 100 }, (_, i) => i).join(', ')}]: 'OK'`])
+  t.deepEqual(await cpppoClient(sim.port, '-m', 'SCADA[1]', 'Counter'), ["SCADA[1][ 1-1 ]+ 0 == [1]: 'OK'", "Counter == [0]: 'OK'"])
+  await cpppoClient(sim.port, 'SCADA[7]=(INT)-77', 'Counter=(DINT)99', 'Note=(STRING)from cpppo')
+  t.deepEqual(await Promise.all(['SCADA[7]', 'Counter', 'Note'].map((tag) => dev.read(tag))), [-77, 99, 'from cpppo'])
+  await dev.close()
+})
+
+peerTest('st-ethernet-ip (pure JS) reads and writes our simulator, one tag and a tag group', stEthernetIp, async (t) => {
+  const sim = await startEnipSimulator({ tags: TAGS })
+  simulators.push(sim)
+  const require = createRequire(__filename)
+  // It dials port 44818 unless its config says otherwise; connect(host, 0, false) skips its tag-list upload.
+  require('st-ethernet-ip/dist/config').EIP_PORT = sim.port
+  const { Controller, Tag, TagGroup } = require('st-ethernet-ip')
+  const plc = new Controller(true)
+  await plc.connect('127.0.0.1', 0, false)
+  await plc.readControllerProps()
+  t.is(plc.properties.name, 'Bifrost Logix Simulator')
+  const counter = new Tag('Counter')
+  const temp = new Tag('Temp')
+  await plc.readTag(counter)
+  await plc.readTag(temp)
+  t.deepEqual([counter.value, temp.value], [0, 0])
+  const group = new TagGroup()
+  for (let i = 0; i < 50; i++) group.add(new Tag(`SCADA[${i}]`))
+  await plc.readTagGroup(group)
+  const values: number[] = []
+  group.forEach((tag: { value: number }) => values.push(tag.value))
+  t.deepEqual(values, Array.from({ length: 50 }, (_, i) => i))
+  counter.value = -123
+  await plc.writeTag(counter)
+  const dev = await connect(sim.url)
+  t.is(await dev.read('Counter'), -123)
+  await dev.write('Temp', 7.25)
+  await plc.readTag(temp)
+  t.is(temp.value, 7.25)
+  await dev.close()
+  plc.destroy()
+})
+
+peerTest('pylogix reads and writes our simulator: numbers, a Logix STRING, a bit', pylogix, async (t) => {
+  const sim = await startEnipSimulator({ tags: TAGS })
+  simulators.push(sim)
+  const dev = await connect(sim.url)
+  await dev.writeTags({ 'SCADA[5]': 555, Temp: 1.5, Name: 'from bifrost', Flags: 0b1001 })
+  const seen = JSON.parse(await run(PYTHON, [join(PEERS, 'pylogix_judge.py'), String(sim.port)])) as Record<string, unknown>
+  t.deepEqual(seen['SCADA[5]'], [555, 'Success'])
+  t.deepEqual(seen.Temp, [1.5, 'Success'])
+  t.deepEqual(seen.Name, ['from bifrost', 'Success'])
+  t.deepEqual(seen.Flags, [0b1001, 'Success'])
+  t.deepEqual(seen['SCADA[0..4]'], [0, 1, 2, 3, 4])
+  for (const tag of ['Counter', 'Temp', 'Name', 'Flags.4']) t.is(seen[`write ${tag}`], 'Success', tag)
+  t.deepEqual(await Promise.all(['Counter', 'Temp', 'Name', 'Flags', 'Flags.4'].map((tag) => dev.read(tag))), [123456, 3.5, 'from pylogix', 0b11001, true])
+  await dev.close()
+})
