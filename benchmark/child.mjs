@@ -2,7 +2,7 @@
 // peak RSS are its own. Prints one JSON line with the figures.
 //   node benchmark/child.mjs <client> <workload> '<settings JSON>'
 import { performance } from 'node:perf_hooks'
-import { BLOCK, POLL, check, makeFrames } from './workloads.mjs'
+import { BLOCK, ENIP, POLL, check, makeFrames } from './workloads.mjs'
 
 const [clientName, workload, settingsJson] = process.argv.slice(2)
 const settings = JSON.parse(settingsJson)
@@ -183,6 +183,17 @@ async function scale(connections) {
   return { connectSeconds, rssMb, peakRssMb: peakRssMb(), baseRssMb }
 }
 
+/** enip: one group read of the 1,000 tags per cycle, for `seconds`; the first cycle's values are checked. */
+async function enip(seconds) {
+  const reader = await client.enipReader(client.load(), { host: settings.enipHost, port: settings.enipPort })
+  check('first enip cycle', await reader.read(), ENIP.values)
+  for (let i = 0; i < 20; i++) await reader.read() // warm-up
+  const run = await timedLoop(1, seconds, () => reader.read())
+  await reader.close()
+  const tags = run.count * ENIP.tags.length
+  return { tagsPerSec: tags / run.seconds, cpuSecPerMillionTags: (run.cpu / tags) * 1e6, peakRssMb: peakRssMb() }
+}
+
 const s = settings
 const run = {
   startup: () => startup(),
@@ -194,6 +205,7 @@ const run = {
   decode: () => decode(s.decodeFrames, s.decodePasses),
   'decode-many': () => decode(s.decodeFrames, s.decodePasses, true),
   scale: () => scale(s.scaleConnections),
+  enip: () => enip(s.enipSeconds),
 }[workload]
 if (!run) throw new Error(`unknown workload ${workload}`)
 const result = await run()

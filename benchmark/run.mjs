@@ -1,4 +1,4 @@
-// The project against the pure-JS Modbus clients, side by side, in one run.
+// The project against the pure-JS Modbus and EtherNet/IP clients, side by side, in one run.
 // Each client runs each workload in its own child process (benchmark/child.mjs)
 // against one simulator process; clients alternate within every round.
 //   npm run bench                    all six workloads, 3 rounds (about 4 minutes)
@@ -13,7 +13,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createRequire } from 'node:module'
 import { build } from '../scripts/build.mjs'
-import { SETTINGS, POLL } from './workloads.mjs'
+import { ENIP, SETTINGS, POLL } from './workloads.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const results = join(root, 'benchmark', 'results')
@@ -21,9 +21,11 @@ const args = process.argv.slice(2)
 const quick = args.includes('--quick')
 const only = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',') : null
 const settings = quick ? SETTINGS.quick : SETTINGS.full
-const CLIENTS = ['bifrost', 'modbus-serial', 'jsmodbus']
+const CLIENTS = ['bifrost', 'modbus-serial', 'jsmodbus', 'st-ethernet-ip']
 const OURS = CLIENTS[0]
-const WORKLOADS = ['seq', 'pipelined', 'poll-1k', 'poll-1k-1hz', 'gateway', 'decode', 'decode-many', 'startup', 'scale']
+const WORKLOADS = ['seq', 'pipelined', 'poll-1k', 'poll-1k-1hz', 'gateway', 'decode', 'decode-many', 'startup', 'scale', 'enip']
+/** Who runs each workload: the Modbus clients, except for EtherNet/IP. */
+const clientsOf = (workload) => (workload === 'enip' ? ['bifrost', 'st-ethernet-ip'] : ['bifrost', 'modbus-serial', 'jsmodbus'])
 const CHILD_TIMEOUT_MS = 5 * 60_000
 
 /** The figures reported, and which direction is better. */
@@ -47,6 +49,9 @@ const METRICS = [
   { workload: 'startup', key: 'rssMb', label: 'startup: RSS MB after first read', better: 'lower', digits: 0 },
   { workload: 'scale', key: 'connectSeconds', label: 'scale: seconds to connect all', better: 'lower', digits: 2 },
   { workload: 'scale', key: 'peakRssMb', label: 'scale: peak RSS MB', better: 'lower', digits: 0 },
+  { workload: 'enip', key: 'tagsPerSec', label: 'enip: tags/s', better: 'higher', digits: 0 },
+  { workload: 'enip', key: 'cpuSecPerMillionTags', label: 'enip: CPU-s per million tags', better: 'lower', digits: 3 },
+  { workload: 'enip', key: 'peakRssMb', label: 'enip: peak RSS MB', better: 'lower', digits: 0 },
 ]
 
 /** Runs `args` with the soft file-descriptor limit raised to the hard one (10,000 sockets need it). */
@@ -54,9 +59,9 @@ function spawnRaised(args, options) {
   return spawn('/bin/sh', ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', 'sh', ...args], options)
 }
 
-async function startServer() {
-  // The server gets a worker per core, so it holds up under every client.
-  const child = spawnRaised([process.execPath, join(root, 'bin', 'bifrost.js'), 'simulate', 'modbus', '--port', '0'], {
+/** Starts a simulator process (a worker per core, so it holds up under every client). */
+async function startServer(protocol, extra = []) {
+  const child = spawnRaised([process.execPath, join(root, 'bin', 'bifrost.js'), 'simulate', protocol, '--port', '0', ...extra], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, BIFROST_WORKER_THREADS: String(os.availableParallelism()) },
   })
@@ -73,8 +78,8 @@ async function startServer() {
   return { url, host: hostname, port: Number(port), stop: () => child.kill('SIGTERM') }
 }
 
-function runChild(client, workload, server) {
-  const childSettings = JSON.stringify({ ...settings, host: server.host, port: server.port })
+function runChild(client, workload, server, enipServer) {
+  const childSettings = JSON.stringify({ ...settings, host: server.host, port: server.port, enipHost: enipServer?.host, enipPort: enipServer?.port })
   const child = spawnRaised([process.execPath, join(root, 'benchmark', 'child.mjs'), client, workload, childSettings], {
     stdio: ['ignore', 'pipe', 'pipe'],
   })
@@ -104,7 +109,7 @@ const format = (value, digits) =>
 /** How many times better the project is than the best peer (above 1: better). */
 function advantage(metric, figures) {
   const ours = figures[OURS]
-  const peers = CLIENTS.slice(1).map((c) => figures[c]).filter((v) => v !== undefined)
+  const peers = clientsOf(metric.workload).slice(1).map((c) => figures[c]).filter((v) => v !== undefined)
   if (ours === undefined || peers.length === 0) return undefined
   if (metric.better === 'higher') return ours / Math.max(...peers)
   return Math.min(...peers) / ours
@@ -173,6 +178,8 @@ function goals(rows, fullSize) {
     goal('pipelined: client CPU per request', 'pipelined: client CPU µs per request', 1.25),
     goal('scale: peak RSS of 10,000 idle connections', 'scale: peak RSS MB', 1.5, true),
     goal('startup: time to the first value', 'startup: ms to first value', 5),
+    goal('enip: tags per client CPU-second', 'enip: CPU-s per million tags', 10),
+    goal('enip: peak RSS (at most half the peer\'s)', 'enip: peak RSS MB', 2),
     lowest && { goal: 'no other figure below 0.95×', value: lowest.ratio, met: lowest.ratio >= 0.95, shown: `lowest ${lowest.ratio.toFixed(2)}× (${lowest.label})` },
   ].filter((g) => g && g.value !== undefined && !Number.isNaN(g.value))
 }
@@ -181,21 +188,29 @@ function goals(rows, fullSize) {
 
 build()
 mkdirSync(results, { recursive: true })
-const server = await startServer()
+const workloads = WORKLOADS.filter((w) => !only || only.includes(w))
+const server = await startServer('modbus')
+const enipServer = workloads.includes('enip') ? await startServer('enip', ENIP.specs.flatMap((spec) => ['--tag', spec])) : undefined
 const require = createRequire(import.meta.url)
 const { connect } = require('../dist/index.js')
 const setup = await connect(server.url)
 for (const [tag, values] of POLL.setup) await setup.write(tag, values)
 await setup.close()
+if (enipServer) {
+  const controller = await connect(enipServer.url)
+  const written = await controller.writeTags(ENIP.tags.map((tag, i) => [tag, ENIP.values[i]]))
+  if (written.some((r) => r.error)) throw written.find((r) => r.error).error
+  await controller.close()
+}
 
-const workloads = WORKLOADS.filter((w) => !only || only.includes(w))
 const plan = []
 for (let round = 0; round < settings.rounds; round++) {
   for (const workload of workloads) {
     const repeats = workload === 'startup' ? settings.startupRuns : 1
     for (let r = 0; r < repeats; r++) {
-      const shift = (round + r) % CLIENTS.length // alternate who goes first
-      for (const client of [...CLIENTS.slice(shift), ...CLIENTS.slice(0, shift)]) plan.push({ round, workload, client })
+      const clients = clientsOf(workload)
+      const shift = (round + r) % clients.length // alternate who goes first
+      for (const client of [...clients.slice(shift), ...clients.slice(0, shift)]) plan.push({ round, workload, client })
     }
   }
 }
@@ -205,7 +220,7 @@ const failures = []
 const started = Date.now()
 try {
   for (const [i, step] of plan.entries()) {
-    const result = await runChild(step.client, step.workload, server)
+    const result = await runChild(step.client, step.workload, server, enipServer)
     const tag = `[${String(i + 1).padStart(String(plan.length).length)}/${plan.length}] round ${step.round + 1} ${step.workload.padEnd(11)} ${step.client.padEnd(13)}`
     if (result.error) {
       failures.push(result)
@@ -220,6 +235,7 @@ try {
   }
 } finally {
   server.stop()
+  enipServer?.stop()
 }
 
 const versions = Object.fromEntries(runs.map((r) => [r.client, r.version]))
@@ -276,7 +292,7 @@ const markdown = [
 const prefix = quick ? 'quick' : 'latest'
 writeFileSync(join(results, `${prefix}.json`), JSON.stringify({ date: new Date().toISOString(), quick, machine, settings, versions, summary, ratios: Object.fromEntries(rows.map((r) => [r.label, r.ratio])), goals: goalRows, failures, runs }, null, 2) + '\n')
 writeFileSync(join(results, `${prefix}.md`), markdown)
-writeFileSync(join(results, quick ? 'quick.svg' : 'chart.svg'), barChart(rows, `@bifrost/protocols vs the best pure-JS Modbus client (${machine.cores} cores, Node ${machine.node})`))
+writeFileSync(join(results, quick ? 'quick.svg' : 'chart.svg'), barChart(rows, `@bifrost/protocols vs the best pure-JS client (${machine.cores} cores, Node ${machine.node})`))
 
 if (!quick && !only) {
   // The README's Performance table is this run's table, between its markers.

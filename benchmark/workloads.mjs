@@ -16,6 +16,7 @@ export const SETTINGS = {
     decodePasses: 5,
     startupRuns: 5,
     scaleConnections: 10_000,
+    enipSeconds: 5,
   },
   quick: {
     rounds: 1,
@@ -29,7 +30,18 @@ export const SETTINGS = {
     decodePasses: 1,
     startupRuns: 1,
     scaleConnections: 500,
+    enipSeconds: 1,
   },
+}
+
+/**
+ * enip: 1,000 scalar tags of a Logix controller, half DINT and half REAL, read
+ * as one group per cycle. The run writes `values` before any client reads.
+ */
+export const ENIP = {
+  specs: Array.from({ length: 1000 }, (_, i) => (i % 2 ? `R${i}=REAL` : `D${i}=DINT`)),
+  tags: Array.from({ length: 1000 }, (_, i) => (i % 2 ? `R${i}` : `D${i}`)),
+  values: Float64Array.from({ length: 1000 }, (_, i) => (i % 2 ? Math.fround(i * 0.25 - 100.5) : (i - 500) * 4_000_003)),
 }
 
 /** seq and pipelined: one read of 10 holding registers. */

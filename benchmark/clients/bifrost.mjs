@@ -1,7 +1,7 @@
 // The project, used as its README recommends: one Device per connection,
 // prepared plans for repeated polls, ReplyDecoder.decodeInto for frames from elsewhere.
 import { createRequire } from 'node:module'
-import { BLOCK, DECODE, POLL, check } from '../workloads.mjs'
+import { BLOCK, DECODE, ENIP, POLL, check } from '../workloads.mjs'
 
 const require = createRequire(import.meta.url)
 const BLOCK_TAG = `holding-register:${BLOCK.address}:UINT[${BLOCK.quantity}]`
@@ -69,6 +69,17 @@ export default {
       }
       return { count, late }
     }
+  },
+  /** enip: the 1,000 tags prepared once; each cycle is one read of the plan (packed Multiple Service Packets). */
+  async enipReader(lib, { host, port }) {
+    const dev = await lib.connect(`eip://${host}:${port}?request-timeout=5000`)
+    const plan = dev.prepare(ENIP.tags)
+    const read = async () => {
+      const data = await plan.read()
+      if (data.errors.size > 0) throw data.errors.values().next().value
+      return data.values
+    }
+    return { read, close: () => dev.close() }
   },
   /** decode-many: every frame with one call. */
   manyDecoder(lib, frameCount) {

@@ -6,7 +6,6 @@
 //! values in fragments.
 
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,6 +14,7 @@ use bifrost_core::url::DeviceUrl;
 use bifrost_core::{Error, Result, Value};
 use bifrost_engine::runtime::{tcp_connector, RuntimeDriver};
 use bifrost_engine::{Columns, Completion, Driver, Job, LinkConfig, Outcome, Stats, Submitter, TypedValue};
+use rustc_hash::FxHashMap;
 
 use crate::cip::{self, service, status, Response};
 use crate::encap::DEFAULT_PORT;
@@ -79,7 +79,7 @@ impl Opening {
 struct Learned {
     /// The connection the types were learned on.
     connection: u32,
-    types: HashMap<String, CipType>,
+    types: FxHashMap<Box<str>, CipType>,
 }
 
 struct DeviceState {
@@ -100,11 +100,17 @@ impl DeviceState {
     }
 
     fn type_of(&self, tag: &LogixTag) -> Option<CipType> {
-        self.learned().types.get(&type_key(tag)).copied()
+        self.learned().types.get(&tag.type_key).copied()
+    }
+
+    /// The known type of each tag, under one lock.
+    fn types_of(&self, tags: &[std::result::Result<LogixTag, Error>]) -> Vec<Option<CipType>> {
+        let learned = self.learned();
+        tags.iter().map(|tag| tag.as_ref().ok().and_then(|tag| learned.types.get(&tag.type_key).copied())).collect()
     }
 
     fn learn(&self, tag: &LogixTag, ty: CipType) {
-        self.learned().types.insert(type_key(tag), ty);
+        self.learned().types.insert(tag.type_key.clone(), ty);
     }
 
     /// Statuses that say the controller's tags changed under us.
@@ -118,30 +124,23 @@ impl DeviceState {
     }
 }
 
-/// Types are the same for every element: the key drops the indices.
-fn type_key(tag: &LogixTag) -> String {
-    let mut key = String::with_capacity(tag.name.len());
-    let mut depth = 0;
-    for c in tag.name.chars() {
-        match c {
-            '[' => depth += 1,
-            ']' => depth -= 1,
-            _ if depth == 0 => key.push(c.to_ascii_uppercase()),
-            _ => {}
-        }
-    }
-    key
-}
-
 /// Bytes of an element when its type is not known yet: the widest number.
 const GUESSED_ELEMENT: usize = 8;
 /// The Message Router reply header, and a structure's type code and handle.
 const REPLY_HEADER: usize = 4 + 4;
 
-/// Reply bytes a read of `tag` may take.
-fn reply_estimate(state: &DeviceState, tag: &LogixTag) -> usize {
-    let element = state.type_of(tag).and_then(CipType::element_size).unwrap_or(GUESSED_ELEMENT);
+/// Reply bytes a read of `tag` may take, its type known or not.
+fn reply_estimate(known: Option<CipType>, tag: &LogixTag) -> usize {
+    let element = known.and_then(CipType::element_size).unwrap_or(GUESSED_ELEMENT);
     REPLY_HEADER + element * usize::from(tag.count)
+}
+
+/// Values a tag yields as columns: its elements, or one for a bit.
+fn column_count(tag: &std::result::Result<LogixTag, Error>) -> usize {
+    match tag {
+        Ok(tag) if tag.bit.is_none() => usize::from(tag.count),
+        _ => 1,
+    }
 }
 
 /// How a read job hands back its tags.
@@ -153,21 +152,25 @@ enum Shape {
 
 /// One tag of a read.
 enum Slot {
-    Bad(Error),
     Waiting,
     /// Bytes of a reply that stopped early, to continue from.
     Partial(CipType, Vec<u8>),
-    Done(CipType, Vec<u8>),
+    /// Read: its value, or (columns) its numbers written in place.
+    Read(Option<TypedValue>),
     Failed(Error),
 }
 
 struct ReadJob {
     state: Arc<DeviceState>,
     tags: Arc<[std::result::Result<LogixTag, Error>]>,
+    /// Each tag's type as the job started; a reply of another type teaches the device.
+    known: Vec<Option<CipType>>,
     slots: Vec<Slot>,
     /// The tags each submitted request reads, by request index.
     requests: Vec<Vec<usize>>,
     shape: Shape,
+    /// Columns: every tag's numbers, decoded as its reply comes.
+    columns: Columns,
 }
 
 impl ReadJob {
@@ -176,10 +179,22 @@ impl ReadJob {
             .iter()
             .map(|tag| match tag {
                 Ok(_) => Slot::Waiting,
-                Err(e) => Slot::Bad(e.clone()),
+                Err(e) => Slot::Failed(e.clone()),
             })
             .collect();
-        ReadJob { state, tags, slots, requests: Vec::new(), shape }
+        let mut columns = Columns::default();
+        if shape == Shape::Columns {
+            columns.offsets.reserve(tags.len() + 1);
+            columns.offsets.push(0);
+            let mut total = 0;
+            for tag in tags.iter() {
+                total += column_count(tag) as u32;
+                columns.offsets.push(total);
+            }
+            columns.values = vec![f64::NAN; total as usize];
+        }
+        let known = state.types_of(&tags);
+        ReadJob { state, tags, known, slots, requests: Vec::new(), shape, columns }
     }
 
     fn submit(&mut self, message: Vec<u8>, members: Vec<usize>, link: &mut Submitter<'_, Framing>) {
@@ -197,8 +212,7 @@ impl ReadJob {
     fn continue_fragmented(&mut self, tag: usize, offset: usize, link: &mut Submitter<'_, Framing>) {
         let Ok(read) = &self.tags[tag] else { return };
         let mut message = Vec::with_capacity(read.path.len() + 8);
-        let built = logix::read_tag_fragmented(&mut message, &read.path, read.count, offset as u32);
-        match built {
+        match logix::read_tag_fragmented(&mut message, &read.path, read.count, offset as u32) {
             Ok(()) => self.submit(message, vec![tag], link),
             Err(e) => self.slots[tag] = Slot::Failed(e),
         }
@@ -209,136 +223,173 @@ impl ReadJob {
         let tags = self.tags.clone();
         let Ok(read) = &tags[tag] else { return };
         let what = || format!("read of '{}'", read.text());
-        let result = response.and_then(|response| {
-            if response.status != status::SUCCESS && response.status != status::PARTIAL_TRANSFER {
-                self.state.forget_on(response.status, response.ext_status);
+        let result = response.and_then(|response| match response.status {
+            status::SUCCESS | status::PARTIAL_TRANSFER => {
+                Ok((response.status == status::PARTIAL_TRANSFER, logix::parse_read_reply(response.data)?))
             }
-            let data = response.ok(&what())?;
-            Ok((response.status == status::PARTIAL_TRANSFER, logix::parse_read_reply(data)?))
+            refused => {
+                self.state.forget_on(refused, response.ext_status);
+                Err(cip::status_error(refused, response.ext_status, &what()))
+            }
         });
         let (partial, TagData { ty, data }) = match result {
             Ok(reply) => reply,
-            Err(e) => {
-                self.slots[tag] = Slot::Failed(e);
-                return;
-            }
+            Err(e) => return self.slots[tag] = Slot::Failed(e),
         };
-        self.state.learn(read, ty);
-        let mut bytes = match std::mem::replace(&mut self.slots[tag], Slot::Waiting) {
+        if self.known[tag] != Some(ty) {
+            self.known[tag] = Some(ty);
+            self.state.learn(read, ty);
+        }
+        match std::mem::replace(&mut self.slots[tag], Slot::Waiting) {
             Slot::Partial(first, _) if first != ty => {
                 let message = format!("{}: fragments came as {} and then {}", what(), first.name(), ty.name());
                 self.slots[tag] = Slot::Failed(Error::proto(message));
-                return;
             }
-            Slot::Partial(_, bytes) => bytes,
-            _ => Vec::new(),
-        };
-        bytes.extend_from_slice(data);
-        if partial {
-            if data.is_empty() {
-                self.slots[tag] = Slot::Failed(Error::proto(format!("{}: a partial reply carried no data", what())));
-                return;
+            Slot::Partial(_, mut bytes) => {
+                bytes.extend_from_slice(data);
+                self.after_fragment(tag, ty, bytes, partial, link);
             }
-            let offset = bytes.len();
-            self.slots[tag] = Slot::Partial(ty, bytes);
-            self.continue_fragmented(tag, offset, link);
-        } else {
-            self.slots[tag] = Slot::Done(ty, bytes);
+            _ if partial => self.after_fragment(tag, ty, data.to_vec(), true, link),
+            _ => self.complete(tag, read, ty, data),
         }
     }
 
-    /// A tag's value from its bytes; a bit tag's bit, an array range's array.
-    fn value(&self, tag: &LogixTag, ty: CipType, bytes: &[u8]) -> Result<TypedValue> {
-        let data = TagData { ty, data: bytes };
-        if let Some(bit) = tag.bit {
-            let size =
-                ty.element_size().filter(|_| ty.data_type().is_some() && !matches!(ty, CipType::Real | CipType::Lreal));
-            let size = size.ok_or_else(|| {
-                Error::invalid_value(format!("'{}' is a bit of a {}, not of an integer", tag.name, ty.name()))
-            })?;
-            if usize::from(bit) >= size * 8 {
-                return Err(Error::address(format!(
-                    "'{}': bit {bit} is past the {}-bit {}",
-                    tag.name,
-                    size * 8,
-                    ty.name()
-                )));
-            }
-            let word =
-                bytes.get(..size).ok_or_else(|| Error::proto(format!("the reply to '{}' is short", tag.name)))?;
-            let raw = word.iter().rev().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
-            return Ok(TypedValue { value: Value::Bool(raw >> bit & 1 == 1), wide: false });
+    /// A fragment came: ask for the next one, or decode them all.
+    fn after_fragment(
+        &mut self,
+        tag: usize,
+        ty: CipType,
+        bytes: Vec<u8>,
+        partial: bool,
+        link: &mut Submitter<'_, Framing>,
+    ) {
+        let tags = self.tags.clone();
+        let Ok(read) = &tags[tag] else { return };
+        if !partial {
+            return self.complete(tag, read, ty, &bytes);
         }
-        let value = logix::decode_values(&data, usize::from(tag.count), tag.range)?;
-        Ok(TypedValue { value, wide: ty.is_wide() })
+        if bytes.is_empty() {
+            let error = Error::proto(format!("read of '{}': a partial reply carried no data", read.text()));
+            return self.slots[tag] = Slot::Failed(error);
+        }
+        let offset = bytes.len();
+        self.slots[tag] = Slot::Partial(ty, bytes);
+        self.continue_fragmented(tag, offset, link);
     }
 
-    fn results(&self) -> impl Iterator<Item = Result<(&LogixTag, CipType, &[u8])>> + '_ {
-        self.slots.iter().zip(self.tags.iter()).map(|(slot, tag)| match (slot, tag) {
-            (Slot::Done(ty, bytes), Ok(tag)) => Ok((tag, *ty, &bytes[..])),
-            (Slot::Bad(e) | Slot::Failed(e), _) => Err(e.clone()),
-            _ => Err(Error::proto("internal error: a read ended unfinished (please report it)")),
-        })
-    }
-
-    fn columns(&self) -> Columns {
-        let mut columns = Columns { offsets: vec![0], ..Columns::default() };
-        for (i, result) in self.results().enumerate() {
-            let count = match &self.tags[i] {
-                Ok(tag) if tag.bit.is_some() => 1,
-                Ok(tag) => usize::from(tag.count),
-                Err(_) => 1,
-            };
-            let start = columns.values.len();
-            columns.values.resize(start + count, f64::NAN);
-            let decoded = result.and_then(|(tag, ty, bytes)| match tag.bit {
-                Some(_) => {
-                    let value = self.value(tag, ty, bytes)?;
-                    columns.values[start] = f64::from(u8::from(value.value == Value::Bool(true)));
-                    Ok(())
+    /// Decodes a tag's whole data: into its value, or into its columns.
+    fn complete(&mut self, tag: usize, read: &LogixTag, ty: CipType, bytes: &[u8]) {
+        let decoded = match self.shape {
+            Shape::Values => value(read, ty, bytes).map(Some),
+            Shape::Columns => {
+                let range = self.columns.offsets[tag] as usize..self.columns.offsets[tag + 1] as usize;
+                let out = &mut self.columns.values[range];
+                let filled = match read.bit {
+                    Some(_) => {
+                        value(read, ty, bytes).map(|v| out[0] = f64::from(u8::from(v.value == Value::Bool(true))))
+                    }
+                    None => logix::elements_f64(ty, bytes, out),
+                };
+                if filled.is_err() {
+                    out.fill(f64::NAN);
                 }
-                None => logix::elements_f64(ty, bytes, &mut columns.values[start..]),
-            });
-            if let Err(e) = decoded {
-                columns.values[start..].fill(f64::NAN);
-                columns.errors.push((i as u32, e));
+                filled.map(|()| None)
             }
-            columns.offsets.push(columns.values.len() as u32);
-        }
-        columns
+        };
+        self.slots[tag] = match decoded {
+            Ok(read) => Slot::Read(read),
+            Err(e) => Slot::Failed(e),
+        };
     }
+
+    /// Sends a group: one tag's message as it is, more in a Multiple Service Packet.
+    fn flush(
+        &mut self,
+        group: &mut Vec<(usize, std::ops::Range<usize>)>,
+        scratch: &[u8],
+        link: &mut Submitter<'_, Framing>,
+    ) {
+        match group.len() {
+            0 => {}
+            1 => {
+                let (tag, range) = group[0].clone();
+                self.submit(scratch[range].to_vec(), vec![tag], link);
+            }
+            _ => {
+                let members: Vec<usize> = group.iter().map(|(tag, _)| *tag).collect();
+                let messages: Vec<&[u8]> = group.iter().map(|(_, range)| &scratch[range.clone()]).collect();
+                let mut packet = Vec::with_capacity(scratch.len() + 8 + 2 * group.len());
+                match cip::multiple_service_packet(&mut packet, &messages) {
+                    Ok(()) => self.submit(packet, members, link),
+                    Err(e) => members.into_iter().for_each(|tag| self.slots[tag] = Slot::Failed(e.clone())),
+                }
+            }
+        }
+        group.clear();
+    }
+}
+
+/// A tag's value from its bytes; a bit tag's bit, an array range's array.
+fn value(tag: &LogixTag, ty: CipType, bytes: &[u8]) -> Result<TypedValue> {
+    if let Some(bit) = tag.bit {
+        let size =
+            ty.element_size().filter(|_| ty.data_type().is_some() && !matches!(ty, CipType::Real | CipType::Lreal));
+        let size = size.ok_or_else(|| {
+            Error::invalid_value(format!("'{}' is a bit of a {}, not of an integer", tag.name, ty.name()))
+        })?;
+        if usize::from(bit) >= size * 8 {
+            return Err(Error::address(format!(
+                "'{}': bit {bit} is past the {}-bit {}",
+                tag.name,
+                size * 8,
+                ty.name()
+            )));
+        }
+        let word = bytes.get(..size).ok_or_else(|| Error::proto(format!("the reply to '{}' is short", tag.name)))?;
+        let raw = word.iter().rev().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+        return Ok(TypedValue { value: Value::Bool(raw >> bit & 1 == 1), wide: false });
+    }
+    let value = logix::decode_values(&TagData { ty, data: bytes }, usize::from(tag.count), tag.range)?;
+    Ok(TypedValue { value, wide: ty.is_wide() })
 }
 
 impl Job<Framing> for ReadJob {
     fn start(&mut self, link: &mut Submitter<'_, Framing>) {
         let size = usize::from(self.state.negotiated.size());
-        // Each tag alone first, then packed into Multiple Service Packets within the size both ways.
-        let mut group: Vec<(usize, Vec<u8>)> = Vec::new();
-        let (mut request_bytes, mut reply_bytes) = (0, 0);
-        for i in 0..self.tags.len() {
-            let Ok(tag) = &self.tags[i] else { continue };
-            let mut message = Vec::with_capacity(tag.path.len() + 4);
-            if let Err(e) = logix::read_tag(&mut message, &tag.path, tag.count) {
+        // Messages go into one scratch buffer, packed into Multiple Service Packets
+        // within the connection size both ways; a tag too big for one goes alone.
+        let mut scratch: Vec<u8> = Vec::with_capacity(size);
+        let mut group: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
+        let mut reply_bytes = 0;
+        let tags = self.tags.clone();
+        for (i, tag) in tags.iter().enumerate() {
+            let Ok(tag) = tag else { continue };
+            let at = scratch.len();
+            if let Err(e) = logix::read_tag(&mut scratch, &tag.path, tag.count) {
+                scratch.truncate(at);
                 self.slots[i] = Slot::Failed(e);
                 continue;
             }
-            let estimate = reply_estimate(&self.state, tag);
+            let estimate = reply_estimate(self.known[i], tag);
             if estimate + cip::multiple_reply_overhead(1) > size {
-                // Too big for a packet: alone, continued in fragments as the replies come.
-                self.submit(message, vec![i], link);
+                // Continued in fragments as the replies come.
+                self.submit(scratch[at..].to_vec(), vec![i], link);
+                scratch.truncate(at);
                 continue;
             }
-            let fits = cip::multiple_service_overhead(group.len() + 1) + request_bytes + message.len() <= size
+            let fits = cip::multiple_service_overhead(group.len() + 1) + scratch.len() <= size
                 && cip::multiple_reply_overhead(group.len() + 1) + reply_bytes + estimate <= size;
             if !fits {
-                self.flush(&mut group, link);
-                (request_bytes, reply_bytes) = (0, 0);
+                self.flush(&mut group, &scratch, link);
+                scratch.drain(..at);
+                reply_bytes = 0;
             }
-            request_bytes += message.len();
             reply_bytes += estimate;
-            group.push((i, message));
+            // After a flush the message was moved to the front.
+            let at = if fits { at } else { 0 };
+            group.push((i, at..scratch.len()));
         }
-        self.flush(&mut group, link);
+        self.flush(&mut group, &scratch, link);
     }
 
     fn reply(&mut self, index: u32, reply: Result<Reply>, link: &mut Submitter<'_, Framing>) {
@@ -391,34 +442,31 @@ impl Job<Framing> for ReadJob {
     }
 
     fn finish(self: Box<Self>) -> Outcome {
-        match self.shape {
-            Shape::Columns => Outcome::Columns(self.columns()),
-            Shape::Values => Outcome::Values(
-                self.results().map(|result| result.and_then(|(tag, ty, bytes)| self.value(tag, ty, bytes))).collect(),
-            ),
-        }
-    }
-}
-
-impl ReadJob {
-    /// Sends a group: one tag as it is, more in a Multiple Service Packet.
-    fn flush(&mut self, group: &mut Vec<(usize, Vec<u8>)>, link: &mut Submitter<'_, Framing>) {
-        match group.len() {
-            0 => {}
-            1 => {
-                let (tag, message) = group.pop().unwrap_or_default();
-                self.submit(message, vec![tag], link);
-            }
-            _ => {
-                let members: Vec<usize> = group.iter().map(|(tag, _)| *tag).collect();
-                let messages: Vec<&[u8]> = group.iter().map(|(_, m)| &m[..]).collect();
-                let mut packet = Vec::new();
-                match cip::multiple_service_packet(&mut packet, &messages) {
-                    Ok(()) => self.submit(packet, members, link),
-                    Err(e) => members.into_iter().for_each(|tag| self.slots[tag] = Slot::Failed(e.clone())),
+        let ReadJob { slots, shape, mut columns, .. } = *self;
+        let unfinished = || Error::proto("internal error: a read ended unfinished (please report it)");
+        match shape {
+            Shape::Columns => {
+                for (i, slot) in slots.into_iter().enumerate() {
+                    let error = match slot {
+                        Slot::Read(_) => continue,
+                        Slot::Failed(e) => e,
+                        Slot::Waiting | Slot::Partial(..) => unfinished(),
+                    };
+                    columns.values[columns.offsets[i] as usize..columns.offsets[i + 1] as usize].fill(f64::NAN);
+                    columns.errors.push((i as u32, error));
                 }
-                group.clear();
+                Outcome::Columns(columns)
             }
+            Shape::Values => Outcome::Values(
+                slots
+                    .into_iter()
+                    .map(|slot| match slot {
+                        Slot::Read(Some(value)) => Ok(value),
+                        Slot::Failed(e) => Err(e),
+                        _ => Err(unfinished()),
+                    })
+                    .collect(),
+            ),
         }
     }
 }
@@ -695,10 +743,7 @@ impl bifrost_engine::Plan for EnipPlan {
 
 impl EnipPlan {
     fn counts(&self) -> impl Iterator<Item = usize> + '_ {
-        self.tags.iter().map(|tag| match tag {
-            Ok(tag) if tag.bit.is_none() => usize::from(tag.count),
-            _ => 1,
-        })
+        self.tags.iter().map(column_count)
     }
 }
 
@@ -721,14 +766,5 @@ mod tests {
         for bad in ["eip://", "eip://h?path=1", "eip://h?connected=maybe", "eip://h?nope=1", "modbus-tcp://h"] {
             assert!(Opening::from_url(DeviceUrl::parse(bad).unwrap()).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn type_keys_drop_indices_and_case() {
-        let key = |t: &str| type_key(&LogixTag::parse(t).unwrap());
-        assert_eq!(key("SCADA[5]"), "SCADA");
-        assert_eq!(key("scada[0]{10}"), "SCADA");
-        assert_eq!(key("Recipe[2].Temp"), "RECIPE.TEMP");
-        assert_eq!(key("Program:Main.Counter"), "PROGRAM:MAIN.COUNTER");
     }
 }

@@ -558,7 +558,9 @@ fn object_service(
             Ok(_) => reply(out, service, status::CONNECTION_FAILURE, Some(0x0312), &[0]),
             Err(_) => reply(out, service, status::NOT_ENOUGH_DATA, None, &[]),
         },
-        (IDENTITY | ROUTER | MANAGER | PROGRAM_NAME, _, _) => reply(out, service, status::SERVICE_NOT_SUPPORTED, None, &[]),
+        (IDENTITY | ROUTER | MANAGER | PROGRAM_NAME, _, _) => {
+            reply(out, service, status::SERVICE_NOT_SUPPORTED, None, &[])
+        }
         _ => reply(out, service, status::PATH_DESTINATION_UNKNOWN, None, &[]),
     }
 }

@@ -20,6 +20,9 @@ pub struct LogixTag {
     pub range: bool,
     /// `Flags.5`: bit 5 of the integer `path` addresses.
     pub bit: Option<u8>,
+    /// The name without indices or a bit, upper-case: every element of a tag has
+    /// one type, which devices learn under this key.
+    pub type_key: Box<str>,
 }
 
 /// The longest element range one tag may ask for.
@@ -84,7 +87,16 @@ impl LogixTag {
         if bit.is_some() && count.is_some() {
             return Err(bad("a bit cannot have an element count"));
         }
-        Ok(LogixTag { name: address.to_string(), path, count: count.unwrap_or(1), range: count.is_some(), bit })
+        let type_key =
+            type_key(if bit.is_some() { &address[..address.rfind('.').unwrap_or(address.len())] } else { address });
+        Ok(LogixTag {
+            name: address.to_string(),
+            path,
+            count: count.unwrap_or(1),
+            range: count.is_some(),
+            bit,
+            type_key,
+        })
     }
 
     /// The tag as it is written back: `name`, then `{count}` for a range.
@@ -94,6 +106,21 @@ impl LogixTag {
             false => self.name.clone(),
         }
     }
+}
+
+/// `Recipe[2].Temp` → `RECIPE.TEMP`.
+fn type_key(name: &str) -> Box<str> {
+    let mut key = String::with_capacity(name.len());
+    let mut depth = 0;
+    for c in name.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            _ if depth == 0 => key.push(c.to_ascii_uppercase()),
+            _ => {}
+        }
+    }
+    key.into()
 }
 
 /// Splits at the dots outside brackets, checking brackets balance and come last in a part.
@@ -165,6 +192,16 @@ mod tests {
         let bit = LogixTag::parse("Flags.5").unwrap();
         assert_eq!((bit.bit, bit.path), (Some(5), [&[0x91, 5][..], b"Flags", &[0]].concat()));
         assert_eq!(LogixTag::parse("Motor[1].Status.31").unwrap().bit, Some(31));
+    }
+
+    #[test]
+    fn type_keys_drop_indices_bits_and_case() {
+        let key = |t: &str| LogixTag::parse(t).unwrap().type_key;
+        assert_eq!(&*key("SCADA[5]"), "SCADA");
+        assert_eq!(&*key("scada[0]{10}"), "SCADA");
+        assert_eq!(&*key("Recipe[2].Temp"), "RECIPE.TEMP");
+        assert_eq!(&*key("Program:Main.Counter"), "PROGRAM:MAIN.COUNTER");
+        assert_eq!(&*key("Flags.5"), "FLAGS");
     }
 
     #[test]
