@@ -42,6 +42,25 @@ test('the README gateway example runs and prints what it promises', async (t) =>
   }
 })
 
+test('the README EtherNet/IP example runs and prints what it promises', async (t) => {
+  const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8')
+  const example = /```ts\n(import \{ connect, startEnipSimulator[\s\S]*?)```/.exec(readme)?.[1]
+  t.truthy(example, 'the README has an EtherNet/IP example')
+  const file = join(__dirname, '.readme-enip.mts')
+  writeFileSync(file, example!)
+  try {
+    const output = await run(process.execPath, ['--import', 'tsx', file])
+    t.regex(output, /^21\.5 Recipe A$/m)
+    t.regex(output, /^SCADA\[10\]\{3\} good \[ 1, 2, 3 \]$/m)
+    t.regex(output, /^Flags good 32$/m)
+    t.regex(output, /^Flags\.5 good true$/m)
+    t.regex(output, /^Nope bad CIP_STATUS status=5$/m)
+    t.regex(output, /^\[ 0, 1, 2, 3, 4, 21\.5 \]$/m)
+  } finally {
+    rmSync(file, { force: true })
+  }
+})
+
 test('the README install examples run as written, CommonJS and ESM, through the package name', async (t) => {
   const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8')
   const blocks = [...readme.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]!)

@@ -1,11 +1,11 @@
-// The demo: starts the Modbus simulator in this process, connects to it over
-// TCP, and shows a live table of tag values for a few seconds.
+// The demo: starts the Modbus and EtherNet/IP simulators in this process,
+// connects to both over TCP, and shows a live table of tag values for a few seconds.
 import { createRequire } from 'node:module'
 import { build } from './build.mjs'
 
 build()
 const require = createRequire(import.meta.url)
-const { connect, startSimulator } = require('../dist/index.js')
+const { connect, startEnipSimulator, startSimulator } = require('../dist/index.js')
 
 const TAGS = [
   'holding-register:0:UINT',
@@ -18,6 +18,8 @@ const TAGS = [
   'holding-register:300.2',
   'holding-register:400:STRING(12)',
 ]
+/** The Logix controller's tags, read each cycle beside the Modbus ones. */
+const PLC_TAGS = ['Speed', 'Batch[0]{4}', 'Recipe', 'Alarms.3']
 const CYCLES = 12
 const INTERVAL_MS = 500
 
@@ -25,6 +27,10 @@ const sim = await startSimulator({ port: 0 })
 console.log(`simulator listening on ${sim.url}`)
 const dev = await connect(`${sim.url}?max-in-flight=16`)
 await dev.writeTags({ 'holding-register:400:STRING(12)': 'Bifrost demo', 'holding-register:200:DINT': -100000 })
+const plcSim = await startEnipSimulator({ port: 0, tags: ['Speed=REAL', 'Batch=DINT[100]', 'Recipe=STRING', 'Alarms=DINT'] })
+console.log(`simulator listening on ${plcSim.url}`)
+const plc = await connect(`${plcSim.url}?path=1,0`)
+await plc.write('Recipe', 'Bifrost PLC')
 
 const tty = process.stdout.isTTY
 let cycle = 0
@@ -37,10 +43,14 @@ for await (const batch of dev.watch(TAGS, { intervalMs: INTERVAL_MS })) {
     'coil:5': cycle % 2 === 0,
     'holding-register:300.2': cycle % 3 === 0,
   })
+  await plc.writeTags({ Speed: 1500 + 25 * Math.cos(cycle / 3), 'Alarms.3': cycle % 4 === 0 })
+  const fromPlc = await plc.readTags(PLC_TAGS)
   const lines = [`cycle ${cycle}/${CYCLES}  ${new Date(batch[0].timestamp).toISOString()}`, '']
-  for (const r of batch) {
-    const value = r.error ? `ERROR ${r.error.code}` : JSON.stringify(r.value, (_, v) => (typeof v === 'number' && !Number.isInteger(v) ? Number(v.toFixed(3)) : v))
-    lines.push(`  ${r.tag.padEnd(46)} ${value.padEnd(22)} ${r.quality}`)
+  for (const [device, results] of [['modbus', batch], ['eip', fromPlc]]) {
+    for (const r of results) {
+      const value = r.error ? `ERROR ${r.error.code}` : JSON.stringify(r.value, (_, v) => (typeof v === 'number' && !Number.isInteger(v) ? Number(v.toFixed(3)) : v))
+      lines.push(`  ${device.padEnd(7)} ${r.tag.padEnd(46)} ${value.padEnd(22)} ${r.quality}`)
+    }
   }
   if (tty && cycle > 1) process.stdout.write(`\x1b[${lines.length}A`)
   console.log(lines.map((l) => l + (tty ? '\x1b[K' : '')).join('\n'))
@@ -48,5 +58,7 @@ for await (const batch of dev.watch(TAGS, { intervalMs: INTERVAL_MS })) {
 }
 
 await dev.close()
+await plc.close()
 sim.stop()
-console.log(`\ndone: the simulator served ${sim.requests} requests`)
+plcSim.stop()
+console.log(`\ndone: the simulators served ${sim.requests} Modbus and ${plcSim.requests} EtherNet/IP requests`)
