@@ -109,6 +109,21 @@ export interface BindingDecodedMany {
   failed: number
 }
 
+/** A device that answered a discovery. */
+export interface BindingIdentity {
+  /** Where the answer came from. */
+  address: string
+  port: number
+  vendorId: number
+  deviceType: number
+  productCode: number
+  revision: string
+  status: number
+  serialNumber: number
+  productName: string
+  state: number
+}
+
 export interface BindingIndexedError {
   entry: number
   index: number
@@ -157,6 +172,12 @@ export declare function connect(url: string, options: Record<string, string>): P
 
 /** Makes a decoder for read replies captured elsewhere; `start` is the first address the reply answers. */
 export declare function createReplyDecoder(tags: Array<string>, start: number): BindingReplyDecoder | Error
+
+/**
+ * Sends ListIdentity over UDP to `address` (a device, or a broadcast address)
+ * from `bind`, and gathers the answers that come within `timeout_ms`.
+ */
+export declare function discoverEnip(address: string, port: number, bind: string, timeoutMs: number): Promise<Array<BindingIdentity> | Error>
 
 /**
  * Reads many plans, of any devices, with one promise: their reads in one buffer,

@@ -842,6 +842,7 @@ module.exports.BindingReplyDecoder = nativeBinding.BindingReplyDecoder
 module.exports.BindingSimulator = nativeBinding.BindingSimulator
 module.exports.connect = nativeBinding.connect
 module.exports.createReplyDecoder = nativeBinding.createReplyDecoder
+module.exports.discoverEnip = nativeBinding.discoverEnip
 module.exports.readPlans = nativeBinding.readPlans
 module.exports.readPlansInto = nativeBinding.readPlansInto
 module.exports.setErrorClass = nativeBinding.setErrorClass

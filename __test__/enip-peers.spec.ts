@@ -1,12 +1,13 @@
 // EtherNet/IP against third-party peers over real sockets: cpppo's server for
-// our client (its own client judging the values), and cpppo's client,
-// st-ethernet-ip and pylogix against our simulator (each judging what our
-// client wrote, and our client reading what they wrote).
+// our client (its own client judging the values) and for discovery, and cpppo's
+// client, st-ethernet-ip and pylogix against our simulator (each judging what
+// our client wrote, and our client reading what they wrote). Broadcast
+// discovery runs inside a network namespace of its own.
 import test from 'ava'
 import type { ChildProcess } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
-import { connect, startEnipSimulator } from '../src/index.js'
+import { connect, discover, startEnipSimulator } from '../src/index.js'
 import type { Simulator } from '../src/index.js'
 import { PEERS, available, freePort, peerTest, run, startProcess, stopProcess } from './helpers.js'
 
@@ -14,6 +15,10 @@ import { PEERS, available, freePort, peerTest, run, startProcess, stopProcess } 
 const PYTHON = 'python3'
 const cpppo = { name: 'cpppo 5.2.5 (pip, python3 on PATH)', present: available(PYTHON, ['-c', 'import cpppo']) }
 const pylogix = { name: 'pylogix 1.1.6 (pip, python3 on PATH)', present: available(PYTHON, ['-c', 'import pylogix']) }
+const namespaces = {
+  name: 'unshare and ip (util-linux, iproute2): a network namespace of our own',
+  present: available('unshare', ['--net', '--map-root-user', 'ip', 'link', 'add', 'v0', 'type', 'veth', 'peer', 'name', 'v1']),
+}
 const stEthernetIp = { name: 'st-ethernet-ip (npm devDependency)', present: available(process.execPath, ['-e', "require('st-ethernet-ip')"]) }
 
 const TAGS = ['SCADA=INT[1000]', 'Counter=DINT', 'Temp=REAL', 'Big=DINT[500]', 'Name=STRING', 'Note=CIP_STRING', 'Flags=DINT']
@@ -71,6 +76,31 @@ peerTest("our client reads and writes cpppo's server, connected and not; cpppo's
   const dev = await connect(`eip://127.0.0.1:${port}?request-timeout=10000`)
   t.deepEqual(await Promise.all([dev.read('SCADA[6]'), dev.read('Note')]), [-4321, 'written by cpppo'])
   await dev.close()
+})
+
+peerTest("discover() finds cpppo's server by its UDP ListIdentity", cpppo, async (t) => {
+  const port = await cpppoServer()
+  const found = await discover({ address: '127.0.0.1', port, timeoutMs: 2000 })
+  t.is(found.length, 1)
+  t.is(found[0]!.address, '127.0.0.1')
+  t.is(found[0]!.vendorId, 1)
+  t.regex(found[0]!.productName, /1756-L61/)
+})
+
+peerTest('discover() broadcasts on a network (inside a network namespace of its own) and a simulator answers', namespaces, async (t) => {
+  // Broadcasts never leave the namespace: its only network is a veth pair, 10.9.0.1 and 10.9.0.2.
+  const script = [
+    'set -e',
+    'ip link set lo up',
+    'ip link add v0 type veth peer name v1',
+    'ip addr add 10.9.0.1/24 brd 10.9.0.255 dev v0',
+    'ip addr add 10.9.0.2/24 brd 10.9.0.255 dev v1',
+    'ip link set v0 up',
+    'ip link set v1 up',
+    `exec "${process.execPath}" --import tsx "${join(__dirname, 'fixtures', 'discover-broadcast.mts')}" 44818`,
+  ].join('\n')
+  const out = await run('unshare', ['--net', '--map-root-user', 'sh', '-c', script])
+  t.deepEqual(JSON.parse(out), [{ productName: 'Bifrost Logix Simulator', port: 44818 }])
 })
 
 peerTest("cpppo's client reads and writes our simulator", cpppo, async (t) => {

@@ -4,7 +4,7 @@
 // malformed replies), prepared plans, group reads, the poller and the CLI.
 import test from 'ava'
 import { join } from 'node:path'
-import { connect, createPoller, readPlans, readPlansInto, startEnipSimulator } from '../src/index.js'
+import { connect, createPoller, discover, readPlans, readPlansInto, startEnipSimulator } from '../src/index.js'
 import type { BifrostError, Simulator } from '../src/index.js'
 import { freePort, run, startProcess, stopProcess } from './helpers.js'
 
@@ -81,14 +81,14 @@ test('a refused tag fails alone with CIP_STATUS, its status and extended status;
   const dev = await connect(sim.url)
   const [unknown, past, good] = await dev.readTags(['Nope', 'SCADA[5000]', 'SCADA[1]'])
   t.is(unknown!.error?.code, 'CIP_STATUS')
-  t.is(unknown!.error?.status, 0x05)
-  t.regex(unknown!.error!.message, /read of 'Nope': CIP status 0x05 \(path destination unknown\)/)
+  t.is(unknown!.error?.status, 0x04)
+  t.regex(unknown!.error!.message, /read of 'Nope': CIP status 0x04 \(path segment error\)/)
   t.is(past!.error?.status, 0xff)
   t.is(past!.error?.extStatus, 0x2105)
   t.is(good!.value, 1)
   const e = (await t.throwsAsync(dev.read('Nope'))) as BifrostError
   t.is(e.code, 'CIP_STATUS')
-  t.is(e.status, 5)
+  t.is(e.status, 4)
   const bad = (await t.throwsAsync(dev.write('Counter', 'text'))) as BifrostError
   t.is(bad.code, 'EINVAL')
   t.is(((await t.throwsAsync(dev.write('SCADA[0]', 70000))) as BifrostError).code, 'EINVAL')
@@ -178,6 +178,19 @@ test('prepared plans, group reads and the poller read EtherNet/IP devices', asyn
     break
   }
   await Promise.all(devices.map((d) => d.close()))
+})
+
+test('discover() finds a simulator by address; nobody there is an empty list; bad options are EINVAL', async (t) => {
+  const sim = await simulator()
+  const [found, ...more] = await discover({ address: '127.0.0.1', port: sim.port, timeoutMs: 500 })
+  t.is(more.length, 0)
+  t.like(found, { address: '127.0.0.1', port: sim.port, vendorId: 1, deviceType: 0x0e, productName: 'Bifrost Logix Simulator', revision: '32.11', state: 3 })
+  t.deepEqual(await discover({ address: '127.0.0.1', port: await freePort(), timeoutMs: 200 }), [])
+  const code = async (options: Parameters<typeof discover>[0]) => ((await t.throwsAsync(discover(options))) as BifrostError).code
+  t.is(await code({ address: 'plc.local' }), 'EINVAL')
+  t.is(await code({ address: '127.0.0.1', port: 0 }), 'EINVAL')
+  t.is(await code({ address: '127.0.0.1', timeoutMs: -1 }), 'EINVAL')
+  t.is(await code({ address: '127.0.0.1', bind: '203.0.113.9' }), 'EINVAL')
 })
 
 test('bifrost simulate enip serves tags the CLI reads and writes', async (t) => {

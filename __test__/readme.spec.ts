@@ -54,7 +54,7 @@ test('the README EtherNet/IP example runs and prints what it promises', async (t
     t.regex(output, /^SCADA\[10\]\{3\} good \[ 1, 2, 3 \]$/m)
     t.regex(output, /^Flags good 32$/m)
     t.regex(output, /^Flags\.5 good true$/m)
-    t.regex(output, /^Nope bad CIP_STATUS status=5$/m)
+    t.regex(output, /^Nope bad CIP_STATUS status=4$/m)
     t.regex(output, /^\[ 0, 1, 2, 3, 4, 21\.5 \]$/m)
   } finally {
     rmSync(file, { force: true })

@@ -55,3 +55,60 @@ pub async fn start_enip_simulator(options: SimulatorOptions) -> Either<BindingSi
     };
     either(started.await.map(BindingSimulator::new))
 }
+
+/// A device that answered a discovery.
+#[napi(object, object_from_js = false)]
+pub struct BindingIdentity {
+    /// Where the answer came from.
+    pub address: String,
+    pub port: u32,
+    pub vendor_id: u32,
+    pub device_type: u32,
+    pub product_code: u32,
+    pub revision: String,
+    pub status: u32,
+    pub serial_number: u32,
+    pub product_name: String,
+    pub state: u32,
+}
+
+/// Sends ListIdentity over UDP to `address` (a device, or a broadcast address)
+/// from `bind`, and gathers the answers that come within `timeout_ms`.
+#[napi]
+pub async fn discover_enip(
+    address: String,
+    port: u32,
+    bind: String,
+    timeout_ms: u32,
+) -> Either<Vec<BindingIdentity>, JsError> {
+    let found = async move {
+        let ip = |what: &str, text: &str| {
+            text.parse::<std::net::Ipv4Addr>()
+                .map_err(|_| Error::invalid_value(format!("{what} '{text}' is not an IPv4 address")))
+        };
+        let port = u16::try_from(port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| Error::invalid_value("port must be 1 to 65535"))?;
+        let target = std::net::SocketAddrV4::new(ip("address", &address)?, port);
+        let wait = std::time::Duration::from_millis(u64::from(timeout_ms));
+        guarded(bifrost_enip::discover::discover(target, ip("bind", &bind)?, wait)).await?
+    };
+    either(found.await.map(|found| {
+        found
+            .into_iter()
+            .map(|f| BindingIdentity {
+                address: f.from.ip().to_string(),
+                port: u32::from(f.from.port()),
+                vendor_id: u32::from(f.identity.vendor_id),
+                device_type: u32::from(f.identity.device_type),
+                product_code: u32::from(f.identity.product_code),
+                revision: format!("{}.{}", f.identity.revision.0, f.identity.revision.1),
+                status: u32::from(f.identity.status),
+                serial_number: f.identity.serial_number,
+                product_name: f.identity.product_name,
+                state: u32::from(f.identity.state),
+            })
+            .collect()
+    }))
+}

@@ -4,7 +4,8 @@
  * @packageDocumentation
  */
 
-import { NativePlugin } from './device.js'
+import { NativePlugin, checkMs } from './device.js'
+import { asBifrostError } from './errors.js'
 import { native } from './native.js'
 import { registerPlugin } from './plugin.js'
 import { startServer } from './simulator.js'
@@ -40,4 +41,54 @@ export interface EnipSimulatorOptions extends ServerOptions {
  */
 export function startEnipSimulator(options: EnipSimulatorOptions = {}): Promise<Simulator> {
   return startServer(native.startEnipSimulator, options, 'eip')
+}
+
+/** Where and how long {@link discover} looks. */
+export interface DiscoverOptions {
+  /** A device's address, or a broadcast address (`255.255.255.255`, or a network's, e.g. `10.0.0.255`). Default `255.255.255.255`. */
+  address?: string
+  /** The UDP port devices listen on. Default 44818. */
+  port?: number
+  /** The local address to send from: broadcast on that interface's network. Default `0.0.0.0` (any). */
+  bind?: string
+  /** How long to gather answers, in milliseconds. Default 1000. */
+  timeoutMs?: number
+}
+
+/** What a device says of itself (its ListIdentity answer). */
+export interface DiscoveredDevice {
+  /** The address its answer came from. */
+  address: string
+  port: number
+  /** 1 is Rockwell Automation/Allen-Bradley. */
+  vendorId: number
+  /** 0x0E is a programmable logic controller, 0x0C a communications adapter. */
+  deviceType: number
+  productCode: number
+  /** `major.minor`. */
+  revision: string
+  status: number
+  serialNumber: number
+  productName: string
+  state: number
+}
+
+/**
+ * Finds EtherNet/IP devices: sends ListIdentity over UDP to an address, or
+ * broadcasts it, and resolves with every device that answers within the
+ * timeout (an empty list when none does).
+ * @param options - where to send, from which interface, and how long to wait
+ * @throws {@link BifrostError} `EINVAL` for an address that is not IPv4, a bad port or timeout, or a `bind` address this host does not have
+ */
+export async function discover(options: DiscoverOptions = {}): Promise<DiscoveredDevice[]> {
+  const { address = '255.255.255.255', port = 44818, bind = '0.0.0.0', timeoutMs = 1000 } = options
+  checkMs('timeoutMs', timeoutMs)
+  let found: Awaited<ReturnType<typeof native.discoverEnip>>
+  try {
+    found = await native.discoverEnip(address, port, bind, timeoutMs)
+  } catch (e) {
+    throw asBifrostError(e) // arguments the addon cannot convert
+  }
+  if (found instanceof Error) throw found
+  return found
 }

@@ -3,6 +3,7 @@
 
 pub mod cip;
 pub mod device;
+pub mod discover;
 pub mod encap;
 pub mod framing;
 pub mod logix;

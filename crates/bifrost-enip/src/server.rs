@@ -437,7 +437,8 @@ fn execute(controller: &Controller, state: &mut Connection, message: &[u8], limi
     match parse_path(path) {
         None => reply(out, service, status::PATH_SEGMENT_ERROR, None, &[]),
         Some(Target::Tag { name, index }) => match controller.tags.get(&name) {
-            None => reply(out, service, status::PATH_DESTINATION_UNKNOWN, None, &[]),
+            // As a Logix controller answers for a tag it does not have.
+            None => reply(out, service, status::PATH_SEGMENT_ERROR, None, &[]),
             Some(tag) => tag_service(tag, index, service, data, limit, out),
         },
         Some(Target::Object { class, instance, attribute }) => {

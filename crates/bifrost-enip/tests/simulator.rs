@@ -142,7 +142,7 @@ async fn many_tags_pack_into_few_requests_and_a_bad_one_fails_alone() {
         assert_eq!(value, &Ok(Value::Int(i as i64)));
     }
     let unknown = values[400].clone().unwrap_err();
-    assert_eq!((unknown.code, unknown.cip.map(|c| c.status)), (ErrorCode::CipStatus, Some(0x05)));
+    assert_eq!((unknown.code, unknown.cip.map(|c| c.status)), (ErrorCode::CipStatus, Some(0x04)));
     let past = values[401].clone().unwrap_err();
     assert_eq!(past.cip.map(|c| (c.status, c.ext_status)), Some((0xFF, Some(0x2105))));
     assert!(past.message.contains("read of 'SCADA[5000]'"), "{}", past.message);
