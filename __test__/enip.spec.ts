@@ -180,6 +180,19 @@ test('prepared plans, group reads and the poller read EtherNet/IP devices', asyn
   await Promise.all(devices.map((d) => d.close()))
 })
 
+test('close() says goodbye: Forward Close (when connected) and UnRegisterSession', async (t) => {
+  for (const [query, farewell] of [['path=1,0', 2], ['connected=false', 1]] as const) {
+    const sim = await simulator()
+    const dev = await connect(`${sim.url}?${query}`)
+    t.is(await dev.read('Counter'), 0)
+    const before = sim.requests
+    await dev.close()
+    const until = Date.now() + 5000
+    while (sim.requests < before + farewell && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 10))
+    t.is(sim.requests, before + farewell, query)
+  }
+})
+
 test('discover() finds a simulator by address; nobody there is an empty list; bad options are EINVAL', async (t) => {
   const sim = await simulator()
   const [found, ...more] = await discover({ address: '127.0.0.1', port: sim.port, timeoutMs: 500 })

@@ -197,6 +197,11 @@ impl<F: Framing + 'static> Driver<F> for EventLoopDriver<F> {
     fn close(&self, done: Box<dyn Completion>) {
         let mut inner = self.inner.borrow_mut();
         inner.closed = true;
+        // The protocol's farewell, best effort: a socket that cannot take it now goes without.
+        let farewell = inner.session.farewell();
+        if let (Some(socket), false) = (inner.socket.as_ref(), farewell.is_empty()) {
+            let _ = std::io::Write::write(&mut &socket.stream, &farewell);
+        }
         inner.session.close(Instant::now());
         inner.socket = None;
         inner.set_timer(None);

@@ -53,6 +53,11 @@ pub trait Framing {
     fn set_up(&mut self, _reply: Option<Self::Reply>) -> Result<Option<Self::Request>> {
         Ok(None)
     }
+
+    /// Appends what a connection that was set up says as it is closed (an
+    /// EtherNet/IP Forward Close and UnRegisterSession). Written once, as the
+    /// device is closed, with no reply awaited. Nothing by default.
+    fn farewell(&mut self, _out: &mut Vec<u8>) {}
 }
 
 /// Settings of one link.
@@ -858,6 +863,16 @@ impl<F: Framing, T> Link<F, T> {
         for token in self.in_flight.drain().filter_map(|(_, pending)| pending.token) {
             self.completed.push((token, Err(error.clone())));
         }
+    }
+
+    /// The bytes to write as the device is closed: the framing's farewell, when the
+    /// connection is up and set up. Call before [`Link::close`].
+    pub fn farewell(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if matches!(self.connection, Connection::Up { .. }) {
+            self.framing.farewell(&mut out);
+        }
+        out
     }
 
     /// Fails everything queued and in flight with `ECLOSED`; later submits fail too.

@@ -159,6 +159,7 @@ impl<F: Framing> Task<F> {
                         match command {
                             Command::Run(job, timeout, done) => self.session.run(Instant::now(), job, timeout, done),
                             Command::Close(done) => {
+                                self.farewell().await;
                                 self.shutdown(&mut commands);
                                 done.complete(Outcome::Closed);
                                 return;
@@ -215,6 +216,14 @@ impl<F: Framing> Task<F> {
             Ok(Ok(())) => self.session.wrote(len, now),
             Ok(Err(e)) => self.lost(now, Error::conn_reset(format!("write failed: {e}"))),
             Err(_) => self.lost(now, Error::timeout("the device stopped reading requests")),
+        }
+    }
+
+    /// Writes the protocol's farewell, giving a slow socket a moment, never more.
+    async fn farewell(&mut self) {
+        let farewell = self.session.farewell();
+        if let (Some(stream), false) = (self.stream.as_mut(), farewell.is_empty()) {
+            let _ = tokio::time::timeout(Duration::from_millis(100), stream.write_all(&farewell)).await;
         }
     }
 

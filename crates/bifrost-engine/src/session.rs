@@ -259,6 +259,11 @@ impl<F: Framing> Session<F> {
         self.link.close();
         self.dispatch(now);
     }
+
+    /// What to write as the device is closed; see [`Link::farewell`].
+    pub fn farewell(&mut self) -> Vec<u8> {
+        self.link.farewell()
+    }
 }
 
 /// Runs calls on one link, wherever its socket lives.

@@ -274,6 +274,16 @@ impl bifrost_engine::Framing for Framing {
         Reply::Cip(Bytes::new())
     }
 
+    fn farewell(&mut self, out: &mut Vec<u8>) {
+        if let Messaging::Connected { .. } = self.messaging {
+            let (serial, originator) = (self.serial, self.originator_serial);
+            let _ = encap::send_rr_data(out, self.session, [0; 8], |out| {
+                cip::forward_close(out, serial, VENDOR_ID, originator, &self.route)
+            });
+        }
+        let _ = encap::unregister_session(out, self.session);
+    }
+
     fn set_up(&mut self, reply: Option<Reply>) -> Result<Option<Request>> {
         let Some(reply) = reply else {
             // A fresh connection: a new session, then a new connection on it.
@@ -391,6 +401,33 @@ mod tests {
         // A second duplicate: down to a classic open.
         let Some(Request::ForwardOpen(classic)) = f.set_up(Some(duplicate())).unwrap() else { panic!() };
         assert!(!classic.large);
+    }
+
+    #[test]
+    fn the_farewell_closes_the_connection_it_opened_then_the_session() {
+        let mut f = framing();
+        let mut out = Vec::new();
+        f.farewell(&mut out);
+        assert_eq!(
+            Header::parse(&out).unwrap().command,
+            command::UNREGISTER_SESSION,
+            "no connection: the session only"
+        );
+        f.set_up(None).unwrap();
+        let Some(Request::ForwardOpen(open)) = f.set_up(Some(Reply::Registered { session: 0x42 })).unwrap() else {
+            panic!()
+        };
+        f.set_up(Some(f.parse(rr_reply(1, &open_reply(0xBEEF))).unwrap().1)).unwrap();
+        out.clear();
+        f.farewell(&mut out);
+        let close = Header::parse(&out).unwrap();
+        assert_eq!((close.command, close.session), (command::SEND_RR_DATA, 0x42));
+        let message = encap::payload(&out[HEADER_LEN..usize::from(close.length) + HEADER_LEN]).unwrap().message;
+        let mut expected = Vec::new();
+        cip::forward_close(&mut expected, open.serial, open.vendor_id, open.originator_serial, &[1, 0]).unwrap();
+        assert_eq!(message, &expected[..]);
+        let rest = &out[HEADER_LEN + usize::from(close.length)..];
+        assert_eq!(Header::parse(rest).unwrap().command, command::UNREGISTER_SESSION);
     }
 
     #[test]

@@ -738,6 +738,46 @@ mod tests {
     }
 
     #[test]
+    fn a_forward_close_closes_the_connection_it_names_only() {
+        let controller = Controller { tags: HashMap::new(), config: SimulatorConfig::default() };
+        let local = "127.0.0.1:44818".parse().unwrap();
+        let mut state = Connection { local, session: 1, opened: Vec::new(), next_id: 7 };
+        let open = |serial| {
+            let mut message = Vec::new();
+            let fo = cip::ForwardOpen {
+                large: true,
+                size: 4002,
+                serial,
+                vendor_id: 9,
+                originator_serial: 5,
+                rpi_us: 1000,
+                timeout_multiplier: 1,
+                route: vec![1, 0],
+            };
+            cip::forward_open(&mut message, &fo).unwrap();
+            message
+        };
+        let close = |serial| {
+            let mut message = Vec::new();
+            cip::forward_close(&mut message, serial, 9, 5, &[1, 0]).unwrap();
+            message
+        };
+        let status = |reply: &[u8]| reply[2];
+        for serial in [1, 2] {
+            let mut reply = Vec::new();
+            execute(&controller, &mut state, &open(serial), 504, &mut reply);
+            assert_eq!(status(&reply), 0);
+        }
+        let mut reply = Vec::new();
+        execute(&controller, &mut state, &close(1), 504, &mut reply);
+        assert_eq!(status(&reply), 0);
+        assert_eq!(state.opened.len(), 1);
+        reply.clear();
+        execute(&controller, &mut state, &close(1), 504, &mut reply);
+        assert_eq!((status(&reply), &reply[4..6]), (0x01, &[0x07, 0x01][..]), "not found the second time");
+    }
+
+    #[test]
     fn initial_values_are_the_element_index() {
         let tag = TagStore::new(&TagSpec::parse("A=DINT[3]").unwrap());
         assert_eq!(&*tag.lock(), &[0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0]);

@@ -213,3 +213,22 @@ async fn prepared_plans_read_columns() {
     assert_eq!(columns.errors[0].0, 3);
     assert!(device.prepare(&strings(&["Good", "Bad["])).is_err());
 }
+
+#[tokio::test]
+async fn closing_sends_forward_close_and_unregister_session() {
+    for (query, farewell) in [("path=1,0", 2), ("connected=false", 1)] {
+        let sim = simulator(TAGS).await;
+        let device = open(&sim, query).await;
+        assert_eq!(read(&device, &["Counter"]).await, vec![Ok(Value::Int(0))]);
+        let requests = || sim.stats().requests.load(std::sync::atomic::Ordering::Relaxed);
+        let before = requests();
+        call(|done| device.close(done)).await;
+        for _ in 0..100 {
+            if requests() >= before + farewell {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(requests(), before + farewell, "{query}: Forward Close (connected) and UnRegisterSession");
+    }
+}
