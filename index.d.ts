@@ -210,6 +210,8 @@ export interface SimulatorOptions {
   invalid?: Array<string>
   /** EtherNet/IP: the controller's tags, e.g. `SCADA=INT[1000]`. */
   tags?: Array<string>
+  /** EtherNet/IP: every Nth request, the controller first drops its CIP connections. */
+  dropConnectionsEvery?: number
   latencyMs?: number
   dropEvery?: number
   disconnectAfter?: number

@@ -180,6 +180,19 @@ test('prepared plans, group reads and the poller read EtherNet/IP devices', asyn
   await Promise.all(devices.map((d) => d.close()))
 })
 
+test('a controller that drops its CIP connection: the request times out, the client opens a new connection', async (t) => {
+  const sim = await simulator({ dropConnectionsEvery: 6 })
+  const dev = await connect(`${sim.url}?request-timeout=300`)
+  const outcomes: string[] = []
+  for (let i = 0; i < 12; i++) outcomes.push(await dev.read(`SCADA[${i}]`).then(String, (e: BifrostError) => e.code))
+  t.true(outcomes.includes('ETIMEDOUT'), outcomes.join())
+  t.true(outcomes.every((o, i) => o === String(i) || o === 'ETIMEDOUT'), outcomes.join())
+  // After each lost connection the next read works on a new one.
+  t.is(outcomes[outcomes.indexOf('ETIMEDOUT') + 1], String(outcomes.indexOf('ETIMEDOUT') + 1))
+  t.true(dev.stats().connects >= 2)
+  await dev.close()
+})
+
 test('close() says goodbye: Forward Close (when connected) and UnRegisterSession', async (t) => {
   for (const [query, farewell] of [['path=1,0', 2], ['connected=false', 1]] as const) {
     const sim = await simulator()

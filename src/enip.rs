@@ -1,7 +1,7 @@
 //! EtherNet/IP bindings: opening a Logix controller on its driver, and the
 //! simulator, each a thin wrapper that converts arguments and results.
 
-use bifrost_core::url::DeviceUrl;
+use bifrost_core::url::{whole_number, DeviceUrl};
 use bifrost_core::Error;
 use bifrost_enip::device::{EnipDevice, Opening};
 use bifrost_enip::server::{SimulatorConfig, TagSpec};
@@ -50,7 +50,11 @@ pub fn open(env: &Env, url: DeviceUrl, driver: DriverChoice, promise: Promise) {
 pub async fn start_enip_simulator(options: SimulatorOptions) -> Either<BindingSimulator, JsError> {
     let started = async move {
         let tags = options.tags.iter().flatten().map(|spec| TagSpec::parse(spec)).collect::<Result<_, Error>>()?;
-        let config = SimulatorConfig { tags, faults: options.faults()? };
+        let every = options
+            .drop_connections_every
+            .map(|n| whole_number("dropConnectionsEvery", n, 0..=u64::from(u32::MAX)))
+            .transpose()?;
+        let config = SimulatorConfig { tags, faults: options.faults()?, drop_connections_every: every.unwrap_or(0) };
         options.listen(|address| async move { bifrost_enip::server::start(&address, config).await }).await
     };
     either(started.await.map(BindingSimulator::new))

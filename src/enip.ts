@@ -29,6 +29,12 @@ export interface EnipSimulatorOptions extends ServerOptions {
    * of a number starts at `i`, BOOL element `i` as `i % 2 == 1`, strings empty.
    */
   tags?: string[]
+  /**
+   * Every Nth request, the controller first drops the CIP connections of that
+   * TCP connection, as a program download does: connected messages on them go
+   * unanswered, until the client opens a new connection.
+   */
+  dropConnectionsEvery?: number
 }
 
 /**

@@ -27,6 +27,8 @@ pub struct SimulatorOptions {
     pub invalid: Option<Vec<String>>,
     /// EtherNet/IP: the controller's tags, e.g. `SCADA=INT[1000]`.
     pub tags: Option<Vec<String>>,
+    /// EtherNet/IP: every Nth request, the controller first drops its CIP connections.
+    pub drop_connections_every: Option<f64>,
     pub latency_ms: Option<f64>,
     pub drop_every: Option<f64>,
     pub disconnect_after: Option<f64>,

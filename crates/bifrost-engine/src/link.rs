@@ -58,6 +58,13 @@ pub trait Framing {
     /// EtherNet/IP Forward Close and UnRegisterSession). Written once, as the
     /// device is closed, with no reply awaited. Nothing by default.
     fn farewell(&mut self, _out: &mut Vec<u8>) {}
+
+    /// Whether a request that timed out means the connection's state on the
+    /// device may be gone (an EtherNet/IP CIP connection the device dropped):
+    /// the link then reconnects and sets up afresh. False by default.
+    fn timeout_breaks_connection(&self) -> bool {
+        false
+    }
 }
 
 /// Settings of one link.
@@ -815,6 +822,9 @@ impl<F: Framing, T> Link<F, T> {
             (0, Resync::Reconnect) => "a request timed out, so a late reply could answer the next one",
             _ if !self.read_buf.is_empty() => {
                 "a request timed out with part of a frame buffered, so the reply stream is out of step"
+            }
+            _ if self.framing.timeout_breaks_connection() => {
+                "a request timed out, so the device may have dropped the connection's state"
             }
             _ => return,
         };

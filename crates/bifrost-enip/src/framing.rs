@@ -255,6 +255,20 @@ impl bifrost_engine::Framing for Framing {
                     Some(sequence) => u32::from(sequence),
                     None => encap::id_of(&header.context),
                 };
+                // A connection failure answering a connected message: the controller no
+                // longer holds our connection. Dropping the link sets a fresh one up.
+                if let (Some(_), [_, _, cip::status::CONNECTION_FAILURE, words, ..]) =
+                    (payload.sequence, payload.message)
+                {
+                    let ext = (*words > 0)
+                        .then(|| payload.message.get(4..6).map(|b| u16::from_le_bytes([b[0], b[1]])))
+                        .flatten();
+                    return Err(cip::status_error(
+                        cip::status::CONNECTION_FAILURE,
+                        ext,
+                        "the controller dropped the CIP connection (reconnecting)",
+                    ));
+                }
                 let start = payload.message.as_ptr() as usize - frame.as_ptr() as usize;
                 Ok((Some(id), Reply::Cip(frame.slice(start..start + payload.message.len()))))
             }
@@ -272,6 +286,12 @@ impl bifrost_engine::Framing for Framing {
 
     fn unanswered(_request: &Request) -> Reply {
         Reply::Cip(Bytes::new())
+    }
+
+    /// A connected message that goes unanswered: the controller may have dropped
+    /// the CIP connection (a program download, its own timeout), so set up anew.
+    fn timeout_breaks_connection(&self) -> bool {
+        matches!(self.messaging, Messaging::Connected { .. })
     }
 
     fn farewell(&mut self, out: &mut Vec<u8>) {
@@ -428,6 +448,25 @@ mod tests {
         assert_eq!(message, &expected[..]);
         let rest = &out[HEADER_LEN + usize::from(close.length)..];
         assert_eq!(Header::parse(rest).unwrap().command, command::UNREGISTER_SESSION);
+    }
+
+    #[test]
+    fn a_connection_failure_on_a_connected_reply_breaks_the_link_and_a_timeout_does_too() {
+        let mut f = framing();
+        assert!(!f.timeout_breaks_connection(), "unconnected: a timeout leaves the session alone");
+        f.set_up(None).unwrap();
+        f.set_up(Some(Reply::Registered { session: 7 })).unwrap();
+        f.set_up(Some(f.parse(rr_reply(1, &open_reply(0xBEEF))).unwrap().1)).unwrap();
+        assert!(f.timeout_breaks_connection());
+        let mut dropped = Vec::new();
+        encap::send_unit_data(&mut dropped, 7, 0x2000_0001, 5, |out| {
+            out.extend_from_slice(&[0xCC, 0, 0x01, 1, 0x00, 0x01]);
+            Ok(())
+        })
+        .unwrap();
+        let e = f.parse(Bytes::from(dropped)).unwrap_err();
+        assert_eq!(e.cip, Some(bifrost_core::CipStatus { status: 1, ext_status: Some(0x0100) }));
+        assert!(e.message.contains("reconnecting"), "{}", e.message);
     }
 
     #[test]

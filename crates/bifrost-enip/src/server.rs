@@ -79,6 +79,10 @@ impl TagSpec {
 pub struct SimulatorConfig {
     pub tags: Vec<TagSpec>,
     pub faults: Faults,
+    /// Every Nth request, the controller drops the CIP connections of that TCP
+    /// connection first, as a program download does; connected messages on them
+    /// then go unanswered (0: never).
+    pub drop_connections_every: u64,
 }
 
 /// A tag's elements, little-endian as on the wire (a CIP STRING as its text).
@@ -237,6 +241,10 @@ async fn serve(mut socket: TcpStream, controller: &Controller, stats: &Simulator
             served += 1;
             let n = stats.requests.fetch_add(1, Ordering::Relaxed) + 1;
             let start = output.len();
+            let every = controller.config.drop_connections_every;
+            if every > 0 && n.is_multiple_of(every) {
+                state.opened.clear();
+            }
             match answer(controller, &mut state, &frame, &mut output, faults.malforms(n)) {
                 Answer::Reply if faults.drops(n) => output.truncate(start),
                 Answer::Reply | Answer::None => {}
