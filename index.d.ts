@@ -19,6 +19,8 @@ export declare class BindingDevice {
   writeTags(writes: Array<[string, boolean | number | bigint | string | Array<unknown>]>, timeoutMs?: number | undefined | null): Promise<Array<BindingTagResult>>
   /** Parses and plans the tags once; the plan's `read` then costs one call. A bad tag gives its `BifrostError`. */
   prepare(tags: Array<string>): BindingPlan | Error
+  /** Lists the device's tags, or a program's (`from`); rejects for a protocol that cannot. */
+  browse(from?: string | undefined | null, timeoutMs?: number | undefined | null): Promise<Array<BindingTagInfo>>
   stats(): BindingConnectionStats
   /** Closes the connection; calls still waiting or in flight fail with `ECLOSED`. */
   close(): Promise<void>
@@ -153,6 +155,13 @@ export interface BindingPollHealth {
   late: number
   drops: number
   latencyMs?: BindingLatency
+}
+
+/** One tag of a device's listing. */
+export interface BindingTagInfo {
+  name: string
+  type: string
+  dimensions: Array<number>
 }
 
 /** One tag's outcome, as `TagResult`. */

@@ -14,6 +14,7 @@ import { PEERS, available, freePort, peerTest, run, startProcess, stopProcess } 
 /** The Python on PATH, where .ci/run installs cpppo and pylogix from PyPI. */
 const PYTHON = 'python3'
 const cpppo = { name: 'cpppo 5.2.5 (pip, python3 on PATH)', present: available(PYTHON, ['-c', 'import cpppo']) }
+const pycomm3 = { name: 'pycomm3 1.2.16 (pip, python3 on PATH)', present: available(PYTHON, ['-c', 'import pycomm3']) }
 const pylogix = { name: 'pylogix 1.1.6 (pip, python3 on PATH)', present: available(PYTHON, ['-c', 'import pylogix']) }
 const namespaces = {
   name: 'unshare and ip (util-linux, iproute2): a network namespace of our own',
@@ -169,5 +170,25 @@ peerTest('pylogix reads and writes our simulator: numbers, a Logix STRING, a bit
   t.deepEqual(seen['SCADA[0..4]'], [0, 1, 2, 3, 4])
   for (const tag of ['Counter', 'Temp', 'Name', 'Flags.4']) t.is(seen[`write ${tag}`], 'Success', tag)
   t.deepEqual(await Promise.all(['Counter', 'Temp', 'Name', 'Flags', 'Flags.4'].map((tag) => dev.read(tag))), [123456, 3.5, 'from pylogix', 0b11001, true])
+  await dev.close()
+})
+
+peerTest('pycomm3 uploads our simulator\'s tag list and reads and writes by it; our browse() lists the same', pycomm3, async (t) => {
+  const sim = await startEnipSimulator({ tags: ['SCADA=INT[1000]', 'Counter=DINT', 'Flags=DINT', 'Program:Main.Speed=REAL'] })
+  simulators.push(sim)
+  const dev = await connect(sim.url)
+  await dev.write('SCADA[5]', 555)
+  const seen = JSON.parse(await run(PYTHON, [join(PEERS, 'pycomm3_judge.py'), String(sim.port)])) as {
+    tags: Record<string, [string, number]>
+    read: Record<string, unknown>
+    write: Array<string | null>
+  }
+  t.deepEqual(seen.tags, { SCADA: ['INT', 1000], Counter: ['DINT', 0], Flags: ['DINT', 0], 'Program:Main.Speed': ['REAL', 0] })
+  t.deepEqual(seen.read, { 'SCADA[5]': 555, Counter: 0, 'Program:Main.Speed': 0, SCADA: [0, 1, 2] })
+  t.deepEqual(seen.write, [null, null, null, null])
+  t.deepEqual(await Promise.all(['Counter', 'Flags', 'SCADA[2]{2}', 'Program:Main.Speed'].map((tag) => dev.read(tag))), [4242, 8, [7, 8], 2.5])
+  // Two independent listings agree.
+  const ours = [...(await dev.browse()), ...(await dev.browse('Program:Main'))].filter((tag) => tag.type !== 'PROGRAM')
+  t.deepEqual(Object.fromEntries(ours.map((tag) => [tag.name, [tag.type, tag.dimensions[0] ?? 0]])), seen.tags)
   await dev.close()
 })

@@ -4,7 +4,7 @@
 // malformed replies), prepared plans, group reads, the poller and the CLI.
 import test from 'ava'
 import { join } from 'node:path'
-import { connect, createPoller, discover, readPlans, readPlansInto, startEnipSimulator } from '../src/index.js'
+import { connect, createPoller, discover, readPlans, readPlansInto, startEnipSimulator, startSimulator } from '../src/index.js'
 import type { BifrostError, Simulator } from '../src/index.js'
 import { freePort, run, startProcess, stopProcess } from './helpers.js'
 
@@ -191,6 +191,37 @@ test('a controller that drops its CIP connection: the request times out, the cli
   t.is(outcomes[outcomes.indexOf('ETIMEDOUT') + 1], String(outcomes.indexOf('ETIMEDOUT') + 1))
   t.true(dev.stats().connects >= 2)
   await dev.close()
+})
+
+test('browse() lists the controller, a program, and many tags page by page; Modbus devices cannot', async (t) => {
+  const sim = await simulator()
+  const dev = await connect(sim.url)
+  const controller = await dev.browse()
+  t.deepEqual(
+    controller.map((tag) => `${tag.name} ${tag.type} ${tag.dimensions.join('x')}`.trim()),
+    ['SCADA INT 1000', 'Counter DINT', 'Temp REAL', 'Big DINT 3000', 'Name STRING', 'Note STRING', 'L LINT', 'U ULINT', 'Flags DINT', 'B BOOL 4', 'Program:Main PROGRAM'],
+  )
+  t.deepEqual(await dev.browse('Program:Main'), [{ name: 'Program:Main.Speed', type: 'REAL', dimensions: [] }])
+  t.is(await dev.read((await dev.browse('Program:Main'))[0]!.name), 0)
+  t.is(((await t.throwsAsync(dev.browse('Main'))) as BifrostError).code, 'EADDRESS')
+  t.is(((await t.throwsAsync(dev.browse('Program:Nope'))) as BifrostError).code, 'CIP_STATUS')
+  await dev.close()
+
+  // 400 tags do not fit one 504-byte reply: the listing continues after the last instance it got.
+  const many = await startEnipSimulator({ tags: Array.from({ length: 400 }, (_, i) => `Tag_${i}=DINT`) })
+  simulators.push(many)
+  const unconnected = await connect(`${many.url}?connected=false`)
+  const before = many.requests
+  const listed = await unconnected.browse()
+  t.deepEqual(listed.map((tag) => tag.name), Array.from({ length: 400 }, (_, i) => `Tag_${i}`))
+  t.true(many.requests - before > 5, `${many.requests - before} pages`)
+  await unconnected.close()
+
+  const modbus = await startSimulator()
+  const device = await connect(modbus.url)
+  t.is(((await t.throwsAsync(device.browse())) as BifrostError).code, 'EINVAL')
+  await device.close()
+  modbus.stop()
 })
 
 test('close() says goodbye: Forward Close (when connected) and UnRegisterSession', async (t) => {

@@ -134,6 +134,19 @@ impl BindingDevice {
         either(self.device.prepare(&tags).map(|plan| BindingPlan { plan: plan.into() }))
     }
 
+    /// Lists the device's tags, or a program's (`from`); rejects for a protocol that cannot.
+    #[napi(ts_return_type = "Promise<Array<BindingTagInfo>>")]
+    pub fn browse<'env>(
+        &self,
+        env: &'env Env,
+        from: Option<String>,
+        timeout_ms: Option<u32>,
+    ) -> napi::Result<Object<'env>> {
+        let (done, promise) = JsCompletion::new(env, Shape::Browse)?;
+        self.device.browse(from.as_deref(), timeout(timeout_ms), done);
+        Ok(promise)
+    }
+
     #[napi]
     pub fn stats(&self) -> BindingConnectionStats {
         use std::sync::atomic::Ordering::Relaxed;

@@ -9,7 +9,7 @@ import { native } from './native.js'
 import { pluginFor, registeredSchemes } from './plugin.js'
 import { Poller } from './poller.js'
 import type { TypedPollEntry } from './poller.js'
-import type { ColumnarData, ConnectOptions, DeviceDescriptor, PreparedPlan, ProtocolPlugin, RequestOptions, TagResult, TagValue } from './plugin.js'
+import type { ColumnarData, ConnectOptions, DeviceDescriptor, PreparedPlan, ProtocolPlugin, RequestOptions, TagInfo, TagResult, TagValue } from './plugin.js'
 
 /** Options of {@link Device.watch}. */
 export interface WatchOptions {
@@ -178,6 +178,11 @@ export class NativePlugin implements ProtocolPlugin {
   /** Writes the values; all requests are queued before any reply is awaited. */
   writeTags(values: Array<[string, TagValue]>, options?: RequestOptions): Promise<TagResult[]> {
     return this.open().writeTags(values, options?.timeout) as Promise<TagResult[]>
+  }
+
+  /** Lists the device's tags, in Rust. */
+  browse(from?: string, options?: RequestOptions): Promise<TagInfo[]> {
+    return this.open().browse(from, options?.timeout) as Promise<TagInfo[]>
   }
 
   /** Parses and plans the tags once, in Rust. */
@@ -421,6 +426,24 @@ export class Device {
     const pairs = Array.isArray(values) ? values : Object.entries(values)
     try {
       return await this.plugin.writeTags(pairs, options)
+    } catch (e) {
+      throw asBifrostError(e)
+    }
+  }
+
+  /**
+   * Lists the device's tags with their types and array dimensions (EtherNet/IP:
+   * the controller's tags and its programs, or one program's tags with
+   * `browse('Program:Main')`).
+   * @param from - a program to list, for EtherNet/IP
+   * @param options - a timeout for the whole listing
+   * @throws {@link BifrostError} `EINVAL` when the device's protocol cannot list its tags, `EADDRESS` for a bad `from`
+   */
+  async browse(from?: string, options?: RequestOptions): Promise<TagInfo[]> {
+    checkRequestOptions(options)
+    if (!this.plugin.browse) throw new BifrostError('EINVAL', 'this device cannot list its tags: its plugin has no browse()')
+    try {
+      return await this.plugin.browse(from, options)
     } catch (e) {
       throw asBifrostError(e)
     }

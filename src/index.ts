@@ -26,6 +26,7 @@ export type {
   ProtocolPlugin,
   Quality,
   RequestOptions,
+  TagInfo,
   TagResult,
   TagValue,
 } from './plugin.js'

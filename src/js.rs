@@ -314,6 +314,8 @@ pub enum Shape {
     Columns,
     /// `close()`: `undefined`.
     Done,
+    /// `browse()`: the tag listing.
+    Browse,
 }
 
 /// A raw promise, settled once on the JavaScript thread. While it is pending the
@@ -491,6 +493,13 @@ fn settle(env: sys::napi_env, promise: Promise, shape: Shape, outcome: Outcome) 
             Ok(Settled::TagResults(tag_results(tags, results.into_iter().map(|r| r.map(|()| None)))))
         }
         (Shape::Columns, Outcome::Columns(columns)) => Ok(Settled::Columns(to_binding_columns(columns))),
+        (Shape::Browse, Outcome::Browsed(listing)) => listing.map(|tags| {
+            Settled::Browsed(
+                tags.into_iter()
+                    .map(|t| BindingTagInfo { name: t.name, r#type: t.data_type, dimensions: t.dimensions })
+                    .collect(),
+            )
+        }),
         _ => Err(Error::proto("internal error: a call ended with the wrong kind of result (please report it)")),
     };
     match settled {
@@ -498,6 +507,7 @@ fn settle(env: sys::napi_env, promise: Promise, shape: Shape, outcome: Outcome) 
         Ok(Settled::Value(value)) => promise.resolve(env, JsValue(value)),
         Ok(Settled::TagResults(results)) => promise.resolve(env, results),
         Ok(Settled::Columns(columns)) => promise.resolve(env, columns),
+        Ok(Settled::Browsed(tags)) => promise.resolve(env, tags),
         Err(e) => promise.reject(env, &e),
     }
 }
@@ -522,6 +532,15 @@ enum Settled {
     Value(TypedValue),
     TagResults(Vec<BindingTagResult>),
     Columns(BindingColumnarRead),
+    Browsed(Vec<BindingTagInfo>),
+}
+
+/// One tag of a device's listing.
+#[napi_derive::napi(object, object_from_js = false)]
+pub struct BindingTagInfo {
+    pub name: String,
+    pub r#type: String,
+    pub dimensions: Vec<u32>,
 }
 
 /// Runs `work` as a callback from outside JavaScript (libuv): in a handle scope

@@ -126,6 +126,18 @@ export interface ProtocolPlugin {
   disconnect(): Promise<void>
   /** Optional: parse and plan tags once for fast repeated reads. Throws `EADDRESS` on a bad tag. */
   prepare?(tags: string[]): PreparedPlan
+  /** Optional: list the device's tags, or those under `from` (an EtherNet/IP program). */
+  browse?(from?: string, options?: RequestOptions): Promise<TagInfo[]>
+}
+
+/** One tag of a device's listing ({@link Device.browse}). */
+export interface TagInfo {
+  /** As it is read: a program's tags carry their program (`Program:Main.Speed`). */
+  name: string
+  /** `DINT`, `REAL`, `STRING`, `structure 0x2e9` (a user-defined type), or `PROGRAM` (a program: browse it in turn). */
+  type: string
+  /** Array dimensions; empty for a scalar. */
+  dimensions: number[]
 }
 
 /** Makes a fresh plugin instance for one device. */

@@ -97,6 +97,14 @@ impl Device for Failover {
         }))
     }
 
+    /// The tags of whichever side reads answer from now.
+    fn browse(&self, from: Option<&str>, timeout: Option<Duration>, done: Box<dyn Completion>) {
+        match down(&self.primary_stats) {
+            true => self.backup.browse(from, timeout, done),
+            false => self.primary.browse(from, timeout, done),
+        }
+    }
+
     /// The primary's counters.
     fn stats(&self) -> Arc<Stats> {
         self.primary_stats.clone()

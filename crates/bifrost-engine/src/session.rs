@@ -52,6 +52,17 @@ impl Columns {
     }
 }
 
+/// One entry of a device's tag listing (`browse`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagInfo {
+    /// As it is read: program-scoped tags carry their program (`Program:Main.Speed`).
+    pub name: String,
+    /// `DINT`, `STRING`, `structure 0x2e9`, `PROGRAM` (a program, to browse in turn).
+    pub data_type: String,
+    /// Array dimensions; empty for a scalar.
+    pub dimensions: Vec<u32>,
+}
+
 /// What a call hands its caller.
 #[derive(Debug)]
 pub enum Outcome {
@@ -60,6 +71,8 @@ pub enum Outcome {
     Columns(Columns),
     /// One result per tag written, in the order asked.
     Written(Vec<Result<()>>),
+    /// The device's tags (or a program's), or why they could not be listed.
+    Browsed(Result<Vec<TagInfo>>),
     /// The device is closed.
     Closed,
 }
@@ -283,6 +296,13 @@ pub trait Device {
     fn write(&self, writes: Vec<(String, Value)>, timeout: Option<Duration>, done: Box<dyn Completion>);
     /// Parses and plans the tags once; an `EADDRESS` for the first bad one.
     fn prepare(&self, tags: &[String]) -> Result<Box<dyn Plan>>;
+    /// Lists the device's tags, or those under `from` (a program); [`Outcome::Browsed`].
+    /// Devices that cannot list their tags say so.
+    fn browse(&self, _from: Option<&str>, _timeout: Option<Duration>, done: Box<dyn Completion>) {
+        done.complete(Outcome::Browsed(Err(bifrost_core::Error::invalid_value(
+            "this protocol's devices cannot list their tags",
+        ))))
+    }
     fn stats(&self) -> Arc<Stats>;
     /// Later calls fail with `ECLOSED`; `done` gets [`Outcome::Closed`] once the connection is closed.
     fn close(&self, done: Box<dyn Completion>);

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bifrost_core::url::DeviceUrl;
 use bifrost_core::{Error, Result, Value};
 use bifrost_engine::runtime::{tcp_connector, RuntimeDriver};
-use bifrost_engine::{Columns, Completion, Driver, Job, LinkConfig, Outcome, Stats, Submitter, TypedValue};
+use bifrost_engine::{Columns, Completion, Driver, Job, LinkConfig, Outcome, Stats, Submitter, TagInfo, TypedValue};
 use rustc_hash::FxHashMap;
 
 use crate::cip::{self, service, status, Response};
@@ -653,6 +653,121 @@ fn encode_write(tag: &LogixTag, ty: CipType, value: &Value) -> WriteStep {
     }
 }
 
+/// Symbol attributes a listing asks for: name, type word, dimensions.
+const LISTED_ATTRIBUTES: [u16; 3] = [1, 2, 8];
+/// Symbol type word bits: a structure, a system tag (never listed), array dimensions.
+const STRUCTURE_BIT: u16 = 0x8000;
+const SYSTEM_BIT: u16 = 0x1000;
+
+/// Lists the Symbol object's instances (Get Instance Attribute List), page by
+/// page: a reply that stops early (status 0x06) continues after its last instance.
+struct BrowseJob {
+    /// `Program:Main` when listing a program; its tags are named with it.
+    scope: Option<String>,
+    found: Vec<TagInfo>,
+    error: Option<Error>,
+}
+
+impl BrowseJob {
+    fn request(&mut self, start: u32, link: &mut Submitter<'_, Framing>) {
+        let mut path = Vec::new();
+        let built = match &self.scope {
+            Some(program) => cip::symbolic(&mut path, program.as_bytes()),
+            None => Ok(()),
+        };
+        cip::logical(&mut path, cip::Logical::Class, u32::from(cip::class::SYMBOL));
+        cip::logical(&mut path, cip::Logical::Instance, start);
+        let mut message = Vec::with_capacity(path.len() + 12);
+        let built = built.and_then(|()| {
+            cip::request(&mut message, service::GET_INSTANCE_ATTRIBUTE_LIST, &path, |out| {
+                out.extend_from_slice(&(LISTED_ATTRIBUTES.len() as u16).to_le_bytes());
+                for attribute in LISTED_ATTRIBUTES {
+                    out.extend_from_slice(&attribute.to_le_bytes());
+                }
+            })
+        });
+        if let Err(e) = built.and_then(|()| link.submit(Request::Cip { message, write: false }, 0)) {
+            self.error = Some(e);
+        }
+    }
+
+    /// One page of the listing; returns the instance to continue from, if the page stopped early.
+    fn page(&mut self, reply: Result<Reply>) -> Result<Option<u32>> {
+        let reply = reply?;
+        let response = reply.response()?;
+        let what = format!("listing the tags of {}", self.scope.as_deref().unwrap_or("the controller"));
+        let data = response.ok(&what)?;
+        let mut r = crate::wire::Reader::new(data);
+        let mut last = None;
+        while r.remaining() > 0 {
+            let instance = r.u32("a symbol's instance")?;
+            let name_len = r.u16("a symbol name's length")?;
+            let name = String::from_utf8_lossy(r.bytes(usize::from(name_len), "a symbol's name")?).into_owned();
+            let type_word = r.u16("a symbol's type")?;
+            let dims = [r.u32("a dimension")?, r.u32("a dimension")?, r.u32("a dimension")?];
+            last = Some(instance);
+            if type_word & SYSTEM_BIT != 0 && type_word != PROGRAM_TYPE || name.starts_with("__") {
+                continue; // the controller's own
+            }
+            let count = usize::from((type_word >> 13) & 3);
+            let name = match &self.scope {
+                Some(program) => format!("{program}.{name}"),
+                None => name,
+            };
+            self.found.push(TagInfo {
+                name,
+                data_type: symbol_type_name(type_word),
+                dimensions: dims[..count].to_vec(),
+            });
+        }
+        Ok(match (response.status, last) {
+            (status::PARTIAL_TRANSFER, Some(last)) => Some(last + 1),
+            (status::PARTIAL_TRANSFER, None) => {
+                return Err(Error::proto(format!("{what}: a partial reply listed nothing")))
+            }
+            _ => None,
+        })
+    }
+}
+
+/// A program's entry in a controller's listing.
+const PROGRAM_TYPE: u16 = 0x1068;
+
+/// The type a symbol type word names.
+fn symbol_type_name(type_word: u16) -> String {
+    if type_word == PROGRAM_TYPE {
+        return "PROGRAM".into();
+    }
+    if type_word & STRUCTURE_BIT != 0 {
+        return CipType::Struct(type_word & 0x0FFF).name();
+    }
+    match CipType::from_code(type_word & 0x00FF, None) {
+        Some(ty) => ty.name(),
+        None => format!("type 0x{:03x}", type_word & 0x0FFF),
+    }
+}
+
+impl Job<Framing> for BrowseJob {
+    fn start(&mut self, link: &mut Submitter<'_, Framing>) {
+        self.request(0, link);
+    }
+
+    fn reply(&mut self, _index: u32, reply: Result<Reply>, link: &mut Submitter<'_, Framing>) {
+        match self.page(reply) {
+            Ok(Some(next)) => self.request(next, link),
+            Ok(None) => {}
+            Err(e) => self.error = Some(e),
+        }
+    }
+
+    fn finish(self: Box<Self>) -> Outcome {
+        Outcome::Browsed(match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.found),
+        })
+    }
+}
+
 struct DeviceCore {
     driver: Box<dyn Driver<Framing>>,
     state: Arc<DeviceState>,
@@ -708,6 +823,19 @@ impl bifrost_engine::Device for EnipDevice {
         Ok(Box::new(EnipPlan { device: self.0.clone(), tags: parsed }))
     }
 
+    fn browse(&self, from: Option<&str>, timeout: Option<Duration>, done: Box<dyn Completion>) {
+        let scope = from.map(str::trim).filter(|f| !f.is_empty()).map(str::to_string);
+        if let Some(program) =
+            scope.as_deref().filter(|p| !p.to_ascii_uppercase().starts_with("PROGRAM:") || p.contains('.'))
+        {
+            let error = Error::address(format!(
+                "browse lists the controller's tags or a program's ('Program:Name'), not '{program}'"
+            ));
+            return done.complete(Outcome::Browsed(Err(error)));
+        }
+        self.0.run(Box::new(BrowseJob { scope, found: Vec::new(), error: None }), timeout, done);
+    }
+
     fn stats(&self) -> Arc<Stats> {
         self.0.driver.stats()
     }
@@ -750,6 +878,17 @@ impl EnipPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn symbol_type_words_name_their_type() {
+        assert_eq!(symbol_type_name(0x00C4), "DINT");
+        assert_eq!(symbol_type_name(0x20C4), "DINT", "an array's type word names its element type");
+        assert_eq!(symbol_type_name(0x05C1), "BOOL", "a BOOL's bit position does not change its type");
+        assert_eq!(symbol_type_name(0x8FCE), "STRING");
+        assert_eq!(symbol_type_name(0x82E9), "structure 0x02e9");
+        assert_eq!(symbol_type_name(0x1068), "PROGRAM");
+        assert_eq!(symbol_type_name(0x00EE), "type 0x0ee");
+    }
 
     #[test]
     fn urls_parse_their_route_and_messaging() {

@@ -131,7 +131,75 @@ fn type_mask(ty: CipType) -> u64 {
 struct Controller {
     /// By upper-case name: Logix names are not case-sensitive.
     tags: HashMap<String, TagStore>,
+    /// The Symbol object's instances, by scope (`None`: the controller's;
+    /// `Some("PROGRAM:MAIN")`: a program's), in instance order.
+    symbols: HashMap<Option<String>, Vec<Symbol>>,
     config: SimulatorConfig,
+}
+
+/// One instance of the Symbol object: what a tag listing shows.
+struct Symbol {
+    instance: u32,
+    /// As declared, without its program's prefix.
+    name: String,
+    /// The tag it is, in the controller's tag map (empty for a program's entry).
+    key: String,
+    /// The symbol type word: type code or template, array dimensions, flags.
+    type_word: u16,
+    element_size: u16,
+    elements: u32,
+}
+
+/// A program's entry in the controller's listing (type 0x1068, as Logix lists programs).
+const PROGRAM_SYMBOL: u16 = 0x1068;
+
+/// The symbols of `tags`: program-scoped tags (`Program:Main.Speed`) under their
+/// program, everything else, and one entry per program, under the controller.
+fn symbols(tags: &[TagSpec]) -> HashMap<Option<String>, Vec<Symbol>> {
+    let mut scopes: HashMap<Option<String>, Vec<Symbol>> = HashMap::new();
+    let mut programs: Vec<String> = Vec::new();
+    for spec in tags {
+        let (scope, name) = match spec.name.split_once('.') {
+            Some((program, name)) if program.to_ascii_uppercase().starts_with("PROGRAM:") => {
+                if !programs.iter().any(|p| p.eq_ignore_ascii_case(program)) {
+                    programs.push(program.to_string());
+                }
+                (Some(program.to_ascii_uppercase()), name)
+            }
+            _ => (None, spec.name.as_str()),
+        };
+        let base = match spec.ty {
+            CipType::Struct(handle) => 0x8000 | (handle & 0x0FFF),
+            atomic => atomic.code() & 0x0FFF,
+        };
+        let symbol = Symbol {
+            instance: 0,
+            name: name.to_string(),
+            key: spec.name.to_ascii_uppercase(),
+            type_word: base | if spec.count > 1 { 0x2000 } else { 0 },
+            element_size: spec.ty.element_size().unwrap_or(0) as u16,
+            elements: if spec.count > 1 { spec.count as u32 } else { 0 },
+        };
+        scopes.entry(scope).or_default().push(symbol);
+    }
+    for program in programs {
+        let symbol = Symbol {
+            instance: 0,
+            name: program,
+            key: String::new(),
+            type_word: PROGRAM_SYMBOL,
+            element_size: 0,
+            elements: 0,
+        };
+        scopes.entry(None).or_default().push(symbol);
+    }
+    for symbols in scopes.values_mut() {
+        for (i, symbol) in symbols.iter_mut().enumerate() {
+            // Gaps, as a controller's instance ids have them.
+            symbol.instance = 2 * i as u32 + 1;
+        }
+    }
+    scopes
 }
 
 /// What the simulator says of itself in ListIdentity and the Identity object.
@@ -155,7 +223,8 @@ fn identity(address: SocketAddrV4) -> Identity {
 pub async fn start(addr: &str, config: SimulatorConfig) -> std::io::Result<Simulator> {
     let tags = config.tags.iter().map(|spec| (spec.name.to_ascii_uppercase(), TagStore::new(spec))).collect();
     let max_connections = config.faults.max_connections;
-    let controller = Arc::new(Controller { tags, config });
+    let symbols = symbols(&config.tags);
+    let controller = Arc::new(Controller { tags, symbols, config });
     let shared = controller.clone();
     let simulator = Simulator::serve(addr, max_connections, move |socket, stats| {
         let controller = shared.clone();
@@ -372,8 +441,19 @@ fn reply(out: &mut Vec<u8>, service: u8, status: u8, ext: Option<u16>, data: &[u
 
 /// What a request path names: an object instance, or a tag (upper-case name) and its first element.
 enum Target {
-    Object { class: u32, instance: u32, attribute: Option<u32> },
-    Tag { name: String, index: usize },
+    /// `scope`: a program's name before the object's path (`Program:Main`, upper-case);
+    /// `index`: an element after a symbol instance (tags addressed by instance id).
+    Object {
+        scope: Option<String>,
+        class: u32,
+        instance: u32,
+        attribute: Option<u32>,
+        index: Option<usize>,
+    },
+    Tag {
+        name: String,
+        index: usize,
+    },
 }
 
 /// Where a logical segment goes: class, instance or attribute.
@@ -425,11 +505,66 @@ fn parse_path(path: &[u8]) -> Option<Target> {
             _ => return None,
         }
     }
-    match (name.is_empty(), logical) {
-        (false, [None, None, None]) => Some(Target::Tag { name, index: index.unwrap_or(0) }),
-        (true, [Some(class), Some(instance), attribute]) => Some(Target::Object { class, instance, attribute }),
+    match logical {
+        [None, None, None] if !name.is_empty() => Some(Target::Tag { name, index: index.unwrap_or(0) }),
+        [Some(class), Some(instance), attribute] => {
+            let scope = (!name.is_empty()).then_some(name);
+            Some(Target::Object { scope, class, instance, attribute, index })
+        }
         _ => None,
     }
+}
+
+const SYMBOL: u32 = cip::class::SYMBOL as u32;
+
+/// Get Instance Attribute List on the Symbol object: the instances from
+/// `start` on with the attributes asked for, as many as fit (status 0x06: more).
+fn list_symbols(
+    controller: &Controller,
+    scope: Option<String>,
+    start: u32,
+    data: &[u8],
+    limit: usize,
+    out: &mut Vec<u8>,
+) {
+    let service = service::GET_INSTANCE_ATTRIBUTE_LIST;
+    let Some(symbols) = controller.symbols.get(&scope) else {
+        return reply(out, service, status::PATH_SEGMENT_ERROR, None, &[]);
+    };
+    let mut r = Reader::new(data);
+    let Ok(count) = r.u16("attribute count") else { return reply(out, service, status::NOT_ENOUGH_DATA, None, &[]) };
+    let Ok(attributes) = (0..count).map(|_| r.u16("attribute")).collect::<Result<Vec<u16>>>() else {
+        return reply(out, service, status::NOT_ENOUGH_DATA, None, &[]);
+    };
+    let mut body = Vec::new();
+    let mut more = false;
+    for symbol in symbols.iter().filter(|s| s.instance >= start) {
+        let mut entry = Vec::with_capacity(32 + symbol.name.len());
+        put_u32(&mut entry, symbol.instance);
+        for attribute in &attributes {
+            match attribute {
+                1 => {
+                    put_u16(&mut entry, symbol.name.len() as u16);
+                    entry.extend_from_slice(symbol.name.as_bytes());
+                }
+                2 => put_u16(&mut entry, symbol.type_word),
+                3 | 5 => put_u32(&mut entry, 0),
+                // Software control: bit 26 marks a base tag (not an alias).
+                6 => put_u32(&mut entry, 1 << 26),
+                7 => put_u16(&mut entry, symbol.element_size),
+                8 => [symbol.elements, 0, 0].into_iter().for_each(|d| put_u32(&mut entry, d)),
+                // External access: read/write.
+                10 => entry.push(0),
+                _ => return reply(out, service, 0x14, None, &[]),
+            }
+        }
+        if 4 + body.len() + entry.len() > limit {
+            more = true;
+            break;
+        }
+        body.extend_from_slice(&entry);
+    }
+    reply(out, service, if more { status::PARTIAL_TRANSFER } else { 0 }, None, &body);
 }
 
 /// Executes one Message Router request into `out`; `limit` bounds the reply.
@@ -449,7 +584,21 @@ fn execute(controller: &Controller, state: &mut Connection, message: &[u8], limi
             None => reply(out, service, status::PATH_SEGMENT_ERROR, None, &[]),
             Some(tag) => tag_service(tag, index, service, data, limit, out),
         },
-        Some(Target::Object { class, instance, attribute }) => {
+        Some(Target::Object { scope, class: SYMBOL, instance, index, .. }) => {
+            if service == service::GET_INSTANCE_ATTRIBUTE_LIST {
+                return list_symbols(controller, scope, instance, data, limit, out);
+            }
+            // A tag addressed by its symbol instance, as pycomm3 does.
+            let symbol = controller.symbols.get(&scope).and_then(|list| list.iter().find(|s| s.instance == instance));
+            match symbol.and_then(|symbol| controller.tags.get(&symbol.key)) {
+                Some(tag) => tag_service(tag, index.unwrap_or(0), service, data, limit, out),
+                None => reply(out, service, status::PATH_DESTINATION_UNKNOWN, None, &[]),
+            }
+        }
+        Some(Target::Object { scope: Some(_), .. } | Target::Object { index: Some(_), .. }) => {
+            reply(out, service, status::PATH_SEGMENT_ERROR, None, &[])
+        }
+        Some(Target::Object { scope: None, class, instance, attribute, index: None }) => {
             object_service(controller, state, (class, instance, attribute), service, data, limit, out)
         }
     }
@@ -747,7 +896,8 @@ mod tests {
 
     #[test]
     fn a_forward_close_closes_the_connection_it_names_only() {
-        let controller = Controller { tags: HashMap::new(), config: SimulatorConfig::default() };
+        let controller =
+            Controller { tags: HashMap::new(), symbols: HashMap::new(), config: SimulatorConfig::default() };
         let local = "127.0.0.1:44818".parse().unwrap();
         let mut state = Connection { local, session: 1, opened: Vec::new(), next_id: 7 };
         let open = |serial| {
