@@ -221,6 +221,8 @@ export interface SimulatorOptions {
   tags?: Array<string>
   /** EtherNet/IP: every Nth request, the controller first drops its CIP connections. */
   dropConnectionsEvery?: number
+  /** EtherNet/IP: the largest connection a Forward Open gets (0: none). */
+  maxConnectionSize?: number
   latencyMs?: number
   dropEvery?: number
   disconnectAfter?: number

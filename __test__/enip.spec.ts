@@ -224,6 +224,25 @@ test('browse() lists the controller, a program, and many tags page by page; Modb
   modbus.stop()
 })
 
+test('the connection size follows what the controller takes, and packets follow the size', async (t) => {
+  const tags = Array.from({ length: 300 }, (_, i) => `SCADA[${i}]`)
+  const requestsFor = async (maxConnectionSize: number) => {
+    const sim = await simulator({ maxConnectionSize })
+    const dev = await connect(sim.url)
+    const before = sim.requests
+    const values = await dev.readTags(tags)
+    t.true(values.every((r, i) => r.value === i), `${maxConnectionSize}: ${values.find((r) => r.error)?.error?.message}`)
+    const used = sim.requests - before
+    await dev.close()
+    return used
+  }
+  // 4002: the Large Forward Open as asked. 1000: refused, naming 1000, and opened at that size.
+  // 504: no Large Forward Open; a classic one. 0: no connection, unconnected messages of 504 bytes.
+  const [large, named, classic, none] = [await requestsFor(4002), await requestsFor(1000), await requestsFor(504), await requestsFor(0)]
+  t.true(large < named && named < classic, `${large} < ${named} < ${classic}`)
+  t.is(none, classic, 'unconnected messages are as large as a classic connection')
+})
+
 test('close() says goodbye: Forward Close (when connected) and UnRegisterSession', async (t) => {
   for (const [query, farewell] of [['path=1,0', 2], ['connected=false', 1]] as const) {
     const sim = await simulator()

@@ -4,7 +4,7 @@
 use bifrost_core::url::{whole_number, DeviceUrl};
 use bifrost_core::Error;
 use bifrost_enip::device::{EnipDevice, Opening};
-use bifrost_enip::server::{SimulatorConfig, TagSpec};
+use bifrost_enip::server::{SimulatorConfig, TagSpec, MAX_CONNECTION_SIZE};
 use napi::bindgen_prelude::Either;
 use napi::Env;
 use napi_derive::napi;
@@ -54,7 +54,13 @@ pub async fn start_enip_simulator(options: SimulatorOptions) -> Either<BindingSi
             .drop_connections_every
             .map(|n| whole_number("dropConnectionsEvery", n, 0..=u64::from(u32::MAX)))
             .transpose()?;
-        let config = SimulatorConfig { tags, faults: options.faults()?, drop_connections_every: every.unwrap_or(0) };
+        let size = options.max_connection_size.map(|n| whole_number("maxConnectionSize", n, 0..=65535)).transpose()?;
+        let config = SimulatorConfig {
+            tags,
+            faults: options.faults()?,
+            drop_connections_every: every.unwrap_or(0),
+            max_connection_size: size.map_or(MAX_CONNECTION_SIZE, |n| n as u16),
+        };
         options.listen(|address| async move { bifrost_enip::server::start(&address, config).await }).await
     };
     either(started.await.map(BindingSimulator::new))

@@ -35,6 +35,13 @@ export interface EnipSimulatorOptions extends ServerOptions {
    * unanswered, until the client opens a new connection.
    */
   dropConnectionsEvery?: number
+  /**
+   * The largest connection a Forward Open gets, 100 to 65535 (default 4002); a
+   * larger one is refused with status 0x01/0x0109 naming this size. At most
+   * 511, the Large Forward Open is refused (service not supported), as an older
+   * controller does; 0 refuses every connection (unconnected messaging only).
+   */
+  maxConnectionSize?: number
 }
 
 /**

@@ -29,6 +29,8 @@ pub struct SimulatorOptions {
     pub tags: Option<Vec<String>>,
     /// EtherNet/IP: every Nth request, the controller first drops its CIP connections.
     pub drop_connections_every: Option<f64>,
+    /// EtherNet/IP: the largest connection a Forward Open gets (0: none).
+    pub max_connection_size: Option<f64>,
     pub latency_ms: Option<f64>,
     pub drop_every: Option<f64>,
     pub disconnect_after: Option<f64>,

@@ -75,7 +75,7 @@ impl TagSpec {
 }
 
 /// What the simulator serves.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SimulatorConfig {
     pub tags: Vec<TagSpec>,
     pub faults: Faults,
@@ -83,6 +83,24 @@ pub struct SimulatorConfig {
     /// connection first, as a program download does; connected messages on them
     /// then go unanswered (0: never).
     pub drop_connections_every: u64,
+    /// The largest connection a Forward Open gets (a larger one is refused, naming
+    /// this size); at most 511, the Large Forward Open is not supported; 0, no
+    /// connection at all (unconnected messaging only).
+    pub max_connection_size: u16,
+}
+
+/// A Logix controller's largest connection.
+pub const MAX_CONNECTION_SIZE: u16 = 4002;
+
+impl Default for SimulatorConfig {
+    fn default() -> Self {
+        SimulatorConfig {
+            tags: Vec::new(),
+            faults: Faults::default(),
+            drop_connections_every: 0,
+            max_connection_size: MAX_CONNECTION_SIZE,
+        }
+    }
 }
 
 /// A tag's elements, little-endian as on the wire (a CIP STRING as its text).
@@ -663,11 +681,20 @@ fn object_service(
             let Ok(open) = cip::parse_forward_open(large, data) else {
                 return reply(out, service, status::NOT_ENOUGH_DATA, None, &[]);
             };
-            if open.size < 100 || (large && open.size > 4002) {
+            let most = controller.config.max_connection_size;
+            if most == 0 {
+                // A controller with no connection to give.
+                return reply(out, service, status::CONNECTION_FAILURE, Some(0x0113), &[]);
+            }
+            if large && most <= cip::MAX_CLASSIC_SIZE {
+                // A controller that predates the Large Forward Open.
+                return reply(out, service, status::SERVICE_NOT_SUPPORTED, None, &[]);
+            }
+            if open.size < 100 || open.size > most {
                 // Invalid connection size: the second word names the largest we take.
                 out.extend_from_slice(&[service | service::REPLY, 0, status::CONNECTION_FAILURE, 2]);
                 put_u16(out, 0x0109);
-                put_u16(out, if large { 4002 } else { 504 });
+                put_u16(out, most);
                 return;
             }
             // The controller sits in slot 0 of the backplane (port 1): another route leads nowhere.
