@@ -243,6 +243,21 @@ test('the connection size follows what the controller takes, and packets follow 
   t.is(none, classic, 'unconnected messages are as large as a classic connection')
 })
 
+test('an idle connection keeps itself alive (keep-alive), or is dropped by an idle-closing controller without it', async (t) => {
+  // The controller closes a session that stays silent for 600 ms.
+  const sim = await simulator({ idleTimeoutMs: 600 })
+  const alive = await connect(`${sim.url}?keep-alive=150`)
+  const silent = await connect(`${sim.url}?keep-alive=0`)
+  t.deepEqual([await alive.read('Counter'), await silent.read('Counter')], [0, 0])
+  const before = sim.requests
+  await new Promise((resolve) => setTimeout(resolve, 1500))
+  t.true(sim.requests - before >= 4, `${sim.requests - before} keep-alives in 1.5 s`)
+  t.deepEqual([await alive.read('Counter'), await silent.read('Counter')], [0, 0])
+  t.is(alive.stats().connects, 1, 'kept alive: never reconnected')
+  t.is(silent.stats().connects, 2, 'dropped while idle, reconnected for the read')
+  await Promise.all([alive.close(), silent.close()])
+})
+
 test('close() says goodbye: Forward Close (when connected) and UnRegisterSession', async (t) => {
   for (const [query, farewell] of [['path=1,0', 2], ['connected=false', 1]] as const) {
     const sim = await simulator()

@@ -65,6 +65,18 @@ pub trait Framing {
     fn timeout_breaks_connection(&self) -> bool {
         false
     }
+
+    /// How long a connection that is up may stay silent before [`Framing::keep_alive`]
+    /// is sent on it; `None`: never. Queried often: keep it cheap.
+    fn keep_alive_after(&self) -> Option<Duration> {
+        None
+    }
+
+    /// A request that keeps an idle connection (and what the device holds for it) alive;
+    /// its answer proves the link, and a timeout counts as any timeout.
+    fn keep_alive(&mut self) -> Option<Self::Request> {
+        None
+    }
 }
 
 /// Settings of one link.
@@ -325,8 +337,17 @@ impl<R, T> Queue<R, T> {
 struct InFlight<R, T> {
     deadline: Instant,
     request: R,
-    /// `None` for a step of the connection's set-up.
-    token: Option<T>,
+    origin: Origin<T>,
+}
+
+/// Who a request on the wire is for.
+enum Origin<T> {
+    /// A caller's, found again by its token.
+    Call(T),
+    /// A step of the connection's set-up.
+    SetUp,
+    /// The framing's keep-alive on an idle connection: its answer only proves the link.
+    KeepAlive,
 }
 
 /// Hashes the link's own request ids: a counter, not chosen by the device, so no
@@ -409,6 +430,8 @@ pub struct Link<F: Framing, T> {
     opening: bool,
     closed: bool,
     completed: Vec<(T, Result<F::Reply>)>,
+    /// When the last request went out: an idle connection keeps itself alive from it.
+    last_sent: Instant,
 }
 
 impl<F: Framing, T> Link<F, T> {
@@ -438,6 +461,7 @@ impl<F: Framing, T> Link<F, T> {
             opening: true,
             closed: false,
             completed: Vec::new(),
+            last_sent: now,
         }
     }
 
@@ -546,6 +570,19 @@ impl<F: Framing, T> Link<F, T> {
             let Some(waiting) = self.queue.pop() else { break };
             self.start(waiting, now);
         }
+        if self.keep_alive_at().is_some_and(|at| now >= at) {
+            match self.framing.keep_alive() {
+                Some(request) => self.send(request, now + self.config.request_timeout, Origin::KeepAlive, now),
+                // Nothing to say after all: wait another interval rather than ask again at once.
+                None => self.last_sent = now,
+            }
+        }
+    }
+
+    /// When an idle connection that is up must say something to stay up.
+    fn keep_alive_at(&self) -> Option<Instant> {
+        let idle = matches!(self.connection, Connection::Up { .. }) && self.in_flight.is_empty() && self.queue.len == 0;
+        idle.then(|| self.framing.keep_alive_after()).flatten().map(|after| self.last_sent + after)
     }
 
     /// Puts one waiting call on the wire, unless it waited past its deadline.
@@ -556,11 +593,11 @@ impl<F: Framing, T> Link<F, T> {
             self.completed.push((token, Err(queued_too_long::<F>(&request))));
             return;
         }
-        self.send(request, deadline, Some(token), now);
+        self.send(request, deadline, Origin::Call(token), now);
     }
 
     /// Encodes one request into the write buffer and puts it in flight.
-    fn send(&mut self, request: F::Request, deadline: Instant, token: Option<T>, now: Instant) {
+    fn send(&mut self, request: F::Request, deadline: Instant, origin: Origin<T>, now: Instant) {
         let space = self.framing.id_space();
         // Skip ids still in flight: after the id wraps, a slow request must keep its own.
         while space > 0 && self.in_flight.contains_key(&self.next_id) {
@@ -568,29 +605,32 @@ impl<F: Framing, T> Link<F, T> {
         }
         let id = self.next_id;
         match self.framing.encode(id, &request, &mut self.write_buf) {
-            Err(e) => self.finish(token, Err(e), now),
+            Err(e) => self.finish(origin, Err(e), now),
             Ok(expects_reply) => {
                 bump(&self.stats.requests);
+                self.last_sent = now;
                 if space > 0 {
                     self.next_id = (self.next_id + 1) % space;
                 }
                 if expects_reply {
-                    self.in_flight.insert(id, InFlight { deadline, request, token });
+                    self.in_flight.insert(id, InFlight { deadline, request, origin });
                     self.in_flight_due = self.in_flight_due.min(Some(deadline)).or(Some(deadline));
                 } else {
                     // A broadcast: no device answers, so nothing waits.
-                    self.finish(token, Ok(F::unanswered(&request)), now);
+                    self.finish(origin, Ok(F::unanswered(&request)), now);
                 }
             }
         }
     }
 
     /// A request is done: a call's result goes to its caller, a set-up step's to the set-up.
-    fn finish(&mut self, token: Option<T>, result: Result<F::Reply>, now: Instant) {
-        match (token, result) {
-            (Some(token), result) => self.completed.push((token, result)),
-            (None, Ok(reply)) => self.set_up(now, Some(reply)),
-            (None, Err(error)) => self.set_up_failed(now, error),
+    fn finish(&mut self, origin: Origin<T>, result: Result<F::Reply>, now: Instant) {
+        match (origin, result) {
+            (Origin::Call(token), result) => self.completed.push((token, result)),
+            (Origin::SetUp, Ok(reply)) => self.set_up(now, Some(reply)),
+            (Origin::SetUp, Err(error)) => self.set_up_failed(now, error),
+            // A keep-alive the device refused still shows the link works; one that timed out is handled as any timeout.
+            (Origin::KeepAlive, _) => {}
         }
     }
 
@@ -600,7 +640,7 @@ impl<F: Framing, T> Link<F, T> {
         match self.framing.set_up(reply) {
             Ok(Some(request)) => {
                 self.connection = Connection::SettingUp;
-                self.send(request, now + self.config.connect_timeout, None, now);
+                self.send(request, now + self.config.connect_timeout, Origin::SetUp, now);
             }
             // Set-up replies prove the link; a protocol without set-up has proven nothing yet.
             Ok(None) => self.connection = Connection::Up { proven: answered },
@@ -619,7 +659,7 @@ impl<F: Framing, T> Link<F, T> {
         let in_flight = self.in_flight_due.filter(|_| !self.in_flight.is_empty());
         let waiting = self.queue.next_deadline();
         let quiet = ((self.draining || self.queue.len > 0) && now < self.line_quiet_at).then_some(self.line_quiet_at);
-        [in_flight, waiting, quiet].into_iter().flatten().min()
+        [in_flight, waiting, quiet, self.keep_alive_at()].into_iter().flatten().min()
     }
 
     /// The bytes the driver must write, in order.
@@ -726,7 +766,7 @@ impl<F: Framing, T> Link<F, T> {
                 *proven = true;
             }
         }
-        self.finish(pending.token, result, now);
+        self.finish(pending.origin, result, now);
     }
 
     /// Bytes that are not a frame. A stream with ids can no longer be trusted to be
@@ -740,7 +780,7 @@ impl<F: Framing, T> Link<F, T> {
             self.read_buf.clear();
             let failed: Vec<_> = self.in_flight.drain().collect();
             for (_, pending) in failed {
-                self.finish(pending.token, Err(error.clone()), now);
+                self.finish(pending.origin, Err(error.clone()), now);
             }
         }
     }
@@ -783,16 +823,16 @@ impl<F: Framing, T> Link<F, T> {
         for id in due {
             if let Some(pending) = self.in_flight.remove(&id) {
                 bump(&self.stats.timeouts);
-                timed_out_on_wire |= pending.token.is_some();
-                let error = match pending.token {
-                    Some(_) => no_reply_in_time::<F>(&pending.request),
-                    None => Error::timeout(format!(
+                timed_out_on_wire |= !matches!(pending.origin, Origin::SetUp);
+                let error = match pending.origin {
+                    Origin::SetUp => Error::timeout(format!(
                         "the device did not answer {} while setting the connection up (connect-timeout={} ms)",
                         F::describe(&pending.request),
                         self.config.connect_timeout.as_millis()
                     )),
+                    _ => no_reply_in_time::<F>(&pending.request),
                 };
-                self.finish(pending.token, Err(error), now);
+                self.finish(pending.origin, Err(error), now);
             }
         }
         let mut expired = Vec::new();
@@ -870,8 +910,10 @@ impl<F: Framing, T> Link<F, T> {
         self.write_buf.clear();
         self.written = 0;
         // Set-up steps end with their connection.
-        for token in self.in_flight.drain().filter_map(|(_, pending)| pending.token) {
-            self.completed.push((token, Err(error.clone())));
+        for (_, pending) in self.in_flight.drain() {
+            if let Origin::Call(token) = pending.origin {
+                self.completed.push((token, Err(error.clone())));
+            }
         }
     }
 
@@ -930,6 +972,8 @@ mod tests {
     struct Toy {
         hello: bool,
         session: Option<u8>,
+        /// Says op 0xAA after this long idle.
+        keep_alive: Option<Duration>,
     }
 
     impl Framing for Toy {
@@ -963,6 +1007,12 @@ mod tests {
         fn unanswered(_op: &u8) -> u8 {
             0
         }
+        fn keep_alive_after(&self) -> Option<Duration> {
+            self.keep_alive
+        }
+        fn keep_alive(&mut self) -> Option<u8> {
+            Some(0xAA)
+        }
         fn set_up(&mut self, reply: Option<u8>) -> Result<Option<u8>> {
             match reply {
                 _ if !self.hello => Ok(None),
@@ -980,9 +1030,39 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_connection_keeps_itself_alive_and_its_answers_go_to_no_caller() {
+        let now = Instant::now();
+        let every = Duration::from_secs(30);
+        let toy = Toy { keep_alive: Some(every), ..Toy::default() };
+        let mut link: Link<Toy, u32> = Link::new(toy, LinkConfig::default(), now);
+        assert!(link.poll(now).connect);
+        link.connected(now);
+        assert_eq!(link.poll(now).wake_at, Some(now + every), "the alarm is set for the keep-alive");
+        assert!(link.outgoing().is_empty());
+        let later = now + every;
+        link.poll(later);
+        assert_eq!(link.outgoing(), &[0, 0xAA]);
+        link.wrote(2, later);
+        link.read_buf().extend_from_slice(&[0, 1]);
+        link.received(later);
+        link.poll(later);
+        assert_eq!(link.take_completed().count(), 0, "nobody waits for a keep-alive");
+        assert_eq!(link.stats().unmatched.load(Ordering::Relaxed), 0);
+        // A call restarts the wait: the next keep-alive comes an interval after it.
+        let call_at = later + Duration::from_secs(10);
+        link.submit(call_at, 7, call_at + Duration::from_secs(5), 1).unwrap();
+        link.poll(call_at);
+        link.wrote(2, call_at);
+        link.read_buf().extend_from_slice(&[1, 9]);
+        link.received(call_at);
+        assert_eq!(link.take_completed().map(|(t, r)| (t, r.unwrap())).collect::<Vec<_>>(), vec![(1, 9)]);
+        assert_eq!(link.poll(call_at).wake_at, Some(call_at + every));
+    }
+
+    #[test]
     fn calls_wait_for_the_set_up_and_carry_what_it_learned() {
         let now = Instant::now();
-        let mut link: Link<Toy, u32> = Link::new(Toy { hello: true, session: None }, LinkConfig::default(), now);
+        let mut link: Link<Toy, u32> = Link::new(Toy { hello: true, ..Toy::default() }, LinkConfig::default(), now);
         link.submit(now, 7, now + Duration::from_secs(5), 1).unwrap();
         assert!(link.poll(now).connect);
         link.connected(now);
@@ -1018,7 +1098,7 @@ mod tests {
     fn a_set_up_with_no_reply_fails_after_the_connect_timeout() {
         let now = Instant::now();
         let config = LinkConfig { connect_timeout: Duration::from_millis(100), ..LinkConfig::default() };
-        let mut link: Link<Toy, u32> = Link::new(Toy { hello: true, session: None }, config, now);
+        let mut link: Link<Toy, u32> = Link::new(Toy { hello: true, ..Toy::default() }, config, now);
         link.submit(now, 7, now + Duration::from_secs(5), 1).unwrap();
         link.poll(now);
         link.connected(now);

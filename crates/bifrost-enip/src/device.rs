@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bifrost_core::url::DeviceUrl;
+use bifrost_core::url::{DeviceUrl, MAX_MS};
 use bifrost_core::{Error, Result, Value};
 use bifrost_engine::runtime::{tcp_connector, RuntimeDriver};
 use bifrost_engine::{Columns, Completion, Driver, Job, LinkConfig, Outcome, Stats, Submitter, TagInfo, TypedValue};
@@ -21,6 +21,10 @@ use crate::encap::DEFAULT_PORT;
 use crate::framing::{Framing, Negotiated, Reply, Request};
 use crate::logix::{self, CipType, TagData};
 use crate::tag::LogixTag;
+
+/// How often an idle connection says something by default: well inside a
+/// controller's session inactivity timeout and the connection's own timeout.
+const KEEP_ALIVE: Duration = Duration::from_secs(30);
 
 /// The route when the URL gives none: port 1 (the backplane), slot 0.
 const DEFAULT_ROUTE: &str = "1,0";
@@ -35,6 +39,8 @@ pub struct Opening {
     pub route: Vec<u8>,
     /// `connected=false`: unconnected messaging only, no Forward Open.
     pub connect: bool,
+    /// `keep-alive`: an idle connection says something this often (`None`: `keep-alive=0`).
+    pub keep_alive: Option<Duration>,
 }
 
 impl Opening {
@@ -56,14 +62,19 @@ impl Opening {
             Some("false") => false,
             Some(other) => return Err(Error::invalid_value(format!("connected must be true or false, not '{other}'"))),
         };
+        let keep_alive = match url.take_in("keep-alive", 0..=MAX_MS)? {
+            Some(0) => None,
+            Some(ms) => Some(Duration::from_millis(ms)),
+            None => Some(KEEP_ALIVE),
+        };
         url.finish()?;
-        Ok(Opening { address, link, route, connect })
+        Ok(Opening { address, link, route, connect, keep_alive })
     }
 
     /// The link's framing, and what it tells the device's jobs.
     pub fn framing(&self) -> (Framing, Arc<Negotiated>) {
         let negotiated = Arc::new(Negotiated::default());
-        (Framing::new(self.route.clone(), self.connect, negotiated.clone()), negotiated)
+        (Framing::new(self.route.clone(), self.connect, self.keep_alive, negotiated.clone()), negotiated)
     }
 
     /// Starts the device's link on a runtime-thread driver.
@@ -902,6 +913,9 @@ mod tests {
         assert_eq!((direct.address.as_str(), direct.route.len(), direct.connect), ("plc:2222", 0, false));
         let slot0 = Opening::from_url(DeviceUrl::parse("eip://plc").unwrap()).unwrap();
         assert_eq!(slot0.route, [1, 0], "backplane slot 0 by default");
+        assert_eq!(slot0.keep_alive, Some(Duration::from_secs(30)));
+        let quiet = Opening::from_url(DeviceUrl::parse("eip://plc?keep-alive=0").unwrap()).unwrap();
+        assert_eq!(quiet.keep_alive, None);
         for bad in ["eip://", "eip://h?path=1", "eip://h?connected=maybe", "eip://h?nope=1", "modbus-tcp://h"] {
             assert!(Opening::from_url(DeviceUrl::parse(bad).unwrap()).is_err(), "{bad}");
         }

@@ -8,6 +8,7 @@
 
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bifrost_core::{Error, Result};
 use bytes::Bytes;
@@ -109,10 +110,13 @@ pub struct Framing {
     serial: u16,
     originator_serial: u32,
     negotiated: Arc<Negotiated>,
+    /// An idle connection says something this often (`keep-alive`), so neither the
+    /// controller's CIP connection nor its session times out.
+    keep_alive: Option<Duration>,
 }
 
 impl Framing {
-    pub fn new(route: Vec<u8>, connect: bool, negotiated: Arc<Negotiated>) -> Framing {
+    pub fn new(route: Vec<u8>, connect: bool, keep_alive: Option<Duration>, negotiated: Arc<Negotiated>) -> Framing {
         // Differs from process to process, so two clients on one host do not collide.
         let seed = std::process::id()
             ^ (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()));
@@ -125,6 +129,7 @@ impl Framing {
             serial: seed as u16,
             originator_serial: seed.rotate_left(16) | 1,
             negotiated,
+            keep_alive,
         }
     }
 
@@ -294,6 +299,19 @@ impl bifrost_engine::Framing for Framing {
         matches!(self.messaging, Messaging::Connected { .. })
     }
 
+    fn keep_alive_after(&self) -> Option<Duration> {
+        self.keep_alive
+    }
+
+    /// Reads the Identity object's vendor id: a request every device answers, sent
+    /// as calls are (connected when a connection is open), so it keeps that alive.
+    fn keep_alive(&mut self) -> Option<Request> {
+        let path = cip::object_path(cip::class::IDENTITY, 1, Some(1));
+        let mut message = Vec::with_capacity(8);
+        cip::request(&mut message, cip::service::GET_ATTRIBUTE_SINGLE, &path, |_| {}).ok()?;
+        Some(Request::Cip { message, write: false })
+    }
+
     fn farewell(&mut self, out: &mut Vec<u8>) {
         if let Messaging::Connected { .. } = self.messaging {
             let (serial, originator) = (self.serial, self.originator_serial);
@@ -338,7 +356,7 @@ mod tests {
     use bifrost_engine::Framing as _;
 
     fn framing() -> Framing {
-        Framing::new(vec![1, 0], true, Arc::default())
+        Framing::new(vec![1, 0], true, None, Arc::default())
     }
 
     /// A SendRRData reply carrying `message`, answering sender context `id`.
@@ -362,7 +380,7 @@ mod tests {
     #[test]
     fn the_set_up_registers_then_opens_a_large_connection() {
         let negotiated = Arc::new(Negotiated::default());
-        let mut f = Framing::new(vec![1, 0], true, negotiated.clone());
+        let mut f = Framing::new(vec![1, 0], true, None, negotiated.clone());
         assert_eq!(f.set_up(None).unwrap(), Some(Request::RegisterSession));
         let Some(Request::ForwardOpen(open)) = f.set_up(Some(Reply::Registered { session: 0x42 })).unwrap() else {
             panic!("a Forward Open follows the session")
@@ -471,7 +489,7 @@ mod tests {
 
     #[test]
     fn connected_false_skips_the_forward_open() {
-        let mut f = Framing::new(Vec::new(), false, Arc::default());
+        let mut f = Framing::new(Vec::new(), false, None, Arc::default());
         f.set_up(None).unwrap();
         assert_eq!(f.set_up(Some(Reply::Registered { session: 9 })).unwrap(), None);
         let mut out = Vec::new();
