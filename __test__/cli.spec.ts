@@ -137,7 +137,9 @@ test.serial('unknown flags, bad flag values, commands and arguments exit 2 befor
       { args: ['write', sim.url, tag], stderr: /write needs <url> <tag> <value>/ },
       { args: ['read', 'not-a-url', tag], stderr: /^error EADDRESS: / },
       { args: ['simulate', 'modbus', '--framing', 'udp'], stderr: /--framing must be tcp or rtu/ },
-      { args: ['simulate', 'ftp'], stderr: /simulate supports 'modbus' only/ },
+      { args: ['simulate', 'ftp'], stderr: /simulate takes 'modbus' or 'enip', not 'ftp'/ },
+      { args: ['simulate', 'modbus', '--tag', 'A=INT'], stderr: /--tag is for the enip simulator/ },
+      { args: ['simulate', 'enip', '--units', '1'], stderr: /--units is for the modbus simulator/ },
       { args: ['frobnicate', sim.url], stderr: /unknown command 'frobnicate'/ },
       { args: ['--frobnicate'], stderr: /unknown flag --frobnicate/ },
     ]
