@@ -628,6 +628,22 @@ mod tests {
         assert_eq!(inner.message[0], service::READ_TAG);
     }
 
+    /// The reply of a real ControlLogix 1756-L61 to a routed Get Attributes All of
+    /// its Identity object (the capture cpppo's repository keeps).
+    #[test]
+    fn a_real_controllers_identity_reply() {
+        let mut reply = hex("810000000100 0e00 3600 140b 6031 1a066c00 14".replace(' ', "").as_str());
+        reply.extend_from_slice(b"1756-L61/B LOGIX5561");
+        let response = Response::parse(&reply).unwrap();
+        assert_eq!((response.service, response.status, response.ext_status), (service::GET_ATTRIBUTES_ALL, 0, None));
+        let mut r = Reader::new(response.data);
+        assert_eq!((r.u16("vendor").unwrap(), r.u16("type").unwrap(), r.u16("product").unwrap()), (1, 0x0e, 0x36));
+        assert_eq!((r.u8("major").unwrap(), r.u8("minor").unwrap()), (20, 11));
+        assert_eq!((r.u16("status").unwrap(), r.u32("serial").unwrap()), (0x3160, 0x006c_061a));
+        let name_len = r.u8("length").unwrap();
+        assert_eq!(r.bytes(usize::from(name_len), "name").unwrap(), b"1756-L61/B LOGIX5561");
+    }
+
     #[test]
     fn forward_open_round_trips_both_sizes() {
         for (large, size) in [(true, 4002), (false, 504)] {

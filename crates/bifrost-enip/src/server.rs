@@ -962,6 +962,36 @@ mod tests {
         assert_eq!((status(&reply), &reply[4..6]), (0x01, &[0x07, 0x01][..]), "not found the second time");
     }
 
+    /// A real client's request to a ControlLogix (the capture cpppo's repository
+    /// keeps): Get Attributes All of the Identity object, through Unconnected
+    /// Send to slot 0. The simulator answers it as the controller did: the
+    /// embedded reply itself, its context echoed.
+    #[test]
+    fn a_real_clients_routed_identity_request() {
+        let hex = |s: &str| -> Vec<u8> {
+            let s: String = s.split_whitespace().collect();
+            (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        };
+        let request = hex("6f 00 24 00 01 1e 02 11 00 00 00 00 02 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 05 00
+             02 00 00 00 00 00 b2 00 14 00 52 02 20 06 24 01 01 fa 06 00 01 02 20 01 24 01 01 00 01 00");
+        let controller =
+            Controller { tags: HashMap::new(), symbols: HashMap::new(), config: SimulatorConfig::default() };
+        let local = "127.0.0.1:44818".parse().unwrap();
+        let mut state = Connection { local, session: 0x1102_1e01, opened: Vec::new(), next_id: 7 };
+        let mut out = Vec::new();
+        assert!(matches!(answer(&controller, &mut state, &request, &mut out, false), Answer::Reply));
+        let header = Header::parse(&out).unwrap();
+        assert_eq!(
+            (header.command, header.session, header.status, header.context[0]),
+            (command::SEND_RR_DATA, 0x1102_1e01, 0, 2)
+        );
+        let reply = cip::Response::parse(encap::payload(&out[HEADER_LEN..]).unwrap().message).unwrap();
+        assert_eq!((reply.service, reply.status), (service::GET_ATTRIBUTES_ALL, 0));
+        // Vendor 1, a PLC (0x0E), then product code, revision, status, serial and name.
+        assert_eq!(&reply.data[..4], &[1, 0, 0x0e, 0]);
+        assert!(reply.data.ends_with(b"Bifrost Logix Simulator"));
+    }
+
     #[test]
     fn initial_values_are_the_element_index() {
         let tag = TagStore::new(&TagSpec::parse("A=DINT[3]").unwrap());
