@@ -6,7 +6,7 @@ import test from 'ava'
 import { join } from 'node:path'
 import { connect, createPoller, discover, readPlans, readPlansInto, startEnipSimulator, startSimulator } from '../src/index.js'
 import type { BifrostError, Simulator } from '../src/index.js'
-import { freePort, run, startProcess, stopProcess } from './helpers.js'
+import { freePort, rawServer, run, startProcess, stopProcess } from './helpers.js'
 
 const BIN = join(__dirname, '..', 'bin', 'bifrost.js')
 const TAGS = ['SCADA=INT[1000]', 'Counter=DINT', 'Temp=REAL', 'Big=DINT[3000]', 'Name=STRING', 'Note=CIP_STRING', 'L=LINT', 'U=ULINT', 'Flags=DINT', 'B=BOOL[4]', 'Program:Main.Speed=REAL']
@@ -156,6 +156,43 @@ test('connecting: a bad URL is EADDRESS, a closed port ECONNREFUSED, a wrong rou
   const refused = (await t.throwsAsync(unconnected.read('Counter'))) as BifrostError
   t.is(refused.extStatus, 0x0312)
   await unconnected.close()
+})
+
+test('a peer that is not a controller: silence, garbage, a refused session, a reply cut short are clear errors, never a hang', async (t) => {
+  const register = (socket: import('node:net').Socket, status: number) =>
+    socket.once('data', (request: Buffer) => {
+      const reply = Buffer.alloc(28)
+      request.copy(reply, 0, 0, 24) // command, length, context echoed
+      reply.writeUInt32LE(0x0d0c0b0a, 4) // the session handle
+      reply.writeUInt32LE(status, 8)
+      reply.writeUInt16LE(1, 24)
+      socket.write(reply)
+    })
+  const cases: Array<[string, (socket: import('node:net').Socket) => void, string, RegExp]> = [
+    ['silent', () => {}, 'ETIMEDOUT', /did not answer RegisterSession while setting the connection up/],
+    ['garbage', (socket) => socket.once('data', () => socket.write(Buffer.from('HTTP/1.1 400 Bad Request\r\n\r\n'))), 'EPROTO', /not an EtherNet\/IP frame/],
+    ['refused', (socket) => register(socket, 0x69), 'EPROTO', /status 0x0069 \(unsupported encapsulation protocol revision\)/],
+    ['hangs up', (socket) => socket.once('data', () => socket.destroy()), 'ECONNRESET', /closed the connection/],
+  ]
+  for (const [name, behave, code, message] of cases) {
+    const peer = await rawServer(behave)
+    const started = Date.now()
+    const e = (await t.throwsAsync(connect(`eip://127.0.0.1:${peer.port}?connect-timeout=500`))) as BifrostError
+    t.is(e.code, code, `${name}: ${e.message}`)
+    t.regex(e.message, message, name)
+    t.true(Date.now() - started < 10_000, `${name} settled in ${Date.now() - started} ms`)
+    await peer.close()
+  }
+  // A session, then a Forward Open answered with half a frame: the connect times out, and the process lives.
+  const half = await rawServer((socket) => {
+    register(socket, 0)
+    socket.on('data', (request: Buffer) => {
+      if (request.readUInt16LE(0) === 0x6f) socket.write(request.subarray(0, 30))
+    })
+  })
+  const e = (await t.throwsAsync(connect(`eip://127.0.0.1:${half.port}?connect-timeout=500`))) as BifrostError
+  t.is(e.code, 'ETIMEDOUT', e.message)
+  await half.close()
 })
 
 test('prepared plans, group reads and the poller read EtherNet/IP devices', async (t) => {

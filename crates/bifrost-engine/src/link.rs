@@ -773,6 +773,10 @@ impl<F: Framing, T> Link<F, T> {
     /// in step: start a fresh connection. Without ids (RTU) no frame boundary
     /// survives garbage: fail the request on the wire and start clean.
     fn garbage(&mut self, error: Error, now: Instant) {
+        if self.connection == Connection::SettingUp {
+            // Not the protocol at all: the set-up fails, as a refused connect would.
+            return self.set_up_failed(now, error);
+        }
         if self.framing.id_space() > 0 {
             bump(&self.stats.resyncs);
             self.drop_connection(error, false);
@@ -1057,6 +1061,20 @@ mod tests {
         link.received(call_at);
         assert_eq!(link.take_completed().map(|(t, r)| (t, r.unwrap())).collect::<Vec<_>>(), vec![(1, 9)]);
         assert_eq!(link.poll(call_at).wake_at, Some(call_at + every));
+    }
+
+    #[test]
+    fn garbage_during_the_set_up_fails_it_as_a_refused_connect() {
+        let now = Instant::now();
+        let mut link: Link<Toy, u32> = Link::new(Toy { hello: true, ..Toy::default() }, LinkConfig::default(), now);
+        assert!(link.poll(now).connect);
+        link.connected(now);
+        link.poll(now);
+        assert_eq!(link.opened(), None, "setting up");
+        link.garbage(Error::proto("not this protocol"), now);
+        assert_eq!(link.opened(), Some(Err(Error::proto("not this protocol"))));
+        assert!(link.poll(now).disconnect);
+        assert_eq!(link.stats().breaker_opens.load(Ordering::Relaxed), 1);
     }
 
     #[test]
