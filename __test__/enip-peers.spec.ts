@@ -86,6 +86,11 @@ peerTest("discover() finds cpppo's server by its UDP ListIdentity", cpppo, async
   t.is(found[0]!.address, '127.0.0.1')
   t.is(found[0]!.vendorId, 1)
   t.regex(found[0]!.productName, /1756-L61/)
+  // The same identity over TCP, as the Identity object's attribute 7 (a short string).
+  const dev = await connect(`eip://127.0.0.1:${port}?request-timeout=10000`)
+  const name = (await dev.read('@1/1/7')) as number[]
+  t.is(String.fromCharCode(...name.slice(1, 1 + name[0]!)), found[0]!.productName)
+  await dev.close()
 })
 
 peerTest('discover() broadcasts on a network (inside a network namespace of its own) and a simulator answers', namespaces, async (t) => {

@@ -97,6 +97,27 @@ test('a refused tag fails alone with CIP_STATUS, its status and extended status;
   await dev.close()
 })
 
+test("any object's attributes: @class/instance/attribute as raw bytes, @class/instance for all of them", async (t) => {
+  const sim = await simulator()
+  const dev = await connect(sim.url)
+  const name = [...'Bifrost Logix Simulator'].map((c) => c.charCodeAt(0))
+  t.deepEqual(await dev.read('@1/1/7'), [name.length, ...name], 'the Identity product name: a short string')
+  const [vendor, all, counter] = await dev.readTags(['@1/1/1', '@0x01/1', 'Counter'])
+  t.deepEqual(vendor!.value, [1, 0])
+  t.deepEqual((all!.value as number[]).slice(0, 4), [1, 0, 0x0e, 0], 'vendor 1, a PLC')
+  t.is(counter!.value, 0, 'read in the same packet as the attributes')
+  const refused = (await t.throwsAsync(dev.write('@1/1/1', [2, 0]))) as BifrostError
+  t.is(refused.code, 'CIP_STATUS')
+  t.is(refused.status, 0x0e)
+  t.regex(refused.message, /attribute not settable/)
+  t.is(((await t.throwsAsync(dev.write('@1/1', [1]))) as BifrostError).code, 'EINVAL')
+  t.is(((await t.throwsAsync(dev.write('@1/1/1', 'text'))) as BifrostError).code, 'EINVAL')
+  t.is(((await t.throwsAsync(dev.read('@1'))) as BifrostError).code, 'EADDRESS')
+  t.is((t.throws(() => dev.prepare(['@1/1/1'])) as BifrostError).code, 'EADDRESS')
+  t.is(((await t.throwsAsync(dev.read('@0x99/1/1'))) as BifrostError).status, 0x05)
+  await dev.close()
+})
+
 test('bits are written with Read-Modify-Write, leaving the other bits alone', async (t) => {
   const sim = await simulator()
   const dev = await connect(sim.url)

@@ -12,6 +12,7 @@ pub mod service {
     pub const GET_ATTRIBUTE_LIST: u8 = 0x03;
     pub const MULTIPLE_SERVICE_PACKET: u8 = 0x0A;
     pub const GET_ATTRIBUTE_SINGLE: u8 = 0x0E;
+    pub const SET_ATTRIBUTE_SINGLE: u8 = 0x10;
     pub const READ_TAG: u8 = 0x4C;
     pub const WRITE_TAG: u8 = 0x4D;
     /// Logix Read-Modify-Write Tag; the Connection Manager's Forward Close shares the code.

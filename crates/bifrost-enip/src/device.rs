@@ -20,7 +20,7 @@ use crate::cip::{self, service, status, Response};
 use crate::encap::DEFAULT_PORT;
 use crate::framing::{Framing, Negotiated, Reply, Request};
 use crate::logix::{self, CipType, TagData};
-use crate::tag::LogixTag;
+use crate::tag::{LogixTag, ObjectAccess};
 
 /// How often an idle connection says something by default: well inside a
 /// controller's session inactivity timeout and the connection's own timeout.
@@ -135,6 +135,8 @@ impl DeviceState {
     }
 }
 
+/// Reply bytes an object's attributes may take (the Identity object's all take about 40).
+const OBJECT_REPLY_ESTIMATE: usize = 256;
 /// Bytes of an element when its type is not known yet: the widest number.
 const GUESSED_ELEMENT: usize = 8;
 /// The Message Router reply header, and a structure's type code and handle.
@@ -142,6 +144,9 @@ const REPLY_HEADER: usize = 4 + 4;
 
 /// Reply bytes a read of `tag` may take, its type known or not.
 fn reply_estimate(known: Option<CipType>, tag: &LogixTag) -> usize {
+    if tag.object.is_some() {
+        return OBJECT_REPLY_ESTIMATE;
+    }
     let element = known.and_then(CipType::element_size).unwrap_or(GUESSED_ELEMENT);
     REPLY_HEADER + element * usize::from(tag.count)
 }
@@ -234,6 +239,15 @@ impl ReadJob {
         let tags = self.tags.clone();
         let Ok(read) = &tags[tag] else { return };
         let what = || format!("read of '{}'", read.text());
+        if read.object.is_some() {
+            // An object's attributes: their raw bytes.
+            let bytes = response.and_then(|response| response.ok(&what()).map(<[u8]>::to_vec));
+            self.slots[tag] = match bytes {
+                Ok(bytes) => Slot::Read(Some(TypedValue { value: bytes_value(&bytes), wide: false })),
+                Err(e) => Slot::Failed(e),
+            };
+            return;
+        }
         let result = response.and_then(|response| match response.status {
             status::SUCCESS | status::PARTIAL_TRANSFER => {
                 Ok((response.status == status::PARTIAL_TRANSFER, logix::parse_read_reply(response.data)?))
@@ -340,6 +354,20 @@ impl ReadJob {
     }
 }
 
+/// Raw bytes as a value: an array of numbers, one per byte.
+fn bytes_value(bytes: &[u8]) -> Value {
+    Value::Array(bytes.iter().map(|&b| Value::UInt(u64::from(b))).collect())
+}
+
+/// The service that reads (or writes) an object's attribute, or all of them.
+fn object_service(access: ObjectAccess, write: bool) -> u8 {
+    match (access, write) {
+        (ObjectAccess::Single, false) => service::GET_ATTRIBUTE_SINGLE,
+        (ObjectAccess::Single, true) => service::SET_ATTRIBUTE_SINGLE,
+        (ObjectAccess::All, _) => service::GET_ATTRIBUTES_ALL,
+    }
+}
+
 /// A tag's value from its bytes; a bit tag's bit, an array range's array.
 fn value(tag: &LogixTag, ty: CipType, bytes: &[u8]) -> Result<TypedValue> {
     if let Some(bit) = tag.bit {
@@ -376,7 +404,11 @@ impl Job<Framing> for ReadJob {
         for (i, tag) in tags.iter().enumerate() {
             let Ok(tag) = tag else { continue };
             let at = scratch.len();
-            if let Err(e) = logix::read_tag(&mut scratch, &tag.path, tag.count) {
+            let built = match tag.object {
+                Some(access) => cip::request(&mut scratch, object_service(access, false), &tag.path, |_| {}),
+                None => logix::read_tag(&mut scratch, &tag.path, tag.count),
+            };
+            if let Err(e) = built {
                 scratch.truncate(at);
                 self.slots[i] = Slot::Failed(e);
                 continue;
@@ -574,11 +606,50 @@ fn fragment_len(message: &[u8], bit: bool, sent: usize, total: usize) -> usize {
     message.len().saturating_sub(2 + path_len + type_len + 2 + 4)
 }
 
+impl WriteJob {
+    /// Set Attribute Single with the value's raw bytes (numbers 0 to 255).
+    fn write_object(&mut self, i: usize, tag: &LogixTag, access: ObjectAccess, link: &mut Submitter<'_, Framing>) {
+        let bytes = match (&self.writes[i].1, access) {
+            (_, ObjectAccess::All) => Err(Error::invalid_value(format!(
+                "'{}' names all of an object's attributes, which cannot be written",
+                tag.name
+            ))),
+            (Value::Array(items), _) => items
+                .iter()
+                .map(|item| match item {
+                    Value::Int(b) => u8::try_from(*b).ok(),
+                    Value::UInt(b) => u8::try_from(*b).ok(),
+                    Value::Float(b) if b.fract() == 0.0 && (0.0..=255.0).contains(b) => Some(*b as u8),
+                    _ => None,
+                })
+                .collect::<Option<Vec<u8>>>()
+                .ok_or_else(|| {
+                    Error::invalid_value(format!("'{}' takes raw bytes: an array of numbers 0 to 255", tag.name))
+                }),
+            _ => Err(Error::invalid_value(format!("'{}' takes raw bytes: an array of numbers 0 to 255", tag.name))),
+        };
+        let mut message = Vec::new();
+        let sent = bytes.and_then(|bytes| {
+            cip::request(&mut message, object_service(access, true), &tag.path, |out| out.extend_from_slice(&bytes))?;
+            // Nothing left to send once it is answered.
+            self.steps[i] = WriteStep::Writing { ty: CipType::Usint, data: Vec::new(), count: 0, sent: 0 };
+            link.submit(Request::Cip { message, write: true }, i as u32)
+        });
+        if let Err(e) = sent {
+            self.steps[i] = WriteStep::Done(Err(e));
+        }
+    }
+}
+
 impl Job<Framing> for WriteJob {
     fn start(&mut self, link: &mut Submitter<'_, Framing>) {
         for i in 0..self.writes.len() {
             let Ok(tag) = &self.writes[i].0 else { continue };
             let tag = tag.clone();
+            if let Some(access) = tag.object {
+                self.write_object(i, &tag, access, link);
+                continue;
+            }
             match self.state.type_of(&tag) {
                 Some(ty) => {
                     self.steps[i] = encode_write(&tag, ty, &self.writes[i].1);
@@ -830,6 +901,12 @@ impl bifrost_engine::Device for EnipDevice {
         let parsed = parse_tags(tags);
         if let Some(Err(e)) = parsed.iter().find(|t| t.is_err()) {
             return Err(e.clone());
+        }
+        if let Some(Ok(tag)) = parsed.iter().find(|t| t.as_ref().is_ok_and(|t| t.object.is_some())) {
+            return Err(Error::address(format!(
+                "'{}' is an object's raw bytes, not numbers: read it with readTags",
+                tag.name
+            )));
         }
         Ok(Box::new(EnipPlan { device: self.0.clone(), tags: parsed }))
     }

@@ -675,6 +675,7 @@ fn object_service(
             body.extend_from_slice(PROGRAM.as_bytes());
             reply(out, service, 0, None, &body);
         }
+        (IDENTITY, 1, service::SET_ATTRIBUTE_SINGLE) => reply(out, service, 0x0E, None, &[]),
         (ROUTER, 1, service::MULTIPLE_SERVICE_PACKET) => multiple(controller, state, service, data, limit, out),
         (MANAGER, 1, service::FORWARD_OPEN | service::LARGE_FORWARD_OPEN) => {
             let large = service == service::LARGE_FORWARD_OPEN;

@@ -1,7 +1,8 @@
 //! Logix tag addresses: `Counter`, `Program:Main.Counter`, `Recipe[2].Temp`,
 //! `Matrix[1,2]`, `Flags.5` (bit 5 of an integer) and element ranges
 //! `Big[0]{2000}` (start, then count), compiled once into the EPATH a
-//! request carries.
+//! request carries; and any CIP object's attributes, `@1/1/7` (class,
+//! instance, attribute) or `@1/1` (all of them).
 
 use bifrost_core::{Error, Result};
 
@@ -23,6 +24,18 @@ pub struct LogixTag {
     /// The name without indices or a bit, upper-case: every element of a tag has
     /// one type, which devices learn under this key.
     pub type_key: Box<str>,
+    /// `@class/instance[/attribute]`: a CIP object's attribute, read and written
+    /// as raw bytes with Get/Set Attribute Single, or all of them (Get Attributes All).
+    pub object: Option<ObjectAccess>,
+}
+
+/// How an `@class/instance[/attribute]` address is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ObjectAccess {
+    /// Get (or Set) Attribute Single.
+    Single,
+    /// Get Attributes All (read only).
+    All,
 }
 
 /// The longest element range one tag may ask for.
@@ -33,6 +46,11 @@ impl LogixTag {
     pub fn parse(text: &str) -> Result<LogixTag> {
         let bad = |why: &str| Error::address(format!("bad EtherNet/IP tag '{text}': {why}"));
         let trimmed = text.trim();
+        if let Some(object) = trimmed.strip_prefix('@') {
+            return Self::object(trimmed, object).ok_or_else(|| {
+                bad("an object's attribute is @class/instance/attribute or @class/instance, numbers as 1 or 0x01")
+            });
+        }
         let (address, count) = match trimmed.strip_suffix('}') {
             Some(head) => {
                 let open = head.rfind('{').ok_or_else(|| bad("'}' without '{'"))?;
@@ -96,6 +114,32 @@ impl LogixTag {
             range: count.is_some(),
             bit,
             type_key,
+            object: None,
+        })
+    }
+
+    /// `@class/instance[/attribute]`, numbers in decimal or 0x hex.
+    fn object(text: &str, parts: &str) -> Option<LogixTag> {
+        let number = |part: &str| match part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+            Some(hex) => u32::from_str_radix(hex, 16).ok(),
+            None => part.parse().ok(),
+        };
+        let ids: Vec<u32> = parts.split('/').map(|p| number(p.trim())).collect::<Option<_>>()?;
+        let (class, instance, attribute) = match ids[..] {
+            [class, instance] => (class, instance, None),
+            [class, instance, attribute] => (class, instance, Some(u16::try_from(attribute).ok()?)),
+            _ => return None,
+        };
+        let path = cip::object_path(u16::try_from(class).ok()?, instance, attribute);
+        let object = Some(if attribute.is_some() { ObjectAccess::Single } else { ObjectAccess::All });
+        Some(LogixTag {
+            name: text.to_string(),
+            path,
+            count: 1,
+            range: false,
+            bit: None,
+            type_key: text.into(),
+            object,
         })
     }
 
@@ -192,6 +236,17 @@ mod tests {
         let bit = LogixTag::parse("Flags.5").unwrap();
         assert_eq!((bit.bit, bit.path), (Some(5), [&[0x91, 5][..], b"Flags", &[0]].concat()));
         assert_eq!(LogixTag::parse("Motor[1].Status.31").unwrap().bit, Some(31));
+    }
+
+    #[test]
+    fn object_attributes_are_logical_paths() {
+        let single = LogixTag::parse("@1/1/7").unwrap();
+        assert_eq!((single.path, single.object), (vec![0x20, 1, 0x24, 1, 0x30, 7], Some(ObjectAccess::Single)));
+        let all = LogixTag::parse("@0xF5/1").unwrap();
+        assert_eq!((all.path, all.object), (vec![0x20, 0xF5, 0x24, 1], Some(ObjectAccess::All)));
+        for bad in ["@1", "@1/x/2", "@70000/1", "@1/1/70000", "@1/1/1/1"] {
+            assert!(LogixTag::parse(bad).unwrap_err().message.contains("@class/instance"), "{bad}");
+        }
     }
 
     #[test]
