@@ -17,5 +17,7 @@ pub mod shared;
 pub use failover::{Failover, FailoverConfig};
 pub use link::{Framing, Link, LinkConfig, Resync, Stats, Wants};
 pub use poller::{Deadband, Poller};
-pub use session::{Columns, Completion, Device, Driver, Job, Outcome, Plan, Session, Submitter, TagInfo, TypedValue};
+pub use session::{
+    Columns, Completion, Device, DeviceCore, Driver, Job, Outcome, Plan, Session, Submitter, TagInfo, TypedValue,
+};
 pub use shared::SharedLinks;

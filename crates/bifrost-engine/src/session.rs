@@ -288,6 +288,44 @@ pub trait Driver<F: Framing> {
     fn close(&self, done: Box<dyn Completion>);
 }
 
+/// What a protocol's device and its prepared plans share: the driver its calls
+/// run on, the protocol's state `S`, and whether it was closed.
+pub struct DeviceCore<F: Framing, S> {
+    driver: Box<dyn Driver<F>>,
+    pub state: Arc<S>,
+    closed: std::cell::Cell<bool>,
+}
+
+impl<F: Framing, S> DeviceCore<F, S> {
+    pub fn new(driver: Box<dyn Driver<F>>, state: Arc<S>) -> Self {
+        DeviceCore { driver, state, closed: std::cell::Cell::new(false) }
+    }
+
+    /// Runs a call, or completes it with [`Outcome::Closed`] once the device is closed.
+    pub fn run(&self, job: Box<dyn Job<F>>, timeout: Option<Duration>, done: Box<dyn Completion>) {
+        if self.closed.get() {
+            return done.complete(Outcome::Closed);
+        }
+        self.driver.run(job, timeout, done);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        self.driver.stats()
+    }
+
+    /// Closes the driver once; a second close completes at once.
+    pub fn close(&self, done: Box<dyn Completion>) {
+        if self.closed.replace(true) {
+            return done.complete(Outcome::Closed);
+        }
+        self.driver.close(done)
+    }
+}
+
 /// A connected device as the addon sees it, whatever its protocol.
 pub trait Device {
     /// Reads the tags; [`Outcome::Values`], one per tag in order (a bad address fails its tag alone).

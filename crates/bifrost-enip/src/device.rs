@@ -5,7 +5,6 @@
 //! tag's type from the controller, write bits with Read-Modify-Write and large
 //! values in fragments.
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +12,9 @@ use std::time::Duration;
 use bifrost_core::url::{DeviceUrl, MAX_MS};
 use bifrost_core::{Error, Result, Value};
 use bifrost_engine::runtime::{tcp_connector, RuntimeDriver};
-use bifrost_engine::{Columns, Completion, Driver, Job, LinkConfig, Outcome, Stats, Submitter, TagInfo, TypedValue};
+use bifrost_engine::{
+    Columns, Completion, DeviceCore, Driver, Job, LinkConfig, Outcome, Stats, Submitter, TagInfo, TypedValue,
+};
 use rustc_hash::FxHashMap;
 
 use crate::cip::{self, service, status, Response};
@@ -850,28 +851,16 @@ impl Job<Framing> for BrowseJob {
     }
 }
 
-struct DeviceCore {
-    driver: Box<dyn Driver<Framing>>,
-    state: Arc<DeviceState>,
-    closed: Cell<bool>,
-}
-
-impl DeviceCore {
-    fn run(&self, job: Box<dyn Job<Framing>>, timeout: Option<Duration>, done: Box<dyn Completion>) {
-        if self.closed.get() {
-            return done.complete(Outcome::Closed);
-        }
-        self.driver.run(job, timeout, done);
-    }
-}
+/// The device's driver and state; its prepared plans hold it too.
+type Core = DeviceCore<Framing, DeviceState>;
 
 /// A connected Logix controller.
-pub struct EnipDevice(Rc<DeviceCore>);
+pub struct EnipDevice(Rc<Core>);
 
 impl EnipDevice {
     pub fn new(driver: Box<dyn Driver<Framing>>, negotiated: Arc<Negotiated>) -> EnipDevice {
         let state = Arc::new(DeviceState { negotiated, learned: Mutex::default() });
-        EnipDevice(Rc::new(DeviceCore { driver, state, closed: Cell::new(false) }))
+        EnipDevice(Rc::new(DeviceCore::new(driver, state)))
     }
 }
 
@@ -925,26 +914,23 @@ impl bifrost_engine::Device for EnipDevice {
     }
 
     fn stats(&self) -> Arc<Stats> {
-        self.0.driver.stats()
+        self.0.stats()
     }
 
     fn close(&self, done: Box<dyn Completion>) {
-        if self.0.closed.replace(true) {
-            return done.complete(Outcome::Closed);
-        }
-        self.0.driver.close(done)
+        self.0.close(done)
     }
 }
 
 /// Tags parsed once, read many times into columns.
 struct EnipPlan {
-    device: Rc<DeviceCore>,
+    device: Rc<Core>,
     tags: Arc<[std::result::Result<LogixTag, Error>]>,
 }
 
 impl bifrost_engine::Plan for EnipPlan {
     fn read(&self, timeout: Option<Duration>, done: Box<dyn Completion>) {
-        if self.device.closed.get() {
+        if self.device.is_closed() {
             let error = Error::closed("the device was closed");
             return done.complete(Outcome::Columns(Columns::failed(self.counts(), &error)));
         }

@@ -3,7 +3,7 @@
 //! address ranges the device refuses (exception 2) so later plans avoid them.
 //! Each call is a job on the engine's session: no task or future per call.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -15,7 +15,8 @@ use bifrost_core::url::{DeviceUrl, MAX_MS};
 use bifrost_core::{encode_element, encode_string, DataType, Error, Result, Value};
 use bifrost_engine::runtime::{tcp_connector, RuntimeDriver};
 use bifrost_engine::{
-    Columns, Completion, Driver, Job, LinkConfig, Outcome, Resync, SharedLinks, Stats, Submitter, TypedValue,
+    Columns, Completion, DeviceCore, Driver, Job, LinkConfig, Outcome, Resync, SharedLinks, Stats, Submitter,
+    TypedValue,
 };
 use bytes::Bytes;
 
@@ -645,45 +646,31 @@ impl Job<Framing> for WriteJob {
     }
 }
 
-/// A device's link and state; its prepared plans hold it too.
-struct DeviceCore {
-    /// The device's own link, or its hold on a shared one.
-    driver: Box<dyn Driver<Framing>>,
-    state: Arc<DeviceState>,
-    closed: Cell<bool>,
-}
-
-impl DeviceCore {
-    fn run(&self, job: Box<dyn Job<Framing>>, timeout: Option<Duration>, done: Box<dyn Completion>) {
-        if self.closed.get() {
-            return done.complete(Outcome::Closed);
-        }
-        self.driver.run(job, timeout, done);
-    }
-}
+/// The device's driver and state; its prepared plans hold it too.
+type Core = DeviceCore<Framing, DeviceState>;
 
 /// A connected Modbus device. It lives on the thread that opened it (the
 /// JavaScript thread); its calls run wherever its driver runs them.
-pub struct ModbusDevice(Rc<DeviceCore>);
+pub struct ModbusDevice(Rc<Core>);
 
 impl ModbusDevice {
     fn new(driver: Box<dyn Driver<Framing>>, settings: DeviceSettings) -> Self {
         let stats = driver.stats();
         let state = Arc::new(DeviceState { settings, learned: Mutex::new(Learned::default()), stats });
-        ModbusDevice(Rc::new(DeviceCore { driver, state, closed: Cell::new(false) }))
+        ModbusDevice(Rc::new(DeviceCore::new(driver, state)))
     }
 }
 
 /// A plan prepared on a device; swapped for a fresh one when the device learns something.
 struct ModbusPlan {
-    device: Rc<DeviceCore>,
+    device: Rc<Core>,
     plan: RefCell<Arc<ReadPlan>>,
 }
 
 impl bifrost_engine::Plan for ModbusPlan {
     fn read(&self, timeout: Option<Duration>, done: Box<dyn Completion>) {
         let state = &self.device.state;
-        if self.device.closed.get() {
+        if self.device.is_closed() {
             // Columns still: a poller or a group read gets every tag failed, in the plan's shape.
             let plan = self.plan.borrow();
             let error = Error::closed("the device was closed");
@@ -760,11 +747,7 @@ impl bifrost_engine::Device for ModbusDevice {
     }
 
     fn close(&self, done: Box<dyn Completion>) {
-        let core = &self.0;
-        if core.closed.replace(true) {
-            return done.complete(Outcome::Closed);
-        }
-        core.driver.close(done)
+        self.0.close(done)
     }
 }
 
