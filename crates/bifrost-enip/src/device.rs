@@ -560,7 +560,7 @@ impl WriteJob {
                 .element_size()
                 .filter(|_| ty.data_type().is_some() && !matches!(ty, CipType::Real | CipType::Lreal | CipType::Bool));
             match (on, width) {
-                (Ok(on), Some(width)) => logix::write_bit(&mut message, &tag.path, width, bit, on),
+                (Ok(on), Some(width)) => logix::write_bit(&mut message, &tag.path, width, bit, on).map(|()| 0),
                 (Err(e), _) => Err(e),
                 (_, None) => {
                     Err(Error::invalid_value(format!("'{}' is a bit of a {}, not of an integer", tag.name, ty.name())))
@@ -572,7 +572,7 @@ impl WriteJob {
             let element = ty.element_size().unwrap_or(1).max(1);
             let chunk = (room / element) * element;
             if sent == 0 && data.len() <= room {
-                logix::write_tag(&mut message, &tag.path, ty, count, &data)
+                logix::write_tag(&mut message, &tag.path, ty, count, &data).map(|()| data.len())
             } else if chunk == 0 {
                 Err(Error::invalid_value(format!(
                     "{}: one element does not fit a {size}-byte connection",
@@ -581,12 +581,13 @@ impl WriteJob {
             } else {
                 let end = (sent + chunk).min(data.len());
                 logix::write_tag_fragmented(&mut message, &tag.path, ty, count, sent as u32, &data[sent..end])
+                    .map(|()| end - sent)
             }
         };
+        // `built`: how many bytes of the value the request carries.
         match built {
             Err(e) => self.steps[i] = WriteStep::Done(Err(e)),
-            Ok(()) => {
-                let carried = fragment_len(&message, tag.bit.is_some(), sent, data.len());
+            Ok(carried) => {
                 self.steps[i] = WriteStep::Writing { ty, data, count, sent: sent + carried };
                 if let Err(e) = link.submit(Request::Cip { message, write: true }, i as u32) {
                     self.steps[i] = WriteStep::Done(Err(e));
@@ -594,17 +595,6 @@ impl WriteJob {
             }
         }
     }
-}
-
-/// Bytes of the value a write request carries: all for a whole write or a bit,
-/// else the fragment (what follows the fragmented request's 8 header bytes after its path).
-fn fragment_len(message: &[u8], bit: bool, sent: usize, total: usize) -> usize {
-    if bit || message.first() == Some(&service::WRITE_TAG) {
-        return total - sent;
-    }
-    let path_len = 2 * usize::from(message.get(1).copied().unwrap_or(0));
-    let type_len = if message.get(2 + path_len..4 + path_len) == Some(&[0xA0, 0x02]) { 4 } else { 2 };
-    message.len().saturating_sub(2 + path_len + type_len + 2 + 4)
 }
 
 impl WriteJob {
