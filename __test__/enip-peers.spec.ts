@@ -43,7 +43,8 @@ async function cpppoClient(port: number, ...operations: string[]): Promise<strin
 async function cpppoServer(): Promise<number> {
   const port = await freePort()
   const args = ['-m', 'cpppo.server.enip', '-A', '-a', `127.0.0.1:${port}`, ...TAGS.map((t) => t.replace('CIP_STRING', 'STRING')).filter((t) => !t.startsWith('Name='))]
-  children.push(await startProcess(PYTHON, args, 'Network TCP Server address'))
+  // It announces TCP, then UDP: ready once both listen (discovery needs the UDP one).
+  children.push(await startProcess(PYTHON, args, 'Network UDP Server address'))
   return port
 }
 
@@ -81,7 +82,8 @@ peerTest("our client reads and writes cpppo's server, connected and not; cpppo's
 
 peerTest("discover() finds cpppo's server by its UDP ListIdentity", cpppo, async (t) => {
   const port = await cpppoServer()
-  const found = await discover({ address: '127.0.0.1', port, timeoutMs: 2000 })
+  // cpppo answers slowly on a busy machine: gather answers for a long while.
+  const found = await discover({ address: '127.0.0.1', port, timeoutMs: 8000 })
   t.is(found.length, 1)
   t.is(found[0]!.address, '127.0.0.1')
   t.is(found[0]!.vendorId, 1)
