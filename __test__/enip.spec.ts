@@ -134,7 +134,12 @@ test('a silent simulator times out, a dropped connection comes back, a malformed
   const results = await Promise.allSettled(Array.from({ length: 6 }, (_, i) => dev.read(`SCADA[${i}]`)))
   const timedOut = results.filter((r) => r.status === 'rejected').map((r) => (r.reason as BifrostError).code)
   t.true(timedOut.length >= 1 && timedOut.every((code) => code === 'ETIMEDOUT'), timedOut.join())
-  t.is(await dev.read('SCADA[7]'), 7)
+  // Later reads work. Drops go on every 4th request, set-up ones included, so one may fall on the
+  // first of them; after a drop the next three requests (a reconnect and a read) are answered.
+  const later = [await dev.read('SCADA[7]').then(String, (e: BifrostError) => e.code)]
+  if (later[0] !== '7') later.push(await dev.read('SCADA[7]').then(String, (e: BifrostError) => e.code))
+  t.deepEqual(later.slice(-1), ['7'], later.join())
+  t.true(later.every((o) => o === '7' || o === 'ETIMEDOUT'), later.join())
   await dev.close()
 
   const dropping = await simulator({ disconnectAfter: 5 })
@@ -143,7 +148,8 @@ test('a silent simulator times out, a dropped connection comes back, a malformed
     const value = await again.read(`SCADA[${i}]`).catch((e: BifrostError) => e.code)
     t.true(value === i || value === 'ECONNRESET', `read ${i}: ${String(value)}`)
   }
-  t.is(await again.read('SCADA[3]'), 3)
+  // Each connection serves three reads: a read that races the close fails, and the one after it works.
+  t.is(await again.read('SCADA[3]').catch(() => again.read('SCADA[3]')), 3)
   t.true(again.stats().connects >= 2)
   await again.close()
 

@@ -67,17 +67,20 @@ if (only !== 'rust') {
   const drivers = process.platform === 'linux' ? ['event-loop', 'runtime'] : ['runtime']
   const counts = { pass: 0, fail: 0, skip: 0, todo: 0 }
   // A peer test left out in portable mode carries its peer in its title (see LEFT_OUT_MARK in
-  // __test__/helpers.ts): "ok 7 - peers › <title> [left out, needs: <peer>] # SKIP".
+  // __test__/helpers.ts): "- [skip] peers › <title> [left out, needs: <peer>]".
   const leftOut = []
   for (const driver of drivers) {
     console.log(`\n== TypeScript API: ava, driver=${driver}${portable ? ' (portable: BIFROST_PORTABLE=1)' : ''} ==`)
     const env = { ...process.env, BIFROST_DRIVER: driver, ...(portable ? { BIFROST_PORTABLE: '1' } : {}) }
     const run_ = { pass: 0, fail: 0, skip: 0, todo: 0 }
-    const code = await run('npx', ['ava', '--tap'], (line) => {
-      const m = /^# (pass|fail|skip|todo) (\d+)/.exec(line)
-      if (m) run_[m[1]] = Number(m[2])
-      const left = /^ok \d+ - (.*) \[left out, needs: (.*)\] # SKIP$/.exec(line)
-      if (left && driver === drivers[0]) leftOut.push({ title: left[1], peer: left[2] })
+    // ava's default reporter, one line per test. Not --tap: its reporter crashes on an error
+    // whose stack has no frames (every error the addon rejects with), hiding which test failed.
+    const code = await run('npx', ['ava'], (line) => {
+      const m = /^ {2}(✔|✘ \[fail\]:|- \[skip\]|- \[todo\]) (.*)$/.exec(line)
+      if (!m) return
+      run_[{ '✔': 'pass', '✘ [fail]:': 'fail', '- [skip]': 'skip', '- [todo]': 'todo' }[m[1]]]++
+      const left = /^(.*) \[left out, needs: (.*)\]$/.exec(m[2])
+      if (left && m[1] === '- [skip]' && driver === drivers[0]) leftOut.push({ title: left[1], peer: left[2] })
     }, env)
     if (code !== 0 && run_.fail === 0) run_.fail = 1 // ava itself failed (crash, timeout)
     failed ||= code !== 0
