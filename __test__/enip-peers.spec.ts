@@ -80,7 +80,7 @@ peerTest("our client reads and writes cpppo's server, connected and not; cpppo's
   await dev.close()
 })
 
-peerTest("discover() finds cpppo's server by its UDP ListIdentity", cpppo, async (t) => {
+peerTest("discover() finds cpppo's server by its UDP ListIdentity; identity() reads the same over TCP", cpppo, async (t) => {
   const port = await cpppoServer()
   // cpppo answers slowly on a busy machine: gather answers for a long while.
   const found = await discover({ address: '127.0.0.1', port, timeoutMs: 8000 })
@@ -88,8 +88,10 @@ peerTest("discover() finds cpppo's server by its UDP ListIdentity", cpppo, async
   t.is(found[0]!.address, '127.0.0.1')
   t.is(found[0]!.vendorId, 1)
   t.regex(found[0]!.productName, /1756-L61/)
-  // The same identity over TCP, as the Identity object's attribute 7 (a short string).
+  // The same identity over TCP: identity() (the Identity object's attributes), and attribute 7 alone (a short string).
   const dev = await connect(`eip://127.0.0.1:${port}?request-timeout=10000`)
+  const { address, port: _, state, ...listed } = found[0]!
+  t.deepEqual(await dev.identity(), listed)
   const name = (await dev.read('@1/1/7')) as number[]
   t.is(String.fromCharCode(...name.slice(1, 1 + name[0]!)), found[0]!.productName)
   await dev.close()

@@ -335,7 +335,7 @@ test('close() says goodbye: Forward Close (when connected) and UnRegisterSession
   }
 })
 
-test('discover() finds a simulator by address; nobody there is an empty list; bad options are EINVAL', async (t) => {
+test('discover() finds a simulator by address; nobody there is an empty list; bad options are EINVAL; identity() tells the same', async (t) => {
   const sim = await simulator()
   const [found, ...more] = await discover({ address: '127.0.0.1', port: sim.port, timeoutMs: 500 })
   t.is(more.length, 0)
@@ -346,6 +346,16 @@ test('discover() finds a simulator by address; nobody there is an empty list; ba
   t.is(await code({ address: '127.0.0.1', port: 0 }), 'EINVAL')
   t.is(await code({ address: '127.0.0.1', timeoutMs: -1 }), 'EINVAL')
   t.is(await code({ address: '127.0.0.1', bind: '203.0.113.9' }), 'EINVAL')
+  // identity(): the same over TCP; a Modbus device cannot tell.
+  const dev = await connect(sim.url)
+  const { address: _, port: __, state: ___, ...identity } = found!
+  t.deepEqual(await dev.identity(), identity)
+  await dev.close()
+  const modbus = await startSimulator()
+  const device = await connect(modbus.url)
+  t.is(((await t.throwsAsync(device.identity())) as BifrostError).code, 'EINVAL')
+  await device.close()
+  modbus.stop()
 })
 
 test('bifrost simulate enip serves tags the CLI reads and writes', async (t) => {

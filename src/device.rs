@@ -147,6 +147,14 @@ impl BindingDevice {
         Ok(promise)
     }
 
+    /// Who the device says it is, as a plain object; rejects for a protocol that cannot tell.
+    #[napi(ts_return_type = "Promise<object>")]
+    pub fn identity<'env>(&self, env: &'env Env, timeout_ms: Option<u32>) -> napi::Result<Object<'env>> {
+        let (done, promise) = JsCompletion::new(env, Shape::Value)?;
+        self.device.identity(timeout(timeout_ms), done);
+        Ok(promise)
+    }
+
     #[napi]
     pub fn stats(&self) -> BindingConnectionStats {
         use std::sync::atomic::Ordering::Relaxed;

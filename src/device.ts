@@ -9,7 +9,7 @@ import { native } from './native.js'
 import { pluginFor, registeredSchemes } from './plugin.js'
 import { Poller } from './poller.js'
 import type { TypedPollEntry } from './poller.js'
-import type { ColumnarData, ConnectOptions, DeviceDescriptor, PreparedPlan, ProtocolPlugin, RequestOptions, TagInfo, TagResult, TagValue } from './plugin.js'
+import type { ColumnarData, ConnectOptions, DeviceDescriptor, DeviceIdentity, PreparedPlan, ProtocolPlugin, RequestOptions, TagInfo, TagResult, TagValue } from './plugin.js'
 
 /** Options of {@link Device.watch}. */
 export interface WatchOptions {
@@ -183,6 +183,11 @@ export class NativePlugin implements ProtocolPlugin {
   /** Lists the device's tags, in Rust. */
   browse(from?: string, options?: RequestOptions): Promise<TagInfo[]> {
     return this.open().browse(from, options?.timeout) as Promise<TagInfo[]>
+  }
+
+  /** Reads the device's identity, in Rust. */
+  identity(options?: RequestOptions): Promise<DeviceIdentity> {
+    return this.open().identity(options?.timeout) as Promise<DeviceIdentity>
   }
 
   /** Parses and plans the tags once, in Rust. */
@@ -444,6 +449,23 @@ export class Device {
     if (!this.plugin.browse) throw new BifrostError('EINVAL', 'this device cannot list its tags: its plugin has no browse()')
     try {
       return await this.plugin.browse(from, options)
+    } catch (e) {
+      throw asBifrostError(e)
+    }
+  }
+
+  /**
+   * Who the device says it is (EtherNet/IP: the Identity object's attributes,
+   * read with Get Attributes All).
+   * @param options - a timeout for the read
+   * @throws {@link BifrostError} `EINVAL` when the device's protocol cannot tell its identity
+   */
+  async identity(options?: RequestOptions): Promise<DeviceIdentity> {
+    this.checkOpen()
+    checkRequestOptions(options)
+    if (!this.plugin.identity) throw new BifrostError('EINVAL', 'this device cannot tell its identity: its plugin has no identity()')
+    try {
+      return await this.plugin.identity(options)
     } catch (e) {
       throw asBifrostError(e)
     }

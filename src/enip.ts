@@ -8,6 +8,7 @@ import { NativePlugin, checkMs } from './device.js'
 import { asBifrostError } from './errors.js'
 import { native } from './native.js'
 import { registerPlugin } from './plugin.js'
+import type { DeviceIdentity } from './plugin.js'
 import { startServer } from './simulator.js'
 import type { ServerOptions, Simulator } from './simulator.js'
 
@@ -68,21 +69,12 @@ export interface DiscoverOptions {
   timeoutMs?: number
 }
 
-/** What a device says of itself (its ListIdentity answer). */
-export interface DiscoveredDevice {
+/** What a device says of itself in its ListIdentity answer, and where the answer came from. */
+export interface DiscoveredDevice extends DeviceIdentity {
   /** The address its answer came from. */
   address: string
   port: number
-  /** 1 is Rockwell Automation/Allen-Bradley. */
-  vendorId: number
-  /** 0x0E is a programmable logic controller, 0x0C a communications adapter. */
-  deviceType: number
-  productCode: number
-  /** `major.minor`. */
-  revision: string
-  status: number
-  serialNumber: number
-  productName: string
+  /** The device's state (255 when it leaves it out). */
   state: number
 }
 

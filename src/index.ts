@@ -24,6 +24,7 @@ export type {
   PluginFactory,
   PreparedPlan,
   ProtocolPlugin,
+  DeviceIdentity,
   Quality,
   RequestOptions,
   TagInfo,

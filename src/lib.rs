@@ -3,8 +3,7 @@
 
 use std::future::Future;
 
-use bifrost_core::{Error, ErrorCode, Value};
-use bifrost_engine::TypedValue;
+use bifrost_core::{Error, ErrorCode, TypedValue, Value};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
@@ -58,6 +57,17 @@ impl ToNapiValue for JsValue {
                     env,
                     items.into_iter().map(|value| JsValue(TypedValue { value, wide })).collect(),
                 ),
+                // A plain object, its members in order.
+                Value::Struct(members) => {
+                    let mut object = std::ptr::null_mut();
+                    napi::check_status!(sys::napi_create_object(env, &mut object))?;
+                    for (name, member) in members {
+                        let key = String::to_napi_value(env, name)?;
+                        let value = JsValue::to_napi_value(env, JsValue(member))?;
+                        napi::check_status!(sys::napi_set_property(env, object, key, value))?;
+                    }
+                    Ok(object)
+                }
             }
         }
     }

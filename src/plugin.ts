@@ -128,6 +128,22 @@ export interface ProtocolPlugin {
   prepare?(tags: string[]): PreparedPlan
   /** Optional: list the device's tags, or those under `from` (an EtherNet/IP program). */
   browse?(from?: string, options?: RequestOptions): Promise<TagInfo[]>
+  /** Optional: who the device says it is (EtherNet/IP: its Identity object). */
+  identity?(options?: RequestOptions): Promise<DeviceIdentity>
+}
+
+/** What a device says of itself: its CIP Identity object ({@link Device.identity}, and each answer of `discover()`). */
+export interface DeviceIdentity {
+  /** 1 is Rockwell Automation/Allen-Bradley. */
+  vendorId: number
+  /** 0x0E is a programmable logic controller, 0x0C a communications adapter. */
+  deviceType: number
+  productCode: number
+  /** `major.minor`. */
+  revision: string
+  status: number
+  serialNumber: number
+  productName: string
 }
 
 /** One tag of a device's listing ({@link Device.browse}). */

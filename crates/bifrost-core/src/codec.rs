@@ -150,6 +150,7 @@ fn show(value: &Value) -> String {
         Value::String(s) if s.len() > 32 => format!("string of {} bytes", s.len()),
         Value::String(s) => format!("{s:?}"),
         Value::Array(a) => format!("array of {} elements", a.len()),
+        Value::Struct(members) => format!("structure of {} members", members.len()),
     }
 }
 

@@ -11,4 +11,4 @@ pub mod url;
 
 pub use codec::{decode_element, decode_string, elements_f64, encode_element, encode_string, registers_per_element};
 pub use error::{CipStatus, Error, ErrorCode, Result};
-pub use types::{ByteOrder, DataType, Value};
+pub use types::{ByteOrder, DataType, TypedValue, Value};

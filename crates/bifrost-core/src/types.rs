@@ -114,4 +114,13 @@ pub enum Value {
     Float(f64),
     String(String),
     Array(Vec<Value>),
+    /// Named members in order, each typed on its own: a Logix UDT, a device's identity.
+    Struct(Vec<(String, TypedValue)>),
+}
+
+/// A value read, with whether its integers must reach JavaScript as `bigint`s (64-bit types).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypedValue {
+    pub value: Value,
+    pub wide: bool,
 }

@@ -105,6 +105,14 @@ impl Device for Failover {
         }
     }
 
+    /// The identity of whichever side reads answer from now.
+    fn identity(&self, timeout: Option<Duration>, done: Box<dyn Completion>) {
+        match down(&self.primary_stats) {
+            true => self.backup.identity(timeout, done),
+            false => self.primary.identity(timeout, done),
+        }
+    }
+
     /// The primary's counters.
     fn stats(&self) -> Arc<Stats> {
         self.primary_stats.clone()

@@ -6,16 +6,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use bifrost_core::TypedValue;
 use bifrost_core::{Error, Result, Value};
 
 use crate::link::{Framing, Link, Stats, Wants};
-
-/// A value read, with whether it must reach JavaScript as a `bigint` (64-bit integers).
-#[derive(Debug, Clone, PartialEq)]
-pub struct TypedValue {
-    pub value: Value,
-    pub wide: bool,
-}
 
 /// A columnar read: element values of all tags back to back.
 #[derive(Debug, Default)]
@@ -340,6 +334,13 @@ pub trait Device {
         done.complete(Outcome::Browsed(Err(bifrost_core::Error::invalid_value(
             "this protocol's devices cannot list their tags",
         ))))
+    }
+    /// Who the device says it is, as one structure value; [`Outcome::Values`].
+    /// Devices that cannot tell say so.
+    fn identity(&self, _timeout: Option<Duration>, done: Box<dyn Completion>) {
+        done.complete(Outcome::Values(vec![Err(bifrost_core::Error::invalid_value(
+            "this protocol's devices cannot tell their identity",
+        ))]))
     }
     fn stats(&self) -> Arc<Stats>;
     /// Later calls fail with `ECLOSED`; `done` gets [`Outcome::Closed`] once the connection is closed.

@@ -841,6 +841,53 @@ impl Job<Framing> for BrowseJob {
     }
 }
 
+/// Get Attributes All of the Identity object: who the controller says it is.
+struct IdentityJob(Option<Result<TypedValue>>);
+
+impl Job<Framing> for IdentityJob {
+    fn start(&mut self, link: &mut Submitter<'_, Framing>) {
+        let mut path = Vec::new();
+        cip::logical(&mut path, cip::Logical::Class, u32::from(cip::class::IDENTITY));
+        cip::logical(&mut path, cip::Logical::Instance, 1);
+        let mut message = Vec::with_capacity(8);
+        let sent = cip::request(&mut message, service::GET_ATTRIBUTES_ALL, &path, |_| {})
+            .and_then(|()| link.submit(Request::Cip { message, write: false }, 0));
+        if let Err(e) = sent {
+            self.0 = Some(Err(e));
+        }
+    }
+
+    fn reply(&mut self, _index: u32, reply: Result<Reply>, _link: &mut Submitter<'_, Framing>) {
+        self.0 = Some(reply.and_then(|reply| {
+            let response = reply.response()?;
+            let mut r = crate::wire::Reader::new(response.ok("reading the Identity object")?);
+            let unknown = std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0);
+            Ok(identity_value(&crate::encap::identity_attributes(&mut r, 1, unknown)?))
+        }));
+    }
+
+    fn finish(self: Box<Self>) -> Outcome {
+        let unfinished = || Err(Error::proto("internal error: an identity read ended unfinished (please report it)"));
+        Outcome::Values(vec![self.0.unwrap_or_else(unfinished)])
+    }
+}
+
+/// An identity as a structure, its members named as JavaScript spells them.
+fn identity_value(identity: &crate::encap::Identity) -> TypedValue {
+    let number = |n: u32| TypedValue { value: Value::UInt(u64::from(n)), wide: false };
+    let text = |s: String| TypedValue { value: Value::String(s), wide: false };
+    let members = vec![
+        ("vendorId".to_string(), number(identity.vendor_id.into())),
+        ("deviceType".to_string(), number(identity.device_type.into())),
+        ("productCode".to_string(), number(identity.product_code.into())),
+        ("revision".to_string(), text(format!("{}.{}", identity.revision.0, identity.revision.1))),
+        ("status".to_string(), number(identity.status.into())),
+        ("serialNumber".to_string(), number(identity.serial_number)),
+        ("productName".to_string(), text(identity.product_name.clone())),
+    ];
+    TypedValue { value: Value::Struct(members), wide: false }
+}
+
 /// The device's driver and state; its prepared plans hold it too.
 type Core = DeviceCore<Framing, DeviceState>;
 
@@ -901,6 +948,10 @@ impl bifrost_engine::Device for EnipDevice {
             return done.complete(Outcome::Browsed(Err(error)));
         }
         self.0.run(Box::new(BrowseJob { scope, found: Vec::new(), error: None }), timeout, done);
+    }
+
+    fn identity(&self, timeout: Option<Duration>, done: Box<dyn Completion>) {
+        self.0.run(Box::new(IdentityJob(None)), timeout, done);
     }
 
     fn stats(&self) -> Arc<Stats> {

@@ -317,31 +317,50 @@ pub fn parse_list_identity(data: &[u8]) -> Result<Vec<Identity>> {
             let port = u16::from_be_bytes(r.bytes(2, "the socket port")?.try_into().unwrap_or_default());
             let ip: [u8; 4] = r.bytes(4, "the socket address")?.try_into().unwrap_or_default();
             r.bytes(8, "the socket padding")?;
-            let vendor_id = r.u16("the vendor id")?;
-            let device_type = r.u16("the device type")?;
-            let product_code = r.u16("the product code")?;
-            let revision = (r.u8("the major revision")?, r.u8("the minor revision")?);
-            let status = r.u16("the status")?;
-            let serial_number = r.u32("the serial number")?;
-            let name_len = r.u8("the product name's length")?;
-            let product_name =
-                String::from_utf8_lossy(r.bytes(usize::from(name_len), "the product name")?).into_owned();
-            // Some devices leave the state out.
-            let state = if r.remaining() > 0 { r.u8("the state")? } else { 0xFF };
-            Ok(Identity {
-                protocol_version,
-                address: SocketAddrV4::new(Ipv4Addr::from(ip), port),
-                vendor_id,
-                device_type,
-                product_code,
-                revision,
-                status,
-                serial_number,
-                product_name,
-                state,
-            })
+            identity_attributes(&mut r, protocol_version, SocketAddrV4::new(Ipv4Addr::from(ip), port))
         })
         .collect()
+}
+
+/// The Identity object's attributes 1 to 7 (and the state, when sent), as
+/// ListIdentity carries them and Get Attributes All returns them.
+pub fn identity_attributes(r: &mut Reader<'_>, protocol_version: u16, address: SocketAddrV4) -> Result<Identity> {
+    let vendor_id = r.u16("the vendor id")?;
+    let device_type = r.u16("the device type")?;
+    let product_code = r.u16("the product code")?;
+    let revision = (r.u8("the major revision")?, r.u8("the minor revision")?);
+    let status = r.u16("the status")?;
+    let serial_number = r.u32("the serial number")?;
+    let name_len = r.u8("the product name's length")?;
+    let product_name = String::from_utf8_lossy(r.bytes(usize::from(name_len), "the product name")?).into_owned();
+    // Some devices leave the state out.
+    let state = if r.remaining() > 0 { r.u8("the state")? } else { 0xFF };
+    Ok(Identity {
+        protocol_version,
+        address,
+        vendor_id,
+        device_type,
+        product_code,
+        revision,
+        status,
+        serial_number,
+        product_name,
+        state,
+    })
+}
+
+/// Appends the Identity object's attributes 1 to 7, as Get Attributes All returns them.
+pub fn write_identity_attributes(out: &mut Vec<u8>, identity: &Identity) {
+    put_u16(out, identity.vendor_id);
+    put_u16(out, identity.device_type);
+    put_u16(out, identity.product_code);
+    out.extend_from_slice(&[identity.revision.0, identity.revision.1]);
+    put_u16(out, identity.status);
+    put_u32(out, identity.serial_number);
+    let name = identity.product_name.as_bytes();
+    let name = &name[..name.len().min(255)];
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
 }
 
 /// Appends a ListIdentity reply for `identity`.
@@ -355,16 +374,7 @@ pub fn list_identity_reply(out: &mut Vec<u8>, context: [u8; 8], identity: &Ident
         out.extend_from_slice(&identity.address.port().to_be_bytes());
         out.extend_from_slice(&identity.address.ip().octets());
         out.extend_from_slice(&[0; 8]);
-        put_u16(out, identity.vendor_id);
-        put_u16(out, identity.device_type);
-        put_u16(out, identity.product_code);
-        out.extend_from_slice(&[identity.revision.0, identity.revision.1]);
-        put_u16(out, identity.status);
-        put_u32(out, identity.serial_number);
-        let name = identity.product_name.as_bytes();
-        let name = &name[..name.len().min(255)];
-        out.push(name.len() as u8);
-        out.extend_from_slice(name);
+        write_identity_attributes(out, identity);
         out.push(identity.state);
         Ok(())
     })?;

@@ -639,16 +639,8 @@ fn object_service(
     const PROGRAM: &str = "BifrostSimulator";
     match (class, instance, service) {
         (IDENTITY, 1, service::GET_ATTRIBUTES_ALL) => {
-            let id = identity(v4(state.local));
             let mut body = Vec::new();
-            for word in [id.vendor_id, id.device_type, id.product_code] {
-                put_u16(&mut body, word);
-            }
-            body.extend_from_slice(&[id.revision.0, id.revision.1]);
-            put_u16(&mut body, id.status);
-            put_u32(&mut body, id.serial_number);
-            body.push(id.product_name.len() as u8);
-            body.extend_from_slice(id.product_name.as_bytes());
+            encap::write_identity_attributes(&mut body, &identity(v4(state.local)));
             reply(out, service, 0, None, &body);
         }
         (IDENTITY, 1, service::GET_ATTRIBUTE_SINGLE) => {
