@@ -221,6 +221,8 @@ export interface SimulatorOptions {
   invalid?: Array<string>
   /** EtherNet/IP: the controller's tags, e.g. `SCADA=INT[1000]`. */
   tags?: Array<string>
+  /** EtherNet/IP: structure types the tags may be of, e.g. `RECIPE=Temp:REAL,Steps:INT[4]`. */
+  udts?: Array<string>
   /** EtherNet/IP: every Nth request, the controller first drops its CIP connections. */
   dropConnectionsEvery?: number
   /** EtherNet/IP: the largest connection a Forward Open gets (0: none). */

@@ -59,7 +59,9 @@ const TIMEOUT_FLAG: Flag = {
 }
 
 /** The EtherNet/IP simulator's tags when no --tag is given. */
-const DEFAULT_ENIP_TAGS = ['SCADA=INT[1000]', 'Counter=DINT', 'Temp=REAL', 'Big=DINT[2000]', 'Name=STRING', 'Flags=DINT']
+const DEFAULT_ENIP_TAGS = ['SCADA=INT[1000]', 'Counter=DINT', 'Temp=REAL', 'Big=DINT[2000]', 'Name=STRING', 'Flags=DINT', 'Recipe=RECIPE[3]']
+/** The EtherNet/IP simulator's structure types when no --udt is given. */
+const DEFAULT_ENIP_UDTS = ['RECIPE=Temp:REAL,Speed:DINT,Steps:INT[4],Active:BOOL,Name:STRING']
 
 const COMMANDS: Record<string, Command> = {
   read: {
@@ -100,13 +102,14 @@ const COMMANDS: Record<string, Command> = {
     about:
       'Serves a simulator, prints "<protocol> simulator listening on <url>", and runs until killed. ' +
       'enip serves a Logix-like controller (TCP and UDP ListIdentity on one port) with the --tag tags, ' +
-      `or by default ${DEFAULT_ENIP_TAGS.join(' ')}.`,
+      `or by default ${DEFAULT_ENIP_TAGS.join(' ')}, with the --udt structure types, or by default ${DEFAULT_ENIP_UDTS.join(' ')}.`,
     flags: {
       host: { value: 'H', help: 'address to listen on (default 127.0.0.1)' },
       port: { value: 'N', help: 'port to listen on; 0 picks a free one (default 5020 for modbus, 44818 for enip)' },
       framing: { value: 'tcp|rtu', help: 'modbus: MBAP (tcp, the default) or RTU frames over TCP (rtu)' },
       units: { value: '1,2', help: 'modbus: unit ids that answer (default 1 to 16)' },
       tag: { value: 'NAME=TYPE[N]', help: 'enip: a controller tag, e.g. SCADA=INT[1000] or Temp=REAL (repeatable)', repeats: true },
+      udt: { value: 'NAME=M:TYPE,...', help: 'enip: a structure type, e.g. RECIPE=Temp:REAL,Steps:INT[4] (repeatable)', repeats: true },
       'latency-ms': { value: 'N', help: 'milliseconds added before each batch of replies' },
       'drop-every': { value: 'N', help: 'every Nth request gets no reply' },
       'disconnect-after': { value: 'N', help: 'close each connection after N requests' },
@@ -347,7 +350,7 @@ async function watch(p: Parsed): Promise<number> {
 }
 
 /** Flags only one protocol's simulator takes. */
-const SIMULATOR_ONLY: Record<string, 'modbus' | 'enip'> = { framing: 'modbus', units: 'modbus', invalid: 'modbus', tag: 'enip' }
+const SIMULATOR_ONLY: Record<string, 'modbus' | 'enip'> = { framing: 'modbus', units: 'modbus', invalid: 'modbus', tag: 'enip', udt: 'enip' }
 
 async function simulate(p: Parsed): Promise<number> {
   const [protocol, ...extra] = p.positional
@@ -380,7 +383,11 @@ async function simulate(p: Parsed): Promise<number> {
             units: units?.split(',').map((unit) => whole(p, 'units', unit, 0, 255)),
             invalid: p.flags.get('invalid'),
           })
-        : await startEnipSimulator({ ...server, tags: p.flags.get('tag') ?? DEFAULT_ENIP_TAGS })
+        : await startEnipSimulator({
+            ...server,
+            tags: p.flags.get('tag') ?? DEFAULT_ENIP_TAGS,
+            udts: p.flags.get('udt') ?? DEFAULT_ENIP_UDTS,
+          })
   } catch (e) {
     throw new CliError(isBadInput(e) ? EXIT.usage : EXIT.unreachable, errorLine(e))
   }

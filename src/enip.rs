@@ -4,7 +4,7 @@
 use bifrost_core::url::{whole_number, DeviceUrl};
 use bifrost_core::Error;
 use bifrost_enip::device::{EnipDevice, Opening};
-use bifrost_enip::server::{SimulatorConfig, TagSpec, MAX_CONNECTION_SIZE};
+use bifrost_enip::server::{parse_udt, SimulatorConfig, TagSpec, MAX_CONNECTION_SIZE};
 use napi::bindgen_prelude::Either;
 use napi::Env;
 use napi_derive::napi;
@@ -49,7 +49,13 @@ pub fn open(env: &Env, url: DeviceUrl, driver: DriverChoice, promise: Promise) {
 #[napi]
 pub async fn start_enip_simulator(options: SimulatorOptions) -> Either<BindingSimulator, JsError> {
     let started = async move {
-        let tags = options.tags.iter().flatten().map(|spec| TagSpec::parse(spec)).collect::<Result<_, Error>>()?;
+        let mut udts = Vec::new();
+        for spec in options.udts.iter().flatten() {
+            let udt = parse_udt(spec, &udts)?;
+            udts.push(udt);
+        }
+        let tags =
+            options.tags.iter().flatten().map(|spec| TagSpec::parse_with(spec, &udts)).collect::<Result<_, Error>>()?;
         let every = options
             .drop_connections_every
             .map(|n| whole_number("dropConnectionsEvery", n, 0..=u64::from(u32::MAX)))
@@ -57,6 +63,7 @@ pub async fn start_enip_simulator(options: SimulatorOptions) -> Either<BindingSi
         let size = options.max_connection_size.map(|n| whole_number("maxConnectionSize", n, 0..=65535)).transpose()?;
         let config = SimulatorConfig {
             tags,
+            udts,
             faults: options.faults()?,
             drop_connections_every: every.unwrap_or(0),
             max_connection_size: size.map_or(MAX_CONNECTION_SIZE, |n| n as u16),

@@ -15,7 +15,9 @@ import type { ServerOptions, Simulator } from './simulator.js'
 /**
  * The EtherNet/IP plugin; registered for `eip://host[:44818]?path=1,0`. Tags
  * are Logix paths: `Counter`, `Program:Main.Counter`, `SCADA[5]`, element
- * ranges `Big[0]{2000}`, bits `Flags.5`.
+ * ranges `Big[0]{2000}`, bits `Flags.5`, structure members `Recipe[2].Temp`.
+ * A whole structure (a UDT) reads into a plain object of its members, by its
+ * template, which is read once and kept until the controller may have changed.
  */
 export class EnipPlugin extends NativePlugin {}
 
@@ -28,8 +30,17 @@ export interface EnipSimulatorOptions extends ServerOptions {
    * INT, DINT, LINT, USINT, UINT, UDINT, ULINT, REAL, LREAL, STRING (the Logix
    * STRING) and CIP_STRING (the generic CIP STRING, scalar only). Element `i`
    * of a number starts at `i`, BOOL element `i` as `i % 2 == 1`, strings empty.
+   * A type may also be one of `udts` (`Recipes=RECIPE[3]`), whose values start zeroed.
    */
   tags?: string[]
+  /**
+   * Structure types (UDTs), each `NAME=Member:TYPE,Member:TYPE[count],...`, as in
+   * `RECIPE=Temp:REAL,Steps:INT[4],Active:BOOL,Name:STRING`: members of the types
+   * above (BOOL arrays excepted) or of a structure type listed before. They are
+   * laid out as a Logix controller lays them out (BOOLs packed into hidden
+   * hosts) and served as Template objects, so clients read them by their template.
+   */
+  udts?: string[]
   /**
    * Every Nth request, the controller first drops the CIP connections of that
    * TCP connection, as a program download does: connected messages on them go

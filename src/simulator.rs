@@ -27,6 +27,8 @@ pub struct SimulatorOptions {
     pub invalid: Option<Vec<String>>,
     /// EtherNet/IP: the controller's tags, e.g. `SCADA=INT[1000]`.
     pub tags: Option<Vec<String>>,
+    /// EtherNet/IP: structure types the tags may be of, e.g. `RECIPE=Temp:REAL,Steps:INT[4]`.
+    pub udts: Option<Vec<String>>,
     /// EtherNet/IP: every Nth request, the controller first drops its CIP connections.
     pub drop_connections_every: Option<f64>,
     /// EtherNet/IP: the largest connection a Forward Open gets (0: none).

@@ -22,6 +22,8 @@ use crate::encap::DEFAULT_PORT;
 use crate::framing::{Framing, Negotiated, Reply, Request};
 use crate::logix::{self, CipType, TagData};
 use crate::tag::{LogixTag, ObjectAccess};
+use crate::template::{self, Template, TemplateAttributes};
+use crate::wire::put_u16;
 
 /// How often an idle connection says something by default: well inside a
 /// controller's session inactivity timeout and the connection's own timeout.
@@ -85,13 +87,25 @@ impl Opening {
     }
 }
 
-/// What the device learned of the controller's tags: their types, kept until
-/// the controller may have changed (a reconnect, or a refusal that says so).
+/// What the device learned of the controller's tags: their types, symbols and
+/// structure templates, kept until the controller may have changed (a
+/// reconnect, or a refusal that says so).
 #[derive(Default)]
 struct Learned {
-    /// The connection the types were learned on.
+    /// The connection they were learned on.
     connection: u32,
     types: FxHashMap<Box<str>, CipType>,
+    /// Each scope's symbols (`None`: the controller's), upper-case name to type word.
+    symbols: FxHashMap<Option<Box<str>>, FxHashMap<Box<str>, u16>>,
+    templates: FxHashMap<u16, Arc<Template>>,
+}
+
+impl Learned {
+    fn forget(&mut self) {
+        self.types.clear();
+        self.symbols.clear();
+        self.templates.clear();
+    }
 }
 
 struct DeviceState {
@@ -105,7 +119,7 @@ impl DeviceState {
         // A program download changes tags: what a former connection taught is dropped.
         let connection = self.negotiated.connections();
         if learned.connection != connection {
-            learned.types.clear();
+            learned.forget();
             learned.connection = connection;
         }
         learned
@@ -131,9 +145,101 @@ impl DeviceState {
             (status, ext_status),
             (status::PATH_SEGMENT_ERROR | status::PATH_DESTINATION_UNKNOWN, _) | (status::GENERAL_ERROR, Some(0x2107))
         ) {
-            self.learned().types.clear();
+            self.learned().forget();
         }
     }
+
+    /// The template a structure tag's values decode by, or what must be read first to know it.
+    fn template_for(&self, tag: &LogixTag) -> Result<Resolved> {
+        let learned = self.learned();
+        let (scope, names) = tag.symbol_chain();
+        let scope_key = scope.map(|s| s.to_ascii_uppercase().into_boxed_str());
+        let Some(symbols) = learned.symbols.get(&scope_key) else {
+            return Ok(Resolved::Needs(Needed::Symbols(scope.map(str::to_string))));
+        };
+        let (base, members) = names.split_first().ok_or_else(|| Error::address("no tag name"))?;
+        let not_structure = |what: &str| Error::proto(format!("read of '{}': {what} is not a structure", tag.name));
+        let type_word = *symbols.get(base.to_ascii_uppercase().as_str()).ok_or_else(|| {
+            Error::proto(format!("read of '{}': '{base}' is not in the controller's tag list", tag.name))
+        })?;
+        let mut id = (type_word & template::STRUCTURE_BIT != 0)
+            .then_some(type_word & 0x0FFF)
+            .ok_or_else(|| not_structure(base))?;
+        for member in members {
+            let Some(template) = learned.templates.get(&id) else {
+                return Ok(Resolved::Needs(Needed::Template(id)));
+            };
+            let found = template.member(member).ok_or_else(|| {
+                Error::proto(format!("read of '{}': {} has no member '{member}'", tag.name, template.name))
+            })?;
+            id = found.structure().ok_or_else(|| not_structure(member))?;
+        }
+        // The template, and every template nested in it (each once: a template may name itself).
+        let (mut pending, mut seen) = (vec![id], Vec::new());
+        while let Some(next) = pending.pop() {
+            if seen.contains(&next) {
+                continue;
+            }
+            seen.push(next);
+            match learned.templates.get(&next) {
+                Some(template) => pending.extend(template.nested()),
+                None => return Ok(Resolved::Needs(Needed::Template(next))),
+            }
+        }
+        Ok(Resolved::Template(learned.templates[&id].clone()))
+    }
+
+    /// Keeps what a fetch read, for every read to come.
+    fn keep(&self, needed: &Needed, step: FetchStep) -> Result<()> {
+        let mut learned = self.learned();
+        match (needed, step) {
+            (Needed::Symbols(scope), FetchStep::Listing(found)) => {
+                learned.symbols.insert(scope.as_deref().map(|s| s.to_ascii_uppercase().into_boxed_str()), found);
+            }
+            (Needed::Template(id), FetchStep::Definition(attributes, definition)) => {
+                let template = Template::parse(*id, &attributes, &definition)?;
+                learned.templates.insert(*id, Arc::new(template));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Values of `template` from `bytes`: one, or an array of `count` when `array`.
+    fn decode_structures(&self, template: &Template, bytes: &[u8], count: usize, array: bool) -> Result<Value> {
+        let learned = self.learned();
+        let templates = |id: u16| learned.templates.get(&id).map(|t| &**t);
+        let size = (template.size as usize).max(1);
+        if bytes.len() < size * count {
+            return Err(Error::proto(format!(
+                "{count} {} values need {} bytes, the reply has {}",
+                template.name,
+                size * count,
+                bytes.len()
+            )));
+        }
+        let mut values =
+            bytes.chunks_exact(size).take(count).map(|b| template.decode(b, &templates)).collect::<Result<Vec<_>>>()?;
+        Ok(match (array, values.len()) {
+            (false, 1) => values.pop().unwrap_or(Value::Int(0)),
+            _ => Value::Array(values),
+        })
+    }
+}
+
+/// What reading a structure needs.
+enum Resolved {
+    Template(Arc<Template>),
+    Needs(Needed),
+}
+
+/// What must be read from the controller before a structure decodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Needed {
+    /// A scope's symbols (`Program:Main`, or the controller's).
+    Symbols(Option<String>),
+    /// A template, by id.
+    Template(u16),
 }
 
 /// Reply bytes an object's attributes may take (the Identity object's all take about 40).
@@ -174,7 +280,136 @@ enum Slot {
     Partial(CipType, Vec<u8>),
     /// Read: its value, or (columns) its numbers written in place.
     Read(Option<TypedValue>),
+    /// A structure's bytes, waiting for what decodes them; `retried` once its handle did not match.
+    Resolving {
+        handle: u16,
+        bytes: Vec<u8>,
+        retried: bool,
+    },
     Failed(Error),
+}
+
+impl Slot {
+    fn is_waiting(&self) -> bool {
+        matches!(self, Slot::Waiting)
+    }
+}
+
+/// Reading what structures need: a scope's symbols page by page, or a template's
+/// attributes and then its definition, in fragments. Each fetch has one request
+/// in flight at a time, submitted with [`FETCH`] and its number as the index.
+#[derive(Default)]
+struct Fetches(Vec<Fetch>);
+
+struct Fetch {
+    needed: Needed,
+    step: FetchStep,
+}
+
+enum FetchStep {
+    Listing(FxHashMap<Box<str>, u16>),
+    Attributes,
+    Definition(TemplateAttributes, Vec<u8>),
+    Done,
+    Failed(Error),
+}
+
+/// The request index bit of a fetch's requests; the job's own use the bits below it.
+const FETCH: u32 = 1 << 31;
+
+impl Fetches {
+    /// How reading `needed` went: `None` before it started, `Some(None)` while it runs.
+    fn outcome(&self, needed: &Needed) -> Option<Option<Result<()>>> {
+        self.0.iter().find(|f| f.needed == *needed).map(|f| match &f.step {
+            FetchStep::Done => Some(Ok(())),
+            FetchStep::Failed(e) => Some(Err(e.clone())),
+            _ => None,
+        })
+    }
+
+    /// Starts reading `needed`, unless it was started.
+    fn start(&mut self, needed: Needed, link: &mut Submitter<'_, Framing>) {
+        if self.outcome(&needed).is_some() {
+            return;
+        }
+        let step = match needed {
+            Needed::Symbols(_) => FetchStep::Listing(FxHashMap::default()),
+            Needed::Template(_) => FetchStep::Attributes,
+        };
+        self.0.push(Fetch { needed, step });
+        self.send(self.0.len() - 1, 0, link);
+    }
+
+    /// Sends fetch `i`'s next request: a listing page from instance `at`, or a
+    /// template's attributes, or its definition from byte `at`.
+    fn send(&mut self, i: usize, at: u32, link: &mut Submitter<'_, Framing>) {
+        let mut message = Vec::with_capacity(32);
+        let built = match (&self.0[i].needed, &self.0[i].step) {
+            (Needed::Symbols(scope), _) => listing_request(&mut message, scope.as_deref(), at),
+            (Needed::Template(id), FetchStep::Definition(attributes, _)) => {
+                let count = attributes.definition_len().saturating_sub(at as usize).min(usize::from(u16::MAX));
+                template::read_request(&mut message, *id, at, count as u16)
+            }
+            (Needed::Template(id), _) => template::attributes_request(&mut message, *id),
+        };
+        if let Err(e) = built.and_then(|()| link.submit(Request::Cip { message, write: false }, FETCH | i as u32)) {
+            self.0[i].step = FetchStep::Failed(e);
+        }
+    }
+
+    /// A reply to a fetch's request; `true` when the fetch ended (what it read
+    /// kept in `state` for every read to come, or failed).
+    fn reply(
+        &mut self,
+        index: u32,
+        reply: Result<Reply>,
+        state: &DeviceState,
+        link: &mut Submitter<'_, Framing>,
+    ) -> bool {
+        let i = (index & !FETCH) as usize;
+        let what = match &self.0[i].needed {
+            Needed::Symbols(scope) => format!("listing the tags of {}", scope.as_deref().unwrap_or("the controller")),
+            Needed::Template(id) => format!("reading structure template {id:#x}"),
+        };
+        let step = std::mem::replace(&mut self.0[i].step, FetchStep::Done);
+        let next = reply.and_then(|reply| {
+            let response = reply.response()?;
+            let data = response.ok(&what)?;
+            let partial = response.status == status::PARTIAL_TRANSFER;
+            Ok(match step {
+                FetchStep::Listing(mut found) => {
+                    let (symbols, more) = parse_listing(data, partial, &what)?;
+                    found.extend(
+                        symbols.into_iter().map(|s| (s.name.to_ascii_uppercase().into_boxed_str(), s.type_word)),
+                    );
+                    (FetchStep::Listing(found), more)
+                }
+                FetchStep::Attributes => {
+                    (FetchStep::Definition(template::parse_attributes(data)?, Vec::new()), Some(0))
+                }
+                FetchStep::Definition(attributes, mut definition) => {
+                    definition.extend_from_slice(data);
+                    let more = (partial && !data.is_empty()).then_some(definition.len() as u32);
+                    (FetchStep::Definition(attributes, definition), more)
+                }
+                FetchStep::Done | FetchStep::Failed(_) => (step, None),
+            })
+        });
+        let ended = match next {
+            Ok((step, Some(at))) => {
+                self.0[i].step = step;
+                self.send(i, at, link);
+                return matches!(self.0[i].step, FetchStep::Failed(_));
+            }
+            Ok((step, None)) => state.keep(&self.0[i].needed, step),
+            Err(e) => Err(e),
+        };
+        self.0[i].step = match ended {
+            Ok(()) => FetchStep::Done,
+            Err(e) => FetchStep::Failed(e),
+        };
+        true
+    }
 }
 
 struct ReadJob {
@@ -185,6 +420,8 @@ struct ReadJob {
     slots: Vec<Slot>,
     /// The tags each submitted request reads, by request index.
     requests: Vec<Vec<usize>>,
+    /// What structures read need, being read or read.
+    fetches: Fetches,
     shape: Shape,
     /// Columns: every tag's numbers, decoded as its reply comes.
     columns: Columns,
@@ -211,7 +448,7 @@ impl ReadJob {
             columns.values = vec![f64::NAN; total as usize];
         }
         let known = state.types_of(&tags);
-        ReadJob { state, tags, known, slots, requests: Vec::new(), shape, columns }
+        ReadJob { state, tags, known, slots, requests: Vec::new(), fetches: Fetches::default(), shape, columns }
     }
 
     fn submit(&mut self, message: Vec<u8>, members: Vec<usize>, link: &mut Submitter<'_, Framing>) {
@@ -221,6 +458,70 @@ impl ReadJob {
         if let Err(e) = link.submit(Request::Cip { message, write: false }, index) {
             for tag in failed {
                 self.slots[tag] = Slot::Failed(e.clone());
+            }
+        }
+    }
+
+    /// Decodes a structure tag's bytes once its template is known; else reads what it needs first.
+    fn resolve(&mut self, tag: usize, handle: u16, bytes: Vec<u8>, retried: bool, link: &mut Submitter<'_, Framing>) {
+        let tags = self.tags.clone();
+        let Ok(read) = &tags[tag] else { return };
+        let resolved = match self.state.template_for(read) {
+            Ok(resolved) => resolved,
+            Err(e) => return self.slots[tag] = Slot::Failed(e),
+        };
+        let needed = match resolved {
+            Resolved::Template(template) if template.handle == handle => {
+                let decoded = self.state.decode_structures(&template, &bytes, usize::from(read.count), read.range);
+                self.slots[tag] = match decoded {
+                    Ok(value) => Slot::Read(Some(TypedValue { value, wide: false })),
+                    Err(e) => Slot::Failed(e),
+                };
+                return;
+            }
+            Resolved::Template(template) => {
+                // Never decoded by a template that is not the value's: the program changed.
+                self.state.learned().forget();
+                if retried {
+                    let message = format!(
+                        "read of '{}': its structure handle 0x{handle:04x} is not its template's (0x{:04x})",
+                        read.text(),
+                        template.handle
+                    );
+                    return self.slots[tag] = Slot::Failed(Error::proto(message));
+                }
+                self.fetches = Fetches::default();
+                return self.resolve(tag, handle, bytes, true, link);
+            }
+            Resolved::Needs(needed) => needed,
+        };
+        match self.fetches.outcome(&needed) {
+            Some(Some(Err(e))) => self.slots[tag] = Slot::Failed(e),
+            Some(Some(Ok(()))) => {
+                let message = format!("read of '{}': the controller changed while its structure was read", read.text());
+                self.slots[tag] = Slot::Failed(Error::proto(message));
+            }
+            Some(None) => self.slots[tag] = Slot::Resolving { handle, bytes, retried },
+            None => {
+                self.slots[tag] = Slot::Resolving { handle, bytes, retried };
+                self.fetches.start(needed.clone(), link);
+                // A fetch that could not even be sent has ended already.
+                if let Some(Some(Err(e))) = self.fetches.outcome(&needed) {
+                    self.slots[tag] = Slot::Failed(e);
+                }
+            }
+        }
+    }
+
+    /// A fetch ended: the structures waiting go on (or fail with it).
+    fn fetched(&mut self, link: &mut Submitter<'_, Framing>) {
+        for tag in 0..self.slots.len() {
+            if let Slot::Resolving { .. } = self.slots[tag] {
+                if let Slot::Resolving { handle, bytes, retried } =
+                    std::mem::replace(&mut self.slots[tag], Slot::Waiting)
+                {
+                    self.resolve(tag, handle, bytes, retried, link);
+                }
             }
         }
     }
@@ -236,7 +537,13 @@ impl ReadJob {
     }
 
     /// One tag's reply (alone, or from inside a Multiple Service Packet).
-    fn take_reply(&mut self, tag: usize, response: Result<Response<'_>>, link: &mut Submitter<'_, Framing>) {
+    fn take_reply(
+        &mut self,
+        tag: usize,
+        response: Result<Response<'_>>,
+        packed: bool,
+        link: &mut Submitter<'_, Framing>,
+    ) {
         let tags = self.tags.clone();
         let Ok(read) = &tags[tag] else { return };
         let what = || format!("read of '{}'", read.text());
@@ -248,6 +555,12 @@ impl ReadJob {
                 Err(e) => Slot::Failed(e),
             };
             return;
+        }
+        if packed
+            && matches!(&response, Ok(r) if r.status == status::REPLY_DATA_TOO_LARGE && self.slots[tag].is_waiting())
+        {
+            // Its reply did not fit beside the others': read it alone, in fragments if need be.
+            return self.continue_fragmented(tag, 0, link);
         }
         let result = response.and_then(|response| match response.status {
             status::SUCCESS | status::PARTIAL_TRANSFER => {
@@ -276,7 +589,7 @@ impl ReadJob {
                 self.after_fragment(tag, ty, bytes, partial, link);
             }
             _ if partial => self.after_fragment(tag, ty, data.to_vec(), true, link),
-            _ => self.complete(tag, read, ty, data),
+            _ => self.complete(tag, read, ty, data, link),
         }
     }
 
@@ -292,7 +605,7 @@ impl ReadJob {
         let tags = self.tags.clone();
         let Ok(read) = &tags[tag] else { return };
         if !partial {
-            return self.complete(tag, read, ty, &bytes);
+            return self.complete(tag, read, ty, &bytes, link);
         }
         if bytes.is_empty() {
             let error = Error::proto(format!("read of '{}': a partial reply carried no data", read.text()));
@@ -304,7 +617,12 @@ impl ReadJob {
     }
 
     /// Decodes a tag's whole data: into its value, or into its columns.
-    fn complete(&mut self, tag: usize, read: &LogixTag, ty: CipType, bytes: &[u8]) {
+    fn complete(&mut self, tag: usize, read: &LogixTag, ty: CipType, bytes: &[u8], link: &mut Submitter<'_, Framing>) {
+        if let (Shape::Values, CipType::Struct(handle), None) = (self.shape, ty, read.bit) {
+            if handle != logix::LOGIX_STRING_HANDLE {
+                return self.resolve(tag, handle, bytes.to_vec(), false, link);
+            }
+        }
         let decoded = match self.shape {
             Shape::Values => value(read, ty, bytes).map(Some),
             Shape::Columns => {
@@ -437,6 +755,12 @@ impl Job<Framing> for ReadJob {
     }
 
     fn reply(&mut self, index: u32, reply: Result<Reply>, link: &mut Submitter<'_, Framing>) {
+        if index & FETCH != 0 {
+            if self.fetches.reply(index, reply, &self.state, link) {
+                self.fetched(link);
+            }
+            return;
+        }
         let members = std::mem::take(&mut self.requests[index as usize]);
         let reply = match reply {
             Ok(reply) => reply,
@@ -450,7 +774,7 @@ impl Job<Framing> for ReadJob {
         let response = reply.response();
         if let ([tag], Ok(response)) = (&members[..], &response) {
             if response.service != service::MULTIPLE_SERVICE_PACKET {
-                return self.take_reply(*tag, Ok(*response), link);
+                return self.take_reply(*tag, Ok(*response), false, link);
             }
         }
         // A Multiple Service Packet: a status inside fails that tag only.
@@ -474,7 +798,7 @@ impl Job<Framing> for ReadJob {
         match embedded {
             Ok(replies) => {
                 for (tag, reply) in members.into_iter().zip(replies) {
-                    self.take_reply(tag, Response::parse(reply), link);
+                    self.take_reply(tag, Response::parse(reply), true, link);
                 }
             }
             Err(e) => {
@@ -494,7 +818,7 @@ impl Job<Framing> for ReadJob {
                     let error = match slot {
                         Slot::Read(_) => continue,
                         Slot::Failed(e) => e,
-                        Slot::Waiting | Slot::Partial(..) => unfinished(),
+                        Slot::Waiting | Slot::Partial(..) | Slot::Resolving { .. } => unfinished(),
                     };
                     columns.values[columns.offsets[i] as usize..columns.offsets[i + 1] as usize].fill(f64::NAN);
                     columns.errors.push((i as u32, error));
@@ -710,6 +1034,12 @@ fn encode_write(tag: &LogixTag, ty: CipType, value: &Value) -> WriteStep {
     if tag.bit.is_some() {
         return WriteStep::Writing { ty, data: Vec::new(), count: 1, sent: 0 };
     }
+    if let CipType::Struct(handle) = ty {
+        if handle != logix::LOGIX_STRING_HANDLE {
+            let message = format!("'{}' is a structure: write its members ('{}.Member')", tag.text(), tag.name);
+            return WriteStep::Done(Err(Error::invalid_value(message)));
+        }
+    }
     let mut data = Vec::new();
     match logix::encode_values(ty, value, &mut data) {
         Ok(count) if count != tag.count && (tag.range || count != 1) => WriteStep::Done(Err(Error::invalid_value(
@@ -728,38 +1058,72 @@ fn encode_write(tag: &LogixTag, ty: CipType, value: &Value) -> WriteStep {
 
 /// Symbol attributes a listing asks for: name, type word, dimensions.
 const LISTED_ATTRIBUTES: [u16; 3] = [1, 2, 8];
-/// Symbol type word bits: a structure, a system tag (never listed), array dimensions.
-const STRUCTURE_BIT: u16 = 0x8000;
+/// Symbol type word bit: a system tag (never listed).
 const SYSTEM_BIT: u16 = 0x1000;
+
+/// Get Instance Attribute List on the Symbol object of `scope` (a program, or
+/// the controller), from instance `start` on.
+fn listing_request(out: &mut Vec<u8>, scope: Option<&str>, start: u32) -> Result<()> {
+    let mut path = Vec::new();
+    if let Some(program) = scope {
+        cip::symbolic(&mut path, program.as_bytes())?;
+    }
+    cip::logical(&mut path, cip::Logical::Class, u32::from(cip::class::SYMBOL));
+    cip::logical(&mut path, cip::Logical::Instance, start);
+    cip::request(out, service::GET_INSTANCE_ATTRIBUTE_LIST, &path, |out| {
+        put_u16(out, LISTED_ATTRIBUTES.len() as u16);
+        LISTED_ATTRIBUTES.iter().for_each(|&attribute| put_u16(out, attribute));
+    })
+}
+
+/// One symbol of a listing.
+struct ListedSymbol {
+    name: String,
+    type_word: u16,
+    dimensions: [u32; 3],
+}
+
+/// One page of a listing, and the instance to continue from when it stopped early (`partial`).
+fn parse_listing(data: &[u8], partial: bool, what: &str) -> Result<(Vec<ListedSymbol>, Option<u32>)> {
+    let mut r = crate::wire::Reader::new(data);
+    let (mut symbols, mut last) = (Vec::new(), None);
+    while r.remaining() > 0 {
+        let instance = r.u32("a symbol's instance")?;
+        let name_len = r.u16("a symbol name's length")?;
+        let name = String::from_utf8_lossy(r.bytes(usize::from(name_len), "a symbol's name")?).into_owned();
+        let type_word = r.u16("a symbol's type")?;
+        let dimensions = [r.u32("a dimension")?, r.u32("a dimension")?, r.u32("a dimension")?];
+        last = Some(instance);
+        symbols.push(ListedSymbol { name, type_word, dimensions });
+    }
+    let more = match (partial, last) {
+        (true, Some(last)) => Some(last + 1),
+        (true, None) => return Err(Error::proto(format!("{what}: a partial reply listed nothing"))),
+        (false, _) => None,
+    };
+    Ok((symbols, more))
+}
 
 /// Lists the Symbol object's instances (Get Instance Attribute List), page by
 /// page: a reply that stops early (status 0x06) continues after its last instance.
+/// Structure types are named by their templates, read once listed (and kept).
 struct BrowseJob {
+    state: Arc<DeviceState>,
     /// `Program:Main` when listing a program; its tags are named with it.
     scope: Option<String>,
-    found: Vec<TagInfo>,
+    /// Each tag, with its type word.
+    found: Vec<(TagInfo, u16)>,
+    /// The templates of the structure types listed.
+    fetches: Fetches,
     error: Option<Error>,
 }
 
 impl BrowseJob {
     fn request(&mut self, start: u32, link: &mut Submitter<'_, Framing>) {
-        let mut path = Vec::new();
-        let built = match &self.scope {
-            Some(program) => cip::symbolic(&mut path, program.as_bytes()),
-            None => Ok(()),
-        };
-        cip::logical(&mut path, cip::Logical::Class, u32::from(cip::class::SYMBOL));
-        cip::logical(&mut path, cip::Logical::Instance, start);
-        let mut message = Vec::with_capacity(path.len() + 12);
-        let built = built.and_then(|()| {
-            cip::request(&mut message, service::GET_INSTANCE_ATTRIBUTE_LIST, &path, |out| {
-                out.extend_from_slice(&(LISTED_ATTRIBUTES.len() as u16).to_le_bytes());
-                for attribute in LISTED_ATTRIBUTES {
-                    out.extend_from_slice(&attribute.to_le_bytes());
-                }
-            })
-        });
-        if let Err(e) = built.and_then(|()| link.submit(Request::Cip { message, write: false }, 0)) {
+        let mut message = Vec::with_capacity(32);
+        let sent = listing_request(&mut message, self.scope.as_deref(), start)
+            .and_then(|()| link.submit(Request::Cip { message, write: false }, 0));
+        if let Err(e) = sent {
             self.error = Some(e);
         }
     }
@@ -770,15 +1134,8 @@ impl BrowseJob {
         let response = reply.response()?;
         let what = format!("listing the tags of {}", self.scope.as_deref().unwrap_or("the controller"));
         let data = response.ok(&what)?;
-        let mut r = crate::wire::Reader::new(data);
-        let mut last = None;
-        while r.remaining() > 0 {
-            let instance = r.u32("a symbol's instance")?;
-            let name_len = r.u16("a symbol name's length")?;
-            let name = String::from_utf8_lossy(r.bytes(usize::from(name_len), "a symbol's name")?).into_owned();
-            let type_word = r.u16("a symbol's type")?;
-            let dims = [r.u32("a dimension")?, r.u32("a dimension")?, r.u32("a dimension")?];
-            last = Some(instance);
+        let (symbols, more) = parse_listing(data, response.status == status::PARTIAL_TRANSFER, &what)?;
+        for ListedSymbol { name, type_word, dimensions } in symbols {
             if type_word & SYSTEM_BIT != 0 && type_word != PROGRAM_TYPE || name.starts_with("__") {
                 continue; // the controller's own
             }
@@ -787,19 +1144,11 @@ impl BrowseJob {
                 Some(program) => format!("{program}.{name}"),
                 None => name,
             };
-            self.found.push(TagInfo {
-                name,
-                data_type: symbol_type_name(type_word),
-                dimensions: dims[..count].to_vec(),
-            });
+            let info =
+                TagInfo { name, data_type: symbol_type_name(type_word), dimensions: dimensions[..count].to_vec() };
+            self.found.push((info, type_word));
         }
-        Ok(match (response.status, last) {
-            (status::PARTIAL_TRANSFER, Some(last)) => Some(last + 1),
-            (status::PARTIAL_TRANSFER, None) => {
-                return Err(Error::proto(format!("{what}: a partial reply listed nothing")))
-            }
-            _ => None,
-        })
+        Ok(more)
     }
 }
 
@@ -811,7 +1160,7 @@ fn symbol_type_name(type_word: u16) -> String {
     if type_word == PROGRAM_TYPE {
         return "PROGRAM".into();
     }
-    if type_word & STRUCTURE_BIT != 0 {
+    if type_word & template::STRUCTURE_BIT != 0 {
         return CipType::Struct(type_word & 0x0FFF).name();
     }
     match CipType::from_code(type_word & 0x00FF, None) {
@@ -825,19 +1174,44 @@ impl Job<Framing> for BrowseJob {
         self.request(0, link);
     }
 
-    fn reply(&mut self, _index: u32, reply: Result<Reply>, link: &mut Submitter<'_, Framing>) {
+    fn reply(&mut self, index: u32, reply: Result<Reply>, link: &mut Submitter<'_, Framing>) {
+        if index & FETCH != 0 {
+            // A template that cannot be read leaves its type unnamed, the listing whole.
+            self.fetches.reply(index, reply, &self.state, link);
+            return;
+        }
         match self.page(reply) {
             Ok(Some(next)) => self.request(next, link),
-            Ok(None) => {}
+            Ok(None) => {
+                let known = self.state.learned().templates.keys().copied().collect::<Vec<u16>>();
+                for &(_, type_word) in &self.found {
+                    let id = type_word & 0x0FFF;
+                    if type_word & template::STRUCTURE_BIT != 0
+                        && id != logix::LOGIX_STRING_HANDLE
+                        && !known.contains(&id)
+                    {
+                        self.fetches.start(Needed::Template(id), link);
+                    }
+                }
+            }
             Err(e) => self.error = Some(e),
         }
     }
 
     fn finish(self: Box<Self>) -> Outcome {
-        Outcome::Browsed(match self.error {
-            Some(e) => Err(e),
-            None => Ok(self.found),
-        })
+        if let Some(e) = self.error {
+            return Outcome::Browsed(Err(e));
+        }
+        let learned = self.state.learned();
+        let name = |(mut info, type_word): (TagInfo, u16)| {
+            if type_word & template::STRUCTURE_BIT != 0 {
+                if let Some(template) = learned.templates.get(&(type_word & 0x0FFF)) {
+                    info.data_type = template.name.clone();
+                }
+            }
+            info
+        };
+        Outcome::Browsed(Ok(self.found.into_iter().map(name).collect()))
     }
 }
 
@@ -947,7 +1321,14 @@ impl bifrost_engine::Device for EnipDevice {
             ));
             return done.complete(Outcome::Browsed(Err(error)));
         }
-        self.0.run(Box::new(BrowseJob { scope, found: Vec::new(), error: None }), timeout, done);
+        let job = BrowseJob {
+            state: self.0.state.clone(),
+            scope,
+            found: Vec::new(),
+            fetches: Fetches::default(),
+            error: None,
+        };
+        self.0.run(Box::new(job), timeout, done);
     }
 
     fn identity(&self, timeout: Option<Duration>, done: Box<dyn Completion>) {

@@ -9,4 +9,5 @@ pub mod framing;
 pub mod logix;
 pub mod server;
 pub mod tag;
+pub mod template;
 pub mod wire;

@@ -197,7 +197,7 @@ fn numeric_size(ty: CipType) -> Result<usize> {
 }
 
 /// One element as a value; strings become text.
-fn element_value(ty: CipType, bytes: &[u8]) -> Result<Value> {
+pub(crate) fn element_value(ty: CipType, bytes: &[u8]) -> Result<Value> {
     let raw = le(bytes);
     Ok(match ty {
         CipType::Bool => Value::Bool(raw != 0),

@@ -19,6 +19,7 @@ pub use bifrost_engine::listener::{Faults, Simulator, SimulatorStats};
 use crate::cip::{self, service, status};
 use crate::encap::{self, command, Header, Identity, HEADER_LEN};
 use crate::logix::{self, CipType, LOGIX_STRING_HANDLE};
+use crate::template::{Member, Template};
 use crate::wire::{put_u16, put_u32, Reader};
 
 /// One tag of the simulated controller: `NAME=TYPE` or `NAME=TYPE[count]`.
@@ -28,15 +29,54 @@ pub struct TagSpec {
     pub ty: CipType,
     /// Elements; a scalar has one.
     pub count: usize,
+    /// Bytes of one element (a structure's size; 0 for a CIP STRING, held as its text).
+    pub size: usize,
 }
 
 /// Largest array the simulator holds.
 const MAX_ELEMENTS: usize = 1 << 20;
 
+/// An atomic type or STRING by name; `None` for anything else.
+fn named_type(name: &str) -> Option<CipType> {
+    Some(match name.to_ascii_uppercase().as_str() {
+        "BOOL" => CipType::Bool,
+        "SINT" => CipType::Sint,
+        "INT" => CipType::Int,
+        "DINT" => CipType::Dint,
+        "LINT" => CipType::Lint,
+        "USINT" => CipType::Usint,
+        "UINT" => CipType::Uint,
+        "UDINT" => CipType::Udint,
+        "ULINT" => CipType::Ulint,
+        "REAL" => CipType::Real,
+        "LREAL" => CipType::Lreal,
+        "STRING" => CipType::Struct(LOGIX_STRING_HANDLE),
+        _ => return None,
+    })
+}
+
+/// `TYPE` or `TYPE[count]`: the type's name and the count (1 without brackets).
+fn split_count(text: &str, most: usize) -> Option<(&str, usize)> {
+    let text = text.trim();
+    match text.strip_suffix(']') {
+        Some(head) => {
+            let (ty, count) = head.split_once('[')?;
+            let count = count.trim().parse::<usize>().ok().filter(|c| (1..=most).contains(c))?;
+            Some((ty.trim(), count))
+        }
+        None => Some((text, 1)),
+    }
+}
+
 impl TagSpec {
     /// Parses `SCADA=INT[1000]`, `Temp=REAL`, `Name=STRING` (the Logix STRING) or
     /// `Note=CIP_STRING` (the generic CIP STRING).
     pub fn parse(spec: &str) -> Result<TagSpec> {
+        TagSpec::parse_with(spec, &[])
+    }
+
+    /// As [`TagSpec::parse`], where a type may also be one of `udts` (`Recipes=RECIPE[3]`).
+    pub fn parse_with(spec: &str, udts: &[Template]) -> Result<TagSpec> {
         let bad =
             |why: &str| Error::invalid_value(format!("bad tag '{spec}': {why} (as in SCADA=INT[1000] or Temp=REAL)"));
         let (name, ty) = spec.split_once('=').ok_or_else(|| bad("no '='"))?;
@@ -44,40 +84,121 @@ impl TagSpec {
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '.') {
             return Err(bad("the name must be letters, digits, '_', ':' and '.'"));
         }
-        let ty = ty.trim();
-        let (ty, count) = match ty.strip_suffix(']') {
-            Some(head) => {
-                let (ty, count) = head.split_once('[').ok_or_else(|| bad("']' without '['"))?;
-                let count = count.trim().parse::<usize>().ok().filter(|c| (1..=MAX_ELEMENTS).contains(c));
-                (ty.trim(), count.ok_or_else(|| bad("the element count must be 1 to 1048576"))?)
-            }
-            None => (ty, 1),
+        let (ty, count) = split_count(ty, MAX_ELEMENTS).ok_or_else(|| bad("the element count must be 1 to 1048576"))?;
+        if ty.eq_ignore_ascii_case("CIP_STRING") {
+            return match count {
+                1 => Ok(TagSpec { name: name.to_string(), ty: CipType::CipString, count, size: 0 }),
+                _ => Err(bad("CIP_STRING tags are scalars")),
+            };
+        }
+        let (ty, size) = match (named_type(ty), udts.iter().find(|udt| udt.name.eq_ignore_ascii_case(ty))) {
+            (Some(atomic), _) => (atomic, atomic.element_size().unwrap_or(1)),
+            (None, Some(udt)) => (CipType::Struct(udt.handle), udt.size as usize),
+            (None, None) => return Err(bad(&format!("unknown type '{}'", ty.to_ascii_uppercase()))),
         };
-        let ty = match ty.to_ascii_uppercase().as_str() {
-            "BOOL" => CipType::Bool,
-            "SINT" => CipType::Sint,
-            "INT" => CipType::Int,
-            "DINT" => CipType::Dint,
-            "LINT" => CipType::Lint,
-            "USINT" => CipType::Usint,
-            "UINT" => CipType::Uint,
-            "UDINT" => CipType::Udint,
-            "ULINT" => CipType::Ulint,
-            "REAL" => CipType::Real,
-            "LREAL" => CipType::Lreal,
-            "STRING" => CipType::Struct(LOGIX_STRING_HANDLE),
-            "CIP_STRING" if count == 1 => CipType::CipString,
-            "CIP_STRING" => return Err(bad("CIP_STRING tags are scalars")),
-            other => return Err(bad(&format!("unknown type '{other}'"))),
-        };
-        Ok(TagSpec { name: name.to_string(), ty, count })
+        Ok(TagSpec { name: name.to_string(), ty, count, size })
     }
+}
+
+/// Template ids the simulator gives its structure types, from the first user-defined one on.
+const FIRST_UDT: u16 = 0x100;
+
+/// The predefined Logix STRING's template, as pycomm3 and others read it.
+fn logix_string_template() -> Template {
+    let member = |name: &str, info, type_word, offset| Member { name: name.into(), info, type_word, offset };
+    Template {
+        id: LOGIX_STRING_HANDLE,
+        name: "ASCIISTRING82".into(),
+        handle: LOGIX_STRING_HANDLE,
+        size: logix::LOGIX_STRING_SIZE as u32,
+        members: vec![member("LEN", 0, 0xC4, 0), member("DATA", 82, 0x20C2, 4)],
+    }
+}
+
+/// Parses a structure type, `RECIPE=Temp:REAL,Steps:INT[4],Active:BOOL,Name:STRING`,
+/// whose members may be structures defined before it (`known`), and lays it out
+/// as Logix does: each member aligned to its size, consecutive BOOLs packed into
+/// hidden SINT hosts, the whole a multiple of 4 (8 with 64-bit members).
+pub fn parse_udt(spec: &str, known: &[Template]) -> Result<Template> {
+    let bad = |why: &str| {
+        Error::invalid_value(format!("bad structure type '{spec}': {why} (as in RECIPE=Temp:REAL,Steps:INT[4])"))
+    };
+    let (name, members) = spec.split_once('=').ok_or_else(|| bad("no '='"))?;
+    let name = name.trim().to_ascii_uppercase();
+    let identifier = |n: &str| {
+        n.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    if !identifier(&name) || named_type(&name).is_some() || known.iter().any(|t| t.name == name) {
+        return Err(bad("the type's name must be a new identifier"));
+    }
+    let mut template =
+        Template { id: FIRST_UDT + known.len() as u16, name: name.clone(), handle: 0, size: 0, members: Vec::new() };
+    let (mut offset, mut align_all) = (0u32, 4u32);
+    // The hidden host of the BOOLs being packed, and the next bit in it.
+    let mut host: Option<(u32, u16)> = None;
+    let mut hosts = 0;
+    for member in members.split(',') {
+        let (member_name, ty) = member.split_once(':').ok_or_else(|| bad(&format!("member '{member}' has no ':'")))?;
+        let member_name = member_name.trim();
+        if !identifier(member_name) || template.member(member_name).is_some() {
+            return Err(bad(&format!("'{member_name}' is not a new member name")));
+        }
+        let (ty, count) = split_count(ty, 0xFFFF).ok_or_else(|| bad("an array's count must be 1 to 65535"))?;
+        let array = if ty.len() < member.len() && member.trim_end().ends_with(']') { 0x2000 } else { 0 };
+        if named_type(ty) == Some(CipType::Bool) && array == 0 {
+            let (at, bit) = match host {
+                Some((at, bit)) if bit < 8 => (at, bit),
+                _ => {
+                    let at = offset;
+                    let hidden = format!("ZZZZZZZZZZ{name}{hosts}");
+                    template.members.push(Member { name: hidden, info: 0, type_word: 0xC2, offset: at });
+                    hosts += 1;
+                    offset += 1;
+                    (at, 0)
+                }
+            };
+            template.members.push(Member { name: member_name.into(), info: bit, type_word: 0xC1, offset: at });
+            host = Some((at, bit + 1));
+            continue;
+        }
+        host = None;
+        let (type_word, size, align) = match (named_type(ty), known.iter().find(|t| t.name.eq_ignore_ascii_case(ty))) {
+            (Some(CipType::Bool), _) => return Err(bad("BOOL arrays in structures are not simulated")),
+            (Some(CipType::Struct(handle)), _) => (0x8000 | handle, logix::LOGIX_STRING_SIZE as u32, 4),
+            (Some(atomic), _) => {
+                let size = atomic.element_size().unwrap_or(1) as u32;
+                (atomic.code(), size, size)
+            }
+            (None, Some(nested)) => (0x8000 | nested.id, nested.size, 4),
+            (None, None) => return Err(bad(&format!("unknown type '{ty}' (structures must be defined first)"))),
+        };
+        // Arrays start on a 4-byte boundary, as Logix lays them out.
+        let align = if array != 0 { align.max(4) } else { align };
+        align_all = align_all.max(align);
+        offset = offset.next_multiple_of(align);
+        let info = if array != 0 { count as u16 } else { 0 };
+        template.members.push(Member { name: member_name.into(), info, type_word: type_word | array, offset });
+        offset += size * count as u32;
+    }
+    template.size = offset.next_multiple_of(align_all).max(4);
+    // A handle that changes with the layout, as a controller's does; never the STRING's.
+    let mut definition = Vec::new();
+    template.write_definition(&mut definition);
+    let hash = definition.iter().fold(0x811C_9DC5u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    template.handle = match (hash ^ (hash >> 16)) as u16 {
+        LOGIX_STRING_HANDLE => LOGIX_STRING_HANDLE + 1,
+        handle => handle,
+    };
+    Ok(template)
 }
 
 /// What the simulator serves.
 #[derive(Debug, Clone)]
 pub struct SimulatorConfig {
     pub tags: Vec<TagSpec>,
+    /// Structure types ([`parse_udt`]) the tags may be of.
+    pub udts: Vec<Template>,
     pub faults: Faults,
     /// Every Nth request, the controller drops the CIP connections of that TCP
     /// connection first, as a program download does; connected messages on them
@@ -96,6 +217,7 @@ impl Default for SimulatorConfig {
     fn default() -> Self {
         SimulatorConfig {
             tags: Vec::new(),
+            udts: Vec::new(),
             faults: Faults::default(),
             drop_connections_every: 0,
             max_connection_size: MAX_CONNECTION_SIZE,
@@ -107,26 +229,30 @@ impl Default for SimulatorConfig {
 struct TagStore {
     ty: CipType,
     count: usize,
+    /// Bytes of one element.
+    size: usize,
     data: Mutex<Vec<u8>>,
 }
 
 impl TagStore {
     fn new(spec: &TagSpec) -> TagStore {
-        let size = spec.ty.element_size().unwrap_or(0);
-        let mut data = Vec::with_capacity(size * spec.count);
-        for i in 0..spec.count {
-            let value = match spec.ty {
-                CipType::Bool => bifrost_core::Value::Bool(i % 2 == 1),
-                CipType::Real | CipType::Lreal => bifrost_core::Value::Float(i as f64),
-                CipType::Struct(_) | CipType::CipString => bifrost_core::Value::String(String::new()),
-                _ => bifrost_core::Value::UInt(i as u64 & type_mask(spec.ty)),
-            };
-            if spec.ty == CipType::CipString {
-                break; // held as its text: starts empty
+        let mut data = Vec::with_capacity(spec.size * spec.count);
+        match spec.ty {
+            CipType::CipString => {} // held as its text: starts empty
+            CipType::Struct(handle) if handle != LOGIX_STRING_HANDLE => data.resize(spec.size * spec.count, 0),
+            ty => {
+                for i in 0..spec.count {
+                    let value = match ty {
+                        CipType::Bool => bifrost_core::Value::Bool(i % 2 == 1),
+                        CipType::Real | CipType::Lreal => bifrost_core::Value::Float(i as f64),
+                        CipType::Struct(_) => bifrost_core::Value::String(String::new()),
+                        _ => bifrost_core::Value::UInt(i as u64 & type_mask(ty)),
+                    };
+                    let _ = logix::encode_values(ty, &value, &mut data);
+                }
             }
-            let _ = logix::encode_values(spec.ty, &value, &mut data);
         }
-        TagStore { ty: spec.ty, count: spec.count, data: Mutex::new(data) }
+        TagStore { ty: spec.ty, count: spec.count, size: spec.size, data: Mutex::new(data) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
@@ -152,7 +278,24 @@ struct Controller {
     /// The Symbol object's instances, by scope (`None`: the controller's;
     /// `Some("PROGRAM:MAIN")`: a program's), in instance order.
     symbols: HashMap<Option<String>, Vec<Symbol>>,
+    /// The Template object's instances: the structure types and the predefined STRING.
+    templates: Vec<Template>,
     config: SimulatorConfig,
+}
+
+impl Controller {
+    fn new(config: SimulatorConfig) -> Controller {
+        let tags = config.tags.iter().map(|spec| (spec.name.to_ascii_uppercase(), TagStore::new(spec))).collect();
+        let mut templates = config.udts.clone();
+        templates.push(logix_string_template());
+        let symbols = symbols(&config.tags, &templates);
+        Controller { tags, symbols, templates, config }
+    }
+
+    /// The template of structures carrying `handle`.
+    fn template_of(&self, handle: u16) -> Option<&Template> {
+        self.templates.iter().find(|t| t.handle == handle)
+    }
 }
 
 /// One instance of the Symbol object: what a tag listing shows.
@@ -173,7 +316,7 @@ const PROGRAM_SYMBOL: u16 = 0x1068;
 
 /// The symbols of `tags`: program-scoped tags (`Program:Main.Speed`) under their
 /// program, everything else, and one entry per program, under the controller.
-fn symbols(tags: &[TagSpec]) -> HashMap<Option<String>, Vec<Symbol>> {
+fn symbols(tags: &[TagSpec], templates: &[Template]) -> HashMap<Option<String>, Vec<Symbol>> {
     let mut scopes: HashMap<Option<String>, Vec<Symbol>> = HashMap::new();
     let mut programs: Vec<String> = Vec::new();
     for spec in tags {
@@ -187,7 +330,9 @@ fn symbols(tags: &[TagSpec]) -> HashMap<Option<String>, Vec<Symbol>> {
             _ => (None, spec.name.as_str()),
         };
         let base = match spec.ty {
-            CipType::Struct(handle) => 0x8000 | (handle & 0x0FFF),
+            CipType::Struct(handle) => {
+                0x8000 | templates.iter().find(|t| t.handle == handle).map_or(handle, |t| t.id) & 0x0FFF
+            }
             atomic => atomic.code() & 0x0FFF,
         };
         let symbol = Symbol {
@@ -195,7 +340,7 @@ fn symbols(tags: &[TagSpec]) -> HashMap<Option<String>, Vec<Symbol>> {
             name: name.to_string(),
             key: spec.name.to_ascii_uppercase(),
             type_word: base | if spec.count > 1 { 0x2000 } else { 0 },
-            element_size: spec.ty.element_size().unwrap_or(0) as u16,
+            element_size: spec.size as u16,
             elements: if spec.count > 1 { spec.count as u32 } else { 0 },
         };
         scopes.entry(scope).or_default().push(symbol);
@@ -239,10 +384,8 @@ fn identity(address: SocketAddrV4) -> Identity {
 /// Binds `addr` (port 0 picks a free port) for TCP, and the same port for
 /// UDP ListIdentity, and serves on the current tokio runtime.
 pub async fn start(addr: &str, config: SimulatorConfig) -> std::io::Result<Simulator> {
-    let tags = config.tags.iter().map(|spec| (spec.name.to_ascii_uppercase(), TagStore::new(spec))).collect();
     let max_connections = config.faults.max_connections;
-    let symbols = symbols(&config.tags);
-    let controller = Arc::new(Controller { tags, symbols, config });
+    let controller = Arc::new(Controller::new(config));
     let shared = controller.clone();
     let simulator = Simulator::serve(addr, max_connections, move |socket, stats| {
         let controller = shared.clone();
@@ -457,21 +600,18 @@ fn reply(out: &mut Vec<u8>, service: u8, status: u8, ext: Option<u16>, data: &[u
     out.extend_from_slice(data);
 }
 
-/// What a request path names: an object instance, or a tag (upper-case name) and its first element.
+/// What a request path names: an object instance, or a tag's elements and members.
 enum Target {
     /// `scope`: a program's name before the object's path (`Program:Main`, upper-case);
-    /// `index`: an element after a symbol instance (tags addressed by instance id).
-    Object {
-        scope: Option<String>,
-        class: u32,
-        instance: u32,
-        attribute: Option<u32>,
-        index: Option<usize>,
-    },
-    Tag {
-        name: String,
-        index: usize,
-    },
+    /// `tail`: elements and members after a symbol instance (tags addressed by instance id).
+    Object { scope: Option<String>, class: u32, instance: u32, attribute: Option<u32>, tail: Vec<Segment> },
+    /// Names (upper-case) and element indices, in order: `Recipe[2].Temp`.
+    Tag(Vec<Segment>),
+}
+
+enum Segment {
+    Name(String),
+    Index(usize),
 }
 
 /// Where a logical segment goes: class, instance or attribute.
@@ -485,11 +625,12 @@ fn logical_slot(segment: u8) -> usize {
 
 fn parse_path(path: &[u8]) -> Option<Target> {
     let mut r = Reader::new(path);
-    let mut name = String::new();
-    let mut index = None;
+    // Names and elements before any logical segment, and after.
+    let (mut before, mut after) = (Vec::new(), Vec::new());
     let mut logical = [None; 3];
     while r.remaining() > 0 {
         let segment = r.u8("segment").ok()?;
+        let segments = if logical == [None; 3] { &mut before } else { &mut after };
         match segment {
             0x91 => {
                 let len = usize::from(r.u8("length").ok()?);
@@ -497,23 +638,16 @@ fn parse_path(path: &[u8]) -> Option<Target> {
                 if len % 2 == 1 {
                     r.u8("pad").ok()?;
                 }
-                if index.is_some() {
-                    // A member after an element (`Recipe[2].Temp`): no UDTs here.
-                    return None;
-                }
-                if !name.is_empty() {
-                    name.push('.');
-                }
-                name.push_str(&String::from_utf8_lossy(part).to_ascii_uppercase());
+                segments.push(Segment::Name(String::from_utf8_lossy(part).to_ascii_uppercase()));
             }
-            0x28 => index = Some(usize::from(r.u8("element").ok()?)),
+            0x28 => segments.push(Segment::Index(usize::from(r.u8("element").ok()?))),
             0x29 => {
                 r.u8("pad").ok()?;
-                index = Some(usize::from(r.u16("element").ok()?));
+                segments.push(Segment::Index(usize::from(r.u16("element").ok()?)));
             }
             0x2A => {
                 r.u8("pad").ok()?;
-                index = Some(r.u32("element").ok()? as usize);
+                segments.push(Segment::Index(r.u32("element").ok()? as usize));
             }
             0x20 | 0x24 | 0x30 => logical[logical_slot(segment)] = Some(u32::from(r.u8("id").ok()?)),
             0x21 | 0x25 | 0x31 => {
@@ -523,13 +657,79 @@ fn parse_path(path: &[u8]) -> Option<Target> {
             _ => return None,
         }
     }
-    match logical {
-        [None, None, None] if !name.is_empty() => Some(Target::Tag { name, index: index.unwrap_or(0) }),
-        [Some(class), Some(instance), attribute] => {
-            let scope = (!name.is_empty()).then_some(name);
-            Some(Target::Object { scope, class, instance, attribute, index })
+    match (logical, &before[..]) {
+        ([None, None, None], [Segment::Name(_), ..]) => Some(Target::Tag(before)),
+        ([Some(class), Some(instance), attribute], [] | [Segment::Name(_)]) => {
+            let scope = before.pop().map(|s| if let Segment::Name(name) = s { name } else { String::new() });
+            Some(Target::Object { scope, class, instance, attribute, tail: after })
         }
         _ => None,
+    }
+}
+
+/// The part of a tag a request addresses: `count` elements of `ty` from byte
+/// `base`, of which it starts at element `index`; a BOOL member is `bit` of its byte.
+struct View<'a> {
+    store: &'a TagStore,
+    ty: CipType,
+    size: usize,
+    base: usize,
+    count: usize,
+    index: usize,
+    bit: Option<u16>,
+}
+
+impl<'a> View<'a> {
+    fn whole(store: &'a TagStore, index: usize) -> View<'a> {
+        View { store, ty: store.ty, size: store.size, base: 0, count: store.count, index, bit: None }
+    }
+}
+
+impl Controller {
+    /// What a symbolic path addresses: a tag (flat names like `Motor.Speed` and a
+    /// program's `Program:Main.Speed` included), its elements, members of its structures.
+    fn view(&self, segments: &[Segment]) -> Option<View<'_>> {
+        let names = segments.iter().take_while(|s| matches!(s, Segment::Name(_))).count();
+        let (store, used) = (1..=names).rev().find_map(|n| {
+            let name: Vec<&str> =
+                segments[..n].iter().map(|s| if let Segment::Name(name) = s { name.as_str() } else { "" }).collect();
+            self.tags.get(&name.join(".")).map(|store| (store, n))
+        })?;
+        self.walk(View::whole(store, 0), &segments[used..])
+    }
+
+    /// Follows elements and members from `view`.
+    fn walk<'a>(&'a self, mut view: View<'a>, segments: &[Segment]) -> Option<View<'a>> {
+        for segment in segments {
+            match segment {
+                Segment::Index(i) if view.bit.is_none() => view.index = *i,
+                Segment::Name(name) => {
+                    let CipType::Struct(handle) = view.ty else { return None };
+                    let template = self.template_of(handle)?;
+                    let member = template.member(name)?;
+                    let start = view.base + view.index.min(view.count) * view.size + member.offset as usize;
+                    view = match member.structure() {
+                        _ if member.type_word == 0xC1 => {
+                            View { ty: CipType::Bool, size: 1, bit: Some(member.info), count: 1, ..view }
+                        }
+                        Some(id) => {
+                            let nested = self.templates.iter().find(|t| t.id == id)?;
+                            let ty = CipType::Struct(nested.handle);
+                            View { ty, size: nested.size as usize, count: usize::from(member.info).max(1), ..view }
+                        }
+                        None => {
+                            let ty = CipType::from_code(member.type_word & 0xFF, None)?;
+                            let size = ty.element_size()?;
+                            View { ty, size, count: usize::from(member.info).max(1), bit: None, ..view }
+                        }
+                    };
+                    view.base = start;
+                    view.index = 0;
+                }
+                Segment::Index(_) => return None,
+            }
+        }
+        Some(view)
     }
 }
 
@@ -597,28 +797,29 @@ fn execute(controller: &Controller, state: &mut Connection, message: &[u8], limi
     let data = r.rest();
     match parse_path(path) {
         None => reply(out, service, status::PATH_SEGMENT_ERROR, None, &[]),
-        Some(Target::Tag { name, index }) => match controller.tags.get(&name) {
-            // As a Logix controller answers for a tag it does not have.
+        Some(Target::Tag(segments)) => match controller.view(&segments) {
+            // As a Logix controller answers for a tag (or member) it does not have.
             None => reply(out, service, status::PATH_SEGMENT_ERROR, None, &[]),
-            Some(tag) => tag_service(tag, index, service, data, limit, out),
+            Some(view) => tag_service(&view, service, data, limit, out),
         },
-        Some(Target::Object { scope, class: SYMBOL, instance, index, .. }) => {
+        Some(Target::Object { scope, class: SYMBOL, instance, tail, .. }) => {
             if service == service::GET_INSTANCE_ATTRIBUTE_LIST {
                 return list_symbols(controller, scope, instance, data, limit, out);
             }
             // A tag addressed by its symbol instance, as pycomm3 does.
             let symbol = controller.symbols.get(&scope).and_then(|list| list.iter().find(|s| s.instance == instance));
-            match symbol.and_then(|symbol| controller.tags.get(&symbol.key)) {
-                Some(tag) => tag_service(tag, index.unwrap_or(0), service, data, limit, out),
-                None => reply(out, service, status::PATH_DESTINATION_UNKNOWN, None, &[]),
+            let Some(store) = symbol.and_then(|symbol| controller.tags.get(&symbol.key)) else {
+                return reply(out, service, status::PATH_DESTINATION_UNKNOWN, None, &[]);
+            };
+            match controller.walk(View::whole(store, 0), &tail) {
+                Some(view) => tag_service(&view, service, data, limit, out),
+                None => reply(out, service, status::PATH_SEGMENT_ERROR, None, &[]),
             }
         }
-        Some(Target::Object { scope: Some(_), .. } | Target::Object { index: Some(_), .. }) => {
-            reply(out, service, status::PATH_SEGMENT_ERROR, None, &[])
-        }
-        Some(Target::Object { scope: None, class, instance, attribute, index: None }) => {
+        Some(Target::Object { scope: None, class, instance, attribute, tail }) if tail.is_empty() => {
             object_service(controller, state, (class, instance, attribute), service, data, limit, out)
         }
+        Some(Target::Object { .. }) => reply(out, service, status::PATH_SEGMENT_ERROR, None, &[]),
     }
 }
 
@@ -634,6 +835,7 @@ fn object_service(
     const IDENTITY: u32 = cip::class::IDENTITY as u32;
     const ROUTER: u32 = cip::class::MESSAGE_ROUTER as u32;
     const MANAGER: u32 = cip::class::CONNECTION_MANAGER as u32;
+    const TEMPLATE: u32 = cip::class::TEMPLATE as u32;
     // The Logix object that names the controller's project.
     const PROGRAM_NAME: u32 = 0x64;
     const PROGRAM: &str = "BifrostSimulator";
@@ -668,6 +870,12 @@ fn object_service(
             reply(out, service, 0, None, &body);
         }
         (IDENTITY, 1, service::SET_ATTRIBUTE_SINGLE) => reply(out, service, 0x0E, None, &[]),
+        (TEMPLATE, id, service::GET_ATTRIBUTE_LIST | service::READ_TAG) => {
+            match controller.templates.iter().find(|t| u32::from(t.id) == id) {
+                Some(template) => template_service(template, service, data, limit, out),
+                None => reply(out, service, status::PATH_DESTINATION_UNKNOWN, None, &[]),
+            }
+        }
         (ROUTER, 1, service::MULTIPLE_SERVICE_PACKET) => multiple(controller, state, service, data, limit, out),
         (MANAGER, 1, service::FORWARD_OPEN | service::LARGE_FORWARD_OPEN) => {
             let large = service == service::LARGE_FORWARD_OPEN;
@@ -743,6 +951,59 @@ fn object_service(
     }
 }
 
+/// The Template object: Get Attribute List (any of attributes 1 to 5, in the
+/// order asked; 3 as pylogix reads it, a UINT), and Read Template from an
+/// offset, as much of the definition as is asked for and fits.
+fn template_service(template: &Template, service: u8, data: &[u8], limit: usize, out: &mut Vec<u8>) {
+    let attributes = template.attributes();
+    let mut r = Reader::new(data);
+    if service == service::GET_ATTRIBUTE_LIST {
+        let Ok(count) = r.u16("count") else { return reply(out, service, status::NOT_ENOUGH_DATA, None, &[]) };
+        let mut body = Vec::new();
+        put_u16(&mut body, count);
+        let mut refused = false;
+        for _ in 0..count {
+            let Ok(id) = r.u16("attribute") else { return reply(out, service, status::NOT_ENOUGH_DATA, None, &[]) };
+            put_u16(&mut body, id);
+            match id {
+                1..=3 => {
+                    put_u16(&mut body, 0);
+                    let word = match id {
+                        1 => attributes.handle,
+                        2 => attributes.member_count,
+                        _ => attributes.definition_words as u16,
+                    };
+                    put_u16(&mut body, word);
+                }
+                4 | 5 => {
+                    put_u16(&mut body, 0);
+                    put_u32(&mut body, if id == 4 { attributes.definition_words } else { attributes.structure_size });
+                }
+                _ => {
+                    put_u16(&mut body, 0x14); // attribute not supported, and no value
+                    refused = true;
+                }
+            }
+        }
+        // An attribute refused makes the whole an attribute list error.
+        return reply(out, service, if refused { 0x0A } else { 0 }, None, &body);
+    }
+    let (Ok(offset), Ok(count)) = (r.u32("offset"), r.u16("count")) else {
+        return reply(out, service, status::NOT_ENOUGH_DATA, None, &[]);
+    };
+    let mut definition = Vec::new();
+    template.write_definition(&mut definition);
+    let offset = offset as usize;
+    if offset > definition.len() {
+        return reply(out, service, status::GENERAL_ERROR, Some(0x2105), &[]);
+    }
+    // Clients ask for different counts (words × 4 − 23, − 21, − 16): give what there is.
+    let end = (offset + usize::from(count)).min(definition.len());
+    let room = limit.saturating_sub(4);
+    let (end, partial) = if end - offset <= room { (end, false) } else { (offset + (room & !3), true) };
+    reply(out, service, if partial { status::PARTIAL_TRANSFER } else { 0 }, None, &definition[offset..end]);
+}
+
 /// A Multiple Service Packet: each embedded request against what is left of the reply's room.
 fn multiple(
     controller: &Controller,
@@ -776,10 +1037,11 @@ fn multiple(
     }
 }
 
-/// Read Tag, Write Tag, their fragmented forms and Read-Modify-Write on one tag.
-fn tag_service(tag: &TagStore, index: usize, service: u8, data: &[u8], limit: usize, out: &mut Vec<u8>) {
+/// Read Tag, Write Tag, their fragmented forms and Read-Modify-Write on what a path addresses.
+fn tag_service(view: &View<'_>, service: u8, data: &[u8], limit: usize, out: &mut Vec<u8>) {
     let mut r = Reader::new(data);
-    let type_len = if matches!(tag.ty, CipType::Struct(_)) { 4 } else { 2 };
+    let type_len = if matches!(view.ty, CipType::Struct(_)) { 4 } else { 2 };
+    let (size, index) = (view.size, view.index);
     match service {
         service::READ_TAG | service::READ_TAG_FRAGMENTED => {
             let Ok(count) = r.u16("count") else { return reply(out, service, status::NOT_ENOUGH_DATA, None, &[]) };
@@ -791,10 +1053,10 @@ fn tag_service(tag: &TagStore, index: usize, service: u8, data: &[u8], limit: us
             } else {
                 0
             };
-            let data = tag.lock();
-            if tag.ty == CipType::CipString {
+            let data = view.store.lock();
+            if view.ty == CipType::CipString {
                 let mut body = Vec::with_capacity(4 + data.len());
-                put_u16(&mut body, tag.ty.code());
+                put_u16(&mut body, view.ty.code());
                 put_u16(&mut body, data.len() as u16);
                 body.extend_from_slice(&data);
                 // Padded to a whole word, as cpppo and Logix-style parsers expect.
@@ -803,19 +1065,25 @@ fn tag_service(tag: &TagStore, index: usize, service: u8, data: &[u8], limit: us
                 }
                 return reply(out, service, 0, None, &body);
             }
-            let size = tag.ty.element_size().unwrap_or(1);
+            if let Some(bit) = view.bit {
+                // A BOOL member: its bit, as a BOOL.
+                let on = data[view.base] >> bit & 1;
+                return reply(out, service, 0, None, &[0xC1, 0, on]);
+            }
             let count = usize::from(count);
-            if count == 0 || index + count > tag.count {
+            if count == 0 || index + count > view.count {
                 return reply(out, service, status::GENERAL_ERROR, Some(0x2105), &[]);
             }
-            let start = index * size + offset;
-            let end = (index + count) * size;
-            if offset % size != 0 || start > end {
+            let start = view.base + index * size + offset;
+            let end = view.base + (index + count) * size;
+            // Fragments hold whole elements; a structure's, whole 32-bit words.
+            let unit = if type_len == 4 { 4 } else { size };
+            if offset % unit != 0 || start > end {
                 return reply(out, service, status::GENERAL_ERROR, Some(0x2104), &[]);
             }
-            // Whole elements that fit the room left; the rest waits for a fragmented read.
+            // What fits the room left; the rest waits for a fragmented read.
             let room = limit.saturating_sub(4 + type_len);
-            let fit = ((end - start).min(room) / size) * size;
+            let fit = ((end - start).min(room) / unit) * unit;
             if fit == 0 && end > start {
                 return reply(out, service, status::REPLY_DATA_TOO_LARGE, None, &[]);
             }
@@ -826,8 +1094,8 @@ fn tag_service(tag: &TagStore, index: usize, service: u8, data: &[u8], limit: us
                 if partial { status::PARTIAL_TRANSFER } else { 0 },
                 0,
             ]);
-            put_u16(out, tag.ty.code());
-            if let CipType::Struct(handle) = tag.ty {
+            put_u16(out, view.ty.code());
+            if let CipType::Struct(handle) = view.ty {
                 put_u16(out, handle);
             }
             out.extend_from_slice(&data[start..start + fit]);
@@ -836,11 +1104,11 @@ fn tag_service(tag: &TagStore, index: usize, service: u8, data: &[u8], limit: us
             let Ok(write) = logix::parse_write(data, service == service::WRITE_TAG_FRAGMENTED) else {
                 return reply(out, service, status::NOT_ENOUGH_DATA, None, &[]);
             };
-            if write.ty != tag.ty {
+            if write.ty != view.ty {
                 return reply(out, service, status::GENERAL_ERROR, Some(0x2107), &[]);
             }
-            let mut stored = tag.lock();
-            if tag.ty == CipType::CipString {
+            let mut stored = view.store.lock();
+            if view.ty == CipType::CipString {
                 let mut r = Reader::new(write.data);
                 let Ok(len) = r.u16("length") else { return reply(out, service, status::NOT_ENOUGH_DATA, None, &[]) };
                 let Ok(text) = r.bytes(usize::from(len), "text") else {
@@ -849,14 +1117,21 @@ fn tag_service(tag: &TagStore, index: usize, service: u8, data: &[u8], limit: us
                 *stored = text.to_vec();
                 return reply(out, service, 0, None, &[]);
             }
-            let size = tag.ty.element_size().unwrap_or(1);
+            if let Some(bit) = view.bit {
+                let Some(&value) = write.data.first() else {
+                    return reply(out, service, status::NOT_ENOUGH_DATA, None, &[]);
+                };
+                let host = &mut stored[view.base];
+                *host = if value != 0 { *host | 1 << bit } else { *host & !(1 << bit) };
+                return reply(out, service, 0, None, &[]);
+            }
             let count = usize::from(write.count);
-            if count == 0 || index + count > tag.count {
+            if count == 0 || index + count > view.count {
                 return reply(out, service, status::GENERAL_ERROR, Some(0x2105), &[]);
             }
-            let start = index * size + write.offset as usize;
+            let start = view.base + index * size + write.offset as usize;
             let end = start + write.data.len();
-            if end > (index + count) * size {
+            if end > view.base + (index + count) * size {
                 return reply(out, service, status::TOO_MUCH_DATA, None, &[]);
             }
             if service == service::WRITE_TAG && write.data.len() < count * size {
@@ -873,15 +1148,16 @@ fn tag_service(tag: &TagStore, index: usize, service: u8, data: &[u8], limit: us
             let (Ok(or_mask), Ok(and_mask)) = (r.bytes(mask_size, "or"), r.bytes(mask_size, "and")) else {
                 return reply(out, service, status::NOT_ENOUGH_DATA, None, &[]);
             };
-            let size = tag.ty.element_size().unwrap_or(0);
-            if tag.ty.data_type().is_none() || tag.ty == CipType::Real || tag.ty == CipType::Lreal || mask_size > size {
+            let integer = view.ty.data_type().is_some() && !matches!(view.ty, CipType::Real | CipType::Lreal);
+            if !integer || view.bit.is_some() || mask_size > size {
                 return reply(out, service, status::GENERAL_ERROR, Some(0x2107), &[]);
             }
-            if index >= tag.count {
+            if index >= view.count {
                 return reply(out, service, status::GENERAL_ERROR, Some(0x2105), &[]);
             }
-            let mut stored = tag.lock();
-            for (i, byte) in stored[index * size..index * size + mask_size].iter_mut().enumerate() {
+            let mut stored = view.store.lock();
+            let at = view.base + index * size;
+            for (i, byte) in stored[at..at + mask_size].iter_mut().enumerate() {
                 *byte = (*byte | or_mask[i]) & and_mask[i];
             }
             reply(out, service, 0, None, &[]);
@@ -898,7 +1174,7 @@ mod tests {
     fn tag_specs_parse_and_refuse_with_a_reason() {
         assert_eq!(
             TagSpec::parse("SCADA=INT[1000]").unwrap(),
-            TagSpec { name: "SCADA".into(), ty: CipType::Int, count: 1000 }
+            TagSpec { name: "SCADA".into(), ty: CipType::Int, count: 1000, size: 2 }
         );
         assert_eq!(TagSpec::parse(" Temp = real ").unwrap().ty, CipType::Real);
         assert_eq!(TagSpec::parse("Name=STRING").unwrap().ty, CipType::Struct(LOGIX_STRING_HANDLE));
@@ -916,8 +1192,7 @@ mod tests {
 
     #[test]
     fn a_forward_close_closes_the_connection_it_names_only() {
-        let controller =
-            Controller { tags: HashMap::new(), symbols: HashMap::new(), config: SimulatorConfig::default() };
+        let controller = Controller::new(SimulatorConfig::default());
         let local = "127.0.0.1:44818".parse().unwrap();
         let mut state = Connection { local, session: 1, opened: Vec::new(), next_id: 7 };
         let open = |serial| {
@@ -967,8 +1242,7 @@ mod tests {
         };
         let request = hex("6f 00 24 00 01 1e 02 11 00 00 00 00 02 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 05 00
              02 00 00 00 00 00 b2 00 14 00 52 02 20 06 24 01 01 fa 06 00 01 02 20 01 24 01 01 00 01 00");
-        let controller =
-            Controller { tags: HashMap::new(), symbols: HashMap::new(), config: SimulatorConfig::default() };
+        let controller = Controller::new(SimulatorConfig::default());
         let local = "127.0.0.1:44818".parse().unwrap();
         let mut state = Connection { local, session: 0x1102_1e01, opened: Vec::new(), next_id: 7 };
         let mut out = Vec::new();

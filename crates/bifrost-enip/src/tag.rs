@@ -143,6 +143,25 @@ impl LogixTag {
         })
     }
 
+    /// The symbol the tag reads and the members under it, indices left out:
+    /// `Program:Main.Recipe[2].Temp` is in scope `Program:Main`, `["Recipe", "Temp"]`.
+    pub fn symbol_chain(&self) -> (Option<&str>, Vec<&str>) {
+        let mut names: Vec<&str> = split_parts(&self.name)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|part| part.split('[').next().unwrap_or(part))
+            .collect();
+        if self.bit.is_some() {
+            names.pop();
+        }
+        match names.first() {
+            Some(first) if names.len() > 1 && first.to_ascii_uppercase().starts_with("PROGRAM:") => {
+                (Some(names.remove(0)), names)
+            }
+            _ => (None, names),
+        }
+    }
+
     /// The tag as it is written back: `name`, then `{count}` for a range.
     pub fn text(&self) -> String {
         match self.range {
@@ -236,6 +255,18 @@ mod tests {
         let bit = LogixTag::parse("Flags.5").unwrap();
         assert_eq!((bit.bit, bit.path), (Some(5), [&[0x91, 5][..], b"Flags", &[0]].concat()));
         assert_eq!(LogixTag::parse("Motor[1].Status.31").unwrap().bit, Some(31));
+    }
+
+    #[test]
+    fn symbol_chains_leave_out_indices_and_bits() {
+        let chain = |t: &str| {
+            let tag = LogixTag::parse(t).unwrap();
+            let (scope, names) = tag.symbol_chain();
+            (scope.map(str::to_string), names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(chain("Recipe[2].Temp"), (None, vec!["Recipe".into(), "Temp".into()]));
+        assert_eq!(chain("Program:Main.Line[0]{3}"), (Some("Program:Main".into()), vec!["Line".into()]));
+        assert_eq!(chain("Motor.Status.3"), (None, vec!["Motor".into(), "Status".into()]));
     }
 
     #[test]

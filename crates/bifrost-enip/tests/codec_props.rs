@@ -5,7 +5,9 @@ use bifrost_core::Value;
 use bifrost_enip::cip::{self, Response};
 use bifrost_enip::encap;
 use bifrost_enip::logix::{self, CipType, TagData};
+use bifrost_enip::server;
 use bifrost_enip::tag::LogixTag;
+use bifrost_enip::template::{self, Template};
 use proptest::prelude::*;
 
 /// A number of one elementary type, in its range.
@@ -86,5 +88,32 @@ proptest! {
         }
         let _ = LogixTag::parse(&text);
         let _ = cip::route_path(&text);
+        if let Ok(attributes) = template::parse_attributes(&bytes) {
+            if let Ok(t) = Template::parse(0x100, &attributes, &bytes) {
+                // Nested in itself: refused by depth, never a stack overflow.
+                let _ = t.decode(&bytes, &|_| Some(&t));
+            }
+        }
+        let _ = server::parse_udt(&text, &[]);
+    }
+
+    #[test]
+    fn structure_types_lay_out_and_their_definitions_round_trip(members in prop::collection::vec(0usize..9, 1..12)) {
+        const TYPES: [&str; 9] = ["BOOL", "SINT", "INT", "DINT", "LINT", "REAL", "LREAL", "STRING", "INT[3]"];
+        let spec = members.iter().enumerate().map(|(i, t)| format!("M{i}:{}", TYPES[*t])).collect::<Vec<_>>().join(",");
+        let udt = server::parse_udt(&format!("T={spec}"), &[]).unwrap();
+        let mut definition = Vec::new();
+        udt.write_definition(&mut definition);
+        let attributes = udt.attributes();
+        prop_assert!(attributes.definition_len() >= definition.len());
+        prop_assert_eq!(&Template::parse(udt.id, &attributes, &definition).unwrap(), &udt);
+        // Every member lies inside the structure, and zeroes decode to every visible member.
+        for member in &udt.members {
+            prop_assert!(member.offset < udt.size);
+        }
+        match udt.decode(&vec![0; udt.size as usize], &|_| None).unwrap() {
+            Value::Struct(decoded) => prop_assert_eq!(decoded.len(), members.len()),
+            other => prop_assert!(false, "{:?}", other),
+        }
     }
 }

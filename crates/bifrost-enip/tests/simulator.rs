@@ -5,14 +5,29 @@
 use std::time::Duration;
 
 use bifrost_core::url::DeviceUrl;
-use bifrost_core::{ErrorCode, Result, Value};
+use bifrost_core::{ErrorCode, Result, TypedValue, Value};
 use bifrost_engine::{Completion, Device, Outcome};
 use bifrost_enip::device::{EnipDevice, Opening};
-use bifrost_enip::server::{Simulator, SimulatorConfig, TagSpec};
+use bifrost_enip::server::{parse_udt, Simulator, SimulatorConfig, TagSpec};
 
 async fn simulator(tags: &[&str]) -> Simulator {
-    let tags = tags.iter().map(|t| TagSpec::parse(t).unwrap()).collect();
-    bifrost_enip::server::start("127.0.0.1:0", SimulatorConfig { tags, ..SimulatorConfig::default() }).await.unwrap()
+    with_udts(&[], tags).await
+}
+
+/// A simulator whose tags may be of the structure types `udts` define, in order.
+async fn with_udts(udts: &[&str], tags: &[&str]) -> Simulator {
+    let mut templates = Vec::new();
+    for udt in udts {
+        let template = parse_udt(udt, &templates).unwrap();
+        templates.push(template);
+    }
+    let tags = tags.iter().map(|t| TagSpec::parse_with(t, &templates).unwrap()).collect();
+    let config = SimulatorConfig { tags, udts: templates, ..SimulatorConfig::default() };
+    bifrost_enip::server::start("127.0.0.1:0", config).await.unwrap()
+}
+
+fn requests(sim: &Simulator) -> u64 {
+    sim.stats().requests.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 async fn open(sim: &Simulator, query: &str) -> EnipDevice {
@@ -230,5 +245,73 @@ async fn closing_sends_forward_close_and_unregister_session() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(requests(), before + farewell, "{query}: Forward Close (connected) and UnRegisterSession");
+    }
+}
+
+/// `(name, value)` members of a structure value; the LINT member, `Total`, is wide.
+fn structure(members: &[(&str, Value)]) -> Value {
+    let typed = |n: &str, v: &Value| TypedValue { value: v.clone(), wide: n == "Total" };
+    Value::Struct(members.iter().map(|(n, v)| (n.to_string(), typed(n, v))).collect())
+}
+
+#[tokio::test]
+async fn structures_read_whole_by_their_template_read_once_and_their_members_by_path() {
+    let udts = [
+        "POINT=X:REAL,Y:REAL",
+        "RECIPE=Temp:REAL,Speed:DINT,Steps:INT[4],Active:BOOL,Done:BOOL,Name:STRING,Origin:POINT,Total:LINT",
+    ];
+    let sim = with_udts(&udts, &["Recipe=RECIPE[3]", "Program:Main.Line=RECIPE", "Counter=DINT"]).await;
+    for query in ["path=1,0", "connected=false"] {
+        let device = open(&sim, query).await;
+        let total = Value::Int(1 << 40);
+        let written = write(
+            &device,
+            &[
+                ("Recipe[2].Temp", Value::Float(71.5)),
+                ("Recipe[2].Speed", Value::Int(1200)),
+                ("Recipe[2].Steps[1]{2}", ints([7, -8])),
+                ("Recipe[2].Done", Value::Bool(true)),
+                ("Recipe[2].Name", Value::String("bread".into())),
+                ("Recipe[2].Origin.Y", Value::Float(-1.5)),
+                ("Recipe[2].Total", total.clone()),
+                ("Program:Main.Line.Speed", Value::Int(5)),
+            ],
+        )
+        .await;
+        assert!(written.iter().all(Result::is_ok), "{query}: {written:?}");
+        let before = requests(&sim);
+        let values =
+            read(&device, &["Recipe[2]", "Recipe[2].Origin", "Recipe[0]{2}", "Program:Main.Line", "Recipe[2].Done"])
+                .await;
+        let origin = structure(&[("X", Value::Float(0.0)), ("Y", Value::Float(-1.5))]);
+        let recipe = structure(&[
+            ("Temp", Value::Float(71.5)),
+            ("Speed", Value::Int(1200)),
+            ("Steps", ints([0, 7, -8, 0])),
+            ("Active", Value::Bool(false)),
+            ("Done", Value::Bool(true)),
+            ("Name", Value::String("bread".into())),
+            ("Origin", origin.clone()),
+            ("Total", total.clone()),
+        ]);
+        assert_eq!(values[0], Ok(recipe), "{query}");
+        assert_eq!(values[1], Ok(origin), "{query}");
+        match &values[2] {
+            Ok(Value::Array(two)) => assert_eq!(two.len(), 2, "{query}"),
+            other => panic!("{query}: {other:?}"),
+        }
+        match &values[3] {
+            Ok(Value::Struct(members)) => assert_eq!(members[1].1.value, Value::Int(5), "{query}"),
+            other => panic!("{query}: {other:?}"),
+        }
+        assert_eq!(values[4], Ok(Value::Bool(true)), "{query}");
+        // The templates and symbols are read once: a second read is the read alone.
+        let first = requests(&sim) - before;
+        let before = requests(&sim);
+        assert!(read(&device, &["Recipe[2]"]).await[0].is_ok());
+        assert_eq!(requests(&sim) - before, 1, "{query}: the first read took {first} requests");
+        // A member that is not there is the controller's path error.
+        let missing = read(&device, &["Recipe[2].Nope"]).await;
+        assert_eq!(missing[0].as_ref().unwrap_err().cip.map(|c| c.status), Some(0x04), "{query}");
     }
 }
