@@ -182,21 +182,38 @@ peerTest('pylogix reads and writes our simulator: numbers, a Logix STRING, a bit
   await dev.close()
 })
 
-peerTest('pycomm3 uploads our simulator\'s tag list and reads and writes by it; our browse() lists the same', pycomm3, async (t) => {
-  const sim = await startEnipSimulator({ tags: ['SCADA=INT[1000]', 'Counter=DINT', 'Flags=DINT', 'Program:Main.Speed=REAL'] })
+peerTest("pycomm3 uploads our simulator's tag list and structure templates, and reads and writes by them; our browse() lists the same", pycomm3, async (t) => {
+  const sim = await startEnipSimulator({
+    udts: ['POINT=X:REAL,Y:REAL', 'RECIPE=Temp:REAL,Speed:DINT,Steps:INT[4],Active:BOOL,Done:BOOL,Name:STRING,At:POINT'],
+    tags: ['SCADA=INT[1000]', 'Counter=DINT', 'Flags=DINT', 'Program:Main.Speed=REAL', 'Recipe=RECIPE[3]'],
+  })
   simulators.push(sim)
   const dev = await connect(sim.url)
-  await dev.write('SCADA[5]', 555)
+  await dev.writeTags({ 'SCADA[5]': 555, 'Recipe[1].Temp': 71.5, 'Recipe[1].Steps[2]': -3, 'Recipe[1].Active': true, 'Recipe[1].Name': 'rye', 'Recipe[1].At.Y': -2 })
   const seen = JSON.parse(await run(PYTHON, [join(PEERS, 'pycomm3_judge.py'), String(sim.port)])) as {
     tags: Record<string, [string, number]>
     read: Record<string, unknown>
     write: Array<string | null>
+    recipe: Record<string, unknown>
+    recipe_write: Array<string | null>
   }
-  t.deepEqual(seen.tags, { SCADA: ['INT', 1000], Counter: ['DINT', 0], Flags: ['DINT', 0], 'Program:Main.Speed': ['REAL', 0] })
+  t.deepEqual(seen.tags, {
+    SCADA: ['INT', 1000],
+    Counter: ['DINT', 0],
+    Flags: ['DINT', 0],
+    'Program:Main.Speed': ['REAL', 0],
+    Recipe: ['RECIPE', 3],
+  })
   t.deepEqual(seen.read, { 'SCADA[5]': 555, Counter: 0, 'Program:Main.Speed': 0, SCADA: [0, 1, 2] })
   t.deepEqual(seen.write, [null, null, null, null])
   t.deepEqual(await Promise.all(['Counter', 'Flags', 'SCADA[2]{2}', 'Program:Main.Speed'].map((tag) => dev.read(tag))), [4242, 8, [7, 8], 2.5])
-  // Two independent listings agree.
+  // pycomm3 decodes our structure by the template we served; our client by the same template.
+  const recipe = { Temp: 71.5, Speed: 0, Steps: [0, 0, -3, 0], Active: true, Done: false, Name: 'rye', At: { X: 0, Y: -2 } }
+  t.deepEqual(seen.recipe, { 'Recipe[1]': recipe, 'Recipe[1].Temp': 71.5, 'Recipe[1].At': { X: 0, Y: -2 } })
+  t.deepEqual(await dev.read('Recipe[1]'), recipe)
+  t.deepEqual(seen.recipe_write, [null, null, null, null])
+  t.deepEqual(await dev.read('Recipe[2]'), { Temp: 0, Speed: 77, Steps: [0, 0, 0, 0], Active: false, Done: true, Name: 'pycomm3', At: { X: 1.25, Y: 0 } })
+  // Two independent listings agree, structure types named alike.
   const ours = [...(await dev.browse()), ...(await dev.browse('Program:Main'))].filter((tag) => tag.type !== 'PROGRAM')
   t.deepEqual(Object.fromEntries(ours.map((tag) => [tag.name, [tag.type, tag.dimensions[0] ?? 0]])), seen.tags)
   await dev.close()

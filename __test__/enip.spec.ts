@@ -322,6 +322,59 @@ test('an idle connection keeps itself alive (keep-alive), or is dropped by an id
   await Promise.all([alive.close(), silent.close()])
 })
 
+test('structures (UDTs): whole values read into plain objects by their template, read once; members by path; browse names their types', async (t) => {
+  const sim = await startEnipSimulator({
+    udts: ['POINT=X:REAL,Y:REAL', 'RECIPE=Temp:REAL,Speed:DINT,Steps:INT[4],Active:BOOL,Done:BOOL,Name:STRING,At:POINT,Total:LINT'],
+    tags: ['Recipe=RECIPE[3]', 'Program:Main.Line=RECIPE'],
+  })
+  simulators.push(sim)
+  for (const query of ['path=1,0', 'connected=false']) {
+    const dev = await connect(`${sim.url}?${query}`)
+    const written = await dev.writeTags({
+      'Recipe[2].Temp': 71.5,
+      'Recipe[2].Steps[1]{2}': [7, -8],
+      'Recipe[2].Done': true,
+      'Recipe[2].Name': 'bread',
+      'Recipe[2].At.Y': -1.5,
+      'Recipe[2].Total': 2n ** 60n,
+      'Program:Main.Line.Speed': 5,
+    })
+    t.deepEqual(written.map((r) => r.error?.message ?? 'ok'), Array(7).fill('ok'), query)
+    const recipe = { Temp: 71.5, Speed: 0, Steps: [0, 7, -8, 0], Active: false, Done: true, Name: 'bread', At: { X: 0, Y: -1.5 }, Total: 2n ** 60n }
+    t.deepEqual(await dev.read('Recipe[2]'), recipe, query)
+    // The template was read once: another whole read is one request.
+    const requests = async (tag: string) => {
+      const before = sim.requests
+      await dev.read(tag)
+      return sim.requests - before
+    }
+    t.is(await requests('Recipe[0]'), 1, query)
+    const results = await dev.readTags(['Recipe[1]{2}', 'Recipe[2].At', 'Program:Main.Line', 'Recipe[2].Done'])
+    t.deepEqual(results[0]!.value, [{ ...recipe, Temp: 0, Steps: [0, 0, 0, 0], Done: false, Name: '', At: { X: 0, Y: 0 }, Total: 0n }, recipe])
+    t.deepEqual(results[1]!.value, { X: 0, Y: -1.5 })
+    t.is((results[2]!.value as { Speed: number }).Speed, 5)
+    t.is(results[3]!.value, true)
+    // A path the controller does not know says its program may have changed: the templates are read again.
+    t.like(await dev.readTags(['Recipe[2].Nope']).then((r) => r[0]!.error), { code: 'CIP_STATUS', status: 0x04 })
+    t.true((await requests('Recipe[0]')) > 1, query)
+    t.is(await requests('Recipe[0]'), 1, query)
+    const whole = (await t.throwsAsync(dev.write('Recipe[0]', 1))) as BifrostError
+    t.is(whole.code, 'EINVAL')
+    t.regex(whole.message, /is a structure: write its members/)
+    await dev.close()
+  }
+  const dev = await connect(sim.url)
+  t.deepEqual(await dev.browse(), [
+    { name: 'Recipe', type: 'RECIPE', dimensions: [3] },
+    { name: 'Program:Main', type: 'PROGRAM', dimensions: [] },
+  ])
+  t.deepEqual(await dev.browse('Program:Main'), [{ name: 'Program:Main.Line', type: 'RECIPE', dimensions: [] }])
+  // A prepared plan reads numbers: a member does, a whole structure fails alone.
+  const columns = await dev.prepare(['Recipe[2].Temp', 'Recipe[2]']).read()
+  t.deepEqual([columns.values[0], [...columns.quality], [...columns.errors.keys()]], [71.5, [0, 1], [1]])
+  await dev.close()
+})
+
 test('close() says goodbye: Forward Close (when connected) and UnRegisterSession', async (t) => {
   for (const [query, farewell] of [['path=1,0', 2], ['connected=false', 1]] as const) {
     const sim = await simulator()
