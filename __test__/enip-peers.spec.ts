@@ -166,19 +166,22 @@ peerTest('st-ethernet-ip (pure JS) reads and writes our simulator, one tag and a
   plc.destroy()
 })
 
-peerTest('pylogix reads and writes our simulator: numbers, a Logix STRING, a bit', pylogix, async (t) => {
-  const sim = await startEnipSimulator({ tags: TAGS })
+peerTest('pylogix reads and writes our simulator: numbers, a Logix STRING, a bit, BOOL array elements', pylogix, async (t) => {
+  const sim = await startEnipSimulator({ tags: [...TAGS, 'Bits=BOOL[64]'] })
   simulators.push(sim)
   const dev = await connect(sim.url)
-  await dev.writeTags({ 'SCADA[5]': 555, Temp: 1.5, Name: 'from bifrost', Flags: 0b1001 })
+  await dev.writeTags({ 'SCADA[5]': 555, Temp: 1.5, Name: 'from bifrost', Flags: 0b1001, 'Bits[40]': true, 'Bits[31]': true })
   const seen = JSON.parse(await run(PYTHON, [join(PEERS, 'pylogix_judge.py'), String(sim.port)])) as Record<string, unknown>
   t.deepEqual(seen['SCADA[5]'], [555, 'Success'])
   t.deepEqual(seen.Temp, [1.5, 'Success'])
   t.deepEqual(seen.Name, ['from bifrost', 'Success'])
   t.deepEqual(seen.Flags, [0b1001, 'Success'])
   t.deepEqual(seen['SCADA[0..4]'], [0, 1, 2, 3, 4])
-  for (const tag of ['Counter', 'Temp', 'Name', 'Flags.4']) t.is(seen[`write ${tag}`], 'Success', tag)
+  // Odd elements start on; ours set Bits[40] and Bits[31].
+  t.deepEqual([seen['Bits[1]'], seen['Bits[40]'], seen['Bits[30..33]']], [true, true, [false, true, false, true]])
+  for (const tag of ['Counter', 'Temp', 'Name', 'Flags.4', 'Bits[33]', 'Bits[34]']) t.is(seen[`write ${tag}`], 'Success', tag)
   t.deepEqual(await Promise.all(['Counter', 'Temp', 'Name', 'Flags', 'Flags.4'].map((tag) => dev.read(tag))), [123456, 3.5, 'from pylogix', 0b11001, true])
+  t.deepEqual(await dev.read('Bits[30]{6}'), [false, true, false, false, true, true])
   await dev.close()
 })
 

@@ -9,7 +9,7 @@ import type { BifrostError, Simulator } from '../src/index.js'
 import { freePort, rawServer, run, startProcess, stopProcess } from './helpers.js'
 
 const BIN = join(__dirname, '..', 'bin', 'bifrost.js')
-const TAGS = ['SCADA=INT[1000]', 'Counter=DINT', 'Temp=REAL', 'Big=DINT[3000]', 'Name=STRING', 'Note=CIP_STRING', 'L=LINT', 'U=ULINT', 'Flags=DINT', 'B=BOOL[4]', 'Program:Main.Speed=REAL']
+const TAGS = ['SCADA=INT[1000]', 'Counter=DINT', 'Temp=REAL', 'Big=DINT[3000]', 'Name=STRING', 'Note=CIP_STRING', 'L=LINT', 'U=ULINT', 'Flags=DINT', 'B=BOOL[64]', 'Program:Main.Speed=REAL']
 
 const simulators: Simulator[] = []
 test.after.always(() => simulators.forEach((sim) => sim.stop()))
@@ -126,6 +126,23 @@ test('bits are written with Read-Modify-Write, leaving the other bits alone', as
   t.deepEqual(await Promise.all(['Flags', 'Flags.1', 'Flags.3'].map((tag) => dev.read(tag))), [0b0011, true, false])
   t.is(((await t.throwsAsync(dev.write('Temp.1', true))) as BifrostError).code, 'EINVAL')
   await dev.close()
+})
+
+test('BOOL array elements are bits of 32-bit words, written with Read-Modify-Write even while another writer changes their neighbours', async (t) => {
+  const sim = await simulator()
+  const [one, other] = await Promise.all([connect(sim.url), connect(`${sim.url}?connected=false`)])
+  // Odd elements start on. B[40] is bit 8 of word 1; B[30]{4} spans two words.
+  t.deepEqual(await one.readTags(['B[1]', 'B[40]', 'B[30]{4}']).then((r) => r.map((x) => x.value)), [true, false, [false, true, false, true]])
+  // Two writers, each setting its own half of word 0 one BOOL at a time, at once: none of the 32 is lost.
+  await Promise.all([
+    (async () => { for (let i = 0; i < 16; i++) await one.write(`B[${i}]`, true) })(),
+    (async () => { for (let i = 16; i < 32; i++) await other.write(`B[${i}]`, true) })(),
+  ])
+  t.deepEqual(await one.read('B[0]{32}'), Array(32).fill(true))
+  await one.write('B[30]{4}', [false, false, true, true])
+  t.deepEqual(await other.read('B[28]{8}'), [true, true, false, false, true, true, false, true])
+  t.is(((await t.throwsAsync(one.write('B[3]{2}', [true]))) as BifrostError).code, 'EINVAL')
+  await Promise.all([one.close(), other.close()])
 })
 
 test('a silent simulator times out, a dropped connection comes back, a malformed reply fails alone', async (t) => {
@@ -263,7 +280,7 @@ test('browse() lists the controller, a program, and many tags page by page; Modb
   const controller = await dev.browse()
   t.deepEqual(
     controller.map((tag) => `${tag.name} ${tag.type} ${tag.dimensions.join('x')}`.trim()),
-    ['SCADA INT 1000', 'Counter DINT', 'Temp REAL', 'Big DINT 3000', 'Name STRING', 'Note STRING', 'L LINT', 'U ULINT', 'Flags DINT', 'B BOOL 4', 'Program:Main PROGRAM'],
+    ['SCADA INT 1000', 'Counter DINT', 'Temp REAL', 'Big DINT 3000', 'Name STRING', 'Note STRING', 'L LINT', 'U ULINT', 'Flags DINT', 'B BOOL 64', 'Program:Main PROGRAM'],
   )
   t.deepEqual(await dev.browse('Program:Main'), [{ name: 'Program:Main.Speed', type: 'REAL', dimensions: [] }])
   t.is(await dev.read((await dev.browse('Program:Main'))[0]!.name), 0)

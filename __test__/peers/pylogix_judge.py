@@ -17,6 +17,10 @@ with PLC() as comm:
         response = comm.Read(tag)
         seen[tag] = [response.Value, response.Status]
     seen["SCADA[0..4]"] = comm.Read("SCADA[0]", 5).Value
-    for tag, value in [("Counter", 123456), ("Temp", 3.5), ("Name", "from pylogix"), ("Flags.4", True)]:
+    # A BOOL array: pylogix reads the word holding an element, and writes one with Read-Modify-Write.
+    for tag in ["Bits[1]", "Bits[40]"]:
+        seen[tag] = comm.Read(tag).Value
+    seen["Bits[30..33]"] = comm.Read("Bits[30]", 4).Value
+    for tag, value in [("Counter", 123456), ("Temp", 3.5), ("Name", "from pylogix"), ("Flags.4", True), ("Bits[33]", False), ("Bits[34]", True)]:
         seen["write " + tag] = comm.Write(tag, value).Status
 print(json.dumps(seen))

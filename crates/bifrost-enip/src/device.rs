@@ -289,6 +289,15 @@ enum Slot {
     Failed(Error),
 }
 
+/// How a read addresses a tag's elements: as written, or (a BOOL array) by the
+/// 32-bit words holding them, known to be one or guessed after a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Addressing {
+    AsWritten,
+    Words,
+    WordsGuessed,
+}
+
 impl Slot {
     fn is_waiting(&self) -> bool {
         matches!(self, Slot::Waiting)
@@ -422,6 +431,8 @@ struct ReadJob {
     requests: Vec<Vec<usize>>,
     /// What structures read need, being read or read.
     fetches: Fetches,
+    /// Each tag's addressing, when any is not as written (empty: all are).
+    addressing: Vec<Addressing>,
     shape: Shape,
     /// Columns: every tag's numbers, decoded as its reply comes.
     columns: Columns,
@@ -448,7 +459,17 @@ impl ReadJob {
             columns.values = vec![f64::NAN; total as usize];
         }
         let known = state.types_of(&tags);
-        ReadJob { state, tags, known, slots, requests: Vec::new(), fetches: Fetches::default(), shape, columns }
+        ReadJob {
+            state,
+            tags,
+            known,
+            slots,
+            requests: Vec::new(),
+            fetches: Fetches::default(),
+            addressing: Vec::new(),
+            shape,
+            columns,
+        }
     }
 
     fn submit(&mut self, message: Vec<u8>, members: Vec<usize>, link: &mut Submitter<'_, Framing>) {
@@ -528,12 +549,42 @@ impl ReadJob {
 
     /// Reads `tag` alone with Read Tag Fragmented from byte `offset`.
     fn continue_fragmented(&mut self, tag: usize, offset: usize, link: &mut Submitter<'_, Framing>) {
-        let Ok(read) = &self.tags[tag] else { return };
+        let tags = self.tags.clone();
+        let Ok(read) = &tags[tag] else { return };
         let mut message = Vec::with_capacity(read.path.len() + 8);
-        match logix::read_tag_fragmented(&mut message, &read.path, read.count, offset as u32) {
+        let built = match self.words_of(tag, read) {
+            Some((path, words)) => logix::read_tag_fragmented(&mut message, &path, words, offset as u32),
+            None => logix::read_tag_fragmented(&mut message, &read.path, read.count, offset as u32),
+        };
+        match built {
             Ok(()) => self.submit(message, vec![tag], link),
             Err(e) => self.slots[tag] = Slot::Failed(e),
         }
+    }
+
+    fn addressing(&self, tag: usize) -> Addressing {
+        self.addressing.get(tag).copied().unwrap_or(Addressing::AsWritten)
+    }
+
+    fn set_addressing(&mut self, tag: usize, addressing: Addressing) {
+        if self.addressing.len() <= tag {
+            self.addressing.resize(self.tags.len(), Addressing::AsWritten);
+        }
+        self.addressing[tag] = addressing;
+    }
+
+    /// A BOOL array tag read by words: the path to its first word, and how many words.
+    fn words_of(&self, tag: usize, read: &LogixTag) -> Option<(Vec<u8>, u16)> {
+        if self.addressing(tag) == Addressing::AsWritten {
+            return None;
+        }
+        let (word, _, words) = read.bool_array_span()?;
+        Some((read.word_path(word)?, words))
+    }
+
+    /// Whether a tag of type `ty` is an element (or range) of a BOOL array, read by its words.
+    fn is_bool_array_element(ty: Option<CipType>, read: &LogixTag) -> bool {
+        ty == Some(CipType::Dword) && read.bit.is_none() && read.last_index.is_some()
     }
 
     /// One tag's reply (alone, or from inside a Multiple Service Packet).
@@ -571,10 +622,28 @@ impl ReadJob {
                 Err(cip::status_error(refused, response.ext_status, &what()))
             }
         });
+        let as_written = self.addressing(tag) == Addressing::AsWritten && self.slots[tag].is_waiting();
         let (partial, TagData { ty, data }) = match result {
             Ok(reply) => reply,
+            Err(e)
+                if as_written && self.known[tag].is_none() && e.cip.is_some_and(|c| c.ext_status == Some(0x2105)) =>
+            {
+                // Past the end as written: a BOOL array's element is addressed by its word. Try that.
+                if Self::is_bool_array_element(Some(CipType::Dword), read) {
+                    self.set_addressing(tag, Addressing::WordsGuessed);
+                    return self.continue_fragmented(tag, 0, link);
+                }
+                return self.slots[tag] = Slot::Failed(e);
+            }
             Err(e) => return self.slots[tag] = Slot::Failed(e),
         };
+        if as_written && Self::is_bool_array_element(Some(ty), read) {
+            // A BOOL array: the index named a word, not the element. Read the element's word.
+            self.known[tag] = Some(ty);
+            self.state.learn(read, ty);
+            self.set_addressing(tag, Addressing::Words);
+            return self.continue_fragmented(tag, 0, link);
+        }
         if self.known[tag] != Some(ty) {
             self.known[tag] = Some(ty);
             self.state.learn(read, ty);
@@ -618,6 +687,9 @@ impl ReadJob {
 
     /// Decodes a tag's whole data: into its value, or into its columns.
     fn complete(&mut self, tag: usize, read: &LogixTag, ty: CipType, bytes: &[u8], link: &mut Submitter<'_, Framing>) {
+        if self.addressing(tag) != Addressing::AsWritten {
+            return self.complete_bool_array(tag, read, ty, bytes);
+        }
         if let (Shape::Values, CipType::Struct(handle), None) = (self.shape, ty, read.bit) {
             if handle != logix::LOGIX_STRING_HANDLE {
                 return self.resolve(tag, handle, bytes.to_vec(), false, link);
@@ -643,6 +715,48 @@ impl ReadJob {
         self.slots[tag] = match decoded {
             Ok(read) => Slot::Read(read),
             Err(e) => Slot::Failed(e),
+        };
+    }
+
+    /// Decodes the BOOLs of a BOOL array's words: into a value, or into columns.
+    fn complete_bool_array(&mut self, tag: usize, read: &LogixTag, ty: CipType, bytes: &[u8]) {
+        let what = || format!("read of '{}'", read.text());
+        let bits = match (ty, read.bool_array_span()) {
+            (CipType::Dword, Some((_, first, _))) => {
+                let bit =
+                    |k: usize| bytes.get((first as usize + k) / 8).map(|b| b >> ((first as usize + k) % 8) & 1 == 1);
+                (0..usize::from(read.count))
+                    .map(bit)
+                    .collect::<Option<Vec<bool>>>()
+                    .ok_or_else(|| Error::proto(format!("{}: the reply is short", what())))
+            }
+            // Guessed a BOOL array after "past the end": it was not one, so the end it was.
+            _ if self.addressing(tag) == Addressing::WordsGuessed => {
+                Err(cip::status_error(status::GENERAL_ERROR, Some(0x2105), &what()))
+            }
+            _ => Err(Error::proto(format!("{}: a BOOL array became a {}", what(), ty.name()))),
+        };
+        self.slots[tag] = match (bits, self.shape) {
+            (Err(e), Shape::Columns) => {
+                let range = self.columns.offsets[tag] as usize..self.columns.offsets[tag + 1] as usize;
+                self.columns.values[range].fill(f64::NAN);
+                Slot::Failed(e)
+            }
+            (Err(e), Shape::Values) => Slot::Failed(e),
+            (Ok(bits), Shape::Columns) => {
+                let at = self.columns.offsets[tag] as usize;
+                for (k, on) in bits.into_iter().enumerate() {
+                    self.columns.values[at + k] = f64::from(u8::from(on));
+                }
+                Slot::Read(None)
+            }
+            (Ok(mut bits), Shape::Values) => Slot::Read(Some(TypedValue {
+                value: match (read.range, bits.len()) {
+                    (false, 1) => Value::Bool(bits.pop().unwrap_or(false)),
+                    _ => Value::Array(bits.into_iter().map(Value::Bool).collect()),
+                },
+                wide: false,
+            })),
         };
     }
 
@@ -725,6 +839,13 @@ impl Job<Framing> for ReadJob {
             let at = scratch.len();
             let built = match tag.object {
                 Some(access) => cip::request(&mut scratch, object_service(access, false), &tag.path, |_| {}),
+                None if Self::is_bool_array_element(self.known[i], tag) => {
+                    self.set_addressing(i, Addressing::Words);
+                    match self.words_of(i, tag) {
+                        Some((path, words)) => logix::read_tag(&mut scratch, &path, words),
+                        None => logix::read_tag(&mut scratch, &tag.path, tag.count),
+                    }
+                }
                 None => logix::read_tag(&mut scratch, &tag.path, tag.count),
             };
             if let Err(e) = built {
@@ -873,7 +994,17 @@ impl WriteJob {
         };
         let size = usize::from(self.state.negotiated.size());
         let mut message = Vec::with_capacity(tag.path.len() + 16 + data.len().min(size));
-        let built = if let Some(bit) = tag.bit {
+        let built = if ReadJob::is_bool_array_element(Some(ty), &tag) {
+            // One Read-Modify-Write per word: (word, or mask, and mask), 12 bytes each.
+            let word = |at: usize| u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]);
+            let (index, or_mask, and_mask) = (word(sent), word(sent + 4), word(sent + 8));
+            match tag.word_path(index) {
+                Some(path) => {
+                    logix::read_modify_write(&mut message, &path, 4, or_mask.into(), and_mask.into()).map(|()| 12)
+                }
+                None => Err(Error::address(format!("'{}' is not an element of a BOOL array", tag.name))),
+            }
+        } else if let Some(bit) = tag.bit {
             let on = match &self.writes[i].1 {
                 Value::Bool(on) => Ok(*on),
                 Value::Int(0) | Value::UInt(0) => Ok(false),
@@ -971,9 +1102,10 @@ impl Job<Framing> for WriteJob {
                     self.advance(i, link);
                 }
                 None => {
-                    // The type comes from the controller: read one element first.
+                    // The type comes from the controller: read its first element first (a BOOL
+                    // array's index names a word, which may be past its end).
                     let mut message = Vec::new();
-                    match logix::read_tag(&mut message, &tag.path, 1) {
+                    match logix::read_tag(&mut message, &tag.first_element_path(), 1) {
                         Ok(()) => {
                             self.steps[i] = WriteStep::LearningType;
                             if let Err(e) = link.submit(Request::Cip { message, write: false }, i as u32) {
@@ -1029,10 +1161,14 @@ impl Job<Framing> for WriteJob {
     }
 }
 
-/// The encoded value of a write, ready to send (a bit write carries no data).
+/// The encoded value of a write, ready to send (a bit write carries no data; a
+/// BOOL array's elements, the words to change and how).
 fn encode_write(tag: &LogixTag, ty: CipType, value: &Value) -> WriteStep {
     if tag.bit.is_some() {
         return WriteStep::Writing { ty, data: Vec::new(), count: 1, sent: 0 };
+    }
+    if ReadJob::is_bool_array_element(Some(ty), tag) {
+        return encode_bool_array_write(tag, value);
     }
     if let CipType::Struct(handle) = ty {
         if handle != logix::LOGIX_STRING_HANDLE {
@@ -1054,6 +1190,50 @@ fn encode_write(tag: &LogixTag, ty: CipType, value: &Value) -> WriteStep {
         }
         Err(e) => WriteStep::Done(Err(Error::invalid_value(format!("{}: {}", WriteJob::what(tag), e.message)))),
     }
+}
+
+/// BOOL array elements as Read-Modify-Writes of the words holding them, so the
+/// other BOOLs are never written: per word, its index and its or and and masks.
+fn encode_bool_array_write(tag: &LogixTag, value: &Value) -> WriteStep {
+    let bad = |why: String| WriteStep::Done(Err(Error::invalid_value(format!("{}: {why}", WriteJob::what(tag)))));
+    let Some((first_word, first_bit, _)) = tag.bool_array_span() else {
+        return bad("not an element of a BOOL array".into());
+    };
+    let items: Vec<&Value> = match value {
+        Value::Array(items) => items.iter().collect(),
+        one => vec![one],
+    };
+    if items.len() != usize::from(tag.count) || (!tag.range && items.len() != 1) {
+        return bad(format!("it takes {} BOOL(s); the value has {}", tag.count, items.len()));
+    }
+    let mut words: Vec<(u32, u32, u32)> = Vec::new();
+    for (k, item) in items.into_iter().enumerate() {
+        let on = match item {
+            Value::Bool(on) => *on,
+            Value::Int(0) | Value::UInt(0) => false,
+            Value::Int(1) | Value::UInt(1) => true,
+            Value::Float(f) if *f == 0.0 || *f == 1.0 => *f == 1.0,
+            other => return bad(format!("{other:?} is not a BOOL")),
+        };
+        let bit = first_bit as usize + k;
+        let word = first_word + (bit / 32) as u32;
+        if words.last().is_none_or(|w| w.0 != word) {
+            words.push((word, 0, u32::MAX));
+        }
+        let mask = 1u32 << (bit % 32);
+        let last = words.last_mut().expect("pushed above");
+        if on {
+            last.1 |= mask;
+        } else {
+            last.2 &= !mask;
+        }
+    }
+    let data = words
+        .iter()
+        .flat_map(|(w, or, and)| [w.to_le_bytes(), or.to_le_bytes(), and.to_le_bytes()])
+        .flatten()
+        .collect();
+    WriteStep::Writing { ty: CipType::Dword, data, count: tag.count, sent: 0 }
 }
 
 /// Symbol attributes a listing asks for: name, type word, dimensions.
@@ -1162,6 +1342,9 @@ fn symbol_type_name(type_word: u16) -> String {
     }
     if type_word & template::STRUCTURE_BIT != 0 {
         return CipType::Struct(type_word & 0x0FFF).name();
+    }
+    if type_word & 0x00FF == CipType::Dword.code() {
+        return "BOOL".into(); // a BOOL array, held in 32-bit words
     }
     match CipType::from_code(type_word & 0x00FF, None) {
         Some(ty) => ty.name(),
@@ -1380,6 +1563,7 @@ mod tests {
         assert_eq!(symbol_type_name(0x00C4), "DINT");
         assert_eq!(symbol_type_name(0x20C4), "DINT", "an array's type word names its element type");
         assert_eq!(symbol_type_name(0x05C1), "BOOL", "a BOOL's bit position does not change its type");
+        assert_eq!(symbol_type_name(0x20D3), "BOOL", "a BOOL array is listed as its words");
         assert_eq!(symbol_type_name(0x8FCE), "STRING");
         assert_eq!(symbol_type_name(0x82E9), "structure 0x02e9");
         assert_eq!(symbol_type_name(0x1068), "PROGRAM");

@@ -397,6 +397,11 @@ pub fn write_bit(out: &mut Vec<u8>, path: &[u8], size: usize, bit: u8, on: bool)
     }
     let mask = 1u64 << bit;
     let (or_mask, and_mask) = if on { (mask, u64::MAX) } else { (0, !mask) };
+    read_modify_write(out, path, size, or_mask, and_mask)
+}
+
+/// Read-Modify-Write Tag on an integer of `size` bytes: its bits become `(bits | or) & and`.
+pub fn read_modify_write(out: &mut Vec<u8>, path: &[u8], size: usize, or_mask: u64, and_mask: u64) -> Result<()> {
     cip::request(out, service::READ_MODIFY_WRITE, path, |out| {
         put_u16(out, size as u16);
         out.extend_from_slice(&or_mask.to_le_bytes()[..size]);

@@ -92,6 +92,10 @@ impl TagSpec {
             };
         }
         let (ty, size) = match (named_type(ty), udts.iter().find(|udt| udt.name.eq_ignore_ascii_case(ty))) {
+            // A BOOL array is held in 32-bit words, as Logix holds it: BOOL[40] is two.
+            (Some(CipType::Bool), _) if count > 1 => {
+                return Ok(TagSpec { name: name.to_string(), ty: CipType::Dword, count: count.div_ceil(32), size: 4 });
+            }
             (Some(atomic), _) => (atomic, atomic.element_size().unwrap_or(1)),
             (None, Some(udt)) => (CipType::Struct(udt.handle), udt.size as usize),
             (None, None) => return Err(bad(&format!("unknown type '{}'", ty.to_ascii_uppercase()))),
@@ -244,6 +248,8 @@ impl TagStore {
                 for i in 0..spec.count {
                     let value = match ty {
                         CipType::Bool => bifrost_core::Value::Bool(i % 2 == 1),
+                        // BOOL array elements: odd ones on, as scalars' are.
+                        CipType::Dword => bifrost_core::Value::UInt(0xAAAA_AAAA),
                         CipType::Real | CipType::Lreal => bifrost_core::Value::Float(i as f64),
                         CipType::Struct(_) => bifrost_core::Value::String(String::new()),
                         _ => bifrost_core::Value::UInt(i as u64 & type_mask(ty)),
@@ -339,9 +345,14 @@ fn symbols(tags: &[TagSpec], templates: &[Template]) -> HashMap<Option<String>, 
             instance: 0,
             name: name.to_string(),
             key: spec.name.to_ascii_uppercase(),
-            type_word: base | if spec.count > 1 { 0x2000 } else { 0 },
+            type_word: base | if spec.count > 1 || spec.ty == CipType::Dword { 0x2000 } else { 0 },
             element_size: spec.size as u16,
-            elements: if spec.count > 1 { spec.count as u32 } else { 0 },
+            // A BOOL array's dimension counts its BOOLs.
+            elements: match spec.ty {
+                CipType::Dword => 32 * spec.count as u32,
+                _ if spec.count > 1 => spec.count as u32,
+                _ => 0,
+            },
         };
         scopes.entry(scope).or_default().push(symbol);
     }
@@ -1263,8 +1274,10 @@ mod tests {
     fn initial_values_are_the_element_index() {
         let tag = TagStore::new(&TagSpec::parse("A=DINT[3]").unwrap());
         assert_eq!(&*tag.lock(), &[0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0]);
-        let bools = TagStore::new(&TagSpec::parse("B=BOOL[2]").unwrap());
-        assert_eq!(&*bools.lock(), &[0, 0xFF]);
+        // A BOOL array is held in words, as Logix holds it: BOOL[40] in two, odd BOOLs on.
+        let bools = TagStore::new(&TagSpec::parse("B=BOOL[40]").unwrap());
+        assert_eq!((bools.ty, bools.count), (CipType::Dword, 2));
+        assert_eq!(&*bools.lock(), &[0xAA; 8]);
         let sint = TagStore::new(&TagSpec::parse("S=SINT[200]").unwrap());
         assert_eq!(sint.lock()[199], 199 & 0x7F);
     }

@@ -27,6 +27,10 @@ pub struct LogixTag {
     /// `@class/instance[/attribute]`: a CIP object's attribute, read and written
     /// as raw bytes with Get/Set Attribute Single, or all of them (Get Attributes All).
     pub object: Option<ObjectAccess>,
+    /// An address ending in one index (`B[40]`): where its element segment starts
+    /// in `path`, and the index. A BOOL array is addressed by 32-bit words: `B[40]`
+    /// is bit 8 of word 1 ([`LogixTag::bool_array_word`]).
+    pub last_index: Option<(u16, u32)>,
 }
 
 /// How an `@class/instance[/attribute]` address is served.
@@ -69,6 +73,7 @@ impl LogixTag {
         }
         let mut path = Vec::with_capacity(address.len() + 8);
         let mut bit = None;
+        let mut last_index = None;
         let parts = split_parts(address).ok_or_else(|| bad("unbalanced '[' and ']'"))?;
         let last = parts.len() - 1;
         for (i, part) in parts.iter().enumerate() {
@@ -91,14 +96,17 @@ impl LogixTag {
                 return Err(bad(&format!("'{name}' is not a tag or member name")));
             }
             cip::symbolic(&mut path, name.as_bytes()).map_err(|e| bad(&e.message))?;
+            last_index = None;
             if let Some(indices) = indices {
                 let indices: Vec<&str> = indices.split(',').map(str::trim).collect();
                 if indices.len() > 3 {
                     return Err(bad("at most 3 array dimensions"));
                 }
-                for index in indices {
+                let at = path.len() as u16;
+                for index in &indices {
                     let index: u32 = index.parse().map_err(|_| bad(&format!("'{index}' is not an array index")))?;
                     cip::logical(&mut path, cip::Logical::Member, index);
+                    last_index = (indices.len() == 1).then_some((at, index));
                 }
             }
         }
@@ -115,6 +123,7 @@ impl LogixTag {
             bit,
             type_key,
             object: None,
+            last_index,
         })
     }
 
@@ -140,6 +149,7 @@ impl LogixTag {
             bit: None,
             type_key: text.into(),
             object,
+            last_index: None,
         })
     }
 
@@ -160,6 +170,52 @@ impl LogixTag {
             }
             _ => (None, names),
         }
+    }
+
+    /// For a BOOL array (whose elements travel as 32-bit words): the word holding
+    /// the addressed element, that element's bit in it, and how many words hold
+    /// the `count` elements from it.
+    pub fn bool_array_span(&self) -> Option<(u32, u32, u16)> {
+        let (_, index) = self.last_index?;
+        let words = (index % 32 + u32::from(self.count)).div_ceil(32);
+        Some((index / 32, index % 32, words as u16))
+    }
+
+    /// The path to word `word` of a BOOL array this tag addresses an element of.
+    pub fn word_path(&self, word: u32) -> Option<Vec<u8>> {
+        let (at, _) = self.last_index?;
+        let mut path = self.path[..usize::from(at)].to_vec();
+        cip::logical(&mut path, cip::Logical::Member, word);
+        Some(path)
+    }
+
+    /// The path with every index 0: the first element, whose type is every element's.
+    pub fn first_element_path(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.path.len());
+        let mut i = 0;
+        while i < self.path.len() {
+            let len = match self.path[i] {
+                0x91 => {
+                    let name = usize::from(self.path.get(i + 1).copied().unwrap_or(0));
+                    2 + name + name % 2
+                }
+                segment @ 0x28..=0x2A => {
+                    out.extend_from_slice(&[0x28, 0]);
+                    i += match segment {
+                        0x28 => 2,
+                        0x29 => 4,
+                        _ => 6,
+                    };
+                    continue;
+                }
+                // Logical class, instance or attribute segments: 8 or 16 bits.
+                segment if segment & 0x03 == 0 => 2,
+                _ => 4,
+            };
+            out.extend_from_slice(&self.path[i..(i + len).min(self.path.len())]);
+            i += len;
+        }
+        out
     }
 
     /// The tag as it is written back: `name`, then `{count}` for a range.
@@ -267,6 +323,27 @@ mod tests {
         assert_eq!(chain("Recipe[2].Temp"), (None, vec!["Recipe".into(), "Temp".into()]));
         assert_eq!(chain("Program:Main.Line[0]{3}"), (Some("Program:Main".into()), vec!["Line".into()]));
         assert_eq!(chain("Motor.Status.3"), (None, vec!["Motor".into(), "Status".into()]));
+    }
+
+    #[test]
+    fn bool_array_elements_address_their_word_and_bit() {
+        let tag = LogixTag::parse("B[40]").unwrap();
+        assert_eq!((tag.bool_array_span(), tag.word_path(1)), (Some((1, 8, 1)), Some(vec![0x91, 1, b'B', 0, 0x28, 1])));
+        let range = LogixTag::parse("Program:P.B[30]{4}").unwrap();
+        assert_eq!(range.bool_array_span(), Some((0, 30, 2)), "bits 30 to 33 span two words");
+        assert!(range.word_path(1).unwrap().ends_with(&[0x28, 1]));
+        assert_eq!(LogixTag::parse("M[1,2]").unwrap().bool_array_span(), None);
+        assert_eq!(LogixTag::parse("R[1].Temp").unwrap().bool_array_span(), None);
+        assert_eq!(LogixTag::parse("B").unwrap().bool_array_span(), None);
+    }
+
+    #[test]
+    fn the_first_element_path_zeroes_every_index() {
+        let first = |t: &str| LogixTag::parse(t).unwrap().first_element_path();
+        assert_eq!(first("A[300]"), path("A[0]"));
+        assert_eq!(first("Recipe[70000].Steps[2]"), path("Recipe[0].Steps[0]"));
+        assert_eq!(first("Program:Main.Odd[5]"), path("Program:Main.Odd[0]"));
+        assert_eq!(first("Counter"), path("Counter"));
     }
 
     #[test]

@@ -315,3 +315,41 @@ async fn structures_read_whole_by_their_template_read_once_and_their_members_by_
         assert_eq!(missing[0].as_ref().unwrap_err().cip.map(|c| c.status), Some(0x04), "{query}");
     }
 }
+
+#[tokio::test]
+async fn bool_array_elements_are_bits_of_words_written_by_read_modify_write() {
+    let sim = simulator(&["B=BOOL[64]", "SCADA=INT[10]"]).await;
+    let bools = |bits: &[bool]| Value::Array(bits.iter().map(|&b| Value::Bool(b)).collect());
+    for query in ["path=1,0", "connected=false"] {
+        // A fresh device: B[1] names word 1 as written (it exists), B[40] a word past the end;
+        // both are read again by the word holding them. Odd elements start on.
+        let device = open(&sim, query).await;
+        let values = read(&device, &["B[1]", "B[40]", "B[30]{4}", "SCADA[50]"]).await;
+        assert_eq!(
+            values[..3],
+            [Ok(Value::Bool(true)), Ok(Value::Bool(false)), Ok(bools(&[false, true, false, true]))],
+            "{query}"
+        );
+        let past = values[3].as_ref().unwrap_err();
+        assert_eq!(past.cip.map(|c| (c.status, c.ext_status)), Some((0xFF, Some(0x2105))), "{query}: {past:?}");
+        // Writes change only their BOOLs: one word, and a range across two.
+        let written =
+            write(&device, &[("B[40]", Value::Bool(true)), ("B[30]{4}", bools(&[true, false, false, true]))]).await;
+        assert!(written.iter().all(Result::is_ok), "{query}: {written:?}");
+        let fresh = open(&sim, query).await;
+        let expected: Vec<bool> = (28..42)
+            .map(|i| match i {
+                30 | 33 | 40 => true,
+                31 | 32 => false,
+                i => i % 2 == 1,
+            })
+            .collect();
+        assert_eq!(read(&fresh, &["B[28]{14}"]).await[0], Ok(bools(&expected)), "{query}");
+        // And back, for the next round.
+        let restored =
+            write(&fresh, &[("B[40]", Value::Bool(false)), ("B[30]{4}", bools(&[false, true, false, true]))]).await;
+        assert!(restored.iter().all(Result::is_ok), "{query}");
+        let wrong = write(&fresh, &[("B[3]{2}", bools(&[true]))]).await;
+        assert_eq!(wrong[0].as_ref().unwrap_err().code, ErrorCode::InvalidValue);
+    }
+}
