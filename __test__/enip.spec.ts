@@ -3,6 +3,7 @@
 // every kind, bits, CIP statuses, faults (silence, a dropped connection,
 // malformed replies), prepared plans, group reads, the poller and the CLI.
 import test from 'ava'
+import net from 'node:net'
 import { join } from 'node:path'
 import { connect, createPoller, discover, readPlans, readPlansInto, startEnipSimulator, startSimulator } from '../src/index.js'
 import type { BifrostError, Simulator } from '../src/index.js'
@@ -390,6 +391,34 @@ test('structures (UDTs): whole values read into plain objects by their template,
   const columns = await dev.prepare(['Recipe[2].Temp', 'Recipe[2]']).read()
   t.deepEqual([columns.values[0], [...columns.quality], [...columns.errors.keys()]], [71.5, [0, 1], [1]])
   await dev.close()
+})
+
+test('a program download (another controller behind the same address): structures decode by the new templates, never the old', async (t) => {
+  // Two programs of one controller: RECIPE laid out differently, so its handle differs too.
+  const before = await startEnipSimulator({ udts: ['RECIPE=Temp:REAL,Speed:DINT'], tags: ['Recipe=RECIPE[2]'] })
+  const after = await startEnipSimulator({ udts: ['RECIPE=Speed:DINT,Extra:INT,Temp:REAL'], tags: ['Recipe=RECIPE[2]'] })
+  simulators.push(before, after)
+  // The address the client dials leads to `before`, then (its connections dropped, as a download does) to `after`.
+  let target = before.port
+  const plc = await rawServer((socket) => {
+    const upstream = net.connect(target, '127.0.0.1')
+    socket.pipe(upstream).pipe(socket)
+    upstream.on('error', () => socket.destroy())
+    socket.on('close', () => upstream.destroy())
+  })
+  const dev = await connect(`eip://127.0.0.1:${plc.port}`)
+  await dev.write('Recipe[1].Speed', 7)
+  t.deepEqual(await dev.read('Recipe[1]'), { Temp: 0, Speed: 7 })
+  target = after.port
+  await plc.dropConnections()
+  const direct = await connect(after.url)
+  await direct.writeTags({ 'Recipe[1].Temp': 2.5, 'Recipe[1].Extra': -3 })
+  await direct.close()
+  // The first read after the drop may fail with it; the next decodes by the new template.
+  const read = await dev.read('Recipe[1]').catch(() => dev.read('Recipe[1]'))
+  t.deepEqual(read, { Speed: 0, Extra: -3, Temp: 2.5 })
+  await dev.close()
+  await plc.close()
 })
 
 test('close() says goodbye: Forward Close (when connected) and UnRegisterSession', async (t) => {

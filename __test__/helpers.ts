@@ -102,8 +102,10 @@ export function run(cmd: string, args: string[]): Promise<string> {
   })
 }
 
-/** A raw TCP peer whose behaviour the test scripts: `onConnection` gets each socket. */
-export async function rawServer(onConnection: (socket: net.Socket) => void): Promise<{ port: number; close(): Promise<void> }> {
+/** A raw TCP peer whose behaviour the test scripts: `onConnection` gets each socket; `dropConnections` closes them all. */
+export async function rawServer(
+  onConnection: (socket: net.Socket) => void,
+): Promise<{ port: number; dropConnections(): Promise<void>; close(): Promise<void> }> {
   const sockets = new Set<net.Socket>()
   const server = net.createServer((socket) => {
     sockets.add(socket)
@@ -112,10 +114,14 @@ export async function rawServer(onConnection: (socket: net.Socket) => void): Pro
     onConnection(socket)
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const dropConnections = async () => {
+    await Promise.all([...sockets].map((s) => new Promise((resolve) => s.once('close', resolve).destroy())))
+  }
   return {
     port: (server.address() as net.AddressInfo).port,
+    dropConnections,
     close: async () => {
-      for (const s of sockets) s.destroy()
+      await dropConnections()
       await new Promise((resolve) => server.close(resolve))
     },
   }
