@@ -50,7 +50,9 @@ test('the README EtherNet/IP example runs and prints what it promises', async (t
   writeFileSync(file, example!)
   try {
     const output = await run(process.execPath, ['--import', 'tsx', file])
-    t.regex(output, /^21\.5 Recipe A$/m)
+    t.regex(output, /productName: 'Bifrost Logix Simulator'/)
+    t.regex(output, /^21\.5 Recipe A \[ false, true, true, true \]$/m)
+    t.regex(output, /^\{ Temp: 180, Steps: \[ 0, 0, 5, 0 \], Active: false, Name: 'rye' \}$/m)
     t.regex(output, /^SCADA\[10\]\{3\} good \[ 1, 2, 3 \]$/m)
     t.regex(output, /^Flags good 32$/m)
     t.regex(output, /^Flags\.5 good true$/m)

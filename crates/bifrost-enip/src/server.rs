@@ -1,9 +1,10 @@
 //! The EtherNet/IP simulator: a Logix-like controller over TCP (sessions,
 //! Forward Open and Large Forward Open, connected and unconnected messaging,
 //! Unconnected Send, Multiple Service Packets, Read/Write Tag and their
-//! fragmented forms, Read-Modify-Write, the Identity object) and ListIdentity
-//! over UDP, with the fault injection every simulator has. Element `i` of a
-//! numeric tag starts at `i`; BOOL element `i` at `i % 2 == 1`.
+//! fragmented forms, Read-Modify-Write, the Identity, Symbol and Template
+//! objects, structure types and their members) and ListIdentity over UDP, with
+//! the fault injection every simulator has. Element `i` of a numeric tag starts
+//! at `i`; BOOL element `i` at `i % 2 == 1`; structures zeroed.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
