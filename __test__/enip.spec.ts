@@ -457,13 +457,18 @@ test('discover() finds a simulator by address; nobody there is an empty list; ba
   modbus.stop()
 })
 
-test('bifrost simulate enip serves tags the CLI reads and writes', async (t) => {
+test('bifrost simulate enip serves tags and structure types the CLI reads and writes', async (t) => {
   const port = await freePort()
-  const child = await startProcess(process.execPath, [BIN, 'simulate', 'enip', '--port', String(port), '--tag', 'Level=REAL', '--tag', 'Count=DINT[4]'], 'listening')
+  const args = ['--tag', 'Level=REAL', '--tag', 'Count=DINT[4]', '--udt', 'PAIR=A:INT,On:BOOL', '--tag', 'P=PAIR[2]']
+  const child = await startProcess(process.execPath, [BIN, 'simulate', 'enip', '--port', String(port), ...args], 'listening')
   try {
     const url = `eip://127.0.0.1:${port}?path=1,0`
     t.is((await run(process.execPath, [BIN, 'write', url, 'Level', '2.5'])).trim(), 'Level\tok')
-    t.is((await run(process.execPath, [BIN, 'read', url, 'Level', 'Count[1]{3}'])).trim(), 'Level\t2.5\nCount[1]{3}\t[1,2,3]')
+    t.is((await run(process.execPath, [BIN, 'write', url, 'P[1].On', 'true'])).trim(), 'P[1].On\tok')
+    t.is(
+      (await run(process.execPath, [BIN, 'read', url, 'Level', 'Count[1]{3}', 'P[1]'])).trim(),
+      'Level\t2.5\nCount[1]{3}\t[1,2,3]\nP[1]\t{"A":0,"On":true}',
+    )
     const help = await run(process.execPath, [BIN, 'simulate', '--help'])
     t.regex(help, /modbus\|enip/)
   } finally {
