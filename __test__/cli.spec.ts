@@ -299,5 +299,6 @@ test.serial('the demo shows live values from the simulator and exits by itself',
   t.regex(out, /simulator listening on eip:\/\/127\.0\.0\.1:\d+/)
   t.regex(out, /eip\s+Recipe\s+"Bifrost PLC"\s+good/)
   t.regex(out, /eip\s+Batch\[0\]\{4\}\s+\[0,1,2,3\]\s+good/)
+  t.regex(out, /eip\s+Oven\s+\{"Temp":192,"Door":false,"Loads":12\}\s+good/)
   t.regex(out, /done: the simulators served \d+ Modbus and \d+ EtherNet\/IP requests/)
 })

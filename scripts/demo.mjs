@@ -19,7 +19,7 @@ const TAGS = [
   'holding-register:400:STRING(12)',
 ]
 /** The Logix controller's tags, read each cycle beside the Modbus ones. */
-const PLC_TAGS = ['Speed', 'Batch[0]{4}', 'Recipe', 'Alarms.3']
+const PLC_TAGS = ['Speed', 'Batch[0]{4}', 'Recipe', 'Alarms.3', 'Oven']
 const CYCLES = 12
 const INTERVAL_MS = 500
 
@@ -27,7 +27,11 @@ const sim = await startSimulator({ port: 0 })
 console.log(`simulator listening on ${sim.url}`)
 const dev = await connect(`${sim.url}?max-in-flight=16`)
 await dev.writeTags({ 'holding-register:400:STRING(12)': 'Bifrost demo', 'holding-register:200:DINT': -100000 })
-const plcSim = await startEnipSimulator({ port: 0, tags: ['Speed=REAL', 'Batch=DINT[100]', 'Recipe=STRING', 'Alarms=DINT'] })
+const plcSim = await startEnipSimulator({
+  port: 0,
+  udts: ['OVEN=Temp:REAL,Door:BOOL,Loads:DINT'],
+  tags: ['Speed=REAL', 'Batch=DINT[100]', 'Recipe=STRING', 'Alarms=DINT', 'Oven=OVEN'],
+})
 console.log(`simulator listening on ${plcSim.url}`)
 const plc = await connect(`${plcSim.url}?path=1,0`)
 await plc.write('Recipe', 'Bifrost PLC')
@@ -43,7 +47,7 @@ for await (const batch of dev.watch(TAGS, { intervalMs: INTERVAL_MS })) {
     'coil:5': cycle % 2 === 0,
     'holding-register:300.2': cycle % 3 === 0,
   })
-  await plc.writeTags({ Speed: 1500 + 25 * Math.cos(cycle / 3), 'Alarms.3': cycle % 4 === 0 })
+  await plc.writeTags({ Speed: 1500 + 25 * Math.cos(cycle / 3), 'Alarms.3': cycle % 4 === 0, 'Oven.Temp': 180 + cycle, 'Oven.Loads': cycle })
   const fromPlc = await plc.readTags(PLC_TAGS)
   const lines = [`cycle ${cycle}/${CYCLES}  ${new Date(batch[0].timestamp).toISOString()}`, '']
   for (const [device, results] of [['modbus', batch], ['eip', fromPlc]]) {
