@@ -376,6 +376,10 @@ test('structures (UDTs): whole values read into plain objects by their template,
     t.like(await dev.readTags(['Recipe[2].Nope']).then((r) => r[0]!.error), { code: 'CIP_STATUS', status: 0x04 })
     t.true((await requests('Recipe[0]')) > 1, query)
     t.is(await requests('Recipe[0]'), 1, query)
+    // In one call with such a refusal, structures still decode (their templates read again).
+    const mixed = await dev.readTags(['Recipe[2]', 'Nope', 'Program:Main.Line', 'Recipe[2].At'])
+    t.like(mixed[1]!.error, { code: 'CIP_STATUS', status: 0x04 })
+    t.deepEqual([mixed[0]!.value, (mixed[2]!.value as { Speed: number }).Speed, mixed[3]!.value], [recipe, 5, { X: 0, Y: -1.5 }])
     const whole = (await t.throwsAsync(dev.write('Recipe[0]', 1))) as BifrostError
     t.is(whole.code, 'EINVAL')
     t.regex(whole.message, /is a structure: write its members/)

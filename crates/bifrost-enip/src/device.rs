@@ -321,6 +321,8 @@ enum FetchStep {
     Definition(TemplateAttributes, Vec<u8>),
     Done,
     Failed(Error),
+    /// Ended before what it read was forgotten: read it again if needed.
+    Stale,
 }
 
 /// The request index bit of a fetch's requests; the job's own use the bits below it.
@@ -329,11 +331,22 @@ const FETCH: u32 = 1 << 31;
 impl Fetches {
     /// How reading `needed` went: `None` before it started, `Some(None)` while it runs.
     fn outcome(&self, needed: &Needed) -> Option<Option<Result<()>>> {
-        self.0.iter().find(|f| f.needed == *needed).map(|f| match &f.step {
+        let live = |f: &&Fetch| f.needed == *needed && !matches!(f.step, FetchStep::Stale);
+        self.0.iter().find(live).map(|f| match &f.step {
             FetchStep::Done => Some(Ok(())),
             FetchStep::Failed(e) => Some(Err(e.clone())),
             _ => None,
         })
+    }
+
+    /// What ended was forgotten: it is read again when needed. Fetches keep their
+    /// numbers, so replies to those still running find them.
+    fn forget_ended(&mut self) {
+        for fetch in &mut self.0 {
+            if matches!(fetch.step, FetchStep::Done | FetchStep::Failed(_)) {
+                fetch.step = FetchStep::Stale;
+            }
+        }
     }
 
     /// Starts reading `needed`, unless it was started.
@@ -376,7 +389,8 @@ impl Fetches {
         link: &mut Submitter<'_, Framing>,
     ) -> bool {
         let i = (index & !FETCH) as usize;
-        let what = match &self.0[i].needed {
+        let Some(fetch) = self.0.get(i) else { return false };
+        let what = match &fetch.needed {
             Needed::Symbols(scope) => format!("listing the tags of {}", scope.as_deref().unwrap_or("the controller")),
             Needed::Template(id) => format!("reading structure template {id:#x}"),
         };
@@ -401,7 +415,7 @@ impl Fetches {
                     let more = (partial && !data.is_empty()).then_some(definition.len() as u32);
                     (FetchStep::Definition(attributes, definition), more)
                 }
-                FetchStep::Done | FetchStep::Failed(_) => (step, None),
+                FetchStep::Done | FetchStep::Failed(_) | FetchStep::Stale => (step, None),
             })
         });
         let ended = match next {
@@ -511,13 +525,18 @@ impl ReadJob {
                     );
                     return self.slots[tag] = Slot::Failed(Error::proto(message));
                 }
-                self.fetches = Fetches::default();
+                self.fetches.forget_ended();
                 return self.resolve(tag, handle, bytes, true, link);
             }
             Resolved::Needs(needed) => needed,
         };
         match self.fetches.outcome(&needed) {
             Some(Some(Err(e))) => self.slots[tag] = Slot::Failed(e),
+            // Read, then forgotten (a refusal of another tag said the program changed): once more.
+            Some(Some(Ok(()))) if !retried => {
+                self.fetches.forget_ended();
+                self.resolve(tag, handle, bytes, true, link);
+            }
             Some(Some(Ok(()))) => {
                 let message = format!("read of '{}': the controller changed while its structure was read", read.text());
                 self.slots[tag] = Slot::Failed(Error::proto(message));
