@@ -17,7 +17,8 @@ function cli(args: string[]): Promise<{ code: number | null; stdout: string; std
     let stderr = ''
     child.stdout.on('data', (c) => (stdout += c))
     child.stderr.on('data', (c) => (stderr += c))
-    child.on('exit', (code) => resolve({ code, stdout, stderr }))
+    // 'close', not 'exit': output may still be arriving when the process has exited.
+    child.on('close', (code) => resolve({ code, stdout, stderr }))
   })
 }
 
@@ -290,7 +291,7 @@ test.serial('the demo shows live values from the simulator and exits by itself',
   const demo = spawn(process.execPath, [join(ROOT, 'scripts', 'demo.mjs')], { stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   demo.stdout.on('data', (c) => (out += c))
-  const code = await new Promise((resolve) => demo.on('exit', resolve))
+  const code = await new Promise((resolve) => demo.on('close', resolve))
   t.is(code, 0)
   t.regex(out, /simulator listening on modbus-tcp:\/\/127\.0\.0\.1:\d+/)
   t.regex(out, /cycle 12\/12/)

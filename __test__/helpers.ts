@@ -98,7 +98,8 @@ export function run(cmd: string, args: string[]): Promise<string> {
     let err = ''
     child.stdout.on('data', (c) => (out += c))
     child.stderr.on('data', (c) => (err += c))
-    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${err}${out}`))))
+    // 'close', not 'exit': output may still be arriving when the process has exited.
+    child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${err}${out}`))))
   })
 }
 

@@ -150,7 +150,8 @@ pub fn parse_udt(spec: &str, known: &[Template]) -> Result<Template> {
             return Err(bad(&format!("'{member_name}' is not a new member name")));
         }
         let (ty, count) = split_count(ty, 0xFFFF).ok_or_else(|| bad("an array's count must be 1 to 65535"))?;
-        let array = if ty.len() < member.len() && member.trim_end().ends_with(']') { 0x2000 } else { 0 };
+        // An array member's type word says one dimension.
+        let array = if member.trim_end().ends_with(']') { 0x2000 } else { 0 };
         if named_type(ty) == Some(CipType::Bool) && array == 0 {
             let (at, bit) = match host {
                 Some((at, bit)) if bit < 8 => (at, bit),
