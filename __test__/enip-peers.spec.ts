@@ -113,6 +113,19 @@ peerTest('discover() broadcasts on a network (inside a network namespace of its 
   t.deepEqual(JSON.parse(out), [{ productName: 'Bifrost Logix Simulator', port: 44818 }])
 })
 
+peerTest("cpppo's list_services parses our simulator's ListServices and ListIdentity, over TCP and UDP", cpppo, async (t) => {
+  const sim = await startEnipSimulator({ tags: TAGS })
+  simulators.push(sim)
+  for (const udp of [[], ['-u']]) {
+    const out = await run(PYTHON, ['-m', 'cpppo.server.enip.list_services', '-a', `127.0.0.1:${sim.port}`, '-i', ...udp])
+    const via = udp.length ? 'UDP' : 'TCP'
+    t.regex(out, /communications_service\.capability': +288,/, via) // 0x0120: CIP over TCP, class 0/1 over UDP
+    t.regex(out, /communications_service\.service_name': +'Communications'/, via)
+    t.regex(out, /identity_object\.product_name': +'Bifrost Logix Simulator'/, via)
+    t.regex(out, new RegExp(`identity_object\\.sin_port': +${sim.port},`), via)
+  }
+})
+
 peerTest("cpppo's client reads and writes our simulator", cpppo, async (t) => {
   const sim = await startEnipSimulator({ tags: TAGS })
   simulators.push(sim)

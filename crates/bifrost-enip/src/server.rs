@@ -433,14 +433,30 @@ fn v4(address: SocketAddr) -> SocketAddrV4 {
     }
 }
 
-/// A ListIdentity over UDP; anything else is ignored.
+/// A ListIdentity or ListServices over UDP; anything else is ignored.
 fn answer_udp(datagram: &[u8], local: SocketAddr, out: &mut Vec<u8>) -> bool {
     match Header::parse(datagram) {
         Ok(header) if header.command == command::LIST_IDENTITY => {
             encap::list_identity_reply(out, header.context, &identity(v4(local))).is_ok()
         }
+        Ok(header) if header.command == command::LIST_SERVICES => {
+            list_services_reply(out, header.context);
+            true
+        }
         _ => false,
     }
+}
+
+/// The one service a controller lists: communications, CIP over TCP and class 0/1 over UDP.
+fn list_services_reply(out: &mut Vec<u8>, context: [u8; 8]) {
+    let start = encap::begin(out, command::LIST_SERVICES, 0, context);
+    put_u16(out, 1);
+    put_u16(out, encap::item::LIST_SERVICES);
+    put_u16(out, 20);
+    put_u16(out, 1);
+    put_u16(out, 0x0120);
+    out.extend_from_slice(b"Communications\0\0");
+    let _ = encap::finish(out, start);
 }
 
 /// The state of one TCP connection.
@@ -533,14 +549,7 @@ fn answer(controller: &Controller, state: &mut Connection, frame: &[u8], out: &m
             Answer::Reply
         }
         command::LIST_SERVICES => {
-            let start = encap::begin(out, command::LIST_SERVICES, 0, header.context);
-            put_u16(out, 1);
-            put_u16(out, encap::item::LIST_SERVICES);
-            put_u16(out, 20);
-            put_u16(out, 1);
-            put_u16(out, 0x0120); // CIP over TCP, class 0/1 over UDP
-            out.extend_from_slice(b"Communications\0\0");
-            let _ = encap::finish(out, start);
+            list_services_reply(out, header.context);
             Answer::Reply
         }
         command::REGISTER_SESSION => {
