@@ -84,6 +84,7 @@ export interface DiscoverOptions {
 export interface DiscoveredDevice extends DeviceIdentity {
   /** The address its answer came from. */
   address: string
+  /** The port its answer came from. */
   port: number
   /** The device's state (255 when it leaves it out). */
   state: number

@@ -138,11 +138,15 @@ export interface DeviceIdentity {
   vendorId: number
   /** 0x0E is a programmable logic controller, 0x0C a communications adapter. */
   deviceType: number
+  /** The vendor's own number for the product. */
   productCode: number
   /** `major.minor`. */
   revision: string
+  /** The Identity object's status word (bit 0: owned; bits 4 to 7: the device's state of health). */
   status: number
+  /** Unique per vendor; usually shown in hexadecimal. */
   serialNumber: number
+  /** As the device names itself, e.g. `1756-L61/B LOGIX5561`. */
   productName: string
 }
 
