@@ -1,0 +1,6 @@
+//! OPC UA for Bifrost (binary protocol, client side): the built-in types'
+//! binary encoding and NodeIds so far; the secure channel, session, services,
+//! subscriptions and simulator build on them.
+
+pub mod encoding;
+pub mod node_id;
