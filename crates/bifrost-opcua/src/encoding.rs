@@ -25,6 +25,13 @@ impl<'a> Reader<'a> {
         self.buf.len() - self.pos
     }
 
+    /// Everything not read yet, which is then read.
+    pub fn rest(&mut self) -> &'a [u8] {
+        let rest = &self.buf[self.pos..];
+        self.pos = self.buf.len();
+        rest
+    }
+
     pub fn bytes(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
         let end = self.pos.checked_add(n).filter(|&end| end <= self.buf.len()).ok_or_else(|| {
             Error::proto(format!("message too short: {what} needs {n} bytes, {} are left", self.remaining()))

@@ -1,11 +1,12 @@
 //! Property tests for the OPC UA binary encoding: values and NodeIds round-trip
 //! through bytes (and NodeIds through text), and random input into every
-//! decoder is an error at worst, never a panic.
+//! decoder and the transport's parsers is an error at worst, never a panic.
 
 use bifrost_opcua::encoding::{
     DataValue, Decode, DiagnosticInfo, Encode, LocalizedText, Reader, Variant, VariantArray,
 };
 use bifrost_opcua::node_id::{ExpandedNodeId, Guid, Identifier, NodeId};
+use bifrost_opcua::transport;
 use proptest::prelude::*;
 
 fn node_id() -> impl Strategy<Value = NodeId> {
@@ -83,5 +84,13 @@ proptest! {
         let _ = DiagnosticInfo::decode(&mut Reader::new(&bytes));
         let _ = ExpandedNodeId::decode(&mut Reader::new(&bytes));
         let _ = ExpandedNodeId::parse(&text);
+        let _ = transport::frame_len(&bytes, 65535);
+        let _ = transport::Hello::parse(&bytes);
+        let _ = transport::Acknowledge::parse(&bytes);
+        let _ = transport::parse_error(&bytes);
+        if let Ok(chunk) = transport::parse_chunk(&bytes) {
+            let limits = transport::Negotiated { send_chunk: 8192, receive_chunk: 8192, send_message: 0, send_chunks: 0, receive_message: 100, receive_chunks: 2 };
+            let _ = transport::Reassembly::default().take(&chunk, &limits);
+        }
     }
 }
