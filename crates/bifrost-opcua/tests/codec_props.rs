@@ -6,7 +6,7 @@ use bifrost_opcua::encoding::{
     DataValue, Decode, DiagnosticInfo, Encode, LocalizedText, Reader, Variant, VariantArray,
 };
 use bifrost_opcua::node_id::{ExpandedNodeId, Guid, Identifier, NodeId};
-use bifrost_opcua::transport;
+use bifrost_opcua::{secure_channel, transport};
 use proptest::prelude::*;
 
 fn node_id() -> impl Strategy<Value = NodeId> {
@@ -88,6 +88,8 @@ proptest! {
         let _ = transport::Hello::parse(&bytes);
         let _ = transport::Acknowledge::parse(&bytes);
         let _ = transport::parse_error(&bytes);
+        let _ = secure_channel::parse_open_response(&bytes, &transport::NoSecurity);
+        let _ = secure_channel::response(&bytes, 631, "Read");
         if let Ok(chunk) = transport::parse_chunk(&bytes) {
             let limits = transport::Negotiated { send_chunk: 8192, receive_chunk: 8192, send_message: 0, send_chunks: 0, receive_message: 100, receive_chunks: 2 };
             let _ = transport::Reassembly::default().take(&chunk, &limits);
