@@ -1,10 +1,11 @@
 //! OPC UA for Bifrost (binary protocol, client side): the built-in types'
 //! binary encoding, NodeIds, StatusCode names and the TCP transport (Hello,
-//! chunking), the secure channel's messages so far; the session, services,
+//! chunking), the secure channel's messages, sessions and Read so far; the other services,
 //! subscriptions and simulator build on them.
 
 pub mod encoding;
 pub mod node_id;
 pub mod secure_channel;
+pub mod session;
 pub mod status;
 pub mod transport;

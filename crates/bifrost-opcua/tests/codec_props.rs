@@ -6,7 +6,7 @@ use bifrost_opcua::encoding::{
     DataValue, Decode, DiagnosticInfo, Encode, LocalizedText, Reader, Variant, VariantArray,
 };
 use bifrost_opcua::node_id::{ExpandedNodeId, Guid, Identifier, NodeId};
-use bifrost_opcua::{secure_channel, transport};
+use bifrost_opcua::{secure_channel, session, transport};
 use proptest::prelude::*;
 
 fn node_id() -> impl Strategy<Value = NodeId> {
@@ -90,6 +90,9 @@ proptest! {
         let _ = transport::parse_error(&bytes);
         let _ = secure_channel::parse_open_response(&bytes, &transport::NoSecurity);
         let _ = secure_channel::response(&bytes, 631, "Read");
+        let _ = session::parse_get_endpoints(&bytes);
+        let _ = session::parse_create_session(&bytes);
+        let _ = session::parse_read(&bytes, 3);
         if let Ok(chunk) = transport::parse_chunk(&bytes) {
             let limits = transport::Negotiated { send_chunk: 8192, receive_chunk: 8192, send_message: 0, send_chunks: 0, receive_message: 100, receive_chunks: 2 };
             let _ = transport::Reassembly::default().take(&chunk, &limits);

@@ -9,9 +9,14 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use bifrost_opcua::node_id::NodeId;
+use bifrost_opcua::encoding::Variant;
+use bifrost_opcua::node_id::{ExpandedNodeId, NodeId};
 use bifrost_opcua::secure_channel::{self, RequestHeader, TokenRequest};
-use bifrost_opcua::transport::{self, kind, Acknowledge, Channel, Hello, Limits, NoSecurity, HEADER_LEN};
+use bifrost_opcua::session::{self, ApplicationDescription};
+use bifrost_opcua::transport::{
+    self, kind, Acknowledge, Assembled, Channel, Hello, Limits, Negotiated, NoSecurity, Reassembly, SecurityPolicy,
+    HEADER_LEN,
+};
 
 /// A node-opcua server for one test, stopped when dropped.
 struct Server {
@@ -148,4 +153,117 @@ fn a_message_before_the_secure_channel_is_answered_with_an_error_message() {
     assert_eq!(&reply[..3], b"ERR", "{reply:02x?}");
     let error = transport::parse_error(&reply[HEADER_LEN..]).unwrap();
     assert!(error.message.contains("the server ended the connection with Bad"), "{}", error.message);
+}
+
+/// Sends one request in MSG chunks and gathers its response's chunks.
+fn call(stream: &mut TcpStream, channel: &mut Channel, request_id: u32, body: &[u8], limits: &Negotiated) -> Vec<u8> {
+    let mut out = Vec::new();
+    transport::write_chunks(&mut out, kind::MESSAGE, channel, request_id, body, limits, &NoSecurity).unwrap();
+    stream.write_all(&out).unwrap();
+    let mut reassembly = Reassembly::default();
+    loop {
+        let message = read_message(stream);
+        let chunk = transport::parse_chunk(&message).unwrap();
+        assert_eq!(chunk.channel_id, channel.channel_id);
+        match reassembly.take(&chunk, limits).unwrap() {
+            Assembled::Message(id, body) if id == request_id => return body,
+            Assembled::Pending => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_session_reads_the_servers_own_nodes_with_node_opcua() {
+    let server = Server::start();
+    let mut stream = server.connect();
+    let limits = hello(&mut stream, server.port).negotiate(&OURS);
+    let mut out = Vec::new();
+    secure_channel::open_request(
+        &mut out,
+        0,
+        &NoSecurity,
+        (1, 1),
+        &request_header(1),
+        TokenRequest::Issue,
+        Duration::from_secs(600),
+    )
+    .unwrap();
+    stream.write_all(&out).unwrap();
+    let opened = secure_channel::parse_open_response(&read_message(&mut stream), &NoSecurity).unwrap();
+    let mut channel = Channel { channel_id: opened.token.channel_id, token_id: opened.token.token_id, sequence: 2 };
+    let url = format!("opc.tcp://127.0.0.1:{}/bifrost", server.port);
+
+    // GetEndpoints: security None, with an anonymous user token policy.
+    let endpoints = session::parse_get_endpoints(&call(
+        &mut stream,
+        &mut channel,
+        2,
+        &session::get_endpoints(&request_header(2), &url),
+        &limits,
+    ))
+    .unwrap();
+    let none = endpoints.iter().find(|e| e.security_mode == 1).expect("an endpoint with security None");
+    assert_eq!(none.security_policy_uri.as_deref(), Some(NoSecurity.uri()));
+    let anonymous =
+        none.user_identity_tokens.iter().find(|t| t.token_type == 0).expect("an anonymous user token policy");
+
+    // CreateSession, then ActivateSession as Anonymous.
+    let client = ApplicationDescription {
+        application_uri: Some("urn:bifrost:test".into()),
+        application_type: 1,
+        ..Default::default()
+    };
+    let create = session::create_session(&request_header(3), &client, &url, "bifrost-test", 60_000.0);
+    let created = session::parse_create_session(&call(&mut stream, &mut channel, 3, &create, &limits)).unwrap();
+    assert!(created.timeout_ms > 0.0 && !created.endpoints.is_empty(), "{created:?}");
+    let authenticated =
+        |handle| RequestHeader { authentication_token: created.authentication_token.clone(), ..request_header(handle) };
+    let activate = session::activate_session_anonymous(&authenticated(4), anonymous.policy_id.as_deref().unwrap_or(""));
+    session::parse_activate_session(&call(&mut stream, &mut channel, 4, &activate, &limits)).unwrap();
+
+    // Read: the server's state (Running, 0), its namespace array, and a node it does not have.
+    let unknown = ExpandedNodeId::parse("ns=1;s=NoSuchNode").unwrap().node_id;
+    let nodes = [NodeId::numeric(0, 2259), NodeId::numeric(0, 2255), unknown];
+    let values = session::parse_read(
+        &call(
+            &mut stream,
+            &mut channel,
+            5,
+            &session::read(&authenticated(5), &nodes, session::VALUE_ATTRIBUTE),
+            &limits,
+        ),
+        3,
+    )
+    .unwrap();
+    assert_eq!(values[0].value, Some(Variant::Int32(0)), "{:?}", values[0]);
+    match &values[1].value {
+        Some(Variant::Array(array)) => {
+            assert_eq!(array.values[0], Variant::String(Some("http://opcfoundation.org/UA/".into())))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(values[2].status.map(bifrost_opcua::status::name), Some(Some("BadNodeIdUnknown")));
+    // A request without the session's token is refused as OPCUA_STATUS.
+    let refused = session::parse_read(
+        &call(
+            &mut stream,
+            &mut channel,
+            6,
+            &session::read(&request_header(6), &nodes[..1], session::VALUE_ATTRIBUTE),
+            &limits,
+        ),
+        1,
+    )
+    .unwrap_err();
+    assert_eq!(refused.code, bifrost_core::ErrorCode::OpcuaStatus, "{}", refused.message);
+
+    session::parse_close_session(&call(
+        &mut stream,
+        &mut channel,
+        7,
+        &session::close_session(&authenticated(7)),
+        &limits,
+    ))
+    .unwrap();
 }
