@@ -282,6 +282,71 @@ pub fn parse_read(body: &[u8], count: usize) -> Result<Vec<DataValue>> {
     Ok(values)
 }
 
+/// Server_ServerCapabilities_OperationLimits_MaxNodesPerRead: how many nodes one Read may name (0: no limit).
+pub const MAX_NODES_PER_READ: u32 = 11705;
+
+/// Splits `count` nodes into Reads of at most `most` (0: one Read), as index ranges.
+pub fn batches(count: usize, most: u32) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let size = if most == 0 { count.max(1) } else { most as usize };
+    (0..count).step_by(size).map(move |start| start..(start + size).min(count))
+}
+
+/// A Read response's values as numbers, written into `out` (one per node read)
+/// without a value object each: a number of any numeric type or a Boolean is
+/// itself, anything else NaN. Each value whose status is not good, or that is
+/// not a number, is listed in `failed` with its status (0 for not a number).
+pub fn parse_read_into(body: &[u8], out: &mut [f64], failed: &mut Vec<(usize, u32)>) -> Result<()> {
+    let (_, mut r) = secure_channel::response(body, encoding_id::READ_RESPONSE, "Read")?;
+    let count = r.length(1, "read results")?.unwrap_or(0);
+    if count != out.len() {
+        return Err(Error::proto(format!("{count} results to a Read of {} nodes", out.len())));
+    }
+    for (i, slot) in out.iter_mut().enumerate() {
+        let mask = r.u8("a DataValue's mask")?;
+        let number = match mask & 1 {
+            0 => None,
+            _ => scalar_number(&mut r)?,
+        };
+        let status = if mask & 2 != 0 { r.u32("a DataValue's status")? } else { 0 };
+        // Timestamps (bits 2 and 3, 8 bytes each) and picoseconds (bits 4 and 5, 2 bytes each).
+        let skip = 8 * usize::from(mask >> 2 & 1)
+            + 8 * usize::from(mask >> 3 & 1)
+            + 2 * usize::from(mask >> 4 & 1)
+            + 2 * usize::from(mask >> 5 & 1);
+        r.bytes(skip, "a DataValue's timestamps")?;
+        *slot = number.unwrap_or(f64::NAN);
+        if crate::status::severity(status) != crate::status::Severity::Good || number.is_none() {
+            failed.push((i, status));
+        }
+    }
+    Ok(())
+}
+
+/// A Variant that is a scalar number (or Boolean) as an f64, read in place;
+/// any other Variant is read whole and is `None`.
+fn scalar_number(r: &mut Reader<'_>) -> Result<Option<f64>> {
+    let mut peek = r.clone();
+    let number = match peek.u8("a Variant's encoding")? {
+        1 => f64::from(peek.u8("a Boolean")? != 0),
+        2 => f64::from(peek.u8("an SByte")? as i8),
+        3 => f64::from(peek.u8("a Byte")?),
+        4 => f64::from(peek.u16("an Int16")? as i16),
+        5 => f64::from(peek.u16("a UInt16")?),
+        6 => f64::from(peek.i32("an Int32")?),
+        7 => f64::from(peek.u32("a UInt32")?),
+        8 => peek.u64("an Int64")? as i64 as f64,
+        9 => peek.u64("a UInt64")? as f64,
+        10 => f64::from(f32::from_bits(peek.u32("a Float")?)),
+        11 => f64::from_bits(peek.u64("a Double")?),
+        _ => {
+            crate::encoding::Variant::decode(r)?;
+            return Ok(None);
+        }
+    };
+    *r = peek;
+    Ok(Some(number))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,6 +374,60 @@ mod tests {
                 "00 00 00 00 00 00 00 00 02 00 00 00 01 00 00 00 01 00 D2 08 0D 00 00 00 FF FF FF FF 00 00 FF FF FF FF"
             )
         );
+    }
+
+    #[test]
+    fn read_responses_land_in_numbers_in_place_and_agree_with_the_values() {
+        use crate::encoding::{DataValue, Variant};
+        let values = [
+            DataValue {
+                value: Some(Variant::Double(2.5)),
+                source_timestamp: Some(1),
+                server_timestamp: Some(2),
+                ..Default::default()
+            },
+            DataValue { value: Some(Variant::Int16(-7)), server_picoseconds: Some(3), ..Default::default() },
+            DataValue { value: Some(Variant::String(Some("x".into()))), ..Default::default() },
+            DataValue { status: Some(0x8034_0000), ..Default::default() },
+            DataValue { value: Some(Variant::Boolean(true)), status: Some(0x4000_0000), ..Default::default() },
+        ];
+        let body = read_response(&values);
+        let mut out = [0.0; 5];
+        let mut failed = Vec::new();
+        parse_read_into(&body, &mut out, &mut failed).unwrap();
+        assert_eq!(out[..2], [2.5, -7.0]);
+        assert!(out[2].is_nan() && out[3].is_nan());
+        assert_eq!(out[4], 1.0);
+        assert_eq!(failed, [(2, 0), (3, 0x8034_0000), (4, 0x4000_0000)]);
+        assert_eq!(parse_read(&body, 5).unwrap(), values);
+        assert!(parse_read_into(&body, &mut [0.0; 4], &mut failed)
+            .unwrap_err()
+            .message
+            .contains("5 results to a Read of 4"));
+    }
+
+    #[test]
+    fn reads_split_to_the_servers_limit() {
+        assert_eq!(batches(5, 2).collect::<Vec<_>>(), [0..2, 2..4, 4..5]);
+        assert_eq!(batches(5, 0).collect::<Vec<_>>(), vec![std::ops::Range { start: 0, end: 5 }]);
+        assert_eq!(batches(0, 3).count(), 0);
+    }
+
+    /// A ReadResponse as a server writes it.
+    pub(crate) fn read_response(values: &[crate::encoding::DataValue]) -> Vec<u8> {
+        let mut body = Vec::new();
+        NodeId::numeric(0, encoding_id::READ_RESPONSE).encode(&mut body);
+        secure_channel::ResponseHeader {
+            timestamp: 0,
+            request_handle: 1,
+            service_result: 0,
+            diagnostics: Default::default(),
+            string_table: Vec::new(),
+        }
+        .encode(&mut body);
+        put_array(&mut body, values, |out, v| v.encode(out));
+        put_array(&mut body, &[] as &[u8], |_, _| {});
+        body
     }
 
     #[test]

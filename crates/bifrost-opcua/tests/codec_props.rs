@@ -93,6 +93,7 @@ proptest! {
         let _ = session::parse_get_endpoints(&bytes);
         let _ = session::parse_create_session(&bytes);
         let _ = session::parse_read(&bytes, 3);
+        let _ = session::parse_read_into(&bytes, &mut [0.0; 3], &mut Vec::new());
         if let Ok(chunk) = transport::parse_chunk(&bytes) {
             let limits = transport::Negotiated { send_chunk: 8192, receive_chunk: 8192, send_message: 0, send_chunks: 0, receive_message: 100, receive_chunks: 2 };
             let _ = transport::Reassembly::default().take(&chunk, &limits);

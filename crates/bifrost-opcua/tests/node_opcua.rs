@@ -258,6 +258,26 @@ fn a_session_reads_the_servers_own_nodes_with_node_opcua() {
     .unwrap_err();
     assert_eq!(refused.code, bifrost_core::ErrorCode::OpcuaStatus, "{}", refused.message);
 
+    // The same kind of Read, straight into numbers: the state, the server's MaxNodesPerRead, the unknown node.
+    let numeric = [NodeId::numeric(0, 2259), NodeId::numeric(0, session::MAX_NODES_PER_READ), nodes[2].clone()];
+    let body = call(
+        &mut stream,
+        &mut channel,
+        8,
+        &session::read(&authenticated(8), &numeric, session::VALUE_ATTRIBUTE),
+        &limits,
+    );
+    let (mut out, mut failed) = ([f64::NAN; 3], Vec::new());
+    session::parse_read_into(&body, &mut out, &mut failed).unwrap();
+    let as_values = session::parse_read(&body, 3).unwrap();
+    let limit = match as_values[1].value {
+        Some(Variant::UInt32(limit)) => f64::from(limit),
+        ref other => panic!("MaxNodesPerRead is a UInt32: {other:?}"),
+    };
+    assert_eq!(out[..2], [0.0, limit]);
+    assert!(out[2].is_nan());
+    assert_eq!(failed, [(2, values[2].status.unwrap())]);
+
     session::parse_close_session(&call(
         &mut stream,
         &mut channel,
