@@ -145,6 +145,25 @@ test.serial('a device that dies and comes back: its polls fail with the cause, t
   steady.stop()
 })
 
+test.serial('a device that closes idle connections between polls: the close is seen when it comes, so every poll reads', async (t) => {
+  // Each connection is closed 250 ms after its last poll, 150 ms before the next one: no poll races a close.
+  const sim = await startSimulator({ idleTimeoutMs: 250 })
+  const device = await connect(sim.url)
+  const poller = createPoller({ intervalMs: 400, batchMs: 20 })
+  const handle = poller.add(device, ['holding-register:7:UINT'])
+  const seen = collect(poller)
+  await seen.until(t, 'six polls', () => seen.entries.length >= 6)
+  await poller.close()
+  await seen.done
+  t.true(device.stats().connects >= 4, `the device closed the idle connections: ${device.stats().connects} connects`)
+  t.deepEqual(
+    seen.entries.map((e) => [e.handle, e.values[0], e.errors.get(0)?.message]),
+    seen.entries.map(() => [handle, 7, undefined]),
+  )
+  await device.close()
+  sim.stop()
+})
+
 test.serial('10,000 devices added, each polled, then removed: nothing is delivered after', async (t) => {
   t.timeout(110_000)
   const port = await freePort()

@@ -41,6 +41,8 @@ const UV_POLL: c_int = 8;
 const UV_TIMER: c_int = 13;
 const UV_READABLE: c_int = 1;
 const UV_WRITABLE: c_int = 2;
+/// The peer closed or reset the connection (EPOLLRDHUP): watched on a muted socket.
+const UV_DISCONNECT: c_int = 4;
 
 const MIN_READ_CHUNK: usize = 512;
 const MAX_READ_CHUNK: usize = 16 * 1024;
@@ -172,12 +174,10 @@ impl<F: Framing + 'static> Driver<F> for EventLoopDriver<F> {
         // the wire wait for the end of this turn of JavaScript, to share one write.
         let quiet = inner.session.link().in_flight() == 0 && inner.session.outgoing().is_empty();
         let deferred = READS_DEFERRED_UNTIL.get();
-        if inner.socket.as_ref().is_some_and(|s| s.muted) {
-            // Muted while idle: a connection the device closed meanwhile is noticed before the call is written.
-            inner.read(now);
-            if deferred.is_none() {
-                inner.unmute();
-            }
+        // A muted socket still watches for a close, so a connection the device closed
+        // while idle was noticed when it closed, not by a read before every call.
+        if deferred.is_none() {
+            inner.unmute();
         }
         inner.session.run(now, job, timeout, done);
         if let Some(until) = deferred {
@@ -290,8 +290,8 @@ impl<F: Framing + 'static> Inner<F> {
         true
     }
 
-    /// Stops watching for replies; they are read by a sweep at `until`. A socket
-    /// the sweep leaves idle stays muted, so a poll costs no change to the watch.
+    /// Stops watching for replies, but not for a close; replies are read by a sweep at
+    /// `until`. A socket the sweep leaves idle stays muted, so a poll costs no change to the watch.
     fn mute(&mut self, until: Instant) {
         let Some(socket) = self.socket.as_mut() else { return };
         if socket.watching_writable || self.connect_deadline.is_some() {
@@ -299,7 +299,7 @@ impl<F: Framing + 'static> Inner<F> {
         }
         if !socket.muted {
             socket.muted = true;
-            watch(&socket.poll, 0, on_poll::<F>);
+            watch(&socket.poll, UV_DISCONNECT, on_poll::<F>);
         }
         self.sweep_at = Some(until);
     }
@@ -681,7 +681,7 @@ unsafe extern "C" fn on_poll<F: Framing + 'static>(handle: *mut c_void, status: 
             if events & UV_WRITABLE != 0 {
                 inner.flush(now);
             }
-            if events & UV_READABLE != 0 {
+            if events & (UV_READABLE | UV_DISCONNECT) != 0 {
                 inner.read(now);
             }
         }
