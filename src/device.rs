@@ -63,6 +63,7 @@ pub fn connect<'env>(env: &'env Env, url: String, options: HashMap<String, Strin
         Ok((url, driver)) => match url.scheme.as_str() {
             "modbus-tcp" | "modbus-rtu-tcp" | "modbus-rtu" => crate::modbus::open(env, url, driver, promise),
             "eip" => crate::enip::open(env, url, driver, promise),
+            "opc.tcp" => crate::opcua::open(env, url, driver, promise),
             other => promise.reject(env.raw(), &Error::address(format!("no native protocol for '{other}://'"))),
         },
         Err(e) => promise.reject(env.raw(), &e),

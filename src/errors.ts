@@ -18,7 +18,7 @@
  * - `EINVAL`: a value that does not fit the tag, or an option out of its range.
  * - `MODBUS_EXCEPTION`: the device answered with a Modbus exception; see {@link BifrostError.exceptionCode}.
  * - `CIP_STATUS`: an EtherNet/IP device refused a request; see {@link BifrostError.status} and {@link BifrostError.extStatus}.
- * - `OPCUA_STATUS`: reserved for OPC UA.
+ * - `OPCUA_STATUS`: an OPC UA server answered with a bad status; see {@link BifrostError.statusCode} and {@link BifrostError.statusName}.
  */
 export type ErrorCode =
   | 'ETIMEDOUT'
@@ -45,19 +45,27 @@ export class BifrostError extends Error {
   declare readonly status?: number
   /** For `CIP_STATUS`: the extended status, when the device sent one (0x2105 past the end of a tag, 0x2107 type mismatch, ...). */
   declare readonly extStatus?: number
+  /** For `OPCUA_STATUS`: the status code the server sent (0x80340000 BadNodeIdUnknown, ...). */
+  declare readonly statusCode?: number
+  /** For `OPCUA_STATUS`: the status code's name in the OPC UA specification (`BadNodeIdUnknown`, `BadNotWritable`, ...). */
+  declare readonly statusName?: string
 
   /**
    * @param code - the stable error code
    * @param message - a human-readable explanation
-   * @param details - protocol details: the Modbus exception code, the CIP status and extended status
+   * @param details - protocol details: the Modbus exception code, the CIP status and extended status, the OPC UA status code and name
    */
-  constructor(code: ErrorCode, message: string, details: { exceptionCode?: number; status?: number; extStatus?: number } = {}) {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    details: { exceptionCode?: number; status?: number; extStatus?: number; statusCode?: number; statusName?: string } = {},
+  ) {
     super(message)
     this.name = 'BifrostError'
     this.code = code
-    for (const key of ['exceptionCode', 'status', 'extStatus'] as const) {
+    for (const key of ['exceptionCode', 'status', 'extStatus', 'statusCode', 'statusName'] as const) {
       const value = details[key]
-      if (value !== undefined && value !== null) (this as { -readonly [K in typeof key]?: number })[key] = value
+      if (value !== undefined && value !== null) (this as Record<string, unknown>)[key] = value
     }
   }
 }

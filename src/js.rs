@@ -208,6 +208,12 @@ pub fn make_error(env: sys::napi_env, error: &Error) -> sys::napi_value {
             if let Some(exception) = error.exception_code {
                 detail(c"exceptionCode", u32::from(exception));
             }
+            if let Some(status) = error.opcua {
+                detail(c"statusCode", status.code);
+                let mut name = ptr::null_mut();
+                sys::napi_create_string_utf8(env, status.name.as_ptr().cast(), status.name.len() as isize, &mut name);
+                sys::napi_set_named_property(env, details, c"statusName".as_ptr(), name);
+            }
             if let Some(cip) = error.cip {
                 detail(c"status", u32::from(cip.status));
                 if let Some(ext) = cip.ext_status {

@@ -14,6 +14,7 @@ mod enip;
 mod event_loop;
 mod js;
 mod modbus;
+mod opcua;
 mod simulator;
 
 /// Polls `work` in place, catching a panic so it becomes an error for this

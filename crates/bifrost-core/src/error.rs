@@ -67,13 +67,22 @@ impl ErrorCode {
 }
 
 /// A Bifrost error: a stable code, a human message and, for Modbus
-/// exceptions and CIP statuses, what the device sent.
+/// exceptions, CIP statuses and OPC UA status codes, what the device sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     pub code: ErrorCode,
     pub message: String,
     pub exception_code: Option<u8>,
     pub cip: Option<CipStatus>,
+    pub opcua: Option<OpcuaStatus>,
+}
+
+/// An OPC UA status code and its name (`OPCUA_STATUS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpcuaStatus {
+    pub code: u32,
+    /// `BadNodeIdUnknown`; `Bad`, `Uncertain` or `Good` for a code without a name.
+    pub name: &'static str,
 }
 
 /// A CIP general status and its first extended status word (`CIP_STATUS`).
@@ -87,7 +96,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Error { code, message: message.into(), exception_code: None, cip: None }
+        Error { code, message: message.into(), exception_code: None, cip: None, opcua: None }
     }
     pub fn proto(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Proto, message)
@@ -120,6 +129,7 @@ impl Error {
             ),
             exception_code: Some(exception_code),
             cip: None,
+            opcua: None,
         }
     }
 }

@@ -10,5 +10,5 @@ pub mod types;
 pub mod url;
 
 pub use codec::{decode_element, decode_string, elements_f64, encode_element, encode_string, registers_per_element};
-pub use error::{CipStatus, Error, ErrorCode, Result};
+pub use error::{CipStatus, Error, ErrorCode, OpcuaStatus, Result};
 pub use types::{ByteOrder, DataType, TypedValue, Value};

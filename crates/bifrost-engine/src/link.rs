@@ -38,8 +38,10 @@ pub trait Framing {
     /// Length of the whole frame at the start of `buf`: `None` until enough bytes
     /// have come; an error when `buf` does not start with a frame.
     fn frame_len(&self, buf: &[u8]) -> Result<Option<usize>>;
-    /// Parses one whole frame into the id it carries (`None` without ids) and the reply.
-    fn parse(&self, frame: Bytes) -> Result<(Option<u32>, Self::Reply)>;
+    /// Parses one whole frame into the id it carries (`None` without ids) and the
+    /// reply; `Ok(None)` when the framing keeps the frame itself: a chunk of a reply
+    /// still to be completed, or the answer to a request of its own (an OPC UA token renewal).
+    fn parse(&mut self, frame: Bytes) -> Result<Option<(Option<u32>, Self::Reply)>>;
     /// Checks that `reply` answers `request` (for instance, that it comes from the unit asked).
     fn answers(request: &Self::Request, reply: &Self::Reply) -> Result<()>;
     /// The result of a request no reply will come to, once it is written.
@@ -743,7 +745,8 @@ impl<F: Framing, T> Link<F, T> {
                 Err(e) => return self.garbage(e, now),
             };
             match self.framing.parse(frame) {
-                Ok((id, reply)) => self.dispatch(id, reply, now),
+                Ok(Some((id, reply))) => self.dispatch(id, reply, now),
+                Ok(None) => {}
                 Err(e) => return self.garbage(e, now),
             }
         }
@@ -1002,8 +1005,8 @@ mod tests {
         fn frame_len(&self, _buf: &[u8]) -> Result<Option<usize>> {
             Ok(Some(2))
         }
-        fn parse(&self, frame: Bytes) -> Result<(Option<u32>, u8)> {
-            Ok((Some(u32::from(frame[0])), frame[1]))
+        fn parse(&mut self, frame: Bytes) -> Result<Option<(Option<u32>, u8)>> {
+            Ok(Some((Some(u32::from(frame[0])), frame[1])))
         }
         fn answers(_op: &u8, _reply: &u8) -> Result<()> {
             Ok(())

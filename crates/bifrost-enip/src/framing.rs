@@ -246,12 +246,12 @@ impl bifrost_engine::Framing for Framing {
         encap::frame_len(buf)
     }
 
-    fn parse(&self, frame: Bytes) -> Result<(Option<u32>, Reply)> {
+    fn parse(&mut self, frame: Bytes) -> Result<Option<(Option<u32>, Reply)>> {
         let header = Header::parse(&frame)?;
         header.check_status()?;
         match header.command {
             command::REGISTER_SESSION => {
-                Ok((Some(encap::id_of(&header.context)), Reply::Registered { session: header.session }))
+                Ok(Some((Some(encap::id_of(&header.context)), Reply::Registered { session: header.session })))
             }
             command::SEND_RR_DATA | command::SEND_UNIT_DATA => {
                 let body = &frame[HEADER_LEN..];
@@ -275,7 +275,7 @@ impl bifrost_engine::Framing for Framing {
                     ));
                 }
                 let start = payload.message.as_ptr() as usize - frame.as_ptr() as usize;
-                Ok((Some(id), Reply::Cip(frame.slice(start..start + payload.message.len()))))
+                Ok(Some((Some(id), Reply::Cip(frame.slice(start..start + payload.message.len())))))
             }
             other => Err(Error::proto(format!("unexpected encapsulation command 0x{other:04x} in a reply"))),
         }
@@ -388,7 +388,7 @@ mod tests {
         assert!(open.large);
         assert_eq!(open.size, LARGE_SIZE);
         let reply = rr_reply(1, &open_reply(0xBEEF));
-        let (_, reply) = f.parse(reply).unwrap();
+        let (_, reply) = f.parse(reply).unwrap().unwrap();
         assert_eq!(f.set_up(Some(reply)).unwrap(), None);
         assert_eq!(negotiated.size(), LARGE_SIZE);
         assert_eq!(negotiated.connections(), 1);
@@ -455,7 +455,7 @@ mod tests {
         let Some(Request::ForwardOpen(open)) = f.set_up(Some(Reply::Registered { session: 0x42 })).unwrap() else {
             panic!()
         };
-        f.set_up(Some(f.parse(rr_reply(1, &open_reply(0xBEEF))).unwrap().1)).unwrap();
+        f.set_up(Some(f.parse(rr_reply(1, &open_reply(0xBEEF))).unwrap().unwrap().1)).unwrap();
         out.clear();
         f.farewell(&mut out);
         let close = Header::parse(&out).unwrap();
@@ -474,7 +474,7 @@ mod tests {
         assert!(!f.timeout_breaks_connection(), "unconnected: a timeout leaves the session alone");
         f.set_up(None).unwrap();
         f.set_up(Some(Reply::Registered { session: 7 })).unwrap();
-        f.set_up(Some(f.parse(rr_reply(1, &open_reply(0xBEEF))).unwrap().1)).unwrap();
+        f.set_up(Some(f.parse(rr_reply(1, &open_reply(0xBEEF))).unwrap().unwrap().1)).unwrap();
         assert!(f.timeout_breaks_connection());
         let mut dropped = Vec::new();
         encap::send_unit_data(&mut dropped, 7, 0x2000_0001, 5, |out| {
@@ -501,7 +501,7 @@ mod tests {
     #[test]
     fn replies_parse_their_id_and_a_refused_command_is_an_error() {
         let f = framing();
-        let (id, reply) = f.parse(rr_reply(77, &[0xCC, 0, 0, 0, 0xC4, 0, 1, 0, 0, 0])).unwrap();
+        let (id, reply) = f.parse(rr_reply(77, &[0xCC, 0, 0, 0, 0xC4, 0, 1, 0, 0, 0])).unwrap().unwrap();
         assert_eq!(id, Some(77));
         assert_eq!(reply.response().unwrap().data, &[0xC4, 0, 1, 0, 0, 0]);
         let mut bad = rr_reply(1, &[0xCC, 0, 0, 0]).to_vec();

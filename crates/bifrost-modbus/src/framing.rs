@@ -133,7 +133,7 @@ impl bifrost_engine::Framing for Framing {
         }
     }
 
-    fn parse(&self, frame: Bytes) -> Result<(Option<u32>, Reply)> {
+    fn parse(&mut self, frame: Bytes) -> Result<Option<(Option<u32>, Reply)>> {
         let (id, unit, pdu_start, pdu_len) = match self {
             Framing::Tcp => {
                 let (header, pdu, _) =
@@ -145,7 +145,7 @@ impl bifrost_engine::Framing for Framing {
                 (None, unit, pdu_offset(&frame, pdu), pdu.len())
             }
         };
-        Ok((id, Reply { frame, unit, pdu_start, pdu_end: pdu_start + pdu_len }))
+        Ok(Some((id, Reply { frame, unit, pdu_start, pdu_end: pdu_start + pdu_len })))
     }
 
     fn answers(call: &Call, reply: &Reply) -> Result<()> {

@@ -3,9 +3,12 @@
 //! chunking), the secure channel's messages, sessions and Read so far; the other services,
 //! subscriptions and simulator build on them.
 
+pub mod device;
 pub mod encoding;
+pub mod framing;
 pub mod node_id;
 pub mod secure_channel;
 pub mod session;
 pub mod status;
 pub mod transport;
+pub mod value;

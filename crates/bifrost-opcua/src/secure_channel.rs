@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bifrost_core::{Error, ErrorCode, Result};
+use bifrost_core::{Error, ErrorCode, OpcuaStatus, Result};
 
 use crate::encoding::{Decode, DiagnosticInfo, Encode, ExtensionBody, ExtensionObject, Reader};
 use crate::node_id::NodeId;
@@ -21,7 +21,7 @@ pub mod encoding_id {
 }
 
 /// 100 ns ticks between 1601-01-01 and 1970-01-01, as DateTime counts from the first.
-const EPOCH_1601: i64 = 116_444_736_000_000_000;
+pub const EPOCH_1601: i64 = 116_444_736_000_000_000;
 
 /// A time as an OPC UA DateTime.
 pub fn date_time(at: SystemTime) -> i64 {
@@ -90,7 +90,14 @@ impl Encode for ResponseHeader {
 
 /// A bad status as an `OPCUA_STATUS` error naming it, and what failed.
 pub fn status_error(code: u32, what: &str) -> Error {
-    Error::new(ErrorCode::OpcuaStatus, format!("{what}: {}", crate::status::describe(code)))
+    let mut error = Error::new(ErrorCode::OpcuaStatus, format!("{what}: {}", crate::status::describe(code)));
+    let name = crate::status::name(code).unwrap_or(match crate::status::severity(code) {
+        crate::status::Severity::Good => "Good",
+        crate::status::Severity::Uncertain => "Uncertain",
+        crate::status::Severity::Bad => "Bad",
+    });
+    error.opcua = Some(OpcuaStatus { code, name });
+    error
 }
 
 /// A response body's type and header; a ServiceFault (or a bad service result)

@@ -5,6 +5,7 @@
 //! [`secure_channel::response`] and read here.
 
 use bifrost_core::{Error, Result};
+use bytes::Bytes;
 
 use crate::encoding::{
     DataValue, Decode, Encode, ExtensionBody, ExtensionObject, LocalizedText, QualifiedName, Reader,
@@ -25,14 +26,39 @@ pub mod encoding_id {
     pub const CLOSE_SESSION_RESPONSE: u32 = 476;
     pub const READ_REQUEST: u32 = 631;
     pub const READ_RESPONSE: u32 = 634;
+    pub const WRITE_REQUEST: u32 = 673;
+    pub const WRITE_RESPONSE: u32 = 676;
 }
 
-/// Starts a request body: its encoding's NodeId and the request header.
-fn request(id: u32, header: &RequestHeader) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128);
-    NodeId::numeric(0, id).encode(&mut out);
-    header.encode(&mut out);
-    out
+/// A service request: its encoding's id (namespace 0) and its fields after the
+/// request header, which the channel fills in as it sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRequest {
+    pub type_id: u32,
+    pub fields: Bytes,
+}
+
+impl ServiceRequest {
+    /// Appends the whole message body under `header`.
+    pub fn write(&self, header: &RequestHeader, out: &mut Vec<u8>) {
+        NodeId::numeric(0, self.type_id).encode(out);
+        header.encode(out);
+        out.extend_from_slice(&self.fields);
+    }
+
+    /// The whole message body under `header`.
+    pub fn message(&self, header: &RequestHeader) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.fields.len());
+        self.write(header, &mut out);
+        out
+    }
+}
+
+/// Builds a request's fields.
+fn request(type_id: u32, fields: impl FnOnce(&mut Vec<u8>)) -> ServiceRequest {
+    let mut out = Vec::with_capacity(64);
+    fields(&mut out);
+    ServiceRequest { type_id, fields: Bytes::from(out) }
 }
 
 fn put_u32(out: &mut Vec<u8>, value: u32) {
@@ -61,12 +87,12 @@ fn owned(r: &mut Reader<'_>, what: &str) -> Result<Option<String>> {
 }
 
 /// GetEndpoints for `endpoint_url`.
-pub fn get_endpoints(header: &RequestHeader, endpoint_url: &str) -> Vec<u8> {
-    let mut out = request(encoding_id::GET_ENDPOINTS_REQUEST, header);
-    Some(endpoint_url).encode(&mut out);
-    put_array(&mut out, &[] as &[&str], |_, _| {}); // locale ids
-    put_array(&mut out, &[] as &[&str], |_, _| {}); // profile uris
-    out
+pub fn get_endpoints(endpoint_url: &str) -> ServiceRequest {
+    request(encoding_id::GET_ENDPOINTS_REQUEST, |out| {
+        Some(endpoint_url).encode(out);
+        put_array(out, &[] as &[&str], |_, _| {}); // locale ids
+        put_array(out, &[] as &[&str], |_, _| {}); // profile uris
+    })
 }
 
 /// An application as a server describes it (or a client, itself).
@@ -161,23 +187,22 @@ pub fn parse_get_endpoints(body: &[u8]) -> Result<Vec<EndpointDescription>> {
 
 /// CreateSession, as the client `client` names itself, for `endpoint_url`.
 pub fn create_session(
-    header: &RequestHeader,
     client: &ApplicationDescription,
     endpoint_url: &str,
     session_name: &str,
     timeout_ms: f64,
-) -> Vec<u8> {
-    let mut out = request(encoding_id::CREATE_SESSION_REQUEST, header);
-    client.encode(&mut out);
-    None::<&str>.encode(&mut out); // server uri
-    Some(endpoint_url).encode(&mut out);
-    Some(session_name).encode(&mut out);
-    // A nonce of 32 bytes: policy None does not use it, but servers ask for one.
-    Some(&nonce()[..]).encode(&mut out);
-    None::<&[u8]>.encode(&mut out); // client certificate
-    out.extend_from_slice(&timeout_ms.to_le_bytes());
-    put_u32(&mut out, 0); // max response message size: no limit beyond the channel's
-    out
+) -> ServiceRequest {
+    request(encoding_id::CREATE_SESSION_REQUEST, |out| {
+        client.encode(out);
+        None::<&str>.encode(out); // server uri
+        Some(endpoint_url).encode(out);
+        Some(session_name).encode(out);
+        // A nonce of 32 bytes: policy None does not use it, but servers ask for one.
+        Some(&nonce()[..]).encode(out);
+        None::<&[u8]>.encode(out); // client certificate
+        out.extend_from_slice(&timeout_ms.to_le_bytes());
+        put_u32(out, 0); // max response message size: no limit beyond the channel's
+    })
 }
 
 /// 32 bytes that differ between sessions (no secret rides on them under policy None).
@@ -221,22 +246,22 @@ pub fn parse_create_session(body: &[u8]) -> Result<CreatedSession> {
 }
 
 /// ActivateSession with the Anonymous identity, under the server's policy id for it.
-pub fn activate_session_anonymous(header: &RequestHeader, policy_id: &str) -> Vec<u8> {
-    let mut out = request(encoding_id::ACTIVATE_SESSION_REQUEST, header);
-    None::<&str>.encode(&mut out); // client signature: algorithm
-    None::<&[u8]>.encode(&mut out); // and signature
-    put_array(&mut out, &[] as &[u8], |_, _| {}); // software certificates
-    put_array(&mut out, &[] as &[u8], |_, _| {}); // locale ids
-    let mut token = Vec::new();
-    Some(policy_id).encode(&mut token);
-    let identity = ExtensionObject {
-        type_id: NodeId::numeric(0, encoding_id::ANONYMOUS_IDENTITY_TOKEN),
-        body: ExtensionBody::Binary(token),
-    };
-    identity.encode(&mut out);
-    None::<&str>.encode(&mut out); // user token signature: algorithm
-    None::<&[u8]>.encode(&mut out); // and signature
-    out
+pub fn activate_session_anonymous(policy_id: &str) -> ServiceRequest {
+    request(encoding_id::ACTIVATE_SESSION_REQUEST, |out| {
+        None::<&str>.encode(out); // client signature: algorithm
+        None::<&[u8]>.encode(out); // and signature
+        put_array(out, &[] as &[u8], |_, _| {}); // software certificates
+        put_array(out, &[] as &[u8], |_, _| {}); // locale ids
+        let mut token = Vec::new();
+        Some(policy_id).encode(&mut token);
+        let identity = ExtensionObject {
+            type_id: NodeId::numeric(0, encoding_id::ANONYMOUS_IDENTITY_TOKEN),
+            body: ExtensionBody::Binary(token),
+        };
+        identity.encode(out);
+        None::<&str>.encode(out); // user token signature: algorithm
+        None::<&[u8]>.encode(out); // and signature
+    })
 }
 
 /// An ActivateSession response: only its status matters here.
@@ -245,10 +270,8 @@ pub fn parse_activate_session(body: &[u8]) -> Result<()> {
 }
 
 /// CloseSession, deleting the session's subscriptions.
-pub fn close_session(header: &RequestHeader) -> Vec<u8> {
-    let mut out = request(encoding_id::CLOSE_SESSION_REQUEST, header);
-    out.push(1);
-    out
+pub fn close_session() -> ServiceRequest {
+    request(encoding_id::CLOSE_SESSION_REQUEST, |out| out.push(1))
 }
 
 pub fn parse_close_session(body: &[u8]) -> Result<()> {
@@ -258,18 +281,49 @@ pub fn parse_close_session(body: &[u8]) -> Result<()> {
 /// The Value attribute's id.
 pub const VALUE_ATTRIBUTE: u32 = 13;
 
+/// The DataType attribute's id.
+pub const DATA_TYPE_ATTRIBUTE: u32 = 14;
+
 /// Read of `attribute` of each node, values as fresh as the server has them (max age 0).
-pub fn read(header: &RequestHeader, nodes: &[NodeId], attribute: u32) -> Vec<u8> {
-    let mut out = request(encoding_id::READ_REQUEST, header);
-    out.extend_from_slice(&0f64.to_le_bytes());
-    put_u32(&mut out, 2); // timestamps: both
-    put_array(&mut out, nodes, |out, node| {
-        node.encode(out);
-        put_u32(out, attribute);
-        None::<&str>.encode(out); // index range
-        QualifiedName::default().encode(out); // data encoding
-    });
-    out
+pub fn read(nodes: &[NodeId], attribute: u32) -> ServiceRequest {
+    read_attributes(nodes.iter().map(|node| (node, attribute)))
+}
+
+/// Read of each (node, attribute), values as fresh as the server has them (max age 0).
+pub fn read_attributes<'a>(items: impl ExactSizeIterator<Item = (&'a NodeId, u32)>) -> ServiceRequest {
+    request(encoding_id::READ_REQUEST, |out| {
+        out.extend_from_slice(&0f64.to_le_bytes());
+        put_u32(out, 2); // timestamps: both
+        put_u32(out, items.len() as u32);
+        for (node, attribute) in items {
+            node.encode(out);
+            put_u32(out, attribute);
+            None::<&str>.encode(out); // index range
+            QualifiedName::default().encode(out); // data encoding
+        }
+    })
+}
+
+/// Write of each node's Value attribute.
+pub fn write(values: &[(NodeId, crate::encoding::Variant)]) -> ServiceRequest {
+    request(encoding_id::WRITE_REQUEST, |out| {
+        put_array(out, values, |out, (node, value)| {
+            node.encode(out);
+            put_u32(out, VALUE_ATTRIBUTE);
+            None::<&str>.encode(out); // index range
+            DataValue { value: Some(value.clone()), ..DataValue::default() }.encode(out);
+        });
+    })
+}
+
+/// A Write response's status per node; a count that differs is `EPROTO`.
+pub fn parse_write(body: &[u8], count: usize) -> Result<Vec<u32>> {
+    let (_, mut r) = secure_channel::response(body, encoding_id::WRITE_RESPONSE, "Write")?;
+    let results = read_array(&mut r, 4, "write results", |r| r.u32("a status"))?;
+    if results.len() != count {
+        return Err(Error::proto(format!("{} results to a Write of {count} nodes", results.len())));
+    }
+    Ok(results)
 }
 
 /// A Read response's values, one per node read; a count that differs is `EPROTO`.
@@ -362,7 +416,7 @@ mod tests {
 
     #[test]
     fn a_read_request_is_byte_exact() {
-        let body = read(&header(), &[NodeId::numeric(0, 2258)], VALUE_ATTRIBUTE);
+        let body = read(&[NodeId::numeric(0, 2258)], VALUE_ATTRIBUTE).message(&header());
         // ReadRequest's encoding id (i=631, four-byte form), then the header.
         assert_eq!(&body[..4], &hex("01 00 77 02"));
         let mut request_header = Vec::new();
@@ -432,7 +486,7 @@ mod tests {
 
     #[test]
     fn the_anonymous_identity_rides_in_an_extension_object() {
-        let body = activate_session_anonymous(&header(), "anonymous");
+        let body = activate_session_anonymous("anonymous").message(&header());
         let tail = hex("01 00 41 01 01 0D 00 00 00 09 00 00 00 61 6E 6F 6E 79 6D 6F 75 73 FF FF FF FF FF FF FF FF");
         assert!(body.ends_with(&tail), "{body:02x?}");
     }

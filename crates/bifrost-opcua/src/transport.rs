@@ -338,6 +338,11 @@ pub enum Assembled {
 }
 
 impl Reassembly {
+    /// Whether chunks of request `request_id`'s response have come.
+    pub fn holds(&self, request_id: u32) -> bool {
+        self.partial.iter().any(|(id, _, _)| *id == request_id)
+    }
+
     /// Takes one chunk. A message over our limits fails its request alone.
     pub fn take(&mut self, chunk: &Chunk<'_>, limits: &Negotiated) -> Result<Assembled> {
         let at = self.partial.iter().position(|(id, _, _)| *id == chunk.request_id);

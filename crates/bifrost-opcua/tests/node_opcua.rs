@@ -199,7 +199,7 @@ fn a_session_reads_the_servers_own_nodes_with_node_opcua() {
         &mut stream,
         &mut channel,
         2,
-        &session::get_endpoints(&request_header(2), &url),
+        &session::get_endpoints(&url).message(&request_header(2)),
         &limits,
     ))
     .unwrap();
@@ -214,12 +214,13 @@ fn a_session_reads_the_servers_own_nodes_with_node_opcua() {
         application_type: 1,
         ..Default::default()
     };
-    let create = session::create_session(&request_header(3), &client, &url, "bifrost-test", 60_000.0);
+    let create = session::create_session(&client, &url, "bifrost-test", 60_000.0).message(&request_header(3));
     let created = session::parse_create_session(&call(&mut stream, &mut channel, 3, &create, &limits)).unwrap();
     assert!(created.timeout_ms > 0.0 && !created.endpoints.is_empty(), "{created:?}");
     let authenticated =
         |handle| RequestHeader { authentication_token: created.authentication_token.clone(), ..request_header(handle) };
-    let activate = session::activate_session_anonymous(&authenticated(4), anonymous.policy_id.as_deref().unwrap_or(""));
+    let activate =
+        session::activate_session_anonymous(anonymous.policy_id.as_deref().unwrap_or("")).message(&authenticated(4));
     session::parse_activate_session(&call(&mut stream, &mut channel, 4, &activate, &limits)).unwrap();
 
     // Read: the server's state (Running, 0), its namespace array, and a node it does not have.
@@ -230,7 +231,7 @@ fn a_session_reads_the_servers_own_nodes_with_node_opcua() {
             &mut stream,
             &mut channel,
             5,
-            &session::read(&authenticated(5), &nodes, session::VALUE_ATTRIBUTE),
+            &session::read(&nodes, session::VALUE_ATTRIBUTE).message(&authenticated(5)),
             &limits,
         ),
         3,
@@ -250,7 +251,7 @@ fn a_session_reads_the_servers_own_nodes_with_node_opcua() {
             &mut stream,
             &mut channel,
             6,
-            &session::read(&request_header(6), &nodes[..1], session::VALUE_ATTRIBUTE),
+            &session::read(&nodes[..1], session::VALUE_ATTRIBUTE).message(&request_header(6)),
             &limits,
         ),
         1,
@@ -264,7 +265,7 @@ fn a_session_reads_the_servers_own_nodes_with_node_opcua() {
         &mut stream,
         &mut channel,
         8,
-        &session::read(&authenticated(8), &numeric, session::VALUE_ATTRIBUTE),
+        &session::read(&numeric, session::VALUE_ATTRIBUTE).message(&authenticated(8)),
         &limits,
     );
     let (mut out, mut failed) = ([f64::NAN; 3], Vec::new());
@@ -282,7 +283,7 @@ fn a_session_reads_the_servers_own_nodes_with_node_opcua() {
         &mut stream,
         &mut channel,
         7,
-        &session::close_session(&authenticated(7)),
+        &session::close_session().message(&authenticated(7)),
         &limits,
     ))
     .unwrap();

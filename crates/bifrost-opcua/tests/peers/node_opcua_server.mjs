@@ -2,6 +2,7 @@
 // anonymous, bound to loopback on the port given (0: any), printing
 // "listening <port>" once ready. Run it with HOME set to a directory of its own
 // (it writes its PKI there) and the repository root as the working directory.
+// It serves a folder of test variables in namespace urn:bifrost:test (see below).
 import { OPCUAServer } from 'node-opcua-server'
 
 const server = new OPCUAServer({
@@ -14,6 +15,22 @@ const server = new OPCUAServer({
   allowAnonymous: true,
 })
 await server.initialize()
+
+// The test variables: built-in type ids as Part 6 numbers them (Boolean 1,
+// Int32 6, Int64 8, Float 10, Double 11, String 12), each `s=<name>`.
+const addressSpace = server.engine.addressSpace
+const ns = addressSpace.registerNamespace('urn:bifrost:test')
+const folder = ns.addFolder(addressSpace.rootFolder.objects, { browseName: 'Bifrost', nodeId: 's=Bifrost' })
+const variable = (name, dataType, typeId, value, extra = {}) =>
+  ns.addVariable({ componentOf: folder, browseName: name, nodeId: `s=${name}`, dataType, value: { dataType: typeId, arrayType: extra.valueRank === 1 ? 1 : 0, value }, ...extra })
+variable('Speed', 'Double', 11, 12.5)
+variable('Count', 'Int32', 6, 42)
+variable('Running', 'Boolean', 1, true)
+variable('Name', 'String', 12, 'line 1')
+variable('Total', 'Int64', 8, [0, 5_000_000])
+variable('Limit', 'Double', 11, 100, { accessLevel: 'CurrentRead', userAccessLevel: 'CurrentRead' })
+variable('Samples', 'Float', 10, new Float32Array([1.5, 2.5, 3.5]), { valueRank: 1, arrayDimensions: [3] })
+
 await server.start()
 console.log(`listening ${server.endpoints[0].port}`)
 process.on('SIGTERM', async () => {

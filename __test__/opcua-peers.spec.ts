@@ -1,0 +1,160 @@
+// OPC UA through the public API against a third-party server: node-opcua-server
+// 2.186.4 (an npm devDependency), serving the test variables of
+// crates/bifrost-opcua/tests/peers/node_opcua_server.mjs over loopback.
+import test from 'ava'
+import { spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { BifrostError, connect } from '../src/index.js'
+import type { Device } from '../src/index.js'
+import { stopProcess } from './helpers.js'
+
+const ROOT = join(__dirname, '..')
+const SERVER = join(ROOT, 'crates', 'bifrost-opcua', 'tests', 'peers', 'node_opcua_server.mjs')
+
+let server: ChildProcess | undefined
+let home = ''
+let url = ''
+
+test.before(async () => {
+  // node-opcua writes its PKI under HOME: a directory of its own, removed after.
+  home = mkdtempSync(join(tmpdir(), 'bifrost-node-opcua-'))
+  const child = spawn(process.execPath, [SERVER, '0'], { cwd: ROOT, env: { ...process.env, HOME: home }, stdio: ['ignore', 'pipe', 'pipe'] })
+  server = child
+  let output = ''
+  const port = await new Promise<number>((resolve, reject) => {
+    // 2 to 5 s to start; far longer on a busy machine.
+    const timer = setTimeout(() => reject(new Error(`node-opcua-server did not start in 90 s:\n${output}`)), 90_000)
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString()
+      const found = /listening (\d+)/.exec(output)
+      if (found) {
+        clearTimeout(timer)
+        resolve(Number(found[1]))
+      }
+    }
+    child.stdout!.on('data', onData)
+    child.stderr!.on('data', onData)
+    child.once('exit', (code) => reject(new Error(`node-opcua-server exited (${code}) before it listened (npm ci installs it):\n${output}`)))
+  })
+  child.removeAllListeners('exit')
+  url = `opc.tcp://127.0.0.1:${port}/bifrost`
+})
+
+test.after.always(async () => {
+  await stopProcess(server)
+  if (home) rmSync(home, { recursive: true, force: true })
+})
+
+async function failure(promise: Promise<unknown>): Promise<BifrostError> {
+  try {
+    await promise
+  } catch (error) {
+    if (error instanceof BifrostError) return error
+    throw error
+  }
+  throw new Error('expected a BifrostError')
+}
+
+async function withDevice(body: (dev: Device) => Promise<void>): Promise<void> {
+  const dev = await connect(url)
+  try {
+    await body(dev)
+  } finally {
+    await dev.close()
+  }
+}
+
+test.serial('node-opcua-server: readTags reads each built-in type, nsu= resolves, the server state is Running', async (t) => {
+  await withDevice(async (dev) => {
+    const results = await dev.readTags([
+      'ns=2;s=Running',
+      'ns=2;s=Name',
+      'ns=2;s=Total',
+      'ns=2;s=Samples',
+      'nsu=urn:bifrost:test;s=Limit',
+      'i=2259',
+      'i=2255',
+    ])
+    t.deepEqual(results.slice(0, 6).map((r) => r.error?.message ?? r.value), [true, 'line 1', 5_000_000n, [1.5, 2.5, 3.5], 100, 0])
+    // The namespace array: the standard's, the server's own (named after the host), ours.
+    const namespaces = results[6]!.value as string[]
+    t.deepEqual([namespaces[0], namespaces[2], namespaces.length], ['http://opcfoundation.org/UA/', 'urn:bifrost:test', 3])
+    t.regex(namespaces[1]!, /NodeOPCUA-Server/)
+    // CurrentTime is a DateTime: ISO text within a minute of ours.
+    const now = (await dev.read('i=2258')) as string
+    t.regex(now, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/)
+    t.true(Math.abs(Date.parse(now) - Date.now()) < 60_000, now)
+  })
+})
+
+test.serial('node-opcua-server: an unknown node is OPCUA_STATUS BadNodeIdUnknown, a malformed NodeId EADDRESS, alone', async (t) => {
+  await withDevice(async (dev) => {
+    const unknown = await failure(dev.read('ns=2;s=NoSuchNode'))
+    t.is(unknown.code, 'OPCUA_STATUS')
+    t.is(unknown.statusName, 'BadNodeIdUnknown')
+    t.is(unknown.statusCode, 0x80340000)
+    t.regex(unknown.message, /ns=2;s=NoSuchNode.*BadNodeIdUnknown \(0x80340000\)/)
+    const results = await dev.readTags(['ns=2;s=Count', 'ns=2;x=bad', 'nsu=urn:nowhere;s=Speed', 'ns=2;s=Gone'])
+    t.is(results[0]!.error, undefined)
+    t.is(results[1]!.error?.code, 'EADDRESS')
+    t.regex(results[2]!.error?.message ?? '', /no namespace 'urn:nowhere'/)
+    t.is(results[3]!.error?.statusName, 'BadNodeIdUnknown')
+    t.is(await dev.read('ns=2;s=Running'), true, 'the connection still works')
+  })
+})
+
+test.serial('node-opcua-server: writes take the node DataType; read-only is BadNotWritable; a value that does not fit is EINVAL', async (t) => {
+  await withDevice(async (dev) => {
+    await dev.write('ns=2;s=Count', 7)
+    await dev.write('ns=2;s=Speed', 3.25)
+    t.deepEqual(
+      (await dev.readTags(['ns=2;s=Count', 'ns=2;s=Speed'])).map((r) => r.value),
+      [7, 3.25],
+    )
+    const written = await dev.writeTags([
+      ['ns=2;s=Count', 1.5],
+      ['ns=2;s=Count', 3_000_000_000],
+      ['ns=2;s=Limit', 5],
+      ['ns=2;s=Name', 'line 2'],
+      ['ns=2;s=Speed', 'fast'],
+    ])
+    t.deepEqual(
+      written.map((r) => r.error?.code),
+      ['EINVAL', 'EINVAL', 'OPCUA_STATUS', undefined, 'EINVAL'],
+      written.map((r) => r.error?.message).join('\n'),
+    )
+    t.is(written[2]!.error?.statusName, 'BadNotWritable')
+    t.is(await dev.read('ns=2;s=Name'), 'line 2')
+    t.is(await dev.read('ns=2;s=Limit'), 100, 'the read-only node kept its value')
+    await dev.write('ns=2;s=Samples', [4, 5, 6])
+    t.deepEqual(await dev.read('ns=2;s=Samples'), [4, 5, 6])
+  })
+})
+
+test.serial('node-opcua-server: a prepared read lands numbers in columns, a failed node flagged alone', async (t) => {
+  await withDevice(async (dev) => {
+    await dev.write('ns=2;s=Count', 42)
+    const plan = dev.prepare(['ns=2;s=Count', 'ns=2;s=Running', 'ns=2;s=Gone', 'ns=2;s=Name', 'nsu=urn:bifrost:test;s=Limit'])
+    for (let round = 0; round < 3; round++) {
+      const data = await plan.read()
+      t.deepEqual(Array.from(data.values.subarray(0, 2)), [42, 1])
+      t.true(Number.isNaN(data.values[2]!) && Number.isNaN(data.values[3]!))
+      t.is(data.values[4], 100)
+      t.deepEqual(Array.from(data.quality), [0, 0, 1, 1, 0])
+      t.is(data.errors.get(2)?.statusName, 'BadNodeIdUnknown')
+      t.is(data.errors.get(3)?.code, 'EINVAL', 'a String node is not a number')
+    }
+  })
+})
+
+test.serial('node-opcua-server: many reads in flight on one session each get their own answer', async (t) => {
+  await withDevice(async (dev) => {
+    const reads = await Promise.all(Array.from({ length: 200 }, (_, i) => dev.read(i % 2 ? 'ns=2;s=Limit' : 'ns=2;s=Running')))
+    t.deepEqual(reads, Array.from({ length: 200 }, (_, i) => (i % 2 ? 100 : true)))
+    await dev.close()
+    t.is((await failure(dev.read('ns=2;s=Limit'))).code, 'ECLOSED')
+  })
+})

@@ -1,0 +1,508 @@
+//! An OPC UA server as a Bifrost device: tags are NodeId texts (`ns=2;s=Speed`,
+//! `i=2258`, `nsu=urn:plant;s=Speed`), read with Read split to the server's
+//! operation limits, prepared into columns once, and written with the type each
+//! node's DataType gives (read once per session and kept).
+
+use std::ops::Range;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bifrost_core::url::DeviceUrl;
+use bifrost_core::{Error, Result, TypedValue, Value};
+use bifrost_engine::runtime::{tcp_connector, RuntimeDriver};
+use bifrost_engine::{Columns, Completion, DeviceCore, Driver, Job, LinkConfig, Outcome, Stats, Submitter};
+use rustc_hash::FxHashMap;
+
+use crate::encoding::Variant;
+use crate::framing::{Framing, Reply, Request, ServerInfo, SharedServerInfo};
+use crate::node_id::{ExpandedNodeId, Identifier, NodeId};
+use crate::secure_channel::status_error;
+use crate::session::{self, DATA_TYPE_ATTRIBUTE, VALUE_ATTRIBUTE};
+use crate::status::{severity, Severity};
+use crate::value::{self, builtin};
+
+/// The port OPC UA servers listen on unless told otherwise.
+pub const DEFAULT_PORT: u16 = 4840;
+
+/// How to reach a server, from its URL.
+#[derive(Debug, Clone)]
+pub struct Opening {
+    /// `host:port`.
+    pub address: String,
+    /// The endpoint URL as Hello and CreateSession name it.
+    pub endpoint_url: String,
+    pub link: LinkConfig,
+}
+
+impl Opening {
+    /// Parses `opc.tcp://host[:4840][/path]` and the keys every protocol shares.
+    pub fn from_url(mut url: DeviceUrl) -> Result<Opening> {
+        if url.scheme != "opc.tcp" {
+            return Err(Error::address(format!("'{}://' is not an OPC UA scheme", url.scheme)));
+        }
+        url.refuse_user_info()?;
+        if url.host.is_empty() {
+            return Err(Error::address("opc.tcp:// needs a host"));
+        }
+        let address = url.socket_address(DEFAULT_PORT);
+        let endpoint_url = format!("opc.tcp://{address}{}", url.path);
+        let link = LinkConfig::from_url(&mut url)?;
+        url.finish()?;
+        Ok(Opening { address, endpoint_url, link })
+    }
+
+    /// The framing of a connection to this server, and what it learns of the server.
+    pub fn framing(&self) -> (Framing, SharedServerInfo) {
+        let server = SharedServerInfo::default();
+        (Framing::new(self.endpoint_url.clone(), server.clone(), self.link.request_timeout), server)
+    }
+
+    /// Starts the device's link on a runtime-thread driver.
+    pub async fn open_runtime_driver(&self, framing: Framing) -> Result<Box<dyn Driver<Framing> + Send>> {
+        let connector = tcp_connector(self.address.clone());
+        Ok(Box::new(RuntimeDriver::open(framing, self.link.clone(), connector).await?))
+    }
+}
+
+/// What the device keeps between calls.
+pub struct DeviceState {
+    server: SharedServerInfo,
+    /// Each written node's built-in type, learned under the session numbered with it.
+    types: Mutex<FxHashMap<NodeId, (u64, u8)>>,
+}
+
+impl DeviceState {
+    fn server(&self) -> std::sync::MutexGuard<'_, ServerInfo> {
+        self.server.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Each tag's NodeId on this server, or why it has none.
+    fn resolve(&self, tags: &[Result<ExpandedNodeId>]) -> (Vec<Result<NodeId>>, u64) {
+        let server = self.server();
+        let nodes = tags.iter().map(|tag| tag.as_ref().map_err(Clone::clone)?.resolve(&server.namespaces)).collect();
+        (nodes, server.session)
+    }
+}
+
+fn parse_tags(tags: &[String]) -> Vec<Result<ExpandedNodeId>> {
+    tags.iter().map(|tag| ExpandedNodeId::parse(tag)).collect()
+}
+
+/// The good tags in Reads of at most `most` nodes each: per Read, the tags' positions.
+fn batches(nodes: &[Result<NodeId>], most: u32) -> Vec<Vec<usize>> {
+    let good: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].is_ok()).collect();
+    session::batches(good.len(), most).map(|range: Range<usize>| good[range].to_vec()).collect()
+}
+
+fn read_request(nodes: &[Result<NodeId>], batch: &[usize], attribute: u32) -> Request {
+    let ids = batch.iter().map(|&i| (nodes[i].as_ref().expect("batches hold good nodes"), attribute));
+    Request::service(session::read_attributes(ids), "Read")
+}
+
+/// A DataValue's value, or the error its status or emptiness makes.
+fn value_of(data: &crate::encoding::DataValue, tag: &str) -> Result<TypedValue> {
+    let status = data.status.unwrap_or(0);
+    if severity(status) != Severity::Good {
+        return Err(status_error(status, &format!("read of '{tag}'")));
+    }
+    data.value
+        .as_ref()
+        .and_then(value::to_value)
+        .ok_or_else(|| Error::proto(format!("read of '{tag}': the node's value is empty (null)")))
+}
+
+/// A read of tags, each to its own value.
+struct ReadJob {
+    tags: Vec<String>,
+    nodes: Vec<Result<NodeId>>,
+    batches: Vec<Vec<usize>>,
+    results: Vec<Option<Result<TypedValue>>>,
+}
+
+impl Job<Framing> for ReadJob {
+    fn start(&mut self, link: &mut Submitter<'_, Framing>) {
+        for (index, batch) in self.batches.iter().enumerate() {
+            if let Err(e) = link.submit(read_request(&self.nodes, batch, VALUE_ATTRIBUTE), index as u32) {
+                for &tag in batch {
+                    self.results[tag] = Some(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    fn reply(&mut self, index: u32, reply: Result<Reply>, _link: &mut Submitter<'_, Framing>) {
+        let batch = &self.batches[index as usize];
+        let values = reply.and_then(|reply| match reply {
+            Reply::Response(body) => session::parse_read(&body, batch.len()),
+            _ => Err(Error::proto("a Read was answered with another message type")),
+        });
+        for (at, &tag) in batch.iter().enumerate() {
+            self.results[tag] = Some(match &values {
+                Ok(values) => value_of(&values[at], &self.tags[tag]),
+                Err(e) => Err(e.clone()),
+            });
+        }
+    }
+
+    fn finish(self: Box<Self>) -> Outcome {
+        let ReadJob { nodes, results, .. } = *self;
+        Outcome::Values(
+            nodes
+                .into_iter()
+                .zip(results)
+                .map(|(node, result)| {
+                    node.and_then(|_| result.unwrap_or_else(|| Err(Error::proto("the tag was not read"))))
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Tags resolved under one session, and their Reads built once.
+struct PreparedReads {
+    session: u64,
+    /// Per Read: its request, and where its tags' values go.
+    reads: Vec<(Request, Vec<usize>)>,
+    /// Tags with no NodeId on this server.
+    unresolved: Vec<(u32, Error)>,
+}
+
+impl PreparedReads {
+    fn new(state: &DeviceState, tags: &[Result<ExpandedNodeId>]) -> PreparedReads {
+        let (nodes, session) = state.resolve(tags);
+        let most = state.server().max_nodes_per_read;
+        let reads = batches(&nodes, most)
+            .into_iter()
+            .map(|batch| (read_request(&nodes, &batch, VALUE_ATTRIBUTE), batch))
+            .collect();
+        let unresolved = nodes.iter().enumerate().filter_map(|(i, n)| Some((i as u32, n.clone().err()?))).collect();
+        PreparedReads { session, reads, unresolved }
+    }
+}
+
+/// A read of a plan into columns: a number per tag, straight from the response.
+struct ColumnsJob {
+    prepared: Arc<PreparedReads>,
+    tags: Arc<[String]>,
+    values: Vec<f64>,
+    errors: Vec<(u32, Error)>,
+}
+
+impl Job<Framing> for ColumnsJob {
+    fn start(&mut self, link: &mut Submitter<'_, Framing>) {
+        for (index, (request, batch)) in self.prepared.reads.iter().enumerate() {
+            if let Err(e) = link.submit(request.clone(), index as u32) {
+                self.errors.extend(batch.iter().map(|&tag| (tag as u32, e.clone())));
+            }
+        }
+    }
+
+    fn reply(&mut self, index: u32, reply: Result<Reply>, _link: &mut Submitter<'_, Framing>) {
+        let batch = &self.prepared.reads[index as usize].1;
+        let mut numbers = vec![f64::NAN; batch.len()];
+        let mut failed = Vec::new();
+        let parsed = reply.and_then(|reply| match reply {
+            Reply::Response(body) => session::parse_read_into(&body, &mut numbers, &mut failed),
+            _ => Err(Error::proto("a Read was answered with another message type")),
+        });
+        if let Err(e) = parsed {
+            self.errors.extend(batch.iter().map(|&tag| (tag as u32, e.clone())));
+            return;
+        }
+        for (at, &tag) in batch.iter().enumerate() {
+            self.values[tag] = numbers[at];
+        }
+        for (at, status) in failed {
+            let tag = batch[at];
+            let error = match status {
+                0 => Error::invalid_value(format!("'{}' is not a number: read it with readTags", self.tags[tag])),
+                code => status_error(code, &format!("read of '{}'", self.tags[tag])),
+            };
+            self.errors.push((tag as u32, error));
+        }
+    }
+
+    fn finish(self: Box<Self>) -> Outcome {
+        let ColumnsJob { prepared, values, mut errors, .. } = *self;
+        errors.extend(prepared.unresolved.iter().cloned());
+        errors.sort_by_key(|(tag, _)| *tag);
+        errors.dedup_by_key(|(tag, _)| *tag);
+        let mut values = values;
+        for (tag, _) in &errors {
+            values[*tag as usize] = f64::NAN;
+        }
+        let offsets = (0..=values.len() as u32).collect();
+        Outcome::Columns(Columns { values, offsets, errors })
+    }
+}
+
+/// Where a write of one tag stands.
+enum WriteStep {
+    Bad(Error),
+    /// Its node, and its built-in type once known.
+    Node(NodeId, Option<u8>),
+    Done(Result<()>),
+}
+
+/// Writes: the types of nodes not yet known are read first (DataType and Value
+/// in one Read), then every value goes in Writes split to the server's limit.
+struct WriteJob {
+    state: Arc<DeviceState>,
+    session: u64,
+    tags: Vec<String>,
+    values: Vec<Value>,
+    steps: Vec<WriteStep>,
+    /// The tags each request was about: a type lookup while `typing`, then Writes.
+    requests: Vec<Vec<usize>>,
+    typing: bool,
+}
+
+/// A node's built-in type from its DataType attribute; the value's own type when the
+/// DataType is abstract (Number, BaseDataType) or not in namespace 0.
+fn builtin_type(data_type: &crate::encoding::DataValue, value: &crate::encoding::DataValue) -> Option<u8> {
+    let known = match &data_type.value {
+        Some(Variant::NodeId(id)) if id.namespace == 0 => match id.identifier {
+            Identifier::Numeric(n @ 1..=25) => Some(n as u8),
+            Identifier::Numeric(290) => Some(builtin::DOUBLE), // Duration
+            Identifier::Numeric(294) => Some(builtin::DATE_TIME), // UtcTime
+            Identifier::Numeric(289) => Some(builtin::UINT32), // Counter
+            Identifier::Numeric(29) => Some(builtin::INT32),   // Enumeration
+            _ => None,
+        },
+        _ => None,
+    };
+    known.or_else(|| value.value.as_ref().map(Variant::type_id).filter(|&t| t != 0))
+}
+
+impl WriteJob {
+    fn submit_writes(&mut self, link: &mut Submitter<'_, Framing>) {
+        self.typing = false;
+        self.requests.clear();
+        let mut ready = Vec::new();
+        for (tag, step) in self.steps.iter_mut().enumerate() {
+            if let WriteStep::Node(node, Some(type_id)) = step {
+                match value::to_variant(&self.values[tag], *type_id) {
+                    Ok(variant) => ready.push((tag, node.clone(), variant)),
+                    Err(e) => *step = WriteStep::Done(Err(e)),
+                }
+            }
+        }
+        let most = self.state.server().max_nodes_per_write;
+        for range in session::batches(ready.len(), most).filter(|r| !r.is_empty()) {
+            let batch = &ready[range];
+            let writes: Vec<(NodeId, Variant)> = batch.iter().map(|(_, node, v)| (node.clone(), v.clone())).collect();
+            let tags: Vec<usize> = batch.iter().map(|(tag, _, _)| *tag).collect();
+            let index = self.requests.len() as u32;
+            match link.submit(Request::write(session::write(&writes), "Write"), index) {
+                Ok(()) => self.requests.push(tags),
+                Err(e) => {
+                    for tag in tags {
+                        self.steps[tag] = WriteStep::Done(Err(e.clone()));
+                    }
+                    self.requests.push(Vec::new());
+                }
+            }
+        }
+    }
+}
+
+impl Job<Framing> for WriteJob {
+    fn start(&mut self, link: &mut Submitter<'_, Framing>) {
+        let untyped: Vec<usize> =
+            (0..self.steps.len()).filter(|&i| matches!(self.steps[i], WriteStep::Node(_, None))).collect();
+        if untyped.is_empty() {
+            return self.submit_writes(link);
+        }
+        self.typing = true;
+        let items: Vec<(&NodeId, u32)> = untyped
+            .iter()
+            .flat_map(|&i| match &self.steps[i] {
+                WriteStep::Node(node, _) => [(node, DATA_TYPE_ATTRIBUTE), (node, VALUE_ATTRIBUTE)],
+                _ => unreachable!("only nodes are untyped"),
+            })
+            .collect();
+        let request = Request::service(session::read_attributes(items.into_iter()), "Read (the nodes' types)");
+        match link.submit(request, 0) {
+            Ok(()) => self.requests.push(untyped),
+            Err(e) => {
+                for i in untyped {
+                    self.steps[i] = WriteStep::Done(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    fn reply(&mut self, index: u32, reply: Result<Reply>, link: &mut Submitter<'_, Framing>) {
+        let tags = std::mem::take(&mut self.requests[index as usize]);
+        let body = reply.and_then(|reply| match reply {
+            Reply::Response(body) => Ok(body),
+            _ => Err(Error::proto("a request was answered with another message type")),
+        });
+        if self.typing {
+            let read = body.and_then(|body| session::parse_read(&body, tags.len() * 2));
+            let mut types = self.state.types.lock().unwrap_or_else(|e| e.into_inner());
+            for (at, &tag) in tags.iter().enumerate() {
+                let WriteStep::Node(node, type_id) = &mut self.steps[tag] else { continue };
+                let learned = read.as_ref().map_err(Clone::clone).and_then(|values| {
+                    let (data_type, value) = (&values[2 * at], &values[2 * at + 1]);
+                    let status = data_type.status.unwrap_or(0);
+                    if severity(status) != Severity::Good {
+                        return Err(status_error(status, &format!("write of '{}'", self.tags[tag])));
+                    }
+                    builtin_type(data_type, value).ok_or_else(|| {
+                        Error::invalid_value(format!(
+                            "write of '{}': the node's data type is not a built-in one",
+                            self.tags[tag]
+                        ))
+                    })
+                });
+                match learned {
+                    Ok(learned) => {
+                        types.insert(node.clone(), (self.session, learned));
+                        *type_id = Some(learned);
+                    }
+                    Err(e) => self.steps[tag] = WriteStep::Done(Err(e)),
+                }
+            }
+            drop(types);
+            return self.submit_writes(link);
+        }
+        let results = body.and_then(|body| session::parse_write(&body, tags.len()));
+        for (at, &tag) in tags.iter().enumerate() {
+            let result = match &results {
+                Ok(statuses) if severity(statuses[at]) == Severity::Good => Ok(()),
+                Ok(statuses) => Err(status_error(statuses[at], &format!("write of '{}'", self.tags[tag]))),
+                Err(e) => Err(e.clone()),
+            };
+            self.steps[tag] = WriteStep::Done(result);
+        }
+    }
+
+    fn finish(self: Box<Self>) -> Outcome {
+        Outcome::Written(
+            self.steps
+                .into_iter()
+                .map(|step| match step {
+                    WriteStep::Bad(e) => Err(e),
+                    WriteStep::Done(result) => result,
+                    WriteStep::Node(..) => Err(Error::proto("the tag was not written")),
+                })
+                .collect(),
+        )
+    }
+}
+
+type Core = DeviceCore<Framing, DeviceState>;
+
+/// A connected OPC UA server.
+pub struct OpcuaDevice(Rc<Core>);
+
+impl OpcuaDevice {
+    pub fn new(driver: Box<dyn Driver<Framing>>, server: SharedServerInfo) -> OpcuaDevice {
+        let state = Arc::new(DeviceState { server, types: Mutex::default() });
+        OpcuaDevice(Rc::new(DeviceCore::new(driver, state)))
+    }
+}
+
+impl bifrost_engine::Device for OpcuaDevice {
+    fn read(&self, tags: &[String], timeout: Option<Duration>, done: Box<dyn Completion>) {
+        let state = &self.0.state;
+        let (nodes, _) = state.resolve(&parse_tags(tags));
+        let batches = batches(&nodes, state.server().max_nodes_per_read);
+        let job = ReadJob { tags: tags.to_vec(), results: (0..nodes.len()).map(|_| None).collect(), nodes, batches };
+        self.0.run(Box::new(job), timeout, done);
+    }
+
+    fn write(&self, writes: Vec<(String, Value)>, timeout: Option<Duration>, done: Box<dyn Completion>) {
+        let state = self.0.state.clone();
+        let (tags, values): (Vec<String>, Vec<Value>) = writes.into_iter().unzip();
+        let (nodes, session) = state.resolve(&parse_tags(&tags));
+        let steps = {
+            let types = state.types.lock().unwrap_or_else(|e| e.into_inner());
+            nodes
+                .into_iter()
+                .map(|node| match node {
+                    Err(e) => WriteStep::Bad(e),
+                    Ok(node) => {
+                        let known = types.get(&node).filter(|(s, _)| *s == session).map(|(_, t)| *t);
+                        WriteStep::Node(node, known)
+                    }
+                })
+                .collect()
+        };
+        let job = WriteJob { state, session, tags, values, steps, requests: Vec::new(), typing: false };
+        self.0.run(Box::new(job), timeout, done);
+    }
+
+    fn prepare(&self, tags: &[String]) -> Result<Box<dyn bifrost_engine::Plan>> {
+        let parsed = parse_tags(tags);
+        if let Some(Err(e)) = parsed.iter().find(|t| t.is_err()) {
+            return Err(e.clone());
+        }
+        let prepared = Arc::new(PreparedReads::new(&self.0.state, &parsed));
+        Ok(Box::new(OpcuaPlan {
+            device: self.0.clone(),
+            tags: tags.into(),
+            parsed,
+            prepared: std::cell::RefCell::new(prepared),
+        }))
+    }
+
+    fn stats(&self) -> Arc<Stats> {
+        self.0.stats()
+    }
+
+    fn close(&self, done: Box<dyn Completion>) {
+        self.0.close(done)
+    }
+}
+
+/// NodeIds parsed once; their Reads built once per session (indices of `nsu=` may change).
+struct OpcuaPlan {
+    device: Rc<Core>,
+    tags: Arc<[String]>,
+    parsed: Vec<Result<ExpandedNodeId>>,
+    prepared: std::cell::RefCell<Arc<PreparedReads>>,
+}
+
+impl bifrost_engine::Plan for OpcuaPlan {
+    fn read(&self, timeout: Option<Duration>, done: Box<dyn Completion>) {
+        let count = self.tags.len();
+        if self.device.is_closed() {
+            let error = Error::closed("the device was closed");
+            return done.complete(Outcome::Columns(Columns::failed(std::iter::repeat_n(1, count), &error)));
+        }
+        let session = self.device.state.server().session;
+        if self.prepared.borrow().session != session {
+            *self.prepared.borrow_mut() = Arc::new(PreparedReads::new(&self.device.state, &self.parsed));
+        }
+        let job = ColumnsJob {
+            prepared: self.prepared.borrow().clone(),
+            tags: self.tags.clone(),
+            values: vec![f64::NAN; count],
+            errors: Vec::new(),
+        };
+        self.device.run(Box::new(job), timeout, done);
+    }
+
+    fn value_count(&self) -> usize {
+        self.tags.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_keep_their_path_as_the_endpoint() {
+        let opening =
+            Opening::from_url(DeviceUrl::parse("opc.tcp://10.0.0.5/UA/Server?request-timeout=500").unwrap()).unwrap();
+        assert_eq!(opening.address, "10.0.0.5:4840");
+        assert_eq!(opening.endpoint_url, "opc.tcp://10.0.0.5:4840/UA/Server");
+        assert_eq!(opening.link.request_timeout, Duration::from_millis(500));
+        assert!(Opening::from_url(DeviceUrl::parse("opc.tcp://h?bogus=1").unwrap()).is_err());
+        assert!(Opening::from_url(DeviceUrl::parse("opc.tcp://user:pw@h").unwrap()).is_err());
+    }
+}

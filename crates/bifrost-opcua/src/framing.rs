@@ -1,0 +1,463 @@
+//! OPC UA on the engine's link: the framing that sets a connection up (Hello,
+//! OpenSecureChannel, CreateSession, ActivateSession, then a Read of what the
+//! server's namespaces and operation limits are), sends each service request
+//! in MSG chunks under the request id the link gives it, renews the channel's
+//! token at 75% of its lifetime, and gathers each response's chunks.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bifrost_core::{Error, Result};
+use bytes::Bytes;
+
+use crate::encoding::{Decode, Reader, Variant};
+use crate::node_id::NodeId;
+use crate::secure_channel::{self, RequestHeader, SecurityToken, TokenRequest};
+use crate::session::{self, ApplicationDescription, ServiceRequest};
+use crate::transport::{
+    self, chunk, kind, Acknowledge, Assembled, Channel, Hello, Limits, Negotiated, NoSecurity, Reassembly,
+    SecurityPolicy, HEADER_LEN,
+};
+
+/// What we offer in Hello: chunks of 64 KiB, messages of up to 64 MiB, any number of chunks.
+const OURS: Limits = Limits { receive_buffer: 65535, send_buffer: 65535, max_message: 64 << 20, max_chunks: 0 };
+
+/// The token lifetime asked for; servers revise it.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// The session timeout asked for; servers revise it.
+const SESSION_TIMEOUT_MS: f64 = 60_000.0;
+
+/// The request id of a token renewal: above every id the link hands out.
+const RENEWAL_ID: u32 = u32::MAX;
+
+/// Ids the link may use; each goes out as id + 1, since some servers take 0 for "none".
+const ID_SPACE: u32 = 1 << 30;
+
+/// Status codes that say the session is gone: the connection is set up afresh.
+const SESSION_GONE: [u32; 4] = [
+    0x8025_0000, // BadSessionIdInvalid
+    0x8026_0000, // BadSessionClosed
+    0x8027_0000, // BadSessionNotActivated
+    0x8022_0000, // BadSecureChannelIdInvalid
+];
+
+/// Nodes read once a session is active: the namespace table and the operation limits.
+const SERVER_NODES: [u32; 4] = [
+    2255,  // Server_NamespaceArray
+    11705, // OperationLimits_MaxNodesPerRead
+    11707, // OperationLimits_MaxNodesPerWrite
+    11710, // OperationLimits_MaxNodesPerBrowse
+];
+
+/// What the device needs of the server, learned as each connection is set up.
+#[derive(Debug, Default)]
+pub struct ServerInfo {
+    /// The namespace table, index to URI, for `nsu=` NodeIds.
+    pub namespaces: Vec<String>,
+    /// How many nodes one Read, Write or Browse may name (0: no limit).
+    pub max_nodes_per_read: u32,
+    pub max_nodes_per_write: u32,
+    pub max_nodes_per_browse: u32,
+    /// Sessions made so far: what was learned under one (node data types) is dropped under the next.
+    pub session: u64,
+}
+
+/// Shared between the framing, which fills it in, and the device, which reads it.
+pub type SharedServerInfo = Arc<Mutex<ServerInfo>>;
+
+/// A request as it waits in the link's queue.
+#[derive(Debug, Clone)]
+pub enum Request {
+    Hello,
+    OpenSecureChannel,
+    Service {
+        request: ServiceRequest,
+        /// The service's name, for errors.
+        what: &'static str,
+        /// Whether it changes the server (Write, Call).
+        writes: bool,
+    },
+}
+
+impl Request {
+    pub fn service(request: ServiceRequest, what: &'static str) -> Request {
+        Request::Service { request, what, writes: false }
+    }
+
+    pub fn write(request: ServiceRequest, what: &'static str) -> Request {
+        Request::Service { request, what, writes: true }
+    }
+}
+
+/// A reply, as the link hands it to a job.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Acknowledged(Acknowledge),
+    Opened(SecurityToken),
+    /// A service response's message body (its encoding's NodeId first).
+    Response(Bytes),
+    /// The server aborted the response's chunks.
+    Aborted(Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Hello,
+    Open,
+    CreateSession,
+    ActivateSession,
+    ReadServer,
+    Ready,
+}
+
+/// The framing of one connection to one endpoint.
+pub struct Framing {
+    endpoint_url: String,
+    policy: Box<dyn SecurityPolicy + Send>,
+    step: Step,
+    limits: Negotiated,
+    channel: Channel,
+    /// When the token is renewed, and whether a renewal is on the wire.
+    renew_at: Option<Instant>,
+    renewing: bool,
+    token_lifetime: Duration,
+    authentication_token: NodeId,
+    session_timeout: Duration,
+    reassembly: Reassembly,
+    /// The message body being sent: kept to reuse its room.
+    scratch: Vec<u8>,
+    server: SharedServerInfo,
+    request_timeout_hint: u32,
+}
+
+impl Framing {
+    /// A framing for `endpoint_url` (`opc.tcp://host:port/path`), sharing what it learns in `server`.
+    pub fn new(endpoint_url: String, server: SharedServerInfo, request_timeout: Duration) -> Framing {
+        Framing {
+            endpoint_url,
+            policy: Box::new(NoSecurity),
+            step: Step::Hello,
+            limits: Acknowledge { protocol_version: 0, limits: OURS }.negotiate(&OURS),
+            channel: Channel { channel_id: 0, token_id: 0, sequence: 1 },
+            renew_at: None,
+            renewing: false,
+            token_lifetime: TOKEN_LIFETIME,
+            authentication_token: NodeId::null(),
+            session_timeout: Duration::from_millis(SESSION_TIMEOUT_MS as u64),
+            reassembly: Reassembly::default(),
+            scratch: Vec::new(),
+            server,
+            request_timeout_hint: request_timeout.as_millis().min(u128::from(u32::MAX)) as u32,
+        }
+    }
+
+    fn header(&self, request_handle: u32) -> RequestHeader {
+        RequestHeader {
+            authentication_token: self.authentication_token.clone(),
+            timestamp: secure_channel::date_time(SystemTime::now()),
+            request_handle,
+            timeout_hint: self.request_timeout_hint,
+        }
+    }
+
+    fn next_sequence(&mut self) -> u32 {
+        let sequence = self.channel.sequence;
+        self.channel.sequence = sequence.wrapping_add(1).max(1);
+        sequence
+    }
+
+    fn open(&mut self, out: &mut Vec<u8>, request_id: u32, request: TokenRequest) -> Result<()> {
+        let sequence = self.next_sequence();
+        let header = self.header(request_id);
+        let policy = &*self.policy;
+        secure_channel::open_request(
+            out,
+            self.channel.channel_id,
+            policy,
+            (sequence, request_id),
+            &header,
+            request,
+            TOKEN_LIFETIME,
+        )
+    }
+
+    fn granted(&mut self, token: SecurityToken) {
+        self.channel.channel_id = token.channel_id;
+        self.channel.token_id = token.token_id;
+        self.renew_at = Some(token.renew_at(Instant::now()));
+        self.token_lifetime = token.lifetime;
+        self.renewing = false;
+    }
+
+    /// The anonymous identity's policy id on our endpoint (security None).
+    fn anonymous_policy(&self, endpoints: &[session::EndpointDescription]) -> Result<String> {
+        endpoints
+            .iter()
+            .filter(|e| e.security_policy_uri.as_deref() == Some(self.policy.uri()))
+            .flat_map(|e| &e.user_identity_tokens)
+            .find(|token| token.token_type == 0)
+            .map(|token| token.policy_id.clone().unwrap_or_default())
+            .ok_or_else(|| {
+                Error::invalid_value("the server offers no anonymous identity with security None on this endpoint")
+            })
+    }
+
+    fn learn_server(&mut self, body: &[u8]) -> Result<()> {
+        let values = session::parse_read(body, SERVER_NODES.len())?;
+        let limit = |at: usize| match values[at].value {
+            Some(Variant::UInt32(n)) => n,
+            _ => 0,
+        };
+        let namespaces = match &values[0].value {
+            Some(Variant::Array(array)) => array
+                .values
+                .iter()
+                .map(|v| match v {
+                    Variant::String(s) => s.clone().unwrap_or_default(),
+                    _ => String::new(),
+                })
+                .collect(),
+            _ => return Err(Error::proto("the server's namespace array is not an array of strings")),
+        };
+        let mut server = self.server.lock().unwrap_or_else(|e| e.into_inner());
+        *server = ServerInfo {
+            namespaces,
+            max_nodes_per_read: limit(1),
+            max_nodes_per_write: limit(2),
+            max_nodes_per_browse: limit(3),
+            session: server.session + 1,
+        };
+        Ok(())
+    }
+
+    /// A response whose service result says the session or channel is gone breaks the connection.
+    fn check_session(body: &[u8]) -> Result<()> {
+        let mut r = Reader::new(body);
+        NodeId::decode(&mut r)?;
+        r.bytes(12, "a response header")?; // timestamp, request handle
+        let result = r.u32("a service result")?;
+        if SESSION_GONE.contains(&result) {
+            return Err(secure_channel::status_error(result, "the server dropped the session (setting up anew)"));
+        }
+        Ok(())
+    }
+}
+
+impl bifrost_engine::Framing for Framing {
+    type Request = Request;
+    type Reply = Reply;
+
+    fn id_space(&self) -> u32 {
+        ID_SPACE
+    }
+
+    fn is_write(request: &Request) -> bool {
+        matches!(request, Request::Service { writes: true, .. })
+    }
+
+    fn describe(request: &Request) -> String {
+        match request {
+            Request::Hello => "Hello".into(),
+            Request::OpenSecureChannel => "OpenSecureChannel".into(),
+            Request::Service { what, .. } => (*what).into(),
+        }
+    }
+
+    fn encode(&mut self, id: u32, request: &Request, out: &mut Vec<u8>) -> Result<bool> {
+        let start = out.len();
+        let written = match request {
+            Request::Hello => {
+                Hello { protocol_version: 0, limits: OURS, endpoint_url: self.endpoint_url.clone() }.write(out);
+                Ok(())
+            }
+            Request::OpenSecureChannel => self.open(out, id + 1, TokenRequest::Issue),
+            Request::Service { request, .. } => {
+                // The token is renewed ahead of the request that finds it due, so a busy
+                // channel renews on time and an idle one at its next keep-alive.
+                if !self.renewing && self.renew_at.is_some_and(|at| at <= Instant::now()) {
+                    self.open(out, RENEWAL_ID, TokenRequest::Renew)?;
+                    self.renewing = true;
+                }
+                let mut body = std::mem::take(&mut self.scratch);
+                body.clear();
+                request.write(&self.header(id + 1), &mut body);
+                let policy = &*self.policy;
+                let sent =
+                    transport::write_chunks(out, kind::MESSAGE, &mut self.channel, id + 1, &body, &self.limits, policy);
+                self.scratch = body;
+                sent
+            }
+        };
+        if written.is_err() {
+            out.truncate(start);
+        }
+        written.map(|()| true)
+    }
+
+    fn frame_len(&self, buf: &[u8]) -> Result<Option<usize>> {
+        transport::frame_len(buf, self.limits.receive_chunk)
+    }
+
+    fn parse(&mut self, frame: Bytes) -> Result<Option<(Option<u32>, Reply)>> {
+        let header = transport::Header::parse(&frame)?;
+        match header.kind {
+            kind::ACKNOWLEDGE => {
+                let ack = Acknowledge::parse(&frame[HEADER_LEN..])?;
+                Ok(Some((None, Reply::Acknowledged(ack))))
+            }
+            kind::ERROR => Err(transport::parse_error(&frame[HEADER_LEN..])?),
+            kind::OPEN => {
+                let opened = secure_channel::parse_open_response(&frame, &*self.policy)?;
+                if opened.request_id == RENEWAL_ID {
+                    self.granted(opened.token);
+                    return Ok(None);
+                }
+                Ok(Some((Some(opened.request_id.wrapping_sub(1)), Reply::Opened(opened.token))))
+            }
+            kind::MESSAGE => {
+                let chunk = transport::parse_chunk(&frame)?;
+                if chunk.channel_id != self.channel.channel_id {
+                    return Err(Error::proto(format!(
+                        "a message for channel {} on channel {}",
+                        chunk.channel_id, self.channel.channel_id
+                    )));
+                }
+                let id = chunk.request_id.wrapping_sub(1);
+                // A response in one chunk is handed on as a slice of the frame, not copied.
+                if chunk.header.chunk == chunk::FINAL && !self.reassembly.holds(chunk.request_id) {
+                    let start = chunk.body.as_ptr() as usize - frame.as_ptr() as usize;
+                    let body = frame.slice(start..start + chunk.body.len());
+                    Self::check_session(&body)?;
+                    return Ok(Some((Some(id), Reply::Response(body))));
+                }
+                match self.reassembly.take(&chunk, &self.limits)? {
+                    Assembled::Pending => Ok(None),
+                    Assembled::Message(_, body) => {
+                        Self::check_session(&body)?;
+                        Ok(Some((Some(id), Reply::Response(Bytes::from(body)))))
+                    }
+                    Assembled::Aborted(_, error) => Ok(Some((Some(id), Reply::Aborted(error)))),
+                }
+            }
+            other => Err(Error::proto(format!("a {} message from the server", String::from_utf8_lossy(&other)))),
+        }
+    }
+
+    fn answers(request: &Request, reply: &Reply) -> Result<()> {
+        match (request, reply) {
+            (Request::Hello, Reply::Acknowledged(_))
+            | (Request::OpenSecureChannel, Reply::Opened(_))
+            | (Request::Service { .. }, Reply::Response(_)) => Ok(()),
+            (Request::Service { .. }, Reply::Aborted(error)) => Err(error.clone()),
+            _ => Err(Error::proto("the reply's message type does not answer the request")),
+        }
+    }
+
+    fn unanswered(_request: &Request) -> Reply {
+        Reply::Response(Bytes::new())
+    }
+
+    fn set_up(&mut self, reply: Option<Reply>) -> Result<Option<Request>> {
+        let Some(reply) = reply else {
+            // A fresh connection: a fresh channel and session.
+            self.step = Step::Hello;
+            self.limits = Acknowledge { protocol_version: 0, limits: OURS }.negotiate(&OURS);
+            self.channel = Channel { channel_id: 0, token_id: 0, sequence: 1 };
+            self.renew_at = None;
+            self.renewing = false;
+            self.authentication_token = NodeId::null();
+            self.reassembly = Reassembly::default();
+            return Ok(Some(Request::Hello));
+        };
+        let body = match &reply {
+            Reply::Response(body) => Some(body.clone()),
+            _ => None,
+        };
+        let body = || body.clone().ok_or_else(|| Error::proto("the set-up was answered with another message type"));
+        match (self.step, reply) {
+            (Step::Hello, Reply::Acknowledged(ack)) => {
+                self.limits = ack.negotiate(&OURS);
+                self.step = Step::Open;
+                Ok(Some(Request::OpenSecureChannel))
+            }
+            (Step::Open, Reply::Opened(token)) => {
+                self.granted(token);
+                self.step = Step::CreateSession;
+                let client = ApplicationDescription {
+                    application_uri: Some("urn:bifrost:client".into()),
+                    product_uri: Some("urn:bifrost".into()),
+                    application_name: crate::encoding::LocalizedText { locale: None, text: Some("Bifrost".into()) },
+                    application_type: 1,
+                    discovery_urls: Vec::new(),
+                };
+                let request = session::create_session(&client, &self.endpoint_url, "bifrost", SESSION_TIMEOUT_MS);
+                Ok(Some(Request::service(request, "CreateSession")))
+            }
+            (Step::CreateSession, _) => {
+                let created = session::parse_create_session(&body()?)?;
+                self.authentication_token = created.authentication_token;
+                if created.timeout_ms.is_finite() && created.timeout_ms >= 1.0 {
+                    self.session_timeout = Duration::from_secs_f64(created.timeout_ms / 1000.0);
+                }
+                let policy_id = self.anonymous_policy(&created.endpoints)?;
+                self.step = Step::ActivateSession;
+                Ok(Some(Request::service(session::activate_session_anonymous(&policy_id), "ActivateSession")))
+            }
+            (Step::ActivateSession, _) => {
+                session::parse_activate_session(&body()?)?;
+                self.step = Step::ReadServer;
+                let nodes = SERVER_NODES.map(|id| NodeId::numeric(0, id));
+                Ok(Some(Request::service(session::read(&nodes, session::VALUE_ATTRIBUTE), "Read")))
+            }
+            (Step::ReadServer, _) => {
+                self.learn_server(&body()?)?;
+                self.step = Step::Ready;
+                Ok(None)
+            }
+            _ => Err(Error::proto("the set-up was answered out of turn")),
+        }
+    }
+
+    fn farewell(&mut self, out: &mut Vec<u8>) {
+        if self.step != Step::Ready {
+            return;
+        }
+        // CloseSession (its subscriptions with it), then CloseSecureChannel; no answer is awaited.
+        let mut body = Vec::new();
+        session::close_session().write(&self.header(RENEWAL_ID - 1), &mut body);
+        let limits = self.limits;
+        let _ = transport::write_chunks(
+            out,
+            kind::MESSAGE,
+            &mut self.channel,
+            RENEWAL_ID - 1,
+            &body,
+            &limits,
+            &*self.policy,
+        );
+        let close = secure_channel::close_request(&self.header(RENEWAL_ID - 2));
+        let _ = transport::write_chunks(
+            out,
+            kind::CLOSE,
+            &mut self.channel,
+            RENEWAL_ID - 2,
+            &close,
+            &limits,
+            &*self.policy,
+        );
+    }
+
+    /// A session the server hears nothing on for its timeout is closed, and a token
+    /// must be renewed before it expires: an idle connection speaks often enough for both.
+    fn keep_alive_after(&self) -> Option<Duration> {
+        Some((self.session_timeout / 3).min(self.token_lifetime / 8).max(Duration::from_millis(100)))
+    }
+
+    /// Reads the server's state (ServerStatus_State): renews the token on the way when due.
+    fn keep_alive(&mut self) -> Option<Request> {
+        (self.step == Step::Ready).then(|| {
+            Request::service(session::read(&[NodeId::numeric(0, 2259)], session::VALUE_ATTRIBUTE), "Read (keep-alive)")
+        })
+    }
+}
