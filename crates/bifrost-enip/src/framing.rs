@@ -455,7 +455,8 @@ mod tests {
         let Some(Request::ForwardOpen(open)) = f.set_up(Some(Reply::Registered { session: 0x42 })).unwrap() else {
             panic!()
         };
-        f.set_up(Some(f.parse(rr_reply(1, &open_reply(0xBEEF))).unwrap().unwrap().1)).unwrap();
+        let opened = f.parse(rr_reply(1, &open_reply(0xBEEF))).unwrap().unwrap().1;
+        f.set_up(Some(opened)).unwrap();
         out.clear();
         f.farewell(&mut out);
         let close = Header::parse(&out).unwrap();
@@ -474,7 +475,8 @@ mod tests {
         assert!(!f.timeout_breaks_connection(), "unconnected: a timeout leaves the session alone");
         f.set_up(None).unwrap();
         f.set_up(Some(Reply::Registered { session: 7 })).unwrap();
-        f.set_up(Some(f.parse(rr_reply(1, &open_reply(0xBEEF))).unwrap().unwrap().1)).unwrap();
+        let opened = f.parse(rr_reply(1, &open_reply(0xBEEF))).unwrap().unwrap().1;
+        f.set_up(Some(opened)).unwrap();
         assert!(f.timeout_breaks_connection());
         let mut dropped = Vec::new();
         encap::send_unit_data(&mut dropped, 7, 0x2000_0001, 5, |out| {
@@ -500,7 +502,7 @@ mod tests {
 
     #[test]
     fn replies_parse_their_id_and_a_refused_command_is_an_error() {
-        let f = framing();
+        let mut f = framing();
         let (id, reply) = f.parse(rr_reply(77, &[0xCC, 0, 0, 0, 0xC4, 0, 1, 0, 0, 0])).unwrap().unwrap();
         assert_eq!(id, Some(77));
         assert_eq!(reply.response().unwrap().data, &[0xC4, 0, 1, 0, 0, 0]);

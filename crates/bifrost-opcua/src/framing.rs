@@ -451,7 +451,7 @@ impl bifrost_engine::Framing for Framing {
     /// A session the server hears nothing on for its timeout is closed, and a token
     /// must be renewed before it expires: an idle connection speaks often enough for both.
     fn keep_alive_after(&self) -> Option<Duration> {
-        Some((self.session_timeout / 3).min(self.token_lifetime / 8).max(Duration::from_millis(100)))
+        Some((self.session_timeout / 3).min(self.token_lifetime / 8).max(Duration::from_millis(10)))
     }
 
     /// Reads the server's state (ServerStatus_State): renews the token on the way when due.
@@ -459,5 +459,53 @@ impl bifrost_engine::Framing for Framing {
         (self.step == Step::Ready).then(|| {
             Request::service(session::read(&[NodeId::numeric(0, 2259)], session::VALUE_ATTRIBUTE), "Read (keep-alive)")
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bifrost_engine::Framing as _;
+
+    fn token_of(message: &[u8]) -> u32 {
+        u32::from_le_bytes(message[12..16].try_into().unwrap())
+    }
+
+    #[test]
+    fn the_token_is_renewed_ahead_of_the_request_that_finds_it_due_and_used_once_granted() {
+        let mut f = Framing::new("opc.tcp://h:4840".into(), SharedServerInfo::default(), Duration::from_secs(1));
+        assert!(matches!(f.set_up(None).unwrap(), Some(Request::Hello)));
+        let mut out = Vec::new();
+        f.encode(0, &Request::Hello, &mut out).unwrap();
+        assert_eq!(&out[..4], b"HELF");
+        let ack = Acknowledge { protocol_version: 0, limits: OURS };
+        assert!(matches!(f.set_up(Some(Reply::Acknowledged(ack))).unwrap(), Some(Request::OpenSecureChannel)));
+        // Granted: token 7 for 100 ms, answering request 0 (sent as 1).
+        let opened = secure_channel::tests::open_response_for(NoSecurity.uri(), 0, 1, 7, 100);
+        let Some((Some(0), Reply::Opened(token))) = f.parse(Bytes::from(opened)).unwrap() else { panic!() };
+        assert!(matches!(f.set_up(Some(Reply::Opened(token))).unwrap(), Some(Request::Service { .. })));
+
+        let read = || Request::service(session::read(&[NodeId::numeric(0, 2259)], session::VALUE_ATTRIBUTE), "Read");
+        let mut out = Vec::new();
+        f.encode(1, &read(), &mut out).unwrap();
+        assert_eq!((&out[..4], token_of(&out)), (&b"MSGF"[..], 7), "not due yet: no renewal");
+        std::thread::sleep(Duration::from_millis(90)); // past 75% of 100 ms
+        let mut out = Vec::new();
+        f.encode(2, &read(), &mut out).unwrap();
+        assert_eq!(&out[..4], b"OPNF", "the renewal goes first");
+        let opn_len = transport::frame_len(&out, 65535).unwrap().unwrap();
+        assert_eq!((&out[opn_len..opn_len + 4], token_of(&out[opn_len..])), (&b"MSGF"[..], 7));
+        let mut out = Vec::new();
+        f.encode(3, &read(), &mut out).unwrap();
+        assert_eq!(&out[..4], b"MSGF", "one renewal on the wire at a time");
+
+        // The renewal's answer is the framing's own: no reply for the link; the new token is used from then on.
+        let renewed = secure_channel::tests::open_response_for(NoSecurity.uri(), 0, RENEWAL_ID, 8, 100);
+        assert!(f.parse(Bytes::from(renewed)).unwrap().is_none());
+        let mut out = Vec::new();
+        f.encode(4, &read(), &mut out).unwrap();
+        assert_eq!((&out[..4], token_of(&out)), (&b"MSGF"[..], 8));
+        // An idle connection speaks often enough to renew before the token expires.
+        assert!(f.keep_alive_after().unwrap() <= Duration::from_millis(25));
     }
 }

@@ -219,7 +219,7 @@ pub fn close_request(header: &RequestHeader) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::transport::NoSecurity;
 
@@ -234,13 +234,25 @@ mod tests {
 
     /// An OPN chunk answering with channel 5, token 7 for 600 s, as a server writes it.
     fn open_response(uri: &str, service_result: u32) -> Vec<u8> {
+        open_response_for(uri, service_result, 1, 7, 600_000)
+    }
+
+    /// An OPN chunk answering request `request_id` with channel 5, `token_id` for `lifetime_ms`.
+    pub(crate) fn open_response_for(
+        uri: &str,
+        service_result: u32,
+        request_id: u32,
+        token_id: u32,
+        lifetime_ms: u32,
+    ) -> Vec<u8> {
         let mut out = Vec::new();
         transport::message(&mut out, kind::OPEN, chunk::FINAL, |out| {
             out.extend_from_slice(&5u32.to_le_bytes());
             Some(uri).encode(out);
             None::<&[u8]>.encode(out);
             None::<&[u8]>.encode(out);
-            out.extend_from_slice(&[1, 0, 0, 0, 1, 0, 0, 0]);
+            out.extend_from_slice(&1u32.to_le_bytes()); // sequence number
+            out.extend_from_slice(&request_id.to_le_bytes());
             let id = if service_result == 0 {
                 encoding_id::OPEN_SECURE_CHANNEL_RESPONSE
             } else {
@@ -256,11 +268,11 @@ mod tests {
             };
             header.encode(out);
             if service_result == 0 {
-                for word in [0u32, 5, 7] {
+                for word in [0u32, 5, token_id] {
                     out.extend_from_slice(&word.to_le_bytes());
                 }
                 out.extend_from_slice(&0i64.to_le_bytes());
-                out.extend_from_slice(&600_000u32.to_le_bytes());
+                out.extend_from_slice(&lifetime_ms.to_le_bytes());
                 Some(&[0u8; 0][..]).encode(out);
             }
         });
