@@ -8,6 +8,7 @@ pub mod encoding;
 pub mod framing;
 pub mod node_id;
 pub mod secure_channel;
+pub mod server;
 pub mod session;
 pub mod status;
 pub mod transport;

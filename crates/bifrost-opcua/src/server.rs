@@ -1,0 +1,676 @@
+//! The OPC UA simulator: a small server over the binary protocol, security
+//! None and the Anonymous identity, for the demo, the tests and the benchmark.
+//! It answers Hello, OpenSecureChannel (issue and renew), CloseSecureChannel,
+//! GetEndpoints, FindServers, CreateSession, ActivateSession, CloseSession,
+//! Read and Write, and a ServiceFault (BadServiceUnsupported) to anything else.
+//!
+//! Its address space: the Server object's namespace array, state, current time
+//! and operation limits, and a folder `ns=1;s=Simulation` of `variables`
+//! variables `ns=1;s=V<i>`, typed by `i % 5` (Double `i * 0.5`, Int32 `i`,
+//! Boolean `i % 2 == 1`, Float `i * 0.25`, String `v<i>`), read-only when
+//! `i % 7 == 6`, plus `ns=1;s=Ticks` (UInt32, ten a second) and `ns=1;s=Sine`
+//! (Double, a 10 s sine), which change.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+
+use bifrost_core::{Error, Result};
+
+use crate::encoding::{
+    DataValue, Decode, DiagnosticInfo, Encode, ExtensionObject, LocalizedText, QualifiedName, Reader, Variant,
+    VariantArray,
+};
+use crate::node_id::{Identifier, NodeId};
+use crate::secure_channel::{date_time, encoding_id as channel_id, ResponseHeader};
+use crate::session::{encoding_id as service_id, VALUE_ATTRIBUTE};
+use crate::transport::{
+    self, chunk, kind, Acknowledge, Assembled, Channel, Hello, Limits, Negotiated, NoSecurity, Reassembly,
+    SecurityPolicy, HEADER_LEN,
+};
+use crate::value::builtin;
+
+pub use bifrost_engine::listener::{Faults, Simulator, SimulatorStats};
+
+/// The simulator's own namespace (index 1).
+pub const NAMESPACE: &str = "urn:bifrost:simulator";
+
+/// Status codes the simulator answers with.
+mod status {
+    pub const BAD_SERVICE_UNSUPPORTED: u32 = 0x800B_0000;
+    pub const BAD_SESSION_ID_INVALID: u32 = 0x8025_0000;
+    pub const BAD_SESSION_NOT_ACTIVATED: u32 = 0x8027_0000;
+    pub const BAD_NODE_ID_UNKNOWN: u32 = 0x8034_0000;
+    pub const BAD_ATTRIBUTE_ID_INVALID: u32 = 0x8035_0000;
+    pub const BAD_NOT_WRITABLE: u32 = 0x803B_0000;
+    pub const BAD_TYPE_MISMATCH: u32 = 0x8074_0000;
+    pub const BAD_TOO_MANY_OPERATIONS: u32 = 0x8010_0000;
+    pub const BAD_DECODING_ERROR: u32 = 0x8007_0000;
+}
+
+/// Attribute ids the simulator serves (Part 6, A.1).
+mod attribute {
+    pub const NODE_ID: u32 = 1;
+    pub const NODE_CLASS: u32 = 2;
+    pub const BROWSE_NAME: u32 = 3;
+    pub const DISPLAY_NAME: u32 = 4;
+    pub const DATA_TYPE: u32 = 14;
+    pub const VALUE_RANK: u32 = 15;
+    pub const ACCESS_LEVEL: u32 = 17;
+    pub const USER_ACCESS_LEVEL: u32 = 18;
+}
+
+/// The simulator's settings.
+#[derive(Debug, Clone)]
+pub struct SimulatorConfig {
+    /// Variables `ns=1;s=V0` to `V<n-1>`.
+    pub variables: usize,
+    /// How many nodes one Read or Write may name (0: no limit), as the server's operation limits say.
+    pub max_nodes_per_read: u32,
+    pub faults: Faults,
+}
+
+impl Default for SimulatorConfig {
+    fn default() -> Self {
+        SimulatorConfig { variables: 1000, max_nodes_per_read: 10_000, faults: Faults::default() }
+    }
+}
+
+/// A node of the address space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    Folder(Folder),
+    /// The Server object.
+    Server,
+    Standard(u32),
+    Variable(usize),
+    Ticks,
+    Sine,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Folder {
+    Root,
+    Objects,
+    Simulation,
+}
+
+/// What the simulator serves: the variables' values, changed by writes.
+struct AddressSpace {
+    values: Mutex<Vec<Variant>>,
+    max_nodes_per_read: u32,
+    started: Instant,
+}
+
+fn variable_type(i: usize) -> u8 {
+    [builtin::DOUBLE, builtin::INT32, builtin::BOOLEAN, builtin::FLOAT, builtin::STRING][i % 5]
+}
+
+fn initial_value(i: usize) -> Variant {
+    match variable_type(i) {
+        builtin::DOUBLE => Variant::Double(i as f64 * 0.5),
+        builtin::INT32 => Variant::Int32(i as i32),
+        builtin::BOOLEAN => Variant::Boolean(i % 2 == 1),
+        builtin::FLOAT => Variant::Float(i as f32 * 0.25),
+        _ => Variant::String(Some(format!("v{i}"))),
+    }
+}
+
+fn writable(i: usize) -> bool {
+    i % 7 != 6
+}
+
+impl AddressSpace {
+    fn new(config: &SimulatorConfig) -> AddressSpace {
+        AddressSpace {
+            values: Mutex::new((0..config.variables).map(initial_value).collect()),
+            max_nodes_per_read: config.max_nodes_per_read,
+            started: Instant::now(),
+        }
+    }
+
+    fn find(&self, id: &NodeId) -> Option<Node> {
+        match (id.namespace, &id.identifier) {
+            (0, Identifier::Numeric(84)) => Some(Node::Folder(Folder::Root)),
+            (0, Identifier::Numeric(85)) => Some(Node::Folder(Folder::Objects)),
+            (0, Identifier::Numeric(2253)) => Some(Node::Server),
+            (0, Identifier::Numeric(n @ (2255 | 2258 | 2259 | 11705 | 11707 | 11710))) => Some(Node::Standard(*n)),
+            (1, Identifier::String(name)) => match name.as_str() {
+                "Simulation" => Some(Node::Folder(Folder::Simulation)),
+                "Ticks" => Some(Node::Ticks),
+                "Sine" => Some(Node::Sine),
+                _ => {
+                    let i: usize = name.strip_prefix('V')?.parse().ok()?;
+                    (i < self.values.lock().ok()?.len() && name == &format!("V{i}")).then_some(Node::Variable(i))
+                }
+            },
+            _ => None,
+        }
+    }
+
+    fn name(node: Node) -> String {
+        match node {
+            Node::Folder(Folder::Root) => "Root".into(),
+            Node::Folder(Folder::Objects) => "Objects".into(),
+            Node::Folder(Folder::Simulation) => "Simulation".into(),
+            Node::Server => "Server".into(),
+            Node::Standard(2255) => "NamespaceArray".into(),
+            Node::Standard(2258) => "CurrentTime".into(),
+            Node::Standard(2259) => "State".into(),
+            Node::Standard(11705) => "MaxNodesPerRead".into(),
+            Node::Standard(11707) => "MaxNodesPerWrite".into(),
+            Node::Standard(_) => "MaxNodesPerBrowse".into(),
+            Node::Variable(i) => format!("V{i}"),
+            Node::Ticks => "Ticks".into(),
+            Node::Sine => "Sine".into(),
+        }
+    }
+
+    /// The node's Value, or why it has none.
+    fn value(&self, node: Node) -> std::result::Result<Variant, u32> {
+        let elapsed = self.started.elapsed();
+        Ok(match node {
+            Node::Standard(2255) => Variant::Array(Box::new(VariantArray {
+                type_id: builtin::STRING,
+                values: ["http://opcfoundation.org/UA/", NAMESPACE].map(|s| Variant::String(Some(s.into()))).to_vec(),
+                dimensions: None,
+            })),
+            Node::Standard(2258) => Variant::DateTime(date_time(SystemTime::now())),
+            Node::Standard(2259) => Variant::Int32(0), // Running
+            Node::Standard(11705 | 11707) => Variant::UInt32(self.max_nodes_per_read),
+            Node::Standard(_) => Variant::UInt32(0),
+            Node::Variable(i) => self.values.lock().map_err(|_| status::BAD_NODE_ID_UNKNOWN)?[i].clone(),
+            Node::Ticks => Variant::UInt32((elapsed.as_millis() / 100) as u32),
+            Node::Sine => Variant::Double((elapsed.as_secs_f64() * std::f64::consts::TAU / 10.0).sin()),
+            Node::Folder(_) | Node::Server => return Err(status::BAD_ATTRIBUTE_ID_INVALID),
+        })
+    }
+
+    fn data_type(node: Node) -> Option<u8> {
+        match node {
+            Node::Standard(2255) => Some(builtin::STRING),
+            Node::Standard(2258) => Some(builtin::DATE_TIME),
+            Node::Standard(2259) => Some(builtin::INT32),
+            Node::Standard(_) | Node::Ticks => Some(builtin::UINT32),
+            Node::Sine => Some(builtin::DOUBLE),
+            Node::Variable(i) => Some(variable_type(i)),
+            Node::Folder(_) | Node::Server => None,
+        }
+    }
+
+    fn read(&self, id: &NodeId, attribute: u32) -> DataValue {
+        let bad = |code| DataValue { status: Some(code), ..DataValue::default() };
+        let Some(node) = self.find(id) else { return bad(status::BAD_NODE_ID_UNKNOWN) };
+        let is_variable = Self::data_type(node).is_some();
+        let value = match attribute {
+            attribute::NODE_ID => Variant::NodeId(Box::new(id.clone())),
+            attribute::NODE_CLASS => Variant::Int32(if is_variable { 2 } else { 1 }),
+            attribute::BROWSE_NAME => Variant::QualifiedName(Box::new(QualifiedName {
+                namespace: id.namespace,
+                name: Some(Self::name(node)),
+            })),
+            attribute::DISPLAY_NAME => {
+                Variant::LocalizedText(Box::new(LocalizedText { locale: None, text: Some(Self::name(node)) }))
+            }
+            VALUE_ATTRIBUTE => match self.value(node) {
+                Ok(value) => {
+                    let now = date_time(SystemTime::now());
+                    return DataValue {
+                        value: Some(value),
+                        source_timestamp: Some(now),
+                        server_timestamp: Some(now),
+                        ..DataValue::default()
+                    };
+                }
+                Err(code) => return bad(code),
+            },
+            attribute::DATA_TYPE if is_variable => {
+                Variant::NodeId(Box::new(NodeId::numeric(0, u32::from(Self::data_type(node).unwrap_or(0)))))
+            }
+            attribute::VALUE_RANK if is_variable => Variant::Int32(if node == Node::Standard(2255) { 1 } else { -1 }),
+            attribute::ACCESS_LEVEL | attribute::USER_ACCESS_LEVEL if is_variable => {
+                Variant::Byte(if matches!(node, Node::Variable(i) if writable(i)) { 3 } else { 1 })
+            }
+            _ => return bad(status::BAD_ATTRIBUTE_ID_INVALID),
+        };
+        DataValue { value: Some(value), ..DataValue::default() }
+    }
+
+    fn write(&self, id: &NodeId, attribute: u32, value: Option<Variant>) -> u32 {
+        let Some(node) = self.find(id) else { return status::BAD_NODE_ID_UNKNOWN };
+        let Node::Variable(i) = node else { return status::BAD_NOT_WRITABLE };
+        if attribute != VALUE_ATTRIBUTE || !writable(i) {
+            return status::BAD_NOT_WRITABLE;
+        }
+        match value {
+            Some(value) if value.type_id() == variable_type(i) && !matches!(value, Variant::Array(_)) => {
+                match self.values.lock() {
+                    Ok(mut values) => {
+                        values[i] = value;
+                        0
+                    }
+                    Err(_) => status::BAD_NOT_WRITABLE,
+                }
+            }
+            _ => status::BAD_TYPE_MISMATCH,
+        }
+    }
+}
+
+/// Starts the simulator on `addr` (`host:port`, port 0 for any).
+pub async fn start(addr: &str, config: SimulatorConfig) -> std::io::Result<Simulator> {
+    let max_connections = config.faults.max_connections;
+    let space = Arc::new(AddressSpace::new(&config));
+    let faults = Arc::new(config.faults);
+    let channels = Arc::new(AtomicU32::new(1));
+    Simulator::serve(addr, max_connections, move |socket, stats| {
+        let (space, faults, channels) = (space.clone(), faults.clone(), channels.clone());
+        async move { serve(socket, &space, &faults, &channels, &stats).await }
+    })
+    .await
+}
+
+/// What one connection holds: its channel, its session, its limits.
+struct Connection {
+    /// After Hello.
+    limits: Option<Negotiated>,
+    channel: Channel,
+    session: Option<Session>,
+    reassembly: Reassembly,
+}
+
+struct Session {
+    token: NodeId,
+    activated: bool,
+}
+
+/// What we take in Hello, and offer in Acknowledge.
+const OURS: Limits = Limits { receive_buffer: 65535, send_buffer: 65535, max_message: 16 << 20, max_chunks: 0 };
+
+async fn serve(
+    mut socket: TcpStream,
+    space: &AddressSpace,
+    faults: &Faults,
+    channels: &AtomicU32,
+    stats: &SimulatorStats,
+) {
+    let mut state = Connection {
+        limits: None,
+        channel: Channel { channel_id: 0, token_id: 0, sequence: 1 },
+        session: None,
+        reassembly: Reassembly::default(),
+    };
+    let mut input = BytesMut::with_capacity(8192);
+    let mut output = Vec::with_capacity(8192);
+    let mut served: u64 = 0;
+    loop {
+        if !faults.read(&mut socket, &mut input, stats).await {
+            return;
+        }
+        loop {
+            let len = match transport::frame_len(&input, OURS.receive_buffer) {
+                Ok(Some(len)) if len <= input.len() => len,
+                Ok(_) => break,
+                Err(e) => {
+                    error_message(&mut output, status::BAD_DECODING_ERROR, &e.message);
+                    faults.write(&mut socket, &mut output).await;
+                    return;
+                }
+            };
+            let frame = input.split_to(len);
+            served += 1;
+            let n = stats.requests.fetch_add(1, Ordering::Relaxed) + 1;
+            let start = output.len();
+            let answered = answer(space, channels, &mut state, &frame, &mut output);
+            if faults.malforms(n) && output.len() > start {
+                output[start..start + 3].copy_from_slice(b"XYZ"); // not a message type
+            }
+            match answered {
+                Ok(true) if faults.drops(n) => output.truncate(start),
+                Ok(_) => {}
+                Err(e) => {
+                    output.truncate(start);
+                    error_message(&mut output, status::BAD_DECODING_ERROR, &e.message);
+                    faults.write(&mut socket, &mut output).await;
+                    return;
+                }
+            }
+            if faults.disconnects(served) {
+                break;
+            }
+        }
+        if !faults.write(&mut socket, &mut output).await || faults.disconnects(served) {
+            return;
+        }
+    }
+}
+
+/// An ERR message: the server's last word before it closes the connection.
+fn error_message(out: &mut Vec<u8>, code: u32, reason: &str) {
+    transport::message(out, kind::ERROR, chunk::FINAL, |out| {
+        out.extend_from_slice(&code.to_le_bytes());
+        Some(reason).encode(out);
+    });
+}
+
+/// Answers one message into `out`; `Ok(false)` when nothing is answered (a chunk of
+/// a longer request, CloseSecureChannel). An error ends the connection with an ERR message.
+fn answer(
+    space: &AddressSpace,
+    channels: &AtomicU32,
+    state: &mut Connection,
+    frame: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<bool> {
+    let header = transport::Header::parse(frame)?;
+    match header.kind {
+        kind::HELLO => {
+            let hello = Hello::parse(&frame[HEADER_LEN..])?;
+            let theirs = Acknowledge { protocol_version: 0, limits: hello.limits };
+            state.limits = Some(theirs.negotiate(&OURS));
+            Acknowledge { protocol_version: 0, limits: OURS }.write(out);
+            Ok(true)
+        }
+        kind::OPEN => {
+            state.limits.ok_or_else(|| Error::proto("OpenSecureChannel before Hello"))?;
+            open(channels, state, frame, out)?;
+            Ok(true)
+        }
+        kind::CLOSE => Ok(false),
+        kind::MESSAGE => {
+            let limits = state.limits.ok_or_else(|| Error::proto("a message before Hello"))?;
+            let chunk = transport::parse_chunk(frame)?;
+            if chunk.channel_id != state.channel.channel_id || state.channel.channel_id == 0 {
+                return Err(Error::proto(format!("a message on channel {}, not ours", chunk.channel_id)));
+            }
+            let request_id = chunk.request_id;
+            let body = match state.reassembly.take(&chunk, &limits)? {
+                Assembled::Message(_, body) => body,
+                Assembled::Pending | Assembled::Aborted(..) => return Ok(false),
+            };
+            let mut response = Vec::new();
+            service(space, state, &body, &mut response);
+            transport::write_chunks(
+                out,
+                kind::MESSAGE,
+                &mut state.channel,
+                request_id,
+                &response,
+                &limits,
+                &NoSecurity,
+            )?;
+            Ok(true)
+        }
+        other => Err(Error::proto(format!("a {} message", String::from_utf8_lossy(&other)))),
+    }
+}
+
+/// OpenSecureChannel, issue or renew: a token (a new one on each renewal) for the lifetime asked, at least 10 s.
+fn open(channels: &AtomicU32, state: &mut Connection, frame: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    let mut r = Reader::new(&frame[HEADER_LEN..]);
+    let channel_id = r.u32("a channel id")?;
+    let uri = r.string("a security policy")?.unwrap_or_default();
+    if uri != NoSecurity.uri() {
+        return Err(Error::proto(format!("security policy '{uri}' is not offered (None only)")));
+    }
+    r.byte_string("a sender certificate")?;
+    r.byte_string("a thumbprint")?;
+    let (_sequence, request_id) = (r.u32("a sequence number")?, r.u32("a request id")?);
+    let type_id = NodeId::decode(&mut r)?;
+    if type_id != NodeId::numeric(0, channel_id::OPEN_SECURE_CHANNEL_REQUEST) {
+        return Err(Error::proto("an OPN message that is not OpenSecureChannel"));
+    }
+    let header = RequestHeaderIn::decode(&mut r)?;
+    r.u32("a protocol version")?;
+    let renew = r.u32("a request type")? == 1;
+    r.u32("a security mode")?;
+    r.byte_string("a client nonce")?;
+    let lifetime = r.u32("a lifetime")?.max(10_000);
+    if renew {
+        if channel_id != state.channel.channel_id {
+            return Err(Error::proto("a renewal for another channel"));
+        }
+    } else {
+        state.channel.channel_id = channels.fetch_add(1, Ordering::Relaxed);
+    }
+    state.channel.token_id += 1;
+    let sequence = state.channel.sequence;
+    state.channel.sequence = sequence.wrapping_add(1).max(1);
+    transport::message(out, kind::OPEN, chunk::FINAL, |out| {
+        out.extend_from_slice(&state.channel.channel_id.to_le_bytes());
+        Some(NoSecurity.uri()).encode(out);
+        None::<&[u8]>.encode(out);
+        None::<&[u8]>.encode(out);
+        out.extend_from_slice(&sequence.to_le_bytes());
+        out.extend_from_slice(&request_id.to_le_bytes());
+        NodeId::numeric(0, channel_id::OPEN_SECURE_CHANNEL_RESPONSE).encode(out);
+        response_header(header.handle, 0).encode(out);
+        out.extend_from_slice(&0u32.to_le_bytes()); // protocol version
+        out.extend_from_slice(&state.channel.channel_id.to_le_bytes());
+        out.extend_from_slice(&state.channel.token_id.to_le_bytes());
+        out.extend_from_slice(&date_time(SystemTime::now()).to_le_bytes());
+        out.extend_from_slice(&lifetime.to_le_bytes());
+        Some(&[][..]).encode(out); // server nonce
+    });
+    Ok(())
+}
+
+/// What the simulator reads of a request header.
+struct RequestHeaderIn {
+    token: NodeId,
+    handle: u32,
+}
+
+impl Decode<'_> for RequestHeaderIn {
+    fn decode(r: &mut Reader<'_>) -> Result<RequestHeaderIn> {
+        let token = NodeId::decode(r)?;
+        r.u64("a timestamp")?;
+        let handle = r.u32("a request handle")?;
+        r.u32("return diagnostics")?;
+        r.string("an audit entry id")?;
+        r.u32("a timeout hint")?;
+        ExtensionObject::decode(r)?;
+        Ok(RequestHeaderIn { token, handle })
+    }
+}
+
+fn response_header(handle: u32, service_result: u32) -> ResponseHeader {
+    ResponseHeader {
+        timestamp: date_time(SystemTime::now()),
+        request_handle: handle,
+        service_result,
+        diagnostics: DiagnosticInfo::default(),
+        string_table: Vec::new(),
+    }
+}
+
+fn put_u32(out: &mut Vec<u8>, value: u32) {
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+/// Writes a response: its encoding's id, a good header, then `fields`.
+fn respond(out: &mut Vec<u8>, type_id: u32, handle: u32, fields: impl FnOnce(&mut Vec<u8>)) {
+    NodeId::numeric(0, type_id).encode(out);
+    response_header(handle, 0).encode(out);
+    fields(out);
+}
+
+fn fault(out: &mut Vec<u8>, handle: u32, code: u32) {
+    out.clear();
+    NodeId::numeric(0, channel_id::SERVICE_FAULT).encode(out);
+    response_header(handle, code).encode(out);
+}
+
+/// The one endpoint: security None, the Anonymous identity.
+fn endpoint(out: &mut Vec<u8>, url: &str) {
+    Some(url).encode(out);
+    application(out);
+    None::<&[u8]>.encode(out); // server certificate
+    put_u32(out, 1); // security mode None
+    Some(NoSecurity.uri()).encode(out);
+    put_u32(out, 1); // one user token policy
+    Some("anonymous").encode(out);
+    put_u32(out, 0); // Anonymous
+    None::<&str>.encode(out);
+    None::<&str>.encode(out);
+    None::<&str>.encode(out);
+    Some("http://opcfoundation.org/UA-Profile/Transport/uatcp-uasc-uabinary").encode(out);
+    out.push(0); // security level
+}
+
+fn application(out: &mut Vec<u8>) {
+    Some("urn:bifrost:simulator").encode(out);
+    Some("urn:bifrost").encode(out);
+    LocalizedText { locale: None, text: Some("Bifrost OPC UA Simulator".into()) }.encode(out);
+    put_u32(out, 0); // server
+    None::<&str>.encode(out);
+    None::<&str>.encode(out);
+    put_u32(out, 0); // discovery urls
+}
+
+fn read_array<'a, T>(
+    r: &mut Reader<'a>,
+    least: usize,
+    what: &str,
+    mut each: impl FnMut(&mut Reader<'a>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let count = r.length(least, what)?.unwrap_or(0);
+    (0..count).map(|_| each(r)).collect()
+}
+
+/// Answers one service request's body into `out`; a request that does not decode is a ServiceFault.
+fn service(space: &AddressSpace, state: &mut Connection, body: &[u8], out: &mut Vec<u8>) {
+    let mut r = Reader::new(body);
+    let (type_id, header) = match (NodeId::decode(&mut r), RequestHeaderIn::decode(&mut r)) {
+        (Ok(type_id), Ok(header)) => (type_id, header),
+        _ => return fault(out, 0, status::BAD_DECODING_ERROR),
+    };
+    let Identifier::Numeric(id) = type_id.identifier else {
+        return fault(out, header.handle, status::BAD_SERVICE_UNSUPPORTED);
+    };
+    if let Err(code) = answer_service(space, state, id, &header, &mut r, out) {
+        fault(out, header.handle, code);
+    }
+}
+
+fn answer_service(
+    space: &AddressSpace,
+    state: &mut Connection,
+    id: u32,
+    header: &RequestHeaderIn,
+    r: &mut Reader<'_>,
+    out: &mut Vec<u8>,
+) -> std::result::Result<(), u32> {
+    let decoding = |_: Error| status::BAD_DECODING_ERROR;
+    let handle = header.handle;
+    match id {
+        service_id::GET_ENDPOINTS_REQUEST => {
+            let url = r.string("an endpoint url").map_err(decoding)?.unwrap_or_default().to_string();
+            respond(out, service_id::GET_ENDPOINTS_RESPONSE, handle, |out| {
+                put_u32(out, 1);
+                endpoint(out, &url);
+            });
+        }
+        FIND_SERVERS_REQUEST => respond(out, FIND_SERVERS_RESPONSE, handle, |out| {
+            put_u32(out, 1);
+            application(out);
+        }),
+        service_id::CREATE_SESSION_REQUEST => {
+            crate::session::ApplicationDescription::decode(r).map_err(decoding)?;
+            r.string("a server uri").map_err(decoding)?;
+            let url = r.string("an endpoint url").map_err(decoding)?.unwrap_or_default().to_string();
+            r.string("a session name").map_err(decoding)?;
+            r.byte_string("a nonce").map_err(decoding)?;
+            r.byte_string("a certificate").map_err(decoding)?;
+            let timeout = f64::from_bits(r.u64("a timeout").map_err(decoding)?).clamp(10_000.0, 3_600_000.0);
+            let number = state.channel.channel_id;
+            let token = NodeId::numeric(1, 1_000_000 + number);
+            state.session = Some(Session { token: token.clone(), activated: false });
+            respond(out, service_id::CREATE_SESSION_RESPONSE, handle, |out| {
+                NodeId::numeric(1, number).encode(out);
+                token.encode(out);
+                out.extend_from_slice(&timeout.to_le_bytes());
+                Some(&[7u8; 32][..]).encode(out); // server nonce
+                None::<&[u8]>.encode(out); // certificate
+                put_u32(out, 1);
+                endpoint(out, &url);
+                put_u32(out, 0); // software certificates
+                None::<&str>.encode(out); // signature algorithm
+                None::<&[u8]>.encode(out); // signature
+                put_u32(out, 0); // max request message size
+            });
+        }
+        service_id::ACTIVATE_SESSION_REQUEST => {
+            let session =
+                state.session.as_mut().filter(|s| s.token == header.token).ok_or(status::BAD_SESSION_ID_INVALID)?;
+            session.activated = true;
+            respond(out, service_id::ACTIVATE_SESSION_RESPONSE, handle, |out| {
+                Some(&[7u8; 32][..]).encode(out);
+                put_u32(out, 0); // results
+                put_u32(out, 0); // diagnostics
+            });
+        }
+        service_id::CLOSE_SESSION_REQUEST => {
+            state.session.take().filter(|s| s.token == header.token).ok_or(status::BAD_SESSION_ID_INVALID)?;
+            respond(out, service_id::CLOSE_SESSION_RESPONSE, handle, |_| {});
+        }
+        service_id::READ_REQUEST | service_id::WRITE_REQUEST => {
+            match &state.session {
+                Some(s) if s.token == header.token && s.activated => {}
+                Some(s) if s.token == header.token => return Err(status::BAD_SESSION_NOT_ACTIVATED),
+                _ => return Err(status::BAD_SESSION_ID_INVALID),
+            }
+            if id == service_id::READ_REQUEST {
+                r.u64("a max age").map_err(decoding)?;
+                r.u32("timestamps to return").map_err(decoding)?;
+                let items = read_array(r, 16, "nodes to read", |r| {
+                    let node = NodeId::decode(r)?;
+                    let attribute = r.u32("an attribute id")?;
+                    r.string("an index range")?;
+                    QualifiedName::decode(r)?;
+                    Ok((node, attribute))
+                })
+                .map_err(decoding)?;
+                too_many(items.len(), space.max_nodes_per_read)?;
+                respond(out, service_id::READ_RESPONSE, handle, |out| {
+                    put_u32(out, items.len() as u32);
+                    for (node, attribute) in &items {
+                        space.read(node, *attribute).encode(out);
+                    }
+                    put_u32(out, 0); // diagnostics
+                });
+            } else {
+                let items = read_array(r, 11, "nodes to write", |r| {
+                    let node = NodeId::decode(r)?;
+                    let attribute = r.u32("an attribute id")?;
+                    r.string("an index range")?;
+                    Ok((node, attribute, DataValue::decode(r)?.value))
+                })
+                .map_err(decoding)?;
+                too_many(items.len(), space.max_nodes_per_read)?;
+                respond(out, service_id::WRITE_RESPONSE, handle, |out| {
+                    put_u32(out, items.len() as u32);
+                    for (node, attribute, value) in items {
+                        put_u32(out, space.write(&node, attribute, value));
+                    }
+                    put_u32(out, 0); // diagnostics
+                });
+            }
+        }
+        _ => return Err(status::BAD_SERVICE_UNSUPPORTED),
+    }
+    Ok(())
+}
+
+const FIND_SERVERS_REQUEST: u32 = 422;
+const FIND_SERVERS_RESPONSE: u32 = 425;
+
+fn too_many(count: usize, most: u32) -> std::result::Result<(), u32> {
+    if most != 0 && count > most as usize {
+        return Err(status::BAD_TOO_MANY_OPERATIONS);
+    }
+    Ok(())
+}

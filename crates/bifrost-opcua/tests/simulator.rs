@@ -1,0 +1,153 @@
+//! The OPC UA client against the simulator over loopback sockets: the set-up
+//! (Hello, secure channel, session, the server's namespaces and limits), reads
+//! split to MaxNodesPerRead, columns, typed writes and their refusals, and a
+//! reconnect after the server drops the connection.
+
+use bifrost_core::url::DeviceUrl;
+use bifrost_core::{ErrorCode, Result, Value};
+use bifrost_engine::listener::Faults;
+use bifrost_engine::{Completion, Device, Outcome};
+use bifrost_opcua::device::{OpcuaDevice, Opening};
+use bifrost_opcua::server::{Simulator, SimulatorConfig};
+
+async fn simulator(config: SimulatorConfig) -> Simulator {
+    bifrost_opcua::server::start("127.0.0.1:0", config).await.unwrap()
+}
+
+fn requests(sim: &Simulator) -> u64 {
+    sim.stats().requests.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+async fn open(sim: &Simulator) -> OpcuaDevice {
+    let url = format!("opc.tcp://127.0.0.1:{}/bifrost?request-timeout=5000", sim.local_addr().port());
+    let opening = Opening::from_url(DeviceUrl::parse(&url).unwrap()).unwrap();
+    let (framing, server) = opening.framing();
+    let driver = opening.open_runtime_driver(framing).await.unwrap();
+    OpcuaDevice::new(driver, server)
+}
+
+async fn call(start: impl FnOnce(Box<dyn Completion>)) -> Outcome {
+    let (sender, outcome) = tokio::sync::oneshot::channel();
+    start(Box::new(move |o| drop(sender.send(o))));
+    outcome.await.unwrap()
+}
+
+fn strings(tags: &[&str]) -> Vec<String> {
+    tags.iter().map(|t| t.to_string()).collect()
+}
+
+async fn read(device: &OpcuaDevice, tags: &[&str]) -> Vec<Result<Value>> {
+    match call(|done| device.read(&strings(tags), None, done)).await {
+        Outcome::Values(values) => values.into_iter().map(|v| v.map(|typed| typed.value)).collect(),
+        other => panic!("not values: {other:?}"),
+    }
+}
+
+async fn write(device: &OpcuaDevice, writes: &[(&str, Value)]) -> Vec<Result<()>> {
+    let writes = writes.iter().map(|(t, v)| (t.to_string(), v.clone())).collect();
+    match call(|done| device.write(writes, None, done)).await {
+        Outcome::Written(results) => results,
+        other => panic!("not written: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn reads_of_every_variable_type_and_the_servers_own_nodes() {
+    let sim = simulator(SimulatorConfig::default()).await;
+    let device = open(&sim).await;
+    let values = read(&device, &["ns=1;s=V10", "ns=1;s=V11", "ns=1;s=V12", "ns=1;s=V13", "ns=1;s=V14", "i=2259"]).await;
+    let values: Vec<Value> = values.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        values,
+        [
+            Value::Float(5.0),
+            Value::Int(11),
+            Value::Bool(false),
+            Value::Float(3.25),
+            Value::String("v14".into()),
+            Value::Int(0)
+        ]
+    );
+    let by_uri = read(&device, &["nsu=urn:bifrost:simulator;s=V20"]).await;
+    assert_eq!(by_uri[0].as_ref().unwrap(), &Value::Float(10.0));
+    let missing = read(&device, &["ns=1;s=V1000", "ns=1;s=Nope", "ns=1;x"]).await;
+    let e = missing[0].as_ref().unwrap_err();
+    assert_eq!((e.code, e.opcua.map(|s| s.name)), (ErrorCode::OpcuaStatus, Some("BadNodeIdUnknown")));
+    assert_eq!(missing[2].as_ref().unwrap_err().code, ErrorCode::Address);
+}
+
+#[tokio::test]
+async fn a_read_past_max_nodes_per_read_is_split_and_lands_in_order() {
+    let sim = simulator(SimulatorConfig { variables: 500, max_nodes_per_read: 64, ..SimulatorConfig::default() }).await;
+    let device = open(&sim).await;
+    let before = requests(&sim);
+    let tags: Vec<String> = (0..500).step_by(5).map(|i| format!("ns=1;s=V{i}")).collect();
+    let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+    let values = read(&device, &tags).await;
+    assert_eq!(requests(&sim) - before, 2, "100 nodes in Reads of at most 64");
+    for (at, value) in values.iter().enumerate() {
+        assert_eq!(value.as_ref().unwrap(), &Value::Float(at as f64 * 2.5), "V{}", at * 5);
+    }
+    let plan = device.prepare(&strings(&tags)).unwrap();
+    let Outcome::Columns(columns) = call(|done| plan.read(None, done)).await else { panic!() };
+    assert!(columns.errors.is_empty(), "{:?}", columns.errors);
+    assert_eq!(columns.values, (0..100).map(|at| at as f64 * 2.5).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn writes_are_typed_by_the_nodes_data_type_and_refusals_name_their_status() {
+    let sim = simulator(SimulatorConfig::default()).await;
+    let device = open(&sim).await;
+    let results = write(
+        &device,
+        &[
+            ("ns=1;s=V1", Value::Float(-7.0)), // Int32
+            ("ns=1;s=V3", Value::Float(1.5)),  // Float
+            ("ns=1;s=V2", Value::Bool(true)),  // Boolean
+            ("ns=1;s=V4", Value::String("x".into())),
+            ("ns=1;s=V6", Value::Float(1.0)),  // Int32, read-only
+            ("ns=1;s=V11", Value::Float(0.5)), // Int32: not a whole number
+            ("i=2259", Value::Int(1)),         // the server's state
+        ],
+    )
+    .await;
+    let codes: Vec<_> = results.iter().map(|r| r.as_ref().err().map(|e| (e.code, e.opcua.map(|s| s.name)))).collect();
+    assert_eq!(
+        codes,
+        [
+            None,
+            None,
+            None,
+            None,
+            Some((ErrorCode::OpcuaStatus, Some("BadNotWritable"))),
+            Some((ErrorCode::InvalidValue, None)),
+            Some((ErrorCode::OpcuaStatus, Some("BadNotWritable"))),
+        ]
+    );
+    let values = read(&device, &["ns=1;s=V1", "ns=1;s=V3", "ns=1;s=V2", "ns=1;s=V4", "ns=1;s=V6"]).await;
+    let values: Vec<Value> = values.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        values,
+        [Value::Int(-7), Value::Float(1.5), Value::Bool(true), Value::String("x".into()), Value::Int(6)]
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_connection_is_set_up_afresh_with_a_new_session() {
+    let faults = Faults { disconnect_after: 12, ..Faults::default() };
+    let sim = simulator(SimulatorConfig { faults, ..SimulatorConfig::default() }).await;
+    let device = open(&sim).await;
+    let mut good = 0;
+    for round in 0..30 {
+        // A read may land on the connection as the server drops it: it fails alone, and the next one reconnects.
+        match read(&device, &["ns=1;s=V10"]).await.remove(0) {
+            Ok(value) => {
+                assert_eq!(value, Value::Float(5.0), "round {round}");
+                good += 1;
+            }
+            Err(e) => assert!(matches!(e.code, ErrorCode::ConnReset), "round {round}: {e:?}"),
+        }
+    }
+    assert!(good >= 20, "{good} of 30 reads");
+    assert!(device.stats().connects.load(std::sync::atomic::Ordering::Relaxed) >= 3);
+}
