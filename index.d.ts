@@ -227,6 +227,10 @@ export interface SimulatorOptions {
   dropConnectionsEvery?: number
   /** EtherNet/IP: the largest connection a Forward Open gets (0: none). */
   maxConnectionSize?: number
+  /** OPC UA: how many variables the Simulation folder holds. */
+  variables?: number
+  /** OPC UA: how many nodes one Read or Write may name (0: no limit). */
+  maxNodesPerRead?: number
   latencyMs?: number
   dropEvery?: number
   disconnectAfter?: number
@@ -241,3 +245,6 @@ export declare function startEnipSimulator(options: SimulatorOptions): Promise<B
 
 /** Starts the Modbus simulator inside this process. */
 export declare function startModbusSimulator(options: SimulatorOptions): Promise<BindingSimulator | Error>
+
+/** Starts the OPC UA simulator inside this process. */
+export declare function startOpcuaSimulator(options: SimulatorOptions): Promise<BindingSimulator | Error>

@@ -848,3 +848,4 @@ module.exports.readPlansInto = nativeBinding.readPlansInto
 module.exports.setErrorClass = nativeBinding.setErrorClass
 module.exports.startEnipSimulator = nativeBinding.startEnipSimulator
 module.exports.startModbusSimulator = nativeBinding.startModbusSimulator
+module.exports.startOpcuaSimulator = nativeBinding.startOpcuaSimulator

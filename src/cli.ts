@@ -11,6 +11,7 @@ import { BifrostError } from './errors.js'
 import { MAX_MS, connect } from './device.js'
 import type { Device } from './device.js'
 import { startEnipSimulator } from './enip.js'
+import { startOpcuaSimulator } from './opcua.js'
 import { startSimulator } from './modbus.js'
 import type { ServerOptions, Simulator } from './simulator.js'
 import type { ConnectOptions, TagResult, TagValue } from './plugin.js'
@@ -97,19 +98,22 @@ const COMMANDS: Record<string, Command> = {
     run: watch,
   },
   simulate: {
-    args: 'modbus|enip',
-    summary: 'serve the Modbus or EtherNet/IP simulator until killed',
+    args: 'modbus|enip|opcua',
+    summary: 'serve the Modbus, EtherNet/IP or OPC UA simulator until killed',
     about:
       'Serves a simulator, prints "<protocol> simulator listening on <url>", and runs until killed. ' +
       'enip serves a Logix-like controller (TCP and UDP ListIdentity on one port) with the --tag tags, ' +
-      `or by default ${DEFAULT_ENIP_TAGS.join(' ')}, with the --udt structure types, or by default ${DEFAULT_ENIP_UDTS.join(' ')}.`,
+      `or by default ${DEFAULT_ENIP_TAGS.join(' ')}, with the --udt structure types, or by default ${DEFAULT_ENIP_UDTS.join(' ')}. ` +
+      'opcua serves an OPC UA server (security None, Anonymous) with --variables variables ns=1;s=V0 and on.',
     flags: {
       host: { value: 'H', help: 'address to listen on (default 127.0.0.1)' },
-      port: { value: 'N', help: 'port to listen on; 0 picks a free one (default 5020 for modbus, 44818 for enip)' },
+      port: { value: 'N', help: 'port to listen on; 0 picks a free one (default 5020 for modbus, 44818 for enip, 4840 for opcua)' },
       framing: { value: 'tcp|rtu', help: 'modbus: MBAP (tcp, the default) or RTU frames over TCP (rtu)' },
       units: { value: '1,2', help: 'modbus: unit ids that answer (default 1 to 16)' },
       tag: { value: 'NAME=TYPE[N]', help: 'enip: a controller tag, e.g. SCADA=INT[1000] or Temp=REAL (repeatable)', repeats: true },
       udt: { value: 'NAME=M:TYPE,...', help: 'enip: a structure type, e.g. RECIPE=Temp:REAL,Steps:INT[4] (repeatable)', repeats: true },
+      variables: { value: 'N', help: 'opcua: variables in the Simulation folder (default 1000)' },
+      'max-nodes-per-read': { value: 'N', help: 'opcua: nodes one Read or Write may name (default 10000; 0: no limit)' },
       'latency-ms': { value: 'N', help: 'milliseconds added before each batch of replies' },
       'drop-every': { value: 'N', help: 'every Nth request gets no reply' },
       'disconnect-after': { value: 'N', help: 'close each connection after N requests' },
@@ -350,12 +354,21 @@ async function watch(p: Parsed): Promise<number> {
 }
 
 /** Flags only one protocol's simulator takes. */
-const SIMULATOR_ONLY: Record<string, 'modbus' | 'enip'> = { framing: 'modbus', units: 'modbus', invalid: 'modbus', tag: 'enip', udt: 'enip' }
+const SIMULATOR_ONLY: Record<string, 'modbus' | 'enip' | 'opcua'> = {
+  framing: 'modbus',
+  units: 'modbus',
+  invalid: 'modbus',
+  tag: 'enip',
+  udt: 'enip',
+  variables: 'opcua',
+  'max-nodes-per-read': 'opcua',
+}
+const DEFAULT_PORTS = { modbus: 5020, enip: 44818, opcua: 4840 }
 
 async function simulate(p: Parsed): Promise<number> {
   const [protocol, ...extra] = p.positional
-  if ((protocol !== 'modbus' && protocol !== 'enip') || extra.length > 0) {
-    throw usageError(`simulate takes 'modbus' or 'enip', not '${p.positional.join(' ')}'`, 'simulate')
+  if ((protocol !== 'modbus' && protocol !== 'enip' && protocol !== 'opcua') || extra.length > 0) {
+    throw usageError(`simulate takes 'modbus', 'enip' or 'opcua', not '${p.positional.join(' ')}'`, 'simulate')
   }
   for (const [flag, only] of Object.entries(SIMULATOR_ONLY)) {
     if (p.flags.has(flag) && only !== protocol) throw usageError(`--${flag} is for the ${only} simulator`, 'simulate')
@@ -365,7 +378,7 @@ async function simulate(p: Parsed): Promise<number> {
   const units = p.flags.get('units')?.[0]
   const server: ServerOptions = {
     host: p.flags.get('host')?.[0],
-    port: wholeFlag(p, 'port', 0, 65535) ?? (protocol === 'modbus' ? 5020 : 44818),
+    port: wholeFlag(p, 'port', 0, 65535) ?? DEFAULT_PORTS[protocol],
     latencyMs: wholeFlag(p, 'latency-ms', 0),
     dropEvery: wholeFlag(p, 'drop-every', 0),
     disconnectAfter: wholeFlag(p, 'disconnect-after', 0),
@@ -383,11 +396,17 @@ async function simulate(p: Parsed): Promise<number> {
             units: units?.split(',').map((unit) => whole(p, 'units', unit, 0, 255)),
             invalid: p.flags.get('invalid'),
           })
-        : await startEnipSimulator({
-            ...server,
-            tags: p.flags.get('tag') ?? DEFAULT_ENIP_TAGS,
-            udts: p.flags.get('udt') ?? DEFAULT_ENIP_UDTS,
-          })
+        : protocol === 'enip'
+          ? await startEnipSimulator({
+              ...server,
+              tags: p.flags.get('tag') ?? DEFAULT_ENIP_TAGS,
+              udts: p.flags.get('udt') ?? DEFAULT_ENIP_UDTS,
+            })
+          : await startOpcuaSimulator({
+              ...server,
+              variables: wholeFlag(p, 'variables', 0, 1_000_000),
+              maxNodesPerRead: wholeFlag(p, 'max-nodes-per-read', 0, 1_000_000),
+            })
   } catch (e) {
     throw new CliError(isBadInput(e) ? EXIT.usage : EXIT.unreachable, errorLine(e))
   }

@@ -1,16 +1,20 @@
-//! OPC UA bindings: opening a server's endpoint on its driver, a thin wrapper
-//! that converts arguments and results.
+//! OPC UA bindings: opening a server's endpoint on its driver, and the
+//! simulator, each a thin wrapper that converts arguments and results.
 
-use bifrost_core::url::DeviceUrl;
+use bifrost_core::url::{whole_number, DeviceUrl};
 use bifrost_core::Error;
 use bifrost_opcua::device::{OpcuaDevice, Opening};
+use bifrost_opcua::server::SimulatorConfig;
+use napi::bindgen_prelude::Either;
 use napi::Env;
+use napi_derive::napi;
 
 use crate::device::{BindingDevice, DriverChoice};
 #[cfg(target_os = "linux")]
 use crate::event_loop::EventLoopDriver;
 use crate::guarded;
-use crate::js::{Promise, ToJs};
+use crate::js::{either, JsError, Promise, ToJs};
+use crate::simulator::{BindingSimulator, SimulatorOptions};
 
 /// Opens a server's endpoint and settles `promise` with its `BindingDevice`, once
 /// the secure channel and the session are up.
@@ -39,4 +43,21 @@ pub fn open(env: &Env, url: DeviceUrl, driver: DriverChoice, promise: Promise) {
             Err(e) => promise.reject(env, &e),
         }));
     });
+}
+
+/// Starts the OPC UA simulator inside this process.
+#[napi]
+pub async fn start_opcua_simulator(options: SimulatorOptions) -> Either<BindingSimulator, JsError> {
+    let started = async move {
+        let defaults = SimulatorConfig::default();
+        let variables = options.variables.map(|n| whole_number("variables", n, 0..=1_000_000)).transpose()?;
+        let most = options.max_nodes_per_read.map(|n| whole_number("maxNodesPerRead", n, 0..=1_000_000)).transpose()?;
+        let config = SimulatorConfig {
+            variables: variables.map_or(defaults.variables, |n| n as usize),
+            max_nodes_per_read: most.map_or(defaults.max_nodes_per_read, |n| n as u32),
+            faults: options.faults()?,
+        };
+        options.listen(|address| async move { bifrost_opcua::server::start(&address, config).await }).await
+    };
+    either(started.await.map(BindingSimulator::new))
 }

@@ -1,10 +1,14 @@
 /**
- * OPC UA (binary protocol, client side) through the native addon.
+ * OPC UA (binary protocol, client side) through the native addon, and the
+ * in-process OPC UA simulator.
  * @packageDocumentation
  */
 
 import { NativePlugin } from './device.js'
+import { native } from './native.js'
 import { registerPlugin } from './plugin.js'
+import { startServer } from './simulator.js'
+import type { ServerOptions, Simulator } from './simulator.js'
 
 /**
  * The OPC UA plugin; registered for `opc.tcp://host[:4840][/path]`. Tags are
@@ -19,3 +23,28 @@ import { registerPlugin } from './plugin.js'
 export class OpcuaPlugin extends NativePlugin {}
 
 registerPlugin('opc.tcp', () => new OpcuaPlugin())
+
+/** Settings of {@link startOpcuaSimulator}. */
+export interface OpcuaSimulatorOptions extends ServerOptions {
+  /**
+   * How many variables the folder `ns=1;s=Simulation` holds (default 1000):
+   * `ns=1;s=V<i>`, typed by `i % 5` (Double `i * 0.5`, Int32 `i`, Boolean
+   * `i % 2 == 1`, Float `i * 0.25`, String `v<i>`), read-only when `i % 7 == 6`.
+   * Beside them `ns=1;s=Ticks` (UInt32, ten a second) and `ns=1;s=Sine` (Double) change.
+   */
+  variables?: number
+  /** How many nodes one Read or Write may name, as the server's operation limits say (default 10000; 0: no limit). */
+  maxNodesPerRead?: number
+}
+
+/**
+ * Starts the OPC UA simulator inside this process: a small server over the
+ * binary protocol (security None, the Anonymous identity) answering Hello,
+ * the secure channel's messages, GetEndpoints, FindServers, the session
+ * services, Read and Write. Its namespace 1 is `urn:bifrost:simulator`.
+ * @param options - listening address, variables and fault injection
+ * @throws {@link BifrostError} `EADDRINUSE` when the port is taken, `EINVAL` for a bad option
+ */
+export function startOpcuaSimulator(options: OpcuaSimulatorOptions = {}): Promise<Simulator> {
+  return startServer(native.startOpcuaSimulator, options, 'opc.tcp')
+}

@@ -33,6 +33,10 @@ pub struct SimulatorOptions {
     pub drop_connections_every: Option<f64>,
     /// EtherNet/IP: the largest connection a Forward Open gets (0: none).
     pub max_connection_size: Option<f64>,
+    /// OPC UA: how many variables the Simulation folder holds.
+    pub variables: Option<f64>,
+    /// OPC UA: how many nodes one Read or Write may name (0: no limit).
+    pub max_nodes_per_read: Option<f64>,
     pub latency_ms: Option<f64>,
     pub drop_every: Option<f64>,
     pub disconnect_after: Option<f64>,

@@ -1,0 +1,196 @@
+// OPC UA through the public API against the built-in simulator, the simulator
+// against a third-party client (node-opcua-client 2.186.4, an npm
+// devDependency), the CLI, and a server that misbehaves.
+import test from 'ava'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { spawn } from 'node:child_process'
+import { BifrostError, connect, startOpcuaSimulator } from '../src/index.js'
+import type { Simulator } from '../src/index.js'
+
+const ROOT = join(__dirname, '..')
+const BIN = join(ROOT, 'bin', 'bifrost.js')
+
+async function failure(promise: Promise<unknown>): Promise<BifrostError> {
+  try {
+    await promise
+  } catch (error) {
+    if (error instanceof BifrostError) return error
+    throw error
+  }
+  throw new Error('expected a BifrostError')
+}
+
+/** Runs a command to its end (waiting for its output to close); rejects on a non-zero exit. */
+function output(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (c) => (out += c))
+    child.stderr.on('data', (c) => (err += c))
+    child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} exited ${code}:\n${err}\n${out}`))))
+  })
+}
+
+test('the simulator: readTags of each type, nsu=, a missing node OPCUA_STATUS, a malformed NodeId EADDRESS', async (t) => {
+  const sim = await startOpcuaSimulator({ variables: 100 })
+  t.regex(sim.url, /^opc\.tcp:\/\/127\.0\.0\.1:\d+$/)
+  const dev = await connect(sim.url)
+  const results = await dev.readTags(['ns=1;s=V10', 'ns=1;s=V11', 'ns=1;s=V12', 'ns=1;s=V13', 'ns=1;s=V14', 'nsu=urn:bifrost:simulator;s=V20', 'ns=1;s=V100', 'ns=1;q=1'])
+  t.deepEqual(results.slice(0, 6).map((r) => r.value), [5, 11, false, 3.25, 'v14', 10])
+  t.is(results[6]!.error?.code, 'OPCUA_STATUS')
+  t.is(results[6]!.error?.statusName, 'BadNodeIdUnknown')
+  t.is(results[6]!.error?.statusCode, 0x80340000)
+  t.is(results[7]!.error?.code, 'EADDRESS')
+  const ticks = (await dev.read('ns=1;s=Ticks')) as number
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  t.true(((await dev.read('ns=1;s=Ticks')) as number) > ticks, 'Ticks changes')
+  await dev.close()
+  sim.stop()
+})
+
+test('the simulator: writes take the node type; read-only and mistyped values are refused, alone', async (t) => {
+  const sim = await startOpcuaSimulator({ variables: 20 })
+  const dev = await connect(sim.url)
+  const written = await dev.writeTags([
+    ['ns=1;s=V1', -12],
+    ['ns=1;s=V3', 0.5],
+    ['ns=1;s=V4', 'hello'],
+    ['ns=1;s=V6', 1],
+    ['ns=1;s=V11', 2.5],
+    ['ns=1;s=V2', true],
+  ])
+  t.deepEqual(
+    written.map((r) => r.error?.statusName ?? r.error?.code),
+    [undefined, undefined, undefined, 'BadNotWritable', 'EINVAL', undefined],
+  )
+  t.deepEqual((await dev.readTags(['ns=1;s=V1', 'ns=1;s=V3', 'ns=1;s=V4', 'ns=1;s=V6', 'ns=1;s=V2'])).map((r) => r.value), [-12, 0.5, 'hello', 6, true])
+  await dev.close()
+  sim.stop()
+})
+
+test('the simulator: a prepared read of 2,000 nodes lands in columns, split to MaxNodesPerRead', async (t) => {
+  const sim = await startOpcuaSimulator({ variables: 2000, maxNodesPerRead: 500 })
+  const dev = await connect(sim.url)
+  const tags = Array.from({ length: 400 }, (_, i) => `ns=1;s=V${i * 5}`) // every Double
+  const plan = dev.prepare(tags)
+  const before = sim.requests
+  const data = await plan.read()
+  t.is(sim.requests - before, 1)
+  t.deepEqual(Array.from(data.values), tags.map((_, i) => i * 2.5))
+  t.is(data.errors.size, 0)
+  const wide = dev.prepare(Array.from({ length: 2000 }, (_, i) => `ns=1;s=V${i}`))
+  const all = await wide.read()
+  t.is(sim.requests - before, 1 + 4, '2,000 nodes in four Reads of 500')
+  t.is(all.values[5], 2.5)
+  t.is(all.errors.get(4)?.code, 'EINVAL', 'a String is not a number')
+  await dev.close()
+  sim.stop()
+})
+
+test('node-opcua-client reads, writes and is refused by the simulator as by any OPC UA server', async (t) => {
+  const sim = await startOpcuaSimulator({ variables: 20 })
+  const home = mkdtempSync(join(tmpdir(), 'bifrost-node-opcua-client-'))
+  try {
+    const out = await output(process.execPath, [join(__dirname, 'peers', 'node_opcua_client.mjs'), sim.url], { ...process.env, HOME: home })
+    // node-opcua logs to stdout too: the peer's answer is its one JSON line.
+    const line = out.split('\n').find((l) => l.startsWith('{"values"'))
+    t.truthy(line, out)
+    const seen = JSON.parse(line!)
+    t.deepEqual(
+      seen.values.map((v: { status: string; value: unknown; type: string }) => [v.status, v.value, v.type]),
+      [
+        ['Good', 5, 'Double'],
+        ['Good', 11, 'Int32'],
+        ['Good', false, 'Boolean'],
+        ['Good', 3.25, 'Float'],
+        ['Good', 'v14', 'String'],
+        ['Good', 0, 'Int32'],
+        ['BadNodeIdUnknown', null, 'Null'],
+      ],
+    )
+    t.is(seen.written, 'Good')
+    t.is(seen.refused, 'BadNotWritable')
+    t.deepEqual(seen.readBack, { status: 'Good', value: -3, type: 'Int32' })
+    t.deepEqual(seen.namespaces, ['http://opcfoundation.org/UA/', 'urn:bifrost:simulator'])
+  } finally {
+    rmSync(home, { recursive: true, force: true })
+    sim.stop()
+  }
+})
+
+test('the CLI reads from the OPC UA simulator it serves', async (t) => {
+  const sim = spawn(process.execPath, [BIN, 'simulate', 'opcua', '--port', '0', '--variables', '30'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      let out = ''
+      sim.stdout.on('data', (c) => {
+        out += c
+        const found = /listening on (\S+)/.exec(out)
+        if (found) resolve(found[1]!)
+      })
+      sim.once('exit', (code) => reject(new Error(`the simulator exited ${code}`)))
+    })
+    const out = await output(process.execPath, [BIN, 'read', url, 'ns=1;s=V25', 'ns=1;s=V24'])
+    t.regex(out, /ns=1;s=V25\s.*12\.5/)
+    t.regex(out, /ns=1;s=V24\s.*v24/)
+  } finally {
+    sim.kill('SIGTERM')
+  }
+})
+
+/** A TCP server that answers each connection with `reply(socket, data)`. */
+async function rawServer(reply: (socket: Socket, data: Buffer) => void): Promise<{ url: string; close: () => void }> {
+  const sockets = new Set<Socket>()
+  const server = createServer((socket) => {
+    sockets.add(socket)
+    socket.on('data', (data) => reply(socket, data))
+    socket.on('error', () => {})
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  return {
+    url: `opc.tcp://127.0.0.1:${port}?connect-timeout=1000&request-timeout=1000`,
+    close: () => {
+      for (const s of sockets) s.destroy()
+      server.close()
+    },
+  }
+}
+
+test('a server that is not OPC UA, closes mid-message, or never answers: a clean error, and the process lives', async (t) => {
+  const http = await rawServer((socket) => socket.end('HTTP/1.1 400 Bad Request\r\n\r\n'))
+  const notOpcua = await failure(connect(http.url))
+  t.is(notOpcua.code, 'EPROTO')
+  t.regex(notOpcua.message, /not an OPC UA message/)
+  http.close()
+
+  // An Acknowledge cut off in the middle, then the connection closed.
+  const cut = await rawServer((socket) => socket.end(Buffer.from('41434b461c0000000000', 'hex')))
+  const closed = await failure(connect(cut.url))
+  t.true(['ECONNRESET', 'ECONNREFUSED', 'ETIMEDOUT'].includes(closed.code), `${closed.code}: ${closed.message}`)
+  cut.close()
+
+  const silent = await rawServer(() => {})
+  const started = Date.now()
+  const timedOut = await failure(connect(silent.url))
+  t.is(timedOut.code, 'ETIMEDOUT')
+  t.true(Date.now() - started < 10_000)
+  silent.close()
+
+  // A malformed chunk mid-session: that call fails, the next sets up afresh.
+  const sim: Simulator = await startOpcuaSimulator({ variables: 10, malformedEvery: 9 })
+  const dev = await connect(`${sim.url}?request-timeout=2000`)
+  const results = []
+  for (let i = 0; i < 12; i++) results.push(await dev.readTags(['ns=1;s=V5']))
+  const errors = results.flat().filter((r) => r.error)
+  t.true(errors.length >= 1 && errors.every((r) => ['EPROTO', 'ECONNRESET'].includes(r.error!.code)), errors.map((r) => r.error!.message).join('\n'))
+  t.true(results.flat().filter((r) => !r.error).every((r) => r.value === 2.5))
+  t.is(await dev.read('ns=1;s=V5'), 2.5, 'the device still reads')
+  await dev.close()
+  sim.stop()
+})
