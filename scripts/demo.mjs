@@ -1,11 +1,11 @@
-// The demo: starts the Modbus and EtherNet/IP simulators in this process,
-// connects to both over TCP, and shows a live table of tag values for a few seconds.
+// The demo: starts the Modbus, EtherNet/IP and OPC UA simulators in this process,
+// connects to each over TCP, and shows a live table of tag values for a few seconds.
 import { createRequire } from 'node:module'
 import { build } from './build.mjs'
 
 build()
 const require = createRequire(import.meta.url)
-const { connect, startEnipSimulator, startSimulator } = require('../dist/index.js')
+const { connect, startEnipSimulator, startOpcuaSimulator, startSimulator } = require('../dist/index.js')
 
 const TAGS = [
   'holding-register:0:UINT',
@@ -20,6 +20,8 @@ const TAGS = [
 ]
 /** The Logix controller's tags, read each cycle beside the Modbus ones. */
 const PLC_TAGS = ['Speed', 'Batch[0]{4}', 'Recipe', 'Alarms.3', 'Oven']
+/** The OPC UA server's nodes: a Double, an Int32, a String, and two that change on their own. */
+const UA_NODES = ['ns=1;s=V10', 'ns=1;s=V11', 'ns=1;s=V14', 'ns=1;s=Ticks', 'ns=1;s=Sine']
 const CYCLES = 12
 const INTERVAL_MS = 500
 
@@ -35,6 +37,9 @@ const plcSim = await startEnipSimulator({
 console.log(`simulator listening on ${plcSim.url}`)
 const plc = await connect(`${plcSim.url}?path=1,0`)
 await plc.write('Recipe', 'Bifrost PLC')
+const uaSim = await startOpcuaSimulator({ port: 0 })
+console.log(`simulator listening on ${uaSim.url}`)
+const ua = await connect(uaSim.url)
 
 const tty = process.stdout.isTTY
 let cycle = 0
@@ -49,8 +54,10 @@ for await (const batch of dev.watch(TAGS, { intervalMs: INTERVAL_MS })) {
   })
   await plc.writeTags({ Speed: 1500 + 25 * Math.cos(cycle / 3), 'Alarms.3': cycle % 4 === 0, 'Oven.Temp': 180 + cycle, 'Oven.Loads': cycle })
   const fromPlc = await plc.readTags(PLC_TAGS)
+  await ua.write('ns=1;s=V11', cycle)
+  const fromUa = await ua.readTags(UA_NODES)
   const lines = [`cycle ${cycle}/${CYCLES}  ${new Date(batch[0].timestamp).toISOString()}`, '']
-  for (const [device, results] of [['modbus', batch], ['eip', fromPlc]]) {
+  for (const [device, results] of [['modbus', batch], ['eip', fromPlc], ['opc.tcp', fromUa]]) {
     for (const r of results) {
       const value = r.error ? `ERROR ${r.error.code}` : JSON.stringify(r.value, (_, v) => (typeof v === 'number' && !Number.isInteger(v) ? Number(v.toFixed(3)) : v))
       lines.push(`  ${device.padEnd(7)} ${r.tag.padEnd(46)} ${value.padEnd(22)} ${r.quality}`)
@@ -63,6 +70,8 @@ for await (const batch of dev.watch(TAGS, { intervalMs: INTERVAL_MS })) {
 
 await dev.close()
 await plc.close()
+await ua.close()
 sim.stop()
 plcSim.stop()
-console.log(`\ndone: the simulators served ${sim.requests} Modbus and ${plcSim.requests} EtherNet/IP requests`)
+uaSim.stop()
+console.log(`\ndone: the simulators served ${sim.requests} Modbus, ${plcSim.requests} EtherNet/IP and ${uaSim.requests} OPC UA requests`)
