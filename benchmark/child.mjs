@@ -2,7 +2,7 @@
 // peak RSS are its own. Prints one JSON line with the figures.
 //   node benchmark/child.mjs <client> <workload> '<settings JSON>'
 import { performance } from 'node:perf_hooks'
-import { BLOCK, ENIP, POLL, check, makeFrames } from './workloads.mjs'
+import { BLOCK, ENIP, OPCUA, POLL, check, makeFrames } from './workloads.mjs'
 
 const [clientName, workload, settingsJson] = process.argv.slice(2)
 const settings = JSON.parse(settingsJson)
@@ -194,6 +194,29 @@ async function enip(seconds) {
   return { tagsPerSec: tags / run.seconds, cpuSecPerMillionTags: (run.cpu / tags) * 1e6, peakRssMb: peakRssMb() }
 }
 
+/** opcua-read: one batched Read of the 2,000 nodes per cycle, for `seconds`; the first cycle's values are checked. */
+async function opcuaRead(seconds) {
+  const reader = await client.opcuaReader(client.load(), settings.opcuaUrl, OPCUA.nodes)
+  check('first opcua read', await reader.read(), OPCUA.values)
+  for (let i = 0; i < 20; i++) await reader.read() // warm-up
+  const run = await timedLoop(1, seconds, () => reader.read())
+  await reader.close()
+  const values = run.count * OPCUA.nodes.length
+  return { valuesPerSec: values / run.seconds, cpuMicrosPerValue: (run.cpu / values) * 1e6, peakRssMb: peakRssMb() }
+}
+
+/** opcua-startup: from loading the client to the first value of one node (the connection and the session included). */
+async function opcuaStartup() {
+  const started = performance.now()
+  const reader = await client.opcuaReader(client.load(), settings.opcuaUrl, OPCUA.nodes.slice(1, 2))
+  const values = await reader.read()
+  const ms = performance.now() - started
+  const rssMb = process.memoryUsage().rss / 2 ** 20
+  check('first opcua value', values, OPCUA.values.subarray(1, 2))
+  await reader.close()
+  return { ms, rssMb }
+}
+
 const s = settings
 const run = {
   startup: () => startup(),
@@ -206,6 +229,8 @@ const run = {
   'decode-many': () => decode(s.decodeFrames, s.decodePasses, true),
   scale: () => scale(s.scaleConnections),
   enip: () => enip(s.enipSeconds),
+  'opcua-read': () => opcuaRead(s.opcuaSeconds),
+  'opcua-startup': () => opcuaStartup(),
 }[workload]
 if (!run) throw new Error(`unknown workload ${workload}`)
 const result = await run()

@@ -13,7 +13,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createRequire } from 'node:module'
 import { build } from '../scripts/build.mjs'
-import { ENIP, SETTINGS, POLL } from './workloads.mjs'
+import { ENIP, OPCUA, SETTINGS, POLL } from './workloads.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const results = join(root, 'benchmark', 'results')
@@ -21,11 +21,12 @@ const args = process.argv.slice(2)
 const quick = args.includes('--quick')
 const only = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',') : null
 const settings = quick ? SETTINGS.quick : SETTINGS.full
-const CLIENTS = ['bifrost', 'modbus-serial', 'jsmodbus', 'st-ethernet-ip']
+const CLIENTS = ['bifrost', 'modbus-serial', 'jsmodbus', 'st-ethernet-ip', 'node-opcua']
 const OURS = CLIENTS[0]
-const WORKLOADS = ['seq', 'pipelined', 'poll-1k', 'poll-1k-1hz', 'gateway', 'decode', 'decode-many', 'startup', 'scale', 'enip']
-/** Who runs each workload: the Modbus clients, except for EtherNet/IP. */
-const clientsOf = (workload) => (workload === 'enip' ? ['bifrost', 'st-ethernet-ip'] : ['bifrost', 'modbus-serial', 'jsmodbus'])
+const WORKLOADS = ['seq', 'pipelined', 'poll-1k', 'poll-1k-1hz', 'gateway', 'decode', 'decode-many', 'startup', 'scale', 'enip', 'opcua-read', 'opcua-startup']
+/** Who runs each workload: the Modbus clients, except for EtherNet/IP and OPC UA. */
+const clientsOf = (workload) =>
+  workload === 'enip' ? ['bifrost', 'st-ethernet-ip'] : workload.startsWith('opcua') ? ['bifrost', 'node-opcua'] : ['bifrost', 'modbus-serial', 'jsmodbus']
 const CHILD_TIMEOUT_MS = 5 * 60_000
 
 /** The figures reported, and which direction is better. */
@@ -52,6 +53,11 @@ const METRICS = [
   { workload: 'enip', key: 'tagsPerSec', label: 'enip: tags/s', better: 'higher', digits: 0 },
   { workload: 'enip', key: 'cpuSecPerMillionTags', label: 'enip: CPU-s per million tags', better: 'lower', digits: 3 },
   { workload: 'enip', key: 'peakRssMb', label: 'enip: peak RSS MB', better: 'lower', digits: 0 },
+  { workload: 'opcua-read', key: 'valuesPerSec', label: 'opcua-read: values/s', better: 'higher', digits: 0 },
+  { workload: 'opcua-read', key: 'cpuMicrosPerValue', label: 'opcua-read: client CPU µs per value', better: 'lower', digits: 3 },
+  { workload: 'opcua-read', key: 'peakRssMb', label: 'opcua-read: peak RSS MB', better: 'lower', digits: 0 },
+  { workload: 'opcua-startup', key: 'ms', label: 'opcua-startup: ms from require to first value', better: 'lower', digits: 1 },
+  { workload: 'opcua-startup', key: 'rssMb', label: 'opcua-startup: RSS MB after first value', better: 'lower', digits: 0 },
 ]
 
 /** Runs `args` with the soft file-descriptor limit raised to the hard one (10,000 sockets need it). */
@@ -78,10 +84,14 @@ async function startServer(protocol, extra = []) {
   return { url, host: hostname, port: Number(port), stop: () => child.kill('SIGTERM') }
 }
 
-function runChild(client, workload, server, enipServer) {
-  const childSettings = JSON.stringify({ ...settings, host: server.host, port: server.port, enipHost: enipServer?.host, enipPort: enipServer?.port })
+/** node-opcua keeps its PKI (a certificate it makes on first use) under HOME: one of its own, kept across its runs. */
+const NODE_OPCUA_HOME = join(os.tmpdir(), 'bifrost-bench-node-opcua-home')
+
+function runChild(client, workload, servers) {
+  const childSettings = JSON.stringify({ ...settings, ...servers })
   const child = spawnRaised([process.execPath, join(root, 'benchmark', 'child.mjs'), client, workload, childSettings], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: client === 'node-opcua' ? { ...process.env, HOME: NODE_OPCUA_HOME } : process.env,
   })
   let out = ''
   let err = ''
@@ -165,6 +175,11 @@ function goals(rows, fullSize) {
     const met = sized && !fullSize ? undefined : value >= at
     return { goal: `${name}: at least ${at}× the best peer`, value, met, shown: `${value?.toFixed(2)}×` }
   }
+  /** A figure of ours that must stay under a bound, whatever the peers do. */
+  const under = (name, label, bound, unit) => {
+    const value = rows.find((r) => r.label === label)?.figures[OURS]
+    return { goal: `${name}: under ${bound} ${unit}`, value, met: value < bound, shown: `${value?.toFixed(1)} ${unit}` }
+  }
   const exempt = new Set(['poll-1k at 1 Hz: tags/s', 'gateway at 1 Hz: tags/s', 'scale: seconds to connect all'])
   const others = rows.filter((r) => !exempt.has(r.label))
   const lowest = others.reduce((low, r) => (low === undefined || r.ratio < low.ratio ? r : low), undefined)
@@ -180,6 +195,8 @@ function goals(rows, fullSize) {
     goal('startup: time to the first value', 'startup: ms to first value', 5),
     goal('enip: tags per client CPU-second', 'enip: CPU-s per million tags', 10),
     goal('enip: peak RSS (at most half the peer\'s)', 'enip: peak RSS MB', 2),
+    goal('opcua-read: client CPU per value (at most 1/15 of the peer\'s)', 'opcua-read: client CPU µs per value', 15),
+    under('opcua-startup: require to the first value', 'opcua-startup: ms from require to first value', 50, 'ms'),
     lowest && { goal: 'no other figure below 0.95×', value: lowest.ratio, met: lowest.ratio >= 0.95, shown: `lowest ${lowest.ratio.toFixed(2)}× (${lowest.label})` },
   ].filter((g) => g && g.value !== undefined && !Number.isNaN(g.value))
 }
@@ -191,6 +208,20 @@ mkdirSync(results, { recursive: true })
 const workloads = WORKLOADS.filter((w) => !only || only.includes(w))
 const server = await startServer('modbus')
 const enipServer = workloads.includes('enip') ? await startServer('enip', ENIP.specs.flatMap((spec) => ['--tag', spec])) : undefined
+const opcuaServer = workloads.some((w) => w.startsWith('opcua')) ? await startServer('opcua', ['--variables', String(OPCUA.variables)]) : undefined
+const servers = {
+  host: server.host,
+  port: server.port,
+  enipHost: enipServer?.host,
+  enipPort: enipServer?.port,
+  opcuaUrl: opcuaServer?.url,
+}
+if (opcuaServer) {
+  // node-opcua makes its certificate on first use (seconds): once, before anything is measured.
+  mkdirSync(NODE_OPCUA_HOME, { recursive: true })
+  const warm = await runChild('node-opcua', 'opcua-startup', servers)
+  if (warm.error) console.log(`node-opcua warm-up FAILED: ${warm.error}`)
+}
 const require = createRequire(import.meta.url)
 const { connect } = require('../dist/index.js')
 const setup = await connect(server.url)
@@ -206,7 +237,7 @@ if (enipServer) {
 const plan = []
 for (let round = 0; round < settings.rounds; round++) {
   for (const workload of workloads) {
-    const repeats = workload === 'startup' ? settings.startupRuns : 1
+    const repeats = workload === 'startup' ? settings.startupRuns : workload === 'opcua-startup' ? settings.opcuaStartupRuns : 1
     for (let r = 0; r < repeats; r++) {
       const clients = clientsOf(workload)
       const shift = (round + r) % clients.length // alternate who goes first
@@ -220,7 +251,7 @@ const failures = []
 const started = Date.now()
 try {
   for (const [i, step] of plan.entries()) {
-    const result = await runChild(step.client, step.workload, server, enipServer)
+    const result = await runChild(step.client, step.workload, servers)
     const tag = `[${String(i + 1).padStart(String(plan.length).length)}/${plan.length}] round ${step.round + 1} ${step.workload.padEnd(11)} ${step.client.padEnd(13)}`
     if (result.error) {
       failures.push(result)
@@ -236,6 +267,7 @@ try {
 } finally {
   server.stop()
   enipServer?.stop()
+  opcuaServer?.stop()
 }
 
 const versions = Object.fromEntries(runs.map((r) => [r.client, r.version]))

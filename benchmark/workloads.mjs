@@ -17,6 +17,8 @@ export const SETTINGS = {
     startupRuns: 5,
     scaleConnections: 10_000,
     enipSeconds: 5,
+    opcuaSeconds: 5,
+    opcuaStartupRuns: 5,
   },
   quick: {
     rounds: 1,
@@ -31,6 +33,8 @@ export const SETTINGS = {
     startupRuns: 1,
     scaleConnections: 500,
     enipSeconds: 1,
+    opcuaSeconds: 1,
+    opcuaStartupRuns: 1,
   },
 }
 
@@ -42,6 +46,16 @@ export const ENIP = {
   specs: Array.from({ length: 1000 }, (_, i) => (i % 2 ? `R${i}=REAL` : `D${i}=DINT`)),
   tags: Array.from({ length: 1000 }, (_, i) => (i % 2 ? `R${i}` : `D${i}`)),
   values: Float64Array.from({ length: 1000 }, (_, i) => (i % 2 ? Math.fround(i * 0.25 - 100.5) : (i - 500) * 4_000_003)),
+}
+
+/**
+ * opcua-read: one batched Read of 2,000 Double nodes of the OPC UA simulator
+ * (`--variables 10000`: `V<5i>` is a Double holding `2.5 i`), per cycle.
+ */
+export const OPCUA = {
+  variables: 10_000,
+  nodes: Array.from({ length: 2000 }, (_, i) => `ns=1;s=V${5 * i}`),
+  values: Float64Array.from({ length: 2000 }, (_, i) => 2.5 * i),
 }
 
 /** seq and pipelined: one read of 10 holding registers. */

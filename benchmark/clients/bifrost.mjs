@@ -81,6 +81,17 @@ export default {
     }
     return { read, close: () => dev.close() }
   },
+  /** opcua-read: the nodes prepared once; each cycle is one read of the plan (Reads split to the server's limit). */
+  async opcuaReader(lib, url, nodes) {
+    const server = await lib.connect(`${url}?request-timeout=5000`)
+    const plan = server.prepare(nodes)
+    const read = async () => {
+      const data = await plan.read()
+      if (data.errors.size > 0) throw data.errors.values().next().value
+      return data.values
+    }
+    return { read, close: () => server.close() }
+  },
   /** decode-many: every frame with one call. */
   manyDecoder(lib, frameCount) {
     const decoder = new lib.ReplyDecoder(DECODE.tags, 0)
