@@ -164,6 +164,7 @@ export interface BindingTagInfo {
   name: string
   type: string
   dimensions: Array<number>
+  displayName?: string
 }
 
 /** One tag's outcome, as `TagResult`. */

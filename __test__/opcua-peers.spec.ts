@@ -150,6 +150,27 @@ test.serial('node-opcua-server: a prepared read lands numbers in columns, a fail
   })
 })
 
+test.serial('node-opcua-server: browse lists a folder, then one of more references than a page, with types and names', async (t) => {
+  await withDevice(async (dev) => {
+    const objects = await dev.browse()
+    t.truthy(objects.find((n) => n.name === 'ns=2;s=Bifrost' && n.type === 'Object' && n.displayName === 'Bifrost'))
+    const folder = await dev.browse('ns=2;s=Bifrost')
+    const byName = new Map(folder.map((n) => [n.displayName, n]))
+    t.deepEqual(byName.get('Speed'), { name: 'ns=2;s=Speed', type: 'Double', dimensions: [], displayName: 'Speed' })
+    t.deepEqual(byName.get('Samples'), { name: 'ns=2;s=Samples', type: 'Float', dimensions: [3], displayName: 'Samples' })
+    t.is(byName.get('Total')?.type, 'Int64')
+    t.is(byName.get('Many')?.type, 'Object')
+    const many = await dev.browse('nsu=urn:bifrost:test;s=Many')
+    t.is(many.length, 1500)
+    t.deepEqual(
+      many.map((n) => n.name),
+      Array.from({ length: 1500 }, (_, i) => `ns=2;s=M${i}`),
+    )
+    t.true(many.every((n) => n.type === 'UInt16'))
+    t.is((await failure(dev.browse('ns=2;s=NoSuchFolder'))).statusName, 'BadNodeIdUnknown')
+  })
+})
+
 test.serial('node-opcua-server: many reads in flight on one session each get their own answer', async (t) => {
   await withDevice(async (dev) => {
     const reads = await Promise.all(Array.from({ length: 200 }, (_, i) => dev.read(i % 2 ? 'ns=2;s=Limit' : 'ns=2;s=Running')))

@@ -92,6 +92,28 @@ test('the simulator: a prepared read of 2,000 nodes lands in columns, split to M
   sim.stop()
 })
 
+test('the simulator: browse lists the Objects folder, then the variables with their types', async (t) => {
+  const sim = await startOpcuaSimulator({ variables: 12 })
+  const dev = await connect(sim.url)
+  t.deepEqual(
+    (await dev.browse()).map((n) => [n.name, n.type, n.displayName]),
+    [
+      ['i=2253', 'Object', 'Server'],
+      ['ns=1;s=Simulation', 'Object', 'Simulation'],
+    ],
+  )
+  const variables = await dev.browse('ns=1;s=Simulation')
+  t.deepEqual(
+    variables.slice(0, 5).map((n) => n.type),
+    ['Double', 'Int32', 'Boolean', 'Float', 'String'],
+  )
+  t.deepEqual(variables.map((n) => n.displayName).slice(-3), ['V11', 'Ticks', 'Sine'])
+  // What browse lists reads as a tag.
+  t.deepEqual((await dev.readTags(variables.slice(0, 3).map((n) => n.name))).map((r) => r.value), [0, 1, false])
+  await dev.close()
+  sim.stop()
+})
+
 test('node-opcua-client reads, writes and is refused by the simulator as by any OPC UA server', async (t) => {
   const sim = await startOpcuaSimulator({ variables: 20 })
   const home = mkdtempSync(join(tmpdir(), 'bifrost-node-opcua-client-'))

@@ -502,7 +502,12 @@ fn settle(env: sys::napi_env, promise: Promise, shape: Shape, outcome: Outcome) 
         (Shape::Browse, Outcome::Browsed(listing)) => listing.map(|tags| {
             Settled::Browsed(
                 tags.into_iter()
-                    .map(|t| BindingTagInfo { name: t.name, r#type: t.data_type, dimensions: t.dimensions })
+                    .map(|t| BindingTagInfo {
+                        name: t.name,
+                        r#type: t.data_type,
+                        dimensions: t.dimensions,
+                        display_name: t.display_name,
+                    })
                     .collect(),
             )
         }),
@@ -547,6 +552,7 @@ pub struct BindingTagInfo {
     pub name: String,
     pub r#type: String,
     pub dimensions: Vec<u32>,
+    pub display_name: Option<String>,
 }
 
 /// Runs `work` as a callback from outside JavaScript (libuv): in a handle scope

@@ -152,12 +152,18 @@ export interface DeviceIdentity {
 
 /** One tag of a device's listing ({@link Device.browse}). */
 export interface TagInfo {
-  /** As it is read: a program's tags carry their program (`Program:Main.Speed`). */
+  /** As it is read: a program's tags carry their program (`Program:Main.Speed`); an OPC UA node its NodeId (`ns=2;s=Speed`). */
   name: string
-  /** `DINT`, `REAL`, `STRING`, `structure 0x2e9` (a user-defined type), or `PROGRAM` (a program: browse it in turn). */
+  /**
+   * EtherNet/IP: `DINT`, `REAL`, `STRING`, `structure 0x2e9` (a user-defined type), or `PROGRAM` (a program: browse it in turn).
+   * OPC UA: a variable's data type (`Double`, `Int32`, or the DataType's NodeId when it is not built in),
+   * `Object` (browse it in turn) or `Method`.
+   */
   type: string
-  /** Array dimensions; empty for a scalar. */
+  /** Array dimensions; empty for a scalar (or an OPC UA array whose dimensions the server leaves open). */
   dimensions: number[]
+  /** OPC UA: the node's display name. */
+  displayName?: string
 }
 
 /** Makes a fresh plugin instance for one device. */

@@ -55,6 +55,8 @@ pub struct TagInfo {
     pub data_type: String,
     /// Array dimensions; empty for a scalar.
     pub dimensions: Vec<u32>,
+    /// A name for people where `name` is an address (an OPC UA node's display name).
+    pub display_name: Option<String>,
 }
 
 /// What a call hands its caller.

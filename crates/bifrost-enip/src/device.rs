@@ -1343,8 +1343,12 @@ impl BrowseJob {
                 Some(program) => format!("{program}.{name}"),
                 None => name,
             };
-            let info =
-                TagInfo { name, data_type: symbol_type_name(type_word), dimensions: dimensions[..count].to_vec() };
+            let info = TagInfo {
+                name,
+                data_type: symbol_type_name(type_word),
+                dimensions: dimensions[..count].to_vec(),
+                display_name: None,
+            };
             self.found.push((info, type_word));
         }
         Ok(more)

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bifrost_core::url::DeviceUrl;
 use bifrost_core::{Error, Result, TypedValue, Value};
 use bifrost_engine::runtime::{tcp_connector, RuntimeDriver};
-use bifrost_engine::{Columns, Completion, DeviceCore, Driver, Job, LinkConfig, Outcome, Stats, Submitter};
+use bifrost_engine::{Columns, Completion, DeviceCore, Driver, Job, LinkConfig, Outcome, Stats, Submitter, TagInfo};
 use rustc_hash::FxHashMap;
 
 use crate::encoding::Variant;
@@ -21,6 +21,7 @@ use crate::secure_channel::status_error;
 use crate::session::{self, DATA_TYPE_ATTRIBUTE, VALUE_ATTRIBUTE};
 use crate::status::{severity, Severity};
 use crate::value::{self, builtin};
+use crate::view;
 
 /// The port OPC UA servers listen on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 4840;
@@ -393,6 +394,164 @@ impl Job<Framing> for WriteJob {
     }
 }
 
+/// The references a page of Browse asks for: a folder of more comes in pages, by BrowseNext.
+const BROWSE_PAGE: u32 = 1000;
+
+/// ArrayDimensions: a variable's array shape.
+const ARRAY_DIMENSIONS_ATTRIBUTE: u32 = 16;
+
+/// A listing of a node's children: Browse and BrowseNext until the server has
+/// no more, then one Read of each variable's DataType and ArrayDimensions.
+struct BrowseJob {
+    state: Arc<DeviceState>,
+    from: NodeId,
+    found: Vec<view::Reference>,
+    /// The variables' NodeIds, and per variable its type and dimensions once read.
+    variables: Vec<(usize, NodeId)>,
+    types: Vec<(String, Vec<u32>)>,
+    /// Per request, the variables (by position in `variables`) it read; empty for a Browse.
+    requests: Vec<Range<usize>>,
+    error: Option<Error>,
+}
+
+impl BrowseJob {
+    fn submit(&mut self, request: Request, reads: Range<usize>, link: &mut Submitter<'_, Framing>) {
+        let index = self.requests.len() as u32;
+        self.requests.push(reads);
+        if let Err(e) = link.submit(request, index) {
+            self.fail(e);
+        }
+    }
+
+    /// The first error ends the listing.
+    fn fail(&mut self, error: Error) {
+        self.error.get_or_insert(error);
+    }
+
+    /// Every page is in: reads what the variables are.
+    fn read_types(&mut self, link: &mut Submitter<'_, Framing>) {
+        let namespaces = self.state.server().namespaces.clone();
+        self.variables = (self.found.iter().enumerate())
+            .filter(|(_, r)| r.node_class == view::node_class::VARIABLE)
+            .filter_map(|(i, r)| Some((i, r.node_id.resolve(&namespaces).ok()?)))
+            .collect();
+        self.types = vec![(String::new(), Vec::new()); self.variables.len()];
+        // Two attributes a variable: half the server's limit of nodes a Read.
+        let most = match self.state.server().max_nodes_per_read {
+            0 => 0,
+            n => (n / 2).max(1),
+        };
+        for range in session::batches(self.variables.len(), most) {
+            if range.is_empty() {
+                continue;
+            }
+            let items = self.variables[range.clone()]
+                .iter()
+                .flat_map(|(_, node)| [(node, DATA_TYPE_ATTRIBUTE), (node, ARRAY_DIMENSIONS_ATTRIBUTE)]);
+            let request = Request::service(session::read_attributes(items.collect::<Vec<_>>().into_iter()), "Read");
+            self.submit(request, range, link);
+        }
+    }
+}
+
+fn type_text(data_type: &crate::encoding::DataValue) -> String {
+    match &data_type.value {
+        Some(Variant::NodeId(id)) => match (id.namespace, &id.identifier) {
+            (0, Identifier::Numeric(n @ 1..=25)) => value::type_name(*n as u8).into(),
+            _ => id.to_string(),
+        },
+        _ => "BaseDataType".into(),
+    }
+}
+
+fn dimensions(value: &crate::encoding::DataValue) -> Vec<u32> {
+    match &value.value {
+        Some(Variant::Array(array)) => {
+            array.values.iter().filter_map(|v| if let Variant::UInt32(n) = v { Some(*n) } else { None }).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+impl Job<Framing> for BrowseJob {
+    fn start(&mut self, link: &mut Submitter<'_, Framing>) {
+        let request = Request::service(view::browse(&self.from, BROWSE_PAGE), "Browse");
+        self.submit(request, 0..0, link);
+    }
+
+    fn reply(&mut self, index: u32, reply: Result<Reply>, link: &mut Submitter<'_, Framing>) {
+        let reads = self.requests[index as usize].clone();
+        let body = match reply {
+            Ok(Reply::Response(body)) => body,
+            Ok(_) => return self.fail(Error::proto("a browse was answered out of turn")),
+            Err(e) => return self.fail(e),
+        };
+        if !reads.is_empty() {
+            match session::parse_read(&body, reads.len() * 2) {
+                Ok(values) => {
+                    for (at, slot) in reads.enumerate() {
+                        self.types[slot] = (type_text(&values[2 * at]), dimensions(&values[2 * at + 1]));
+                    }
+                }
+                Err(e) => self.fail(e),
+            }
+            return;
+        }
+        let page = view::parse_browse(&body).and_then(|page| {
+            if severity(page.status) == Severity::Bad {
+                return Err(status_error(page.status, &format!("browse of '{}'", self.from)));
+            }
+            Ok(page)
+        });
+        match page {
+            Ok(page) => {
+                self.found.extend(page.references);
+                match page.continuation_point.filter(|point| !point.is_empty()) {
+                    Some(point) => {
+                        let request = Request::service(view::browse_next(&point, false), "BrowseNext");
+                        self.submit(request, 0..0, link);
+                    }
+                    None => self.read_types(link),
+                }
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn finish(self: Box<Self>) -> Outcome {
+        if let Some(e) = self.error {
+            return Outcome::Browsed(Err(e));
+        }
+        let mut types: Vec<Option<(String, Vec<u32>)>> = vec![None; self.found.len()];
+        for ((at, _), found) in self.variables.iter().zip(self.types) {
+            types[*at] = Some(found);
+        }
+        let listing = self
+            .found
+            .into_iter()
+            .zip(types)
+            .map(|(reference, typed)| {
+                let (data_type, dimensions) = typed.unwrap_or_else(|| {
+                    let class = match reference.node_class {
+                        view::node_class::OBJECT => "Object".to_string(),
+                        view::node_class::METHOD => "Method".to_string(),
+                        view::node_class::VARIABLE => "BaseDataType".to_string(),
+                        other => format!("NodeClass {other}"),
+                    };
+                    (class, Vec::new())
+                });
+                TagInfo {
+                    name: reference.node_id.to_string(),
+                    data_type,
+                    dimensions,
+                    display_name: reference.display_name.text.or(reference.browse_name.name),
+                }
+            })
+            .collect();
+        Outcome::Browsed(Ok(listing))
+    }
+}
+
 type Core = DeviceCore<Framing, DeviceState>;
 
 /// A connected OPC UA server.
@@ -447,6 +606,29 @@ impl bifrost_engine::Device for OpcuaDevice {
             parsed,
             prepared: std::cell::RefCell::new(prepared),
         }))
+    }
+
+    /// Lists the nodes under `from` (a NodeId; the Objects folder when absent).
+    fn browse(&self, from: Option<&str>, timeout: Option<Duration>, done: Box<dyn Completion>) {
+        let state = self.0.state.clone();
+        let from = match from.map(str::trim).filter(|f| !f.is_empty()) {
+            None => Ok(NodeId::numeric(0, 85)),
+            Some(text) => ExpandedNodeId::parse(text).and_then(|id| id.resolve(&state.server().namespaces)),
+        };
+        let from = match from {
+            Ok(from) => from,
+            Err(e) => return done.complete(Outcome::Browsed(Err(e))),
+        };
+        let job = BrowseJob {
+            state,
+            from,
+            found: Vec::new(),
+            variables: Vec::new(),
+            types: Vec::new(),
+            requests: Vec::new(),
+            error: None,
+        };
+        self.0.run(Box::new(job), timeout, done);
     }
 
     fn stats(&self) -> Arc<Stats> {

@@ -13,3 +13,4 @@ pub mod session;
 pub mod status;
 pub mod transport;
 pub mod value;
+pub mod view;

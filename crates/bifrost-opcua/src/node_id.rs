@@ -266,6 +266,12 @@ impl std::fmt::Display for ExpandedNodeId {
     }
 }
 
+impl From<NodeId> for ExpandedNodeId {
+    fn from(node_id: NodeId) -> ExpandedNodeId {
+        ExpandedNodeId { node_id, namespace_uri: None, server_index: 0 }
+    }
+}
+
 impl Encode for ExpandedNodeId {
     fn encode(&self, out: &mut Vec<u8>) {
         let flags = if self.namespace_uri.is_some() { URI_FLAG } else { 0 }

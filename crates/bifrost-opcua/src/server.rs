@@ -2,7 +2,8 @@
 //! None and the Anonymous identity, for the demo, the tests and the benchmark.
 //! It answers Hello, OpenSecureChannel (issue and renew), CloseSecureChannel,
 //! GetEndpoints, FindServers, CreateSession, ActivateSession, CloseSession,
-//! Read and Write, and a ServiceFault (BadServiceUnsupported) to anything else.
+//! Read, Write, Browse and BrowseNext (pages under continuation points), and a
+//! ServiceFault (BadServiceUnsupported) to anything else.
 //!
 //! Its address space: the Server object's namespace array, state, current time
 //! and operation limits, and a folder `ns=1;s=Simulation` of `variables`
@@ -11,6 +12,7 @@
 //! `i % 7 == 6`, plus `ns=1;s=Ticks` (UInt32, ten a second) and `ns=1;s=Sine`
 //! (Double, a 10 s sine), which change.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -32,6 +34,7 @@ use crate::transport::{
     SecurityPolicy, HEADER_LEN,
 };
 use crate::value::builtin;
+use crate::view::{self, node_class, BrowseResult, Reference};
 
 pub use bifrost_engine::listener::{Faults, Simulator, SimulatorStats};
 
@@ -49,6 +52,7 @@ mod status {
     pub const BAD_TYPE_MISMATCH: u32 = 0x8074_0000;
     pub const BAD_TOO_MANY_OPERATIONS: u32 = 0x8010_0000;
     pub const BAD_DECODING_ERROR: u32 = 0x8007_0000;
+    pub const BAD_CONTINUATION_POINT_INVALID: u32 = 0x804A_0000;
 }
 
 /// Attribute ids the simulator serves (Part 6, A.1).
@@ -59,6 +63,7 @@ mod attribute {
     pub const DISPLAY_NAME: u32 = 4;
     pub const DATA_TYPE: u32 = 14;
     pub const VALUE_RANK: u32 = 15;
+    pub const ARRAY_DIMENSIONS: u32 = 16;
     pub const ACCESS_LEVEL: u32 = 17;
     pub const USER_ACCESS_LEVEL: u32 = 18;
 }
@@ -230,6 +235,7 @@ impl AddressSpace {
             attribute::DATA_TYPE if is_variable => {
                 Variant::NodeId(Box::new(NodeId::numeric(0, u32::from(Self::data_type(node).unwrap_or(0)))))
             }
+            attribute::ARRAY_DIMENSIONS if is_variable => return DataValue::default(), // none fixed
             attribute::VALUE_RANK if is_variable => Variant::Int32(if node == Node::Standard(2255) { 1 } else { -1 }),
             attribute::ACCESS_LEVEL | attribute::USER_ACCESS_LEVEL if is_variable => {
                 Variant::Byte(if matches!(node, Node::Variable(i) if writable(i)) { 3 } else { 1 })
@@ -237,6 +243,54 @@ impl AddressSpace {
             _ => return bad(status::BAD_ATTRIBUTE_ID_INVALID),
         };
         DataValue { value: Some(value), ..DataValue::default() }
+    }
+
+    fn node_id(node: Node) -> NodeId {
+        match node {
+            Node::Folder(Folder::Root) => NodeId::numeric(0, 84),
+            Node::Folder(Folder::Objects) => NodeId::numeric(0, 85),
+            Node::Server => NodeId::numeric(0, 2253),
+            Node::Standard(n) => NodeId::numeric(0, n),
+            other => NodeId { namespace: 1, identifier: Identifier::String(Self::name(other)) },
+        }
+    }
+
+    /// A node's children, as Browse lists them.
+    fn children(&self, node: Node) -> Vec<Node> {
+        match node {
+            Node::Folder(Folder::Root) => vec![Node::Folder(Folder::Objects)],
+            Node::Folder(Folder::Objects) => vec![Node::Server, Node::Folder(Folder::Simulation)],
+            Node::Server => vec![Node::Standard(2255), Node::Standard(2258), Node::Standard(2259)],
+            Node::Folder(Folder::Simulation) => {
+                let count = self.values.lock().map_or(0, |values| values.len());
+                (0..count).map(Node::Variable).chain([Node::Ticks, Node::Sine]).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn reference(node: Node) -> Reference {
+        let id = Self::node_id(node);
+        Reference {
+            browse_name: QualifiedName { namespace: id.namespace, name: Some(Self::name(node)) },
+            display_name: LocalizedText { locale: None, text: Some(Self::name(node)) },
+            node_class: if Self::data_type(node).is_some() { node_class::VARIABLE } else { node_class::OBJECT },
+            node_id: id.into(),
+        }
+    }
+
+    /// One page of `node`'s children from `offset`, at most `max` (0: all); the rest is left under a continuation point.
+    fn page(&self, node: Node, offset: usize, max: u32, state: &mut Connection) -> BrowseResult {
+        let children = self.children(node);
+        let end = if max == 0 { children.len() } else { children.len().min(offset + max as usize) };
+        let references = children[offset.min(end)..end].iter().map(|&child| Self::reference(child)).collect();
+        let continuation_point = (end < children.len()).then(|| {
+            state.next_point += 1;
+            let point = state.next_point.to_le_bytes().to_vec();
+            state.continuations.insert(point.clone(), (node, end, max));
+            point
+        });
+        BrowseResult { status: 0, continuation_point, references }
     }
 
     fn write(&self, id: &NodeId, attribute: u32, value: Option<Variant>) -> u32 {
@@ -280,6 +334,9 @@ struct Connection {
     channel: Channel,
     session: Option<Session>,
     reassembly: Reassembly,
+    /// Browses left off: where each continuation point resumes, and its page size.
+    continuations: HashMap<Vec<u8>, (Node, usize, u32)>,
+    next_point: u64,
 }
 
 struct Session {
@@ -302,6 +359,8 @@ async fn serve(
         channel: Channel { channel_id: 0, token_id: 0, sequence: 1 },
         session: None,
         reassembly: Reassembly::default(),
+        continuations: HashMap::new(),
+        next_point: 0,
     };
     let mut input = BytesMut::with_capacity(8192);
     let mut output = Vec::with_capacity(8192);
@@ -617,13 +676,69 @@ fn answer_service(
             state.session.take().filter(|s| s.token == header.token).ok_or(status::BAD_SESSION_ID_INVALID)?;
             respond(out, service_id::CLOSE_SESSION_RESPONSE, handle, |_| {});
         }
-        service_id::READ_REQUEST | service_id::WRITE_REQUEST => {
+        service_id::READ_REQUEST
+        | service_id::WRITE_REQUEST
+        | view::encoding_id::BROWSE_REQUEST
+        | view::encoding_id::BROWSE_NEXT_REQUEST => {
             match &state.session {
                 Some(s) if s.token == header.token && s.activated => {}
                 Some(s) if s.token == header.token => return Err(status::BAD_SESSION_NOT_ACTIVATED),
                 _ => return Err(status::BAD_SESSION_ID_INVALID),
             }
-            if id == service_id::READ_REQUEST {
+            if id == view::encoding_id::BROWSE_REQUEST {
+                NodeId::decode(r).map_err(decoding)?; // view
+                r.bytes(12, "a view's time and version").map_err(decoding)?;
+                let max = r.u32("references per node").map_err(decoding)?;
+                let nodes = read_array(r, 17, "nodes to browse", |r| {
+                    let node = NodeId::decode(r)?;
+                    r.u32("a direction")?;
+                    NodeId::decode(r)?;
+                    r.bytes(9, "a browse description's masks")?;
+                    Ok(node)
+                })
+                .map_err(decoding)?;
+                let results: Vec<BrowseResult> = nodes
+                    .iter()
+                    .map(|node| match space.find(node) {
+                        Some(found) => space.page(found, 0, max, state),
+                        None => BrowseResult {
+                            status: status::BAD_NODE_ID_UNKNOWN,
+                            continuation_point: None,
+                            references: Vec::new(),
+                        },
+                    })
+                    .collect();
+                respond(out, view::encoding_id::BROWSE_RESPONSE, handle, |out| {
+                    put_u32(out, results.len() as u32);
+                    results.iter().for_each(|result| result.encode(out));
+                    put_u32(out, 0); // diagnostics
+                });
+            } else if id == view::encoding_id::BROWSE_NEXT_REQUEST {
+                let release = r.u8("release").map_err(decoding)? != 0;
+                let points = read_array(r, 4, "continuation points", |r| {
+                    Ok(r.byte_string("a continuation point")?.unwrap_or_default().to_vec())
+                })
+                .map_err(decoding)?;
+                let results: Vec<BrowseResult> = points
+                    .iter()
+                    .map(|point| match state.continuations.remove(point) {
+                        Some(_) if release => {
+                            BrowseResult { status: 0, continuation_point: None, references: Vec::new() }
+                        }
+                        Some((node, offset, max)) => space.page(node, offset, max, state),
+                        None => BrowseResult {
+                            status: status::BAD_CONTINUATION_POINT_INVALID,
+                            continuation_point: None,
+                            references: Vec::new(),
+                        },
+                    })
+                    .collect();
+                respond(out, view::encoding_id::BROWSE_NEXT_RESPONSE, handle, |out| {
+                    put_u32(out, results.len() as u32);
+                    results.iter().for_each(|result| result.encode(out));
+                    put_u32(out, 0); // diagnostics
+                });
+            } else if id == service_id::READ_REQUEST {
                 r.u64("a max age").map_err(decoding)?;
                 r.u32("timestamps to return").map_err(decoding)?;
                 let items = read_array(r, 16, "nodes to read", |r| {

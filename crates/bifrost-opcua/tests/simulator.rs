@@ -151,3 +151,36 @@ async fn a_dropped_connection_is_set_up_afresh_with_a_new_session() {
     assert!(good >= 20, "{good} of 30 reads");
     assert!(device.stats().connects.load(std::sync::atomic::Ordering::Relaxed) >= 3);
 }
+
+async fn browse(device: &OpcuaDevice, from: Option<&str>) -> Result<Vec<bifrost_engine::TagInfo>> {
+    match call(|done| device.browse(from, None, done)).await {
+        Outcome::Browsed(listing) => listing,
+        other => panic!("not a listing: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn browse_lists_folders_then_variables_with_their_types_across_browse_next_pages() {
+    let sim = simulator(SimulatorConfig { variables: 2500, ..SimulatorConfig::default() }).await;
+    let device = open(&sim).await;
+    let objects = browse(&device, None).await.unwrap();
+    let names: Vec<_> =
+        objects.iter().map(|t| (t.name.as_str(), t.data_type.as_str(), t.display_name.as_deref())).collect();
+    assert_eq!(names, [("i=2253", "Object", Some("Server")), ("ns=1;s=Simulation", "Object", Some("Simulation"))]);
+    let before = requests(&sim);
+    let variables = browse(&device, Some("ns=1;s=Simulation")).await.unwrap();
+    // 2,502 references in pages of 1,000: Browse, two BrowseNext; then their types in
+    // one Read of 5,004 attributes, which goes in two chunks of 64 KiB (messages counted by chunk).
+    assert_eq!(requests(&sim) - before, 5);
+    assert_eq!(variables.len(), 2502);
+    assert_eq!((variables[0].name.as_str(), variables[0].data_type.as_str()), ("ns=1;s=V0", "Double"));
+    assert_eq!((variables[1].name.as_str(), variables[1].data_type.as_str()), ("ns=1;s=V1", "Int32"));
+    assert_eq!((variables[2499].name.as_str(), variables[2499].data_type.as_str()), ("ns=1;s=V2499", "String"));
+    assert_eq!(variables[2501].display_name.as_deref(), Some("Sine"));
+    let server = browse(&device, Some("i=2253")).await.unwrap();
+    assert_eq!(server.iter().find(|t| t.name == "i=2255").map(|t| t.data_type.as_str()), Some("String"));
+    let missing = browse(&device, Some("ns=1;s=Nowhere")).await.unwrap_err();
+    assert_eq!(missing.opcua.map(|s| s.name), Some("BadNodeIdUnknown"));
+    assert_eq!(browse(&device, Some("ns=1;x")).await.unwrap_err().code, ErrorCode::Address);
+    assert_eq!(read(&device, &["ns=1;s=V0"]).await[0].as_ref().unwrap(), &Value::Float(0.0), "the session still reads");
+}

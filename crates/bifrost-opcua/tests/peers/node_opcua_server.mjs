@@ -30,6 +30,11 @@ variable('Name', 'String', 12, 'line 1')
 variable('Total', 'Int64', 8, [0, 5_000_000])
 variable('Limit', 'Double', 11, 100, { accessLevel: 'CurrentRead', userAccessLevel: 'CurrentRead' })
 variable('Samples', 'Float', 10, new Float32Array([1.5, 2.5, 3.5]), { valueRank: 1, arrayDimensions: [3] })
+// A folder of more references than one Browse page of 1,000 returns.
+const many = ns.addFolder(folder, { browseName: 'Many', nodeId: 's=Many' })
+for (let i = 0; i < 1500; i++) {
+  ns.addVariable({ componentOf: many, browseName: `M${i}`, nodeId: `s=M${i}`, dataType: 'UInt16', value: { dataType: 5, value: i } })
+}
 
 await server.start()
 console.log(`listening ${server.endpoints[0].port}`)
