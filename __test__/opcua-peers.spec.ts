@@ -1,15 +1,16 @@
-// OPC UA through the public API against a third-party server: node-opcua-server
-// 2.186.4 (an npm devDependency), serving the test variables of
-// crates/bifrost-opcua/tests/peers/node_opcua_server.mjs over loopback.
+// OPC UA through the public API against third-party servers over loopback:
+// node-opcua-server 2.186.4 (an npm devDependency), serving the test variables
+// of crates/bifrost-opcua/tests/peers/node_opcua_server.mjs, and open62541
+// 1.5 (built by scripts/open62541.mjs), serving open62541_server.c's.
 import test from 'ava'
 import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { BifrostError, connect } from '../src/index.js'
 import type { Device } from '../src/index.js'
-import { stopProcess } from './helpers.js'
+import { freePort, peerTest, startProcess, stopProcess } from './helpers.js'
 
 const ROOT = join(__dirname, '..')
 const SERVER = join(ROOT, 'crates', 'bifrost-opcua', 'tests', 'peers', 'node_opcua_server.mjs')
@@ -177,5 +178,56 @@ test.serial('node-opcua-server: many reads in flight on one session each get the
     t.deepEqual(reads, Array.from({ length: 200 }, (_, i) => (i % 2 ? 100 : true)))
     await dev.close()
     t.is((await failure(dev.read('ns=2;s=Limit'))).code, 'ECLOSED')
+  })
+})
+
+const OPEN62541 = join(ROOT, 'target', 'open62541', 'bin', 'open62541_server')
+const open62541 = { name: 'open62541 (node scripts/open62541.mjs builds it)', present: existsSync(OPEN62541) }
+
+/** Runs `body` against an open62541 server of `variables` variables. */
+async function withOpen62541(variables: number, body: (dev: Device, url: string) => Promise<void>): Promise<void> {
+  const port = await freePort()
+  const server = await startProcess(OPEN62541, [String(port), String(variables)], `listening ${port}`)
+  try {
+    const dev = await connect(`opc.tcp://127.0.0.1:${port}`)
+    try {
+      await body(dev, `opc.tcp://127.0.0.1:${port}`)
+    } finally {
+      await dev.close()
+    }
+  } finally {
+    await stopProcess(server)
+  }
+}
+
+peerTest('open62541: reads of each type by nsu=, typed writes, BadNotWritable, BadNodeIdUnknown', open62541, async (t) => {
+  await withOpen62541(50, async (dev) => {
+    const ns = ((await dev.read('i=2255')) as string[]).indexOf('urn:bifrost:simulator')
+    t.true(ns > 0)
+    const tag = (name: string) => `nsu=urn:bifrost:simulator;s=${name}`
+    t.deepEqual((await dev.readTags(['V10', 'V11', 'V12', 'V13', 'V14'].map(tag))).map((r) => r.value), [5, 11, false, 3.25, 'v14'])
+    const written = await dev.writeTags([
+      [tag('V1'), -9],
+      [tag('V6'), 1],
+      [tag('V3'), 7.5],
+      [tag('V11'), 0.5],
+    ])
+    t.deepEqual(written.map((r) => r.error?.statusName ?? r.error?.code), [undefined, 'BadNotWritable', undefined, 'EINVAL'])
+    t.deepEqual((await dev.readTags([tag('V1'), tag('V3'), `ns=${ns};s=V6`])).map((r) => r.value), [-9, 7.5, 6])
+    t.is((await failure(dev.read(`ns=${ns};s=V50`))).statusName, 'BadNodeIdUnknown')
+  })
+})
+
+peerTest('open62541: browse of its folder, and a prepared read of 2,000 nodes into columns', open62541, async (t) => {
+  await withOpen62541(10_000, async (dev) => {
+    const folder = await dev.browse('nsu=urn:bifrost:simulator;s=Simulation')
+    // open62541 lists references in an order of its own.
+    const types = new Map(folder.map((n) => [n.displayName, n.type]))
+    t.is(types.size, 10_000)
+    t.deepEqual(['V0', 'V1', 'V2', 'V3', 'V4', 'V9999'].map((name) => types.get(name)), ['Double', 'Int32', 'Boolean', 'Float', 'String', 'String'])
+    const plan = dev.prepare(Array.from({ length: 2000 }, (_, i) => `nsu=urn:bifrost:simulator;s=V${5 * i}`))
+    const data = await plan.read()
+    t.is(data.errors.size, 0)
+    t.deepEqual(Array.from(data.values), Array.from({ length: 2000 }, (_, i) => 2.5 * i))
   })
 })

@@ -16,6 +16,7 @@ import { existsSync, readdirSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { build, buildTypeScript } from './build.mjs'
+import { buildOpen62541 } from './open62541.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const only = process.argv[2] // optional: "rust", "js" or "portable"
@@ -52,6 +53,11 @@ if (portable) {
   }
 } else {
   build()
+  try {
+    buildOpen62541() // the OPC UA peer; a test that needs it fails if it is missing
+  } catch (error) {
+    console.error(`open62541 could not be built: ${error.message}`)
+  }
 }
 let failed = false
 

@@ -1,0 +1,90 @@
+/* open62541 1.5 (built from the source vendored in the crates.io crate
+ * open62541-sys: scripts/open62541.mjs) as an OPC UA peer: security None,
+ * anonymous, on 127.0.0.1:PORT, printing "listening PORT" once ready.
+ * Its namespace urn:bifrost:simulator holds the built-in simulator's
+ * variables, typed and valued alike: V<i> is a Double i*0.5, an Int32 i, a
+ * Boolean i%2==1, a Float i*0.25 or a String "v<i>" by i%5, read-only when
+ * i%7==6, in a folder Simulation under Objects.
+ *   open62541_server PORT [VARIABLES]                                       */
+#include <open62541/plugin/log_stdout.h>
+#include <open62541/server.h>
+#include <open62541/server_config_default.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static volatile UA_Boolean running = true;
+
+static void stop(int sig) {
+    (void)sig;
+    running = false;
+}
+
+static void add_variable(UA_Server *server, UA_UInt16 ns, UA_NodeId folder, unsigned i) {
+    char name[32];
+    snprintf(name, sizeof name, "V%u", i);
+    UA_VariableAttributes attr = UA_VariableAttributes_default;
+    UA_Double d = i * 0.5;
+    UA_Int32 n = (UA_Int32)i;
+    UA_Boolean b = i % 2 == 1;
+    UA_Float f = i * 0.25f;
+    char text[32];
+    snprintf(text, sizeof text, "v%u", i);
+    UA_String s = UA_STRING(text);
+    switch (i % 5) {
+    case 0: UA_Variant_setScalar(&attr.value, &d, &UA_TYPES[UA_TYPES_DOUBLE]); break;
+    case 1: UA_Variant_setScalar(&attr.value, &n, &UA_TYPES[UA_TYPES_INT32]); break;
+    case 2: UA_Variant_setScalar(&attr.value, &b, &UA_TYPES[UA_TYPES_BOOLEAN]); break;
+    case 3: UA_Variant_setScalar(&attr.value, &f, &UA_TYPES[UA_TYPES_FLOAT]); break;
+    default: UA_Variant_setScalar(&attr.value, &s, &UA_TYPES[UA_TYPES_STRING]); break;
+    }
+    attr.dataType = attr.value.type->typeId;
+    attr.valueRank = UA_VALUERANK_SCALAR;
+    attr.accessLevel = i % 7 == 6 ? UA_ACCESSLEVELMASK_READ : UA_ACCESSLEVELMASK_READ | UA_ACCESSLEVELMASK_WRITE;
+    attr.userAccessLevel = attr.accessLevel;
+    attr.displayName = UA_LOCALIZEDTEXT("", name);
+    UA_Server_addVariableNode(server, UA_NODEID_STRING(ns, name), folder, UA_NS0ID(HASCOMPONENT),
+                              UA_QUALIFIEDNAME(ns, name), UA_NS0ID(BASEDATAVARIABLETYPE), attr, NULL, NULL);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: open62541_server PORT [VARIABLES]\n");
+        return 2;
+    }
+    UA_UInt16 port = (UA_UInt16)atoi(argv[1]);
+    unsigned count = argc > 2 ? (unsigned)atoi(argv[2]) : 1000;
+    signal(SIGINT, stop);
+    signal(SIGTERM, stop);
+
+    UA_Server *server = UA_Server_new();
+    UA_ServerConfig *config = UA_Server_getConfig(server);
+    UA_ServerConfig_setMinimal(config, port, NULL);
+    /* Loopback only. */
+    char url[64];
+    snprintf(url, sizeof url, "opc.tcp://127.0.0.1:%u", port);
+    UA_Array_delete(config->serverUrls, config->serverUrlsSize, &UA_TYPES[UA_TYPES_STRING]);
+    config->serverUrls = (UA_String *)UA_Array_new(1, &UA_TYPES[UA_TYPES_STRING]);
+    config->serverUrls[0] = UA_String_fromChars(url);
+    config->serverUrlsSize = 1;
+
+    UA_UInt16 ns = UA_Server_addNamespace(server, "urn:bifrost:simulator");
+    UA_ObjectAttributes folder_attr = UA_ObjectAttributes_default;
+    folder_attr.displayName = UA_LOCALIZEDTEXT("", "Simulation");
+    UA_NodeId folder = UA_NODEID_STRING(ns, "Simulation");
+    UA_Server_addObjectNode(server, folder, UA_NS0ID(OBJECTSFOLDER), UA_NS0ID(ORGANIZES),
+                            UA_QUALIFIEDNAME(ns, "Simulation"), UA_NS0ID(FOLDERTYPE), folder_attr, NULL, NULL);
+    for (unsigned i = 0; i < count; i++) add_variable(server, ns, folder, i);
+
+    if (UA_Server_run_startup(server) != UA_STATUSCODE_GOOD) {
+        fprintf(stderr, "open62541 could not listen on %s\n", url);
+        return 1;
+    }
+    printf("listening %u\n", port);
+    fflush(stdout);
+    while (running) UA_Server_run_iterate(server, true);
+    UA_Server_run_shutdown(server);
+    UA_Server_delete(server);
+    return 0;
+}
