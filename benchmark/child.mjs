@@ -195,20 +195,20 @@ async function enip(seconds) {
 }
 
 /** opcua-read: one batched Read of the 2,000 nodes per cycle, for `seconds`; the first cycle's values are checked. */
-async function opcuaRead(seconds) {
-  const reader = await client.opcuaReader(client.load(), settings.opcuaUrl, OPCUA.nodes)
+async function opcuaRead(seconds, { url, ns }) {
+  const reader = await client.opcuaReader(client.load(), url, OPCUA.nodes(ns))
   check('first opcua read', await reader.read(), OPCUA.values)
   for (let i = 0; i < 20; i++) await reader.read() // warm-up
   const run = await timedLoop(1, seconds, () => reader.read())
   await reader.close()
-  const values = run.count * OPCUA.nodes.length
+  const values = run.count * OPCUA.count
   return { valuesPerSec: values / run.seconds, cpuMicrosPerValue: (run.cpu / values) * 1e6, peakRssMb: peakRssMb() }
 }
 
 /** opcua-startup: from loading the client to the first value of one node (the connection and the session included). */
 async function opcuaStartup() {
   const started = performance.now()
-  const reader = await client.opcuaReader(client.load(), settings.opcuaUrl, OPCUA.nodes.slice(1, 2))
+  const reader = await client.opcuaReader(client.load(), settings.opcua.url, OPCUA.nodes(settings.opcua.ns).slice(1, 2))
   const values = await reader.read()
   const ms = performance.now() - started
   const rssMb = process.memoryUsage().rss / 2 ** 20
@@ -229,7 +229,8 @@ const run = {
   'decode-many': () => decode(s.decodeFrames, s.decodePasses, true),
   scale: () => scale(s.scaleConnections),
   enip: () => enip(s.enipSeconds),
-  'opcua-read': () => opcuaRead(s.opcuaSeconds),
+  'opcua-read': () => opcuaRead(s.opcuaSeconds, s.opcua),
+  'opcua-read-open62541': () => opcuaRead(s.opcuaSeconds, s.open62541),
   'opcua-startup': () => opcuaStartup(),
 }[workload]
 if (!run) throw new Error(`unknown workload ${workload}`)

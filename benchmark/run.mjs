@@ -12,8 +12,10 @@ import os from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createRequire } from 'node:module'
+import { createServer } from 'node:net'
 import { build } from '../scripts/build.mjs'
 import { ENIP, OPCUA, SETTINGS, POLL } from './workloads.mjs'
+import { buildOpen62541 } from '../scripts/open62541.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const results = join(root, 'benchmark', 'results')
@@ -21,12 +23,14 @@ const args = process.argv.slice(2)
 const quick = args.includes('--quick')
 const only = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',') : null
 const settings = quick ? SETTINGS.quick : SETTINGS.full
-const CLIENTS = ['bifrost', 'modbus-serial', 'jsmodbus', 'st-ethernet-ip', 'node-opcua']
+const CLIENTS = ['bifrost', 'modbus-serial', 'jsmodbus', 'st-ethernet-ip', 'node-opcua', 'open62541']
 const OURS = CLIENTS[0]
-const WORKLOADS = ['seq', 'pipelined', 'poll-1k', 'poll-1k-1hz', 'gateway', 'decode', 'decode-many', 'startup', 'scale', 'enip', 'opcua-read', 'opcua-startup']
+const WORKLOADS = ['seq', 'pipelined', 'poll-1k', 'poll-1k-1hz', 'gateway', 'decode', 'decode-many', 'startup', 'scale', 'enip', 'opcua-read', 'opcua-read-open62541', 'opcua-startup']
 /** Who runs each workload: the Modbus clients, except for EtherNet/IP and OPC UA. */
 const clientsOf = (workload) =>
   workload === 'enip' ? ['bifrost', 'st-ethernet-ip'] : workload.startsWith('opcua') ? ['bifrost', 'node-opcua'] : ['bifrost', 'modbus-serial', 'jsmodbus']
+/** Native clients shown beside a workload's figures, never in its ratios (they are not pure-JS peers): open62541's C client. */
+const anchorsOf = (workload) => (workload.startsWith('opcua-read') ? ['open62541'] : [])
 const CHILD_TIMEOUT_MS = 5 * 60_000
 
 /** The figures reported, and which direction is better. */
@@ -56,6 +60,9 @@ const METRICS = [
   { workload: 'opcua-read', key: 'valuesPerSec', label: 'opcua-read: values/s', better: 'higher', digits: 0 },
   { workload: 'opcua-read', key: 'cpuMicrosPerValue', label: 'opcua-read: client CPU µs per value', better: 'lower', digits: 3 },
   { workload: 'opcua-read', key: 'peakRssMb', label: 'opcua-read: peak RSS MB', better: 'lower', digits: 0 },
+  { workload: 'opcua-read-open62541', key: 'valuesPerSec', label: 'opcua-read from open62541: values/s', better: 'higher', digits: 0 },
+  { workload: 'opcua-read-open62541', key: 'cpuMicrosPerValue', label: 'opcua-read from open62541: client CPU µs per value', better: 'lower', digits: 3 },
+  { workload: 'opcua-read-open62541', key: 'peakRssMb', label: 'opcua-read from open62541: peak RSS MB', better: 'lower', digits: 0 },
   { workload: 'opcua-startup', key: 'ms', label: 'opcua-startup: ms from require to first value', better: 'lower', digits: 1 },
   { workload: 'opcua-startup', key: 'rssMb', label: 'opcua-startup: RSS MB after first value', better: 'lower', digits: 0 },
 ]
@@ -63,6 +70,28 @@ const METRICS = [
 /** Runs `args` with the soft file-descriptor limit raised to the hard one (10,000 sockets need it). */
 function spawnRaised(args, options) {
   return spawn('/bin/sh', ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', 'sh', ...args], options)
+}
+
+/** Starts open62541's server (built by scripts/open62541.mjs) with the benchmark's variables, on a free loopback port. */
+async function startOpen62541() {
+  const bin = buildOpen62541()
+  const port = await new Promise((resolve) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address()
+      probe.close(() => resolve(port))
+    })
+  })
+  const child = spawn(join(bin, 'open62541_server'), [String(port), String(OPCUA.variables)], { stdio: ['ignore', 'pipe', 'ignore'] })
+  await new Promise((resolve, reject) => {
+    let out = ''
+    child.stdout.on('data', (c) => {
+      out += c
+      if (out.includes(`listening ${port}`)) resolve()
+    })
+    child.on('exit', (code) => reject(new Error(`open62541 exited ${code}`)))
+  })
+  child.stdout.resume()
+  return { url: `opc.tcp://127.0.0.1:${port}`, stop: () => child.kill('SIGTERM') }
 }
 
 /** Starts a simulator process (a worker per core, so it holds up under every client). */
@@ -87,7 +116,26 @@ async function startServer(protocol, extra = []) {
 /** node-opcua keeps its PKI (a certificate it makes on first use) under HOME: one of its own, kept across its runs. */
 const NODE_OPCUA_HOME = join(os.tmpdir(), 'bifrost-bench-node-opcua-home')
 
+/** The native anchor: open62541's C client reads the same nodes, timing itself (its JSON line is the one starting with '{'). */
+function runAnchor(workload, servers) {
+  const { url, ns } = workload === 'opcua-read' ? servers.opcua : servers.open62541
+  const bench = join(buildOpen62541(), 'open62541_read_bench')
+  const child = spawn(bench, [url, String(ns), String(OPCUA.count), String(settings.opcuaSeconds)], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  let err = ''
+  child.stdout.on('data', (c) => (out += c))
+  child.stderr.on('data', (c) => (err += c))
+  return new Promise((resolve) => {
+    child.on('close', (code) => {
+      const line = out.split('\n').find((l) => l.startsWith('{'))
+      if (code === 0 && line) resolve({ client: 'open62541', version: '1.5.10 (C)', workload, ...JSON.parse(line) })
+      else resolve({ client: 'open62541', workload, error: (err.trim() || `exited ${code}`).split('\n').slice(-8).join('\n') })
+    })
+  })
+}
+
 function runChild(client, workload, servers) {
+  if (client === 'open62541') return runAnchor(workload, servers)
   const childSettings = JSON.stringify({ ...settings, ...servers })
   const child = spawnRaised([process.execPath, join(root, 'benchmark', 'child.mjs'), client, workload, childSettings], {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -175,6 +223,12 @@ function goals(rows, fullSize) {
     const met = sized && !fullSize ? undefined : value >= at
     return { goal: `${name}: at least ${at}× the best peer`, value, met, shown: `${value?.toFixed(2)}×` }
   }
+  /** Our figure against a native anchor's: at most `times` its (lower is better). */
+  const anchored = (name, label, anchor, times) => {
+    const figures = rows.find((r) => r.label === label)?.figures
+    const value = figures && figures[OURS] / figures[anchor]
+    return { goal: name, value, met: value <= times, shown: `${value?.toFixed(2)}× the C client's` }
+  }
   /** A figure of ours that must stay under a bound, whatever the peers do. */
   const under = (name, label, bound, unit) => {
     const value = rows.find((r) => r.label === label)?.figures[OURS]
@@ -196,6 +250,8 @@ function goals(rows, fullSize) {
     goal('enip: tags per client CPU-second', 'enip: CPU-s per million tags', 10),
     goal('enip: peak RSS (at most half the peer\'s)', 'enip: peak RSS MB', 2),
     goal('opcua-read: client CPU per value (at most 1/15 of the peer\'s)', 'opcua-read: client CPU µs per value', 15),
+    goal('opcua-read from open62541: client CPU per value (at most 1/15 of the peer\'s)', 'opcua-read from open62541: client CPU µs per value', 15),
+    anchored('opcua-read from open62541: client CPU per value within 2× of the open62541 C client', 'opcua-read from open62541: client CPU µs per value', 'open62541', 2),
     under('opcua-startup: require to the first value', 'opcua-startup: ms from require to first value', 50, 'ms'),
     lowest && { goal: 'no other figure below 0.95×', value: lowest.ratio, met: lowest.ratio >= 0.95, shown: `lowest ${lowest.ratio.toFixed(2)}× (${lowest.label})` },
   ].filter((g) => g && g.value !== undefined && !Number.isNaN(g.value))
@@ -209,12 +265,24 @@ const workloads = WORKLOADS.filter((w) => !only || only.includes(w))
 const server = await startServer('modbus')
 const enipServer = workloads.includes('enip') ? await startServer('enip', ENIP.specs.flatMap((spec) => ['--tag', spec])) : undefined
 const opcuaServer = workloads.some((w) => w.startsWith('opcua')) ? await startServer('opcua', ['--variables', String(OPCUA.variables)]) : undefined
+const open62541 = workloads.includes('opcua-read-open62541') ? await startOpen62541() : undefined
+const require = createRequire(import.meta.url)
+const { connect } = require('../dist/index.js')
+/** Where an OPC UA server keeps the benchmark's variables: its namespace index of urn:bifrost:simulator. */
+async function opcuaTarget(url) {
+  if (!url) return undefined
+  const probe = await connect(url)
+  const ns = (await probe.read('i=2255')).indexOf('urn:bifrost:simulator')
+  await probe.close()
+  return { url, ns }
+}
 const servers = {
   host: server.host,
   port: server.port,
   enipHost: enipServer?.host,
   enipPort: enipServer?.port,
-  opcuaUrl: opcuaServer?.url,
+  opcua: await opcuaTarget(opcuaServer?.url),
+  open62541: await opcuaTarget(open62541?.url),
 }
 if (opcuaServer) {
   // node-opcua makes its certificate on first use (seconds): once, before anything is measured.
@@ -222,8 +290,6 @@ if (opcuaServer) {
   const warm = await runChild('node-opcua', 'opcua-startup', servers)
   if (warm.error) console.log(`node-opcua warm-up FAILED: ${warm.error}`)
 }
-const require = createRequire(import.meta.url)
-const { connect } = require('../dist/index.js')
 const setup = await connect(server.url)
 for (const [tag, values] of POLL.setup) await setup.write(tag, values)
 await setup.close()
@@ -239,7 +305,7 @@ for (let round = 0; round < settings.rounds; round++) {
   for (const workload of workloads) {
     const repeats = workload === 'startup' ? settings.startupRuns : workload === 'opcua-startup' ? settings.opcuaStartupRuns : 1
     for (let r = 0; r < repeats; r++) {
-      const clients = clientsOf(workload)
+      const clients = [...clientsOf(workload), ...anchorsOf(workload)]
       const shift = (round + r) % clients.length // alternate who goes first
       for (const client of [...clients.slice(shift), ...clients.slice(0, shift)]) plan.push({ round, workload, client })
     }
@@ -268,6 +334,7 @@ try {
   server.stop()
   enipServer?.stop()
   opcuaServer?.stop()
+  open62541?.stop()
 }
 
 const versions = Object.fromEntries(runs.map((r) => [r.client, r.version]))

@@ -49,12 +49,14 @@ export const ENIP = {
 }
 
 /**
- * opcua-read: one batched Read of 2,000 Double nodes of the OPC UA simulator
- * (`--variables 10000`: `V<5i>` is a Double holding `2.5 i`), per cycle.
+ * opcua-read: one batched Read of 2,000 Double nodes per cycle, from the OPC UA
+ * simulator (`--variables 10000`) or from open62541 serving the same variables
+ * (`V<5i>` is a Double holding `2.5 i`), in namespace `ns` of the server.
  */
 export const OPCUA = {
   variables: 10_000,
-  nodes: Array.from({ length: 2000 }, (_, i) => `ns=1;s=V${5 * i}`),
+  count: 2000,
+  nodes: (ns) => Array.from({ length: 2000 }, (_, i) => `ns=${ns};s=V${5 * i}`),
   values: Float64Array.from({ length: 2000 }, (_, i) => 2.5 * i),
 }
 
