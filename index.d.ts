@@ -21,6 +21,8 @@ export declare class BindingDevice {
   prepare(tags: Array<string>): BindingPlan | Error
   /** Lists the device's tags, or a program's (`from`); rejects for a protocol that cannot. */
   browse(from?: string | undefined | null, timeoutMs?: number | undefined | null): Promise<Array<BindingTagInfo>>
+  /** Calls a method of an object with `args`; resolves with its outputs, rejects for a protocol without methods. */
+  call(object: string, method: string, args: Array<WriteValue>, timeoutMs?: number | undefined | null): Promise<Array<unknown>>
   /** Who the device says it is, as a plain object; rejects for a protocol that cannot tell. */
   identity(timeoutMs?: number | undefined | null): Promise<object>
   stats(): BindingConnectionStats

@@ -172,6 +172,20 @@ test.serial('node-opcua-server: browse lists a folder, then one of more referenc
   })
 })
 
+test.serial('node-opcua-server: call types arguments by the method (Int16, Double), returns its outputs, refusals are OPCUA_STATUS', async (t) => {
+  await withDevice(async (dev) => {
+    t.deepEqual(await dev.call('ns=2;s=Bifrost', 'ns=2;s=Scale', [7, 1.5]), [10.5])
+    t.deepEqual(await dev.call('nsu=urn:bifrost:test;s=Bifrost', 'nsu=urn:bifrost:test;s=Scale', [-3, 2]), [-6])
+    const refused = await failure(dev.call('ns=2;s=Bifrost', 'ns=2;s=Scale', [7, 0]))
+    t.is(refused.code, 'OPCUA_STATUS')
+    t.is(refused.statusName, 'BadInvalidArgument')
+    t.is((await failure(dev.call('ns=2;s=Bifrost', 'ns=2;s=Scale', [70_000, 1]))).code, 'EINVAL', '70,000 is no Int16')
+    t.is((await failure(dev.call('ns=2;s=Bifrost', 'ns=2;s=Scale', [1]))).code, 'EINVAL', 'one argument of two')
+    t.is((await failure(dev.call('ns=2;s=Bifrost', 'ns=2;q'))).code, 'EADDRESS')
+    t.deepEqual(await dev.call('ns=2;s=Bifrost', 'ns=2;s=Scale', [2, 2]), [4], 'the session still calls')
+  })
+})
+
 test.serial('node-opcua-server: many reads in flight on one session each get their own answer', async (t) => {
   await withDevice(async (dev) => {
     const reads = await Promise.all(Array.from({ length: 200 }, (_, i) => dev.read(i % 2 ? 'ns=2;s=Limit' : 'ns=2;s=Running')))

@@ -107,9 +107,21 @@ test('the simulator: browse lists the Objects folder, then the variables with th
     variables.slice(0, 5).map((n) => n.type),
     ['Double', 'Int32', 'Boolean', 'Float', 'String'],
   )
-  t.deepEqual(variables.map((n) => n.displayName).slice(-3), ['V11', 'Ticks', 'Sine'])
+  t.deepEqual(variables.map((n) => [n.displayName, n.type]).slice(-4), [['V11', 'Int32'], ['Ticks', 'UInt32'], ['Sine', 'Double'], ['Add', 'Method']])
   // What browse lists reads as a tag.
   t.deepEqual((await dev.readTags(variables.slice(0, 3).map((n) => n.name))).map((r) => r.value), [0, 1, false])
+  await dev.close()
+  sim.stop()
+})
+
+test('the simulator: call of Add sends Int32 arguments as its InputArguments say; refusals are OPCUA_STATUS', async (t) => {
+  const sim = await startOpcuaSimulator({ variables: 5 })
+  const dev = await connect(sim.url)
+  t.deepEqual(await dev.call('ns=1;s=Simulation', 'ns=1;s=Add', [40, 2]), [42])
+  t.is((await failure(dev.call('ns=1;s=Simulation', 'ns=1;s=Add', [2 ** 31 - 1, 1]))).statusName, 'BadOutOfRange')
+  t.is((await failure(dev.call('ns=1;s=Server', 'ns=1;s=Add', [1, 1]))).statusName, 'BadMethodInvalid')
+  t.is((await failure(dev.call('ns=1;s=Simulation', 'ns=1;s=Add', [1, 'x' as unknown as number]))).code, 'EINVAL')
+  t.is((await failure(dev.call('ns=1;s=Simulation', 'ns=1;s=Add', 5 as unknown as number[]))).code, 'EINVAL')
   await dev.close()
   sim.stop()
 })

@@ -148,6 +148,22 @@ impl BindingDevice {
         Ok(promise)
     }
 
+    /// Calls a method of an object with `args`; resolves with its outputs, rejects for a protocol without methods.
+    #[napi(ts_return_type = "Promise<Array<unknown>>")]
+    pub fn call<'env>(
+        &self,
+        env: &'env Env,
+        object: String,
+        method: String,
+        args: Vec<WriteValue>,
+        timeout_ms: Option<u32>,
+    ) -> napi::Result<Object<'env>> {
+        let (done, promise) = JsCompletion::new(env, Shape::Value)?;
+        let args = args.into_iter().map(|arg| arg.0).collect();
+        self.device.call(&object, &method, args, timeout(timeout_ms), done);
+        Ok(promise)
+    }
+
     /// Who the device says it is, as a plain object; rejects for a protocol that cannot tell.
     #[napi(ts_return_type = "Promise<object>")]
     pub fn identity<'env>(&self, env: &'env Env, timeout_ms: Option<u32>) -> napi::Result<Object<'env>> {

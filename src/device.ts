@@ -190,6 +190,11 @@ export class NativePlugin implements ProtocolPlugin {
     return this.open().identity(options?.timeout) as Promise<DeviceIdentity>
   }
 
+  /** Calls a method, in Rust. */
+  call(objectId: string, methodId: string, args: TagValue[], options?: RequestOptions): Promise<TagValue[]> {
+    return this.open().call(objectId, methodId, args, options?.timeout) as Promise<TagValue[]>
+  }
+
   /** Parses and plans the tags once, in Rust. */
   prepare(tags: string[]): PreparedPlan {
     const plan = this.open().prepare(tags)
@@ -466,6 +471,29 @@ export class Device {
     if (!this.plugin.identity) throw new BifrostError('EINVAL', 'this device cannot tell its identity: its plugin has no identity()')
     try {
       return await this.plugin.identity(options)
+    } catch (e) {
+      throw asBifrostError(e)
+    }
+  }
+
+  /**
+   * Calls a method of an object (OPC UA: both as NodeIds) and returns its output
+   * arguments. Each argument takes the type the method's InputArguments give it;
+   * a JavaScript number for an argument of no declared type goes as a Double.
+   * @param objectId - the object the method belongs to, e.g. `ns=2;s=Line1`
+   * @param methodId - the method, e.g. `ns=2;s=Line1.Reset`
+   * @param args - the input arguments, in order
+   * @param options - a timeout for the call
+   * @throws {@link BifrostError} `OPCUA_STATUS` when the server refuses the call (`BadMethodInvalid`, `BadInvalidArgument`, ...),
+   * `EINVAL` for arguments that do not fit the method or a protocol without methods, `EADDRESS` for a bad NodeId
+   */
+  async call(objectId: string, methodId: string, args: TagValue[] = [], options?: RequestOptions): Promise<TagValue[]> {
+    this.checkOpen()
+    checkRequestOptions(options)
+    if (!Array.isArray(args)) throw new BifrostError('EINVAL', 'args must be an array of argument values')
+    if (!this.plugin.call) throw new BifrostError('EINVAL', 'this device has no methods to call: its plugin has no call()')
+    try {
+      return await this.plugin.call(objectId, methodId, args, options)
     } catch (e) {
       throw asBifrostError(e)
     }

@@ -130,6 +130,8 @@ export interface ProtocolPlugin {
   browse?(from?: string, options?: RequestOptions): Promise<TagInfo[]>
   /** Optional: who the device says it is (EtherNet/IP: its Identity object). */
   identity?(options?: RequestOptions): Promise<DeviceIdentity>
+  /** Optional: call a method of an object (OPC UA) and return its output arguments. */
+  call?(objectId: string, methodId: string, args: TagValue[], options?: RequestOptions): Promise<TagValue[]>
 }
 
 /** What a device says of itself: its CIP Identity object ({@link Device.identity}, and each answer of `discover()`). */

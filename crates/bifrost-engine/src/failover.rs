@@ -113,6 +113,14 @@ impl Device for Failover {
         }
     }
 
+    /// A method call changes the device: it goes where writes go.
+    fn call(&self, object: &str, method: &str, args: Vec<Value>, timeout: Option<Duration>, done: Box<dyn Completion>) {
+        match self.writes && down(&self.primary_stats) {
+            true => self.backup.call(object, method, args, timeout, done),
+            false => self.primary.call(object, method, args, timeout, done),
+        }
+    }
+
     /// The primary's counters.
     fn stats(&self) -> Arc<Stats> {
         self.primary_stats.clone()

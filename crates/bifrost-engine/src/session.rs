@@ -344,6 +344,20 @@ pub trait Device {
             "this protocol's devices cannot tell their identity",
         ))]))
     }
+    /// Calls `method` of `object` with `args`; [`Outcome::Values`] with one value,
+    /// the method's outputs as an array. Devices without methods say so.
+    fn call(
+        &self,
+        _object: &str,
+        _method: &str,
+        _args: Vec<Value>,
+        _timeout: Option<Duration>,
+        done: Box<dyn Completion>,
+    ) {
+        done.complete(Outcome::Values(vec![Err(bifrost_core::Error::invalid_value(
+            "this protocol's devices have no methods to call",
+        ))]))
+    }
     fn stats(&self) -> Arc<Stats>;
     /// Later calls fail with `ECLOSED`; `done` gets [`Outcome::Closed`] once the connection is closed.
     fn close(&self, done: Box<dyn Completion>);

@@ -71,6 +71,8 @@ pub struct DeviceState {
     server: SharedServerInfo,
     /// Each written node's built-in type, learned under the session numbered with it.
     types: Mutex<FxHashMap<NodeId, (u64, u8)>>,
+    /// Each called method's input types (`None`: the argument's own), learned likewise.
+    methods: Mutex<FxHashMap<NodeId, (u64, Arc<[Option<u8>]>)>>,
 }
 
 impl DeviceState {
@@ -259,23 +261,28 @@ struct WriteJob {
     typing: bool,
 }
 
+/// The built-in type a DataType is encoded as: itself, or for a few common
+/// subtypes their base; `None` when abstract (Number, BaseDataType) or not in namespace 0.
+fn builtin_of(data_type: &NodeId) -> Option<u8> {
+    match (data_type.namespace, &data_type.identifier) {
+        (0, Identifier::Numeric(n @ 1..=25)) => Some(*n as u8),
+        (0, Identifier::Numeric(290)) => Some(builtin::DOUBLE), // Duration
+        (0, Identifier::Numeric(294)) => Some(builtin::DATE_TIME), // UtcTime
+        (0, Identifier::Numeric(289)) => Some(builtin::UINT32), // Counter
+        (0, Identifier::Numeric(29)) => Some(builtin::INT32),   // Enumeration
+        _ => None,
+    }
+}
+
 /// A node's built-in type from its DataType attribute; the value's own type when the
-/// DataType is abstract (Number, BaseDataType) or not in namespace 0.
+/// DataType does not say (abstract, or not in namespace 0).
 fn builtin_type(data_type: &crate::encoding::DataValue, value: &crate::encoding::DataValue) -> Option<u8> {
     let known = match &data_type.value {
-        Some(Variant::NodeId(id)) if id.namespace == 0 => match id.identifier {
-            Identifier::Numeric(n @ 1..=25) => Some(n as u8),
-            Identifier::Numeric(290) => Some(builtin::DOUBLE), // Duration
-            Identifier::Numeric(294) => Some(builtin::DATE_TIME), // UtcTime
-            Identifier::Numeric(289) => Some(builtin::UINT32), // Counter
-            Identifier::Numeric(29) => Some(builtin::INT32),   // Enumeration
-            _ => None,
-        },
+        Some(Variant::NodeId(id)) => builtin_of(id),
         _ => None,
     };
     known.or_else(|| value.value.as_ref().map(Variant::type_id).filter(|&t| t != 0))
 }
-
 impl WriteJob {
     fn submit_writes(&mut self, link: &mut Submitter<'_, Framing>) {
         self.typing = false;
@@ -552,6 +559,167 @@ impl Job<Framing> for BrowseJob {
     }
 }
 
+/// Where a method call stands.
+enum CallStep {
+    /// Browsing the method for its InputArguments property.
+    FindingArguments,
+    ReadingArguments,
+    Calling,
+}
+
+/// A method call: the method's input types come from its InputArguments
+/// property (found by Browse, read once per session and kept); then one Call.
+struct CallJob {
+    state: Arc<DeviceState>,
+    session: u64,
+    object: NodeId,
+    method: NodeId,
+    args: Vec<Value>,
+    step: CallStep,
+    result: Option<Result<TypedValue>>,
+}
+
+/// A JavaScript value as a method argument of no declared type: numbers go as Double.
+fn default_variant(value: &Value) -> Result<Variant> {
+    let element = match value {
+        Value::Array(items) => items.first().unwrap_or(&Value::Float(0.0)),
+        other => other,
+    };
+    let type_id = match element {
+        Value::Bool(_) => builtin::BOOLEAN,
+        Value::String(_) => builtin::STRING,
+        Value::Struct(_) | Value::Array(_) => return Err(Error::invalid_value("an object is not a method argument")),
+        Value::Int(_) | Value::UInt(_) | Value::Float(_) => builtin::DOUBLE,
+    };
+    value::to_variant(value, type_id)
+}
+
+impl CallJob {
+    fn what(&self) -> String {
+        format!("call of method '{}' on '{}'", self.method, self.object)
+    }
+
+    fn done(&mut self, result: Result<TypedValue>) {
+        self.result.get_or_insert(result);
+    }
+
+    fn submit(&mut self, request: Request, link: &mut Submitter<'_, Framing>) {
+        if let Err(e) = link.submit(request, 0) {
+            self.done(Err(e));
+        }
+    }
+
+    /// Calls with the arguments typed by `types`; `declared`: the method said how many it takes.
+    fn call(&mut self, types: &[Option<u8>], declared: bool, link: &mut Submitter<'_, Framing>) {
+        if declared && types.len() != self.args.len() {
+            let message =
+                format!("{}: the method takes {} arguments, not {}", self.what(), types.len(), self.args.len());
+            return self.done(Err(Error::invalid_value(message)));
+        }
+        let inputs = (self.args.iter().enumerate())
+            .map(|(i, arg)| match types.get(i).copied().flatten() {
+                Some(type_id) => value::to_variant(arg, type_id),
+                None => default_variant(arg),
+            })
+            .collect::<Result<Vec<Variant>>>();
+        match inputs {
+            Ok(inputs) => {
+                self.step = CallStep::Calling;
+                let request = Request::write(crate::method::call(&self.object, &self.method, &inputs), "Call");
+                self.submit(request, link);
+            }
+            Err(e) => self.done(Err(e)),
+        }
+    }
+
+    /// The method's references are in: reads its InputArguments, if it has them.
+    fn found(&mut self, body: &[u8], link: &mut Submitter<'_, Framing>) -> Result<()> {
+        let page = view::parse_browse(body)?;
+        if severity(page.status) == Severity::Bad {
+            return Err(status_error(page.status, &self.what()));
+        }
+        let namespaces = self.state.server().namespaces.clone();
+        let property = (page.references.iter())
+            .find(|r| r.browse_name.name.as_deref() == Some("InputArguments"))
+            .and_then(|r| r.node_id.resolve(&namespaces).ok());
+        match property {
+            // No InputArguments: the method takes none, or does not say.
+            None => self.call(&[], false, link),
+            Some(property) => {
+                self.step = CallStep::ReadingArguments;
+                self.submit(Request::service(session::read(&[property], VALUE_ATTRIBUTE), "Read"), link);
+            }
+        }
+        Ok(())
+    }
+
+    /// The InputArguments' built-in types, kept for the session.
+    fn input_types(&self, body: &[u8]) -> Result<Arc<[Option<u8>]>> {
+        let values = session::parse_read(body, 1)?;
+        let arguments = match &values[0].value {
+            Some(Variant::Array(array)) => array.values.clone(),
+            Some(other) => vec![other.clone()],
+            None => Vec::new(),
+        };
+        let types = (arguments.iter())
+            .map(|argument| match argument {
+                Variant::ExtensionObject(object) => {
+                    Ok(builtin_of(&crate::method::Argument::from_extension_object(object)?.data_type))
+                }
+                _ => Err(Error::proto(format!("{}: its InputArguments are not Arguments", self.what()))),
+            })
+            .collect::<Result<Arc<[Option<u8>]>>>()?;
+        let mut methods = self.state.methods.lock().unwrap_or_else(|e| e.into_inner());
+        methods.insert(self.method.clone(), (self.session, types.clone()));
+        Ok(types)
+    }
+
+    fn outputs(&self, body: &[u8]) -> Result<TypedValue> {
+        let result = crate::method::parse_call(body)?;
+        if severity(result.status) == Severity::Bad {
+            let mut error = status_error(result.status, &self.what());
+            let bad = result.input_results.iter().enumerate().find(|(_, code)| severity(**code) == Severity::Bad);
+            if let Some((i, code)) = bad {
+                error.message.push_str(&format!(" (argument {i}: {})", crate::status::describe(*code)));
+            }
+            return Err(error);
+        }
+        let outputs: Vec<TypedValue> = result.outputs.iter().filter_map(value::to_value).collect();
+        let wide = outputs.iter().any(|output| output.wide);
+        Ok(TypedValue { value: Value::Array(outputs.into_iter().map(|output| output.value).collect()), wide })
+    }
+}
+
+impl Job<Framing> for CallJob {
+    fn start(&mut self, link: &mut Submitter<'_, Framing>) {
+        let known = self.state.methods.lock().unwrap_or_else(|e| e.into_inner()).get(&self.method).cloned();
+        match known.filter(|(session, _)| *session == self.session) {
+            Some((_, types)) => self.call(&types, true, link),
+            None => self.submit(Request::service(view::browse(&self.method, 0), "Browse"), link),
+        }
+    }
+
+    fn reply(&mut self, _index: u32, reply: Result<Reply>, link: &mut Submitter<'_, Framing>) {
+        let body = match reply {
+            Ok(Reply::Response(body)) => body,
+            Ok(_) => return self.done(Err(Error::proto("a call was answered out of turn"))),
+            Err(e) => return self.done(Err(e)),
+        };
+        let step = match self.step {
+            CallStep::FindingArguments => self.found(&body, link),
+            CallStep::ReadingArguments => self.input_types(&body).map(|types| self.call(&types, true, link)),
+            CallStep::Calling => self.outputs(&body).map(|outputs| self.done(Ok(outputs))),
+        };
+        if let Err(e) = step {
+            self.done(Err(e));
+        }
+    }
+
+    fn finish(self: Box<Self>) -> Outcome {
+        Outcome::Values(vec![self.result.unwrap_or_else(|| Err(Error::proto("the method was not called")))])
+    }
+}
+
 type Core = DeviceCore<Framing, DeviceState>;
 
 /// A connected OPC UA server.
@@ -559,7 +727,7 @@ pub struct OpcuaDevice(Rc<Core>);
 
 impl OpcuaDevice {
     pub fn new(driver: Box<dyn Driver<Framing>>, server: SharedServerInfo) -> OpcuaDevice {
-        let state = Arc::new(DeviceState { server, types: Mutex::default() });
+        let state = Arc::new(DeviceState { server, types: Mutex::default(), methods: Mutex::default() });
         OpcuaDevice(Rc::new(DeviceCore::new(driver, state)))
     }
 }
@@ -628,6 +796,18 @@ impl bifrost_engine::Device for OpcuaDevice {
             requests: Vec::new(),
             error: None,
         };
+        self.0.run(Box::new(job), timeout, done);
+    }
+
+    fn call(&self, object: &str, method: &str, args: Vec<Value>, timeout: Option<Duration>, done: Box<dyn Completion>) {
+        let state = self.0.state.clone();
+        let resolve = |text: &str| ExpandedNodeId::parse(text).and_then(|id| id.resolve(&state.server().namespaces));
+        let (object, method) = match (resolve(object), resolve(method)) {
+            (Ok(object), Ok(method)) => (object, method),
+            (Err(e), _) | (_, Err(e)) => return done.complete(Outcome::Values(vec![Err(e)])),
+        };
+        let session = state.server().session;
+        let job = CallJob { state, session, object, method, args, step: CallStep::FindingArguments, result: None };
         self.0.run(Box::new(job), timeout, done);
     }
 

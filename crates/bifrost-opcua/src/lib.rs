@@ -6,6 +6,7 @@
 pub mod device;
 pub mod encoding;
 pub mod framing;
+pub mod method;
 pub mod node_id;
 pub mod secure_channel;
 pub mod server;

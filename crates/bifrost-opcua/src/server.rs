@@ -2,15 +2,16 @@
 //! None and the Anonymous identity, for the demo, the tests and the benchmark.
 //! It answers Hello, OpenSecureChannel (issue and renew), CloseSecureChannel,
 //! GetEndpoints, FindServers, CreateSession, ActivateSession, CloseSession,
-//! Read, Write, Browse and BrowseNext (pages under continuation points), and a
-//! ServiceFault (BadServiceUnsupported) to anything else.
+//! Read, Write, Browse and BrowseNext (pages under continuation points), Call,
+//! and a ServiceFault (BadServiceUnsupported) to anything else.
 //!
 //! Its address space: the Server object's namespace array, state, current time
 //! and operation limits, and a folder `ns=1;s=Simulation` of `variables`
 //! variables `ns=1;s=V<i>`, typed by `i % 5` (Double `i * 0.5`, Int32 `i`,
 //! Boolean `i % 2 == 1`, Float `i * 0.25`, String `v<i>`), read-only when
 //! `i % 7 == 6`, plus `ns=1;s=Ticks` (UInt32, ten a second) and `ns=1;s=Sine`
-//! (Double, a 10 s sine), which change.
+//! (Double, a 10 s sine), which change, and the method `ns=1;s=Add` (two Int32
+//! in, their sum out), with its InputArguments and OutputArguments.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -26,6 +27,7 @@ use crate::encoding::{
     DataValue, Decode, DiagnosticInfo, Encode, ExtensionObject, LocalizedText, QualifiedName, Reader, Variant,
     VariantArray,
 };
+use crate::method::{self, Argument, CallResult};
 use crate::node_id::{Identifier, NodeId};
 use crate::secure_channel::{date_time, encoding_id as channel_id, ResponseHeader};
 use crate::session::{encoding_id as service_id, VALUE_ATTRIBUTE};
@@ -35,6 +37,9 @@ use crate::transport::{
 };
 use crate::value::builtin;
 use crate::view::{self, node_class, BrowseResult, Reference};
+
+/// The built-in type id of ExtensionObject.
+const EXTENSION_OBJECT: u8 = 22;
 
 pub use bifrost_engine::listener::{Faults, Simulator, SimulatorStats};
 
@@ -53,6 +58,11 @@ mod status {
     pub const BAD_TOO_MANY_OPERATIONS: u32 = 0x8010_0000;
     pub const BAD_DECODING_ERROR: u32 = 0x8007_0000;
     pub const BAD_CONTINUATION_POINT_INVALID: u32 = 0x804A_0000;
+    pub const BAD_OUT_OF_RANGE: u32 = 0x803C_0000;
+    pub const BAD_METHOD_INVALID: u32 = 0x8075_0000;
+    pub const BAD_ARGUMENTS_MISSING: u32 = 0x8076_0000;
+    pub const BAD_TOO_MANY_ARGUMENTS: u32 = 0x80E5_0000;
+    pub const BAD_INVALID_ARGUMENT: u32 = 0x80AB_0000;
 }
 
 /// Attribute ids the simulator serves (Part 6, A.1).
@@ -94,6 +104,9 @@ enum Node {
     Variable(usize),
     Ticks,
     Sine,
+    /// The method Add, and its InputArguments (`true`) or OutputArguments properties.
+    Add,
+    AddArguments(bool),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +160,9 @@ impl AddressSpace {
                 "Simulation" => Some(Node::Folder(Folder::Simulation)),
                 "Ticks" => Some(Node::Ticks),
                 "Sine" => Some(Node::Sine),
+                "Add" => Some(Node::Add),
+                "Add.InputArguments" => Some(Node::AddArguments(true)),
+                "Add.OutputArguments" => Some(Node::AddArguments(false)),
                 _ => {
                     let i: usize = name.strip_prefix('V')?.parse().ok()?;
                     (i < self.values.lock().ok()?.len() && name == &format!("V{i}")).then_some(Node::Variable(i))
@@ -171,6 +187,9 @@ impl AddressSpace {
             Node::Variable(i) => format!("V{i}"),
             Node::Ticks => "Ticks".into(),
             Node::Sine => "Sine".into(),
+            Node::Add => "Add".into(),
+            Node::AddArguments(true) => "InputArguments".into(),
+            Node::AddArguments(false) => "OutputArguments".into(),
         }
     }
 
@@ -190,8 +209,30 @@ impl AddressSpace {
             Node::Variable(i) => self.values.lock().map_err(|_| status::BAD_NODE_ID_UNKNOWN)?[i].clone(),
             Node::Ticks => Variant::UInt32((elapsed.as_millis() / 100) as u32),
             Node::Sine => Variant::Double((elapsed.as_secs_f64() * std::f64::consts::TAU / 10.0).sin()),
-            Node::Folder(_) | Node::Server => return Err(status::BAD_ATTRIBUTE_ID_INVALID),
+            Node::AddArguments(input) => {
+                let argument = |name: &str| Argument {
+                    name: Some(name.into()),
+                    data_type: NodeId::numeric(0, u32::from(builtin::INT32)),
+                    value_rank: -1,
+                    description: LocalizedText::default(),
+                };
+                let names: &[&str] = if input { &["a", "b"] } else { &["sum"] };
+                let values = names
+                    .iter()
+                    .map(|name| Variant::ExtensionObject(Box::new(argument(name).to_extension_object())))
+                    .collect();
+                Variant::Array(Box::new(VariantArray { type_id: EXTENSION_OBJECT, values, dimensions: None }))
+            }
+            Node::Folder(_) | Node::Server | Node::Add => return Err(status::BAD_ATTRIBUTE_ID_INVALID),
         })
+    }
+
+    fn node_class(node: Node) -> u32 {
+        match node {
+            Node::Add => node_class::METHOD,
+            other if Self::data_type(other).is_some() => node_class::VARIABLE,
+            _ => node_class::OBJECT,
+        }
     }
 
     fn data_type(node: Node) -> Option<u8> {
@@ -202,7 +243,8 @@ impl AddressSpace {
             Node::Standard(_) | Node::Ticks => Some(builtin::UINT32),
             Node::Sine => Some(builtin::DOUBLE),
             Node::Variable(i) => Some(variable_type(i)),
-            Node::Folder(_) | Node::Server => None,
+            Node::AddArguments(_) => Some(EXTENSION_OBJECT),
+            Node::Folder(_) | Node::Server | Node::Add => None,
         }
     }
 
@@ -212,7 +254,7 @@ impl AddressSpace {
         let is_variable = Self::data_type(node).is_some();
         let value = match attribute {
             attribute::NODE_ID => Variant::NodeId(Box::new(id.clone())),
-            attribute::NODE_CLASS => Variant::Int32(if is_variable { 2 } else { 1 }),
+            attribute::NODE_CLASS => Variant::Int32(Self::node_class(node) as i32),
             attribute::BROWSE_NAME => Variant::QualifiedName(Box::new(QualifiedName {
                 namespace: id.namespace,
                 name: Some(Self::name(node)),
@@ -251,6 +293,10 @@ impl AddressSpace {
             Node::Folder(Folder::Objects) => NodeId::numeric(0, 85),
             Node::Server => NodeId::numeric(0, 2253),
             Node::Standard(n) => NodeId::numeric(0, n),
+            Node::AddArguments(input) => NodeId {
+                namespace: 1,
+                identifier: Identifier::String(format!("Add.{}", Self::name(Node::AddArguments(input)))),
+            },
             other => NodeId { namespace: 1, identifier: Identifier::String(Self::name(other)) },
         }
     }
@@ -263,8 +309,9 @@ impl AddressSpace {
             Node::Server => vec![Node::Standard(2255), Node::Standard(2258), Node::Standard(2259)],
             Node::Folder(Folder::Simulation) => {
                 let count = self.values.lock().map_or(0, |values| values.len());
-                (0..count).map(Node::Variable).chain([Node::Ticks, Node::Sine]).collect()
+                (0..count).map(Node::Variable).chain([Node::Ticks, Node::Sine, Node::Add]).collect()
             }
+            Node::Add => vec![Node::AddArguments(true), Node::AddArguments(false)],
             _ => Vec::new(),
         }
     }
@@ -274,7 +321,7 @@ impl AddressSpace {
         Reference {
             browse_name: QualifiedName { namespace: id.namespace, name: Some(Self::name(node)) },
             display_name: LocalizedText { locale: None, text: Some(Self::name(node)) },
-            node_class: if Self::data_type(node).is_some() { node_class::VARIABLE } else { node_class::OBJECT },
+            node_class: Self::node_class(node),
             node_id: id.into(),
         }
     }
@@ -291,6 +338,29 @@ impl AddressSpace {
             point
         });
         BrowseResult { status: 0, continuation_point, references }
+    }
+
+    /// Add: two Int32 in, their sum out; on the Simulation folder only.
+    fn call(&self, object: &NodeId, method: &NodeId, inputs: &[Variant]) -> CallResult {
+        let failed = |status, input_results| CallResult { status, input_results, outputs: Vec::new() };
+        if self.find(method) != Some(Node::Add) || self.find(object) != Some(Node::Folder(Folder::Simulation)) {
+            return failed(status::BAD_METHOD_INVALID, Vec::new());
+        }
+        match inputs {
+            [Variant::Int32(a), Variant::Int32(b)] => match a.checked_add(*b) {
+                Some(sum) => CallResult { status: 0, input_results: Vec::new(), outputs: vec![Variant::Int32(sum)] },
+                None => failed(status::BAD_OUT_OF_RANGE, Vec::new()),
+            },
+            [_, _] => {
+                let results = inputs
+                    .iter()
+                    .map(|input| if matches!(input, Variant::Int32(_)) { 0 } else { status::BAD_TYPE_MISMATCH })
+                    .collect();
+                failed(status::BAD_INVALID_ARGUMENT, results)
+            }
+            [] | [_] => failed(status::BAD_ARGUMENTS_MISSING, Vec::new()),
+            _ => failed(status::BAD_TOO_MANY_ARGUMENTS, Vec::new()),
+        }
     }
 
     fn write(&self, id: &NodeId, attribute: u32, value: Option<Variant>) -> u32 {
@@ -679,13 +749,31 @@ fn answer_service(
         service_id::READ_REQUEST
         | service_id::WRITE_REQUEST
         | view::encoding_id::BROWSE_REQUEST
-        | view::encoding_id::BROWSE_NEXT_REQUEST => {
+        | view::encoding_id::BROWSE_NEXT_REQUEST
+        | method::encoding_id::CALL_REQUEST => {
             match &state.session {
                 Some(s) if s.token == header.token && s.activated => {}
                 Some(s) if s.token == header.token => return Err(status::BAD_SESSION_NOT_ACTIVATED),
                 _ => return Err(status::BAD_SESSION_ID_INVALID),
             }
-            if id == view::encoding_id::BROWSE_REQUEST {
+            if id == method::encoding_id::CALL_REQUEST {
+                let calls = read_array(r, 5, "methods to call", |r| {
+                    let object = NodeId::decode(r)?;
+                    let method = NodeId::decode(r)?;
+                    let count = r.length(1, "input arguments")?.unwrap_or(0);
+                    let inputs = (0..count).map(|_| Variant::decode(r)).collect::<Result<Vec<_>>>()?;
+                    Ok((object, method, inputs))
+                })
+                .map_err(decoding)?;
+                too_many(calls.len(), space.max_nodes_per_read)?;
+                respond(out, method::encoding_id::CALL_RESPONSE, handle, |out| {
+                    put_u32(out, calls.len() as u32);
+                    for (object, method, inputs) in &calls {
+                        space.call(object, method, inputs).encode(out);
+                    }
+                    put_u32(out, 0); // diagnostics
+                });
+            } else if id == view::encoding_id::BROWSE_REQUEST {
                 NodeId::decode(r).map_err(decoding)?; // view
                 r.bytes(12, "a view's time and version").map_err(decoding)?;
                 let max = r.u32("references per node").map_err(decoding)?;

@@ -169,18 +169,49 @@ async fn browse_lists_folders_then_variables_with_their_types_across_browse_next
     assert_eq!(names, [("i=2253", "Object", Some("Server")), ("ns=1;s=Simulation", "Object", Some("Simulation"))]);
     let before = requests(&sim);
     let variables = browse(&device, Some("ns=1;s=Simulation")).await.unwrap();
-    // 2,502 references in pages of 1,000: Browse, two BrowseNext; then their types in
-    // one Read of 5,004 attributes, which goes in two chunks of 64 KiB (messages counted by chunk).
+    // 2,503 references in pages of 1,000: Browse, two BrowseNext; then the 2,502 variables' types
+    // in one Read of 5,004 attributes, which goes in two chunks of 64 KiB (messages counted by chunk).
     assert_eq!(requests(&sim) - before, 5);
-    assert_eq!(variables.len(), 2502);
+    assert_eq!(variables.len(), 2503);
     assert_eq!((variables[0].name.as_str(), variables[0].data_type.as_str()), ("ns=1;s=V0", "Double"));
     assert_eq!((variables[1].name.as_str(), variables[1].data_type.as_str()), ("ns=1;s=V1", "Int32"));
     assert_eq!((variables[2499].name.as_str(), variables[2499].data_type.as_str()), ("ns=1;s=V2499", "String"));
     assert_eq!(variables[2501].display_name.as_deref(), Some("Sine"));
+    assert_eq!((variables[2502].name.as_str(), variables[2502].data_type.as_str()), ("ns=1;s=Add", "Method"));
     let server = browse(&device, Some("i=2253")).await.unwrap();
     assert_eq!(server.iter().find(|t| t.name == "i=2255").map(|t| t.data_type.as_str()), Some("String"));
     let missing = browse(&device, Some("ns=1;s=Nowhere")).await.unwrap_err();
     assert_eq!(missing.opcua.map(|s| s.name), Some("BadNodeIdUnknown"));
     assert_eq!(browse(&device, Some("ns=1;x")).await.unwrap_err().code, ErrorCode::Address);
     assert_eq!(read(&device, &["ns=1;s=V0"]).await[0].as_ref().unwrap(), &Value::Float(0.0), "the session still reads");
+}
+
+async fn call_method(device: &OpcuaDevice, object: &str, method: &str, args: Vec<Value>) -> Result<Value> {
+    match call(|done| device.call(object, method, args, None, done)).await {
+        Outcome::Values(mut values) => values.pop().unwrap().map(|typed| typed.value),
+        other => panic!("not values: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_method_call_types_its_arguments_by_the_methods_input_arguments() {
+    let sim = simulator(SimulatorConfig { variables: 10, ..SimulatorConfig::default() }).await;
+    let device = open(&sim).await;
+    let add = |a: f64, b: f64| vec![Value::Float(a), Value::Float(b)];
+    // JavaScript numbers go as Int32, as the method's InputArguments say: the simulator refuses any other type.
+    assert_eq!(
+        call_method(&device, "ns=1;s=Simulation", "ns=1;s=Add", add(2.0, 40.0)).await.unwrap(),
+        Value::Array(vec![Value::Int(42)])
+    );
+    let before = requests(&sim);
+    call_method(&device, "ns=1;s=Simulation", "ns=1;s=Add", add(1.0, 1.0)).await.unwrap();
+    assert_eq!(requests(&sim) - before, 1, "the input types are kept for the session: one Call");
+    let refused = call_method(&device, "ns=1;s=Simulation", "ns=1;s=Add", add(2_147_483_647.0, 1.0)).await.unwrap_err();
+    assert_eq!(refused.opcua.map(|s| s.name), Some("BadOutOfRange"));
+    let count = call_method(&device, "ns=1;s=Simulation", "ns=1;s=Add", vec![Value::Float(1.0)]).await.unwrap_err();
+    assert_eq!(count.code, ErrorCode::InvalidValue, "{count:?}");
+    let fraction = call_method(&device, "ns=1;s=Simulation", "ns=1;s=Add", add(1.5, 1.0)).await.unwrap_err();
+    assert_eq!(fraction.code, ErrorCode::InvalidValue);
+    let missing = call_method(&device, "ns=1;s=Simulation", "ns=1;s=Nope", add(1.0, 1.0)).await.unwrap_err();
+    assert_eq!(missing.opcua.map(|s| s.name), Some("BadNodeIdUnknown"), "{missing:?}");
 }

@@ -4,6 +4,8 @@
 // (it writes its PKI there) and the repository root as the working directory.
 // It serves a folder of test variables in namespace urn:bifrost:test (see below).
 import { OPCUAServer } from 'node-opcua-server'
+import { StatusCodes } from 'node-opcua-status-code'
+import { DataType } from 'node-opcua-variant'
 
 const server = new OPCUAServer({
   port: Number(process.argv[2] ?? 0),
@@ -30,6 +32,21 @@ variable('Name', 'String', 12, 'line 1')
 variable('Total', 'Int64', 8, [0, 5_000_000])
 variable('Limit', 'Double', 11, 100, { accessLevel: 'CurrentRead', userAccessLevel: 'CurrentRead' })
 variable('Samples', 'Float', 10, new Float32Array([1.5, 2.5, 3.5]), { valueRank: 1, arrayDimensions: [3] })
+// A method: Scale(Int16 value, Double factor) -> Double, refusing a factor of 0.
+const scale = ns.addMethod(folder, {
+  browseName: 'Scale',
+  nodeId: 's=Scale',
+  inputArguments: [
+    { name: 'value', dataType: DataType.Int16 },
+    { name: 'factor', dataType: DataType.Double },
+  ],
+  outputArguments: [{ name: 'scaled', dataType: DataType.Double }],
+})
+scale.bindMethod((inputs, _context, callback) => {
+  const [value, factor] = inputs.map((v) => v.value)
+  if (factor === 0) return callback(null, { statusCode: StatusCodes.BadInvalidArgument })
+  callback(null, { statusCode: StatusCodes.Good, outputArguments: [{ dataType: DataType.Double, value: value * factor }] })
+})
 // A folder of more references than one Browse page of 1,000 returns.
 const many = ns.addFolder(folder, { browseName: 'Many', nodeId: 's=Many' })
 for (let i = 0; i < 1500; i++) {
