@@ -71,9 +71,12 @@ pub struct DeviceState {
     server: SharedServerInfo,
     /// Each written node's built-in type, learned under the session numbered with it.
     types: Mutex<FxHashMap<NodeId, (u64, u8)>>,
-    /// Each called method's input types (`None`: the argument's own), learned likewise.
-    methods: Mutex<FxHashMap<NodeId, (u64, Arc<[Option<u8>]>)>>,
+    /// Each called method's input types, learned likewise.
+    methods: Mutex<FxHashMap<NodeId, (u64, InputTypes)>>,
 }
+
+/// A method's input arguments' built-in types (`None`: not built in, so the argument's own).
+type InputTypes = Arc<[Option<u8>]>;
 
 impl DeviceState {
     fn server(&self) -> std::sync::MutexGuard<'_, ServerInfo> {
@@ -654,7 +657,7 @@ impl CallJob {
     }
 
     /// The InputArguments' built-in types, kept for the session.
-    fn input_types(&self, body: &[u8]) -> Result<Arc<[Option<u8>]>> {
+    fn input_types(&self, body: &[u8]) -> Result<InputTypes> {
         let values = session::parse_read(body, 1)?;
         let arguments = match &values[0].value {
             Some(Variant::Array(array)) => array.values.clone(),
@@ -668,7 +671,7 @@ impl CallJob {
                 }
                 _ => Err(Error::proto(format!("{}: its InputArguments are not Arguments", self.what()))),
             })
-            .collect::<Result<Arc<[Option<u8>]>>>()?;
+            .collect::<Result<InputTypes>>()?;
         let mut methods = self.state.methods.lock().unwrap_or_else(|e| e.into_inner());
         methods.insert(self.method.clone(), (self.session, types.clone()));
         Ok(types)
