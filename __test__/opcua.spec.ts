@@ -8,7 +8,7 @@ import type { AddressInfo, Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { spawn } from 'node:child_process'
-import { BifrostError, connect, startOpcuaSimulator } from '../src/index.js'
+import { BifrostError, connect, createPoller, startOpcuaSimulator } from '../src/index.js'
 import type { Simulator } from '../src/index.js'
 
 const ROOT = join(__dirname, '..')
@@ -123,6 +123,32 @@ test('the simulator: call of Add sends Int32 arguments as its InputArguments say
   t.is((await failure(dev.call('ns=1;s=Simulation', 'ns=1;s=Add', [1, 'x' as unknown as number]))).code, 'EINVAL')
   t.is((await failure(dev.call('ns=1;s=Simulation', 'ns=1;s=Add', 5 as unknown as number[]))).code, 'EINVAL')
   await dev.close()
+  sim.stop()
+})
+
+test('the simulator: an OPC UA device in the poller, beside others, in the same batch shape; a deadband holds back what did not move', async (t) => {
+  const sim = await startOpcuaSimulator({ variables: 20 })
+  const devices = await Promise.all([connect(sim.url), connect(sim.url)])
+  const poller = createPoller({ intervalMs: 100, batchMs: 20 })
+  const plain = poller.add(devices[0]!, ['ns=1;s=V10', 'ns=1;s=V11', 'ns=1;s=Ticks'])
+  const banded = poller.add(devices[1]!, ['ns=1;s=V10', 'ns=1;s=Ticks'], { deadband: { type: 'absolute', value: 0.5 } })
+  const entries = []
+  for await (const batch of poller) {
+    entries.push(...batch)
+    if (entries.filter((e) => e.handle === plain).length >= 8) break
+  }
+  await poller.close()
+  const first = entries.find((e) => e.handle === plain)!
+  t.deepEqual(Array.from(first.values.subarray(0, 2)), [5, 11])
+  t.deepEqual(Array.from(first.quality), [0, 0, 0])
+  const ticks = entries.filter((e) => e.handle === plain).map((e) => e.values[2]!)
+  t.true(ticks.at(-1)! > ticks[0]!, 'Ticks moves between polls')
+  // Under the deadband, V10 (constant) comes once; Ticks comes as it moves.
+  const bandedEntries = entries.filter((e) => e.handle === banded)
+  const v10 = bandedEntries.filter((e) => e.indices && Array.from(e.indices).includes(0))
+  t.is(v10.length, 1)
+  t.true(bandedEntries.length >= 2)
+  await Promise.all(devices.map((d) => d.close()))
   sim.stop()
 })
 
