@@ -1,7 +1,8 @@
 // OPC UA through the public API against third-party servers over loopback:
 // node-opcua-server 2.186.4 (an npm devDependency), serving the test variables
-// of crates/bifrost-opcua/tests/peers/node_opcua_server.mjs, and open62541
-// 1.5 (built by scripts/open62541.mjs), serving open62541_server.c's.
+// of crates/bifrost-opcua/tests/peers/node_opcua_server.mjs; open62541 1.5
+// (built by scripts/open62541.mjs), serving open62541_server.c's; and asyncua
+// 2.1.0 (in the venv target/asyncua-venv), serving peers/asyncua_server.py's.
 import test from 'ava'
 import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
@@ -244,4 +245,31 @@ peerTest('open62541: browse of its folder, and a prepared read of 2,000 nodes in
     t.is(data.errors.size, 0)
     t.deepEqual(Array.from(data.values), Array.from({ length: 2000 }, (_, i) => 2.5 * i))
   })
+})
+
+const ASYNCUA_PYTHON = join(ROOT, 'target', 'asyncua-venv', 'bin', 'python')
+const asyncua = { name: 'asyncua 2.1.0 (python3 -m venv target/asyncua-venv, then its pip install asyncua==2.1.0)', present: existsSync(ASYNCUA_PYTHON) }
+
+peerTest('asyncua: reads, writes, call and browse, with the errors asyncua answers in its own way', asyncua, async (t) => {
+  const port = await freePort()
+  const server = await startProcess(ASYNCUA_PYTHON, [join(__dirname, 'peers', 'asyncua_server.py'), String(port)], `listening ${port}`)
+  try {
+    const dev = await connect(`opc.tcp://127.0.0.1:${port}/bifrost`)
+    const tag = (name: string) => `nsu=urn:bifrost:asyncua;s=${name}`
+    t.deepEqual((await dev.readTags(['Speed', 'Count', 'Limit'].map(tag))).map((r) => r.value), [12.5, 42, 100])
+    const written = await dev.writeTags([
+      [tag('Count'), 7],
+      [tag('Speed'), 0.25],
+      [tag('Limit'), 1],
+    ])
+    // asyncua refuses a read-only node as access denied (node-opcua and open62541: BadNotWritable).
+    t.deepEqual(written.map((r) => r.error?.statusName), [undefined, undefined, 'BadUserAccessDenied'])
+    t.deepEqual((await dev.readTags([tag('Count'), tag('Speed')])).map((r) => r.value), [7, 0.25])
+    // Its Add of two Int32 answers an Int64: a bigint.
+    t.deepEqual(await dev.call(tag('Bifrost'), tag('Add'), [2, 3]), [5n])
+    t.deepEqual((await dev.browse(tag('Bifrost'))).map((n) => `${n.displayName}:${n.type}`), ['Speed:Double', 'Count:Int32', 'Limit:Double', 'Add:Method'])
+    await dev.close()
+  } finally {
+    await stopProcess(server)
+  }
 })
