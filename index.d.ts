@@ -23,6 +23,8 @@ export declare class BindingDevice {
   browse(from?: string | undefined | null, timeoutMs?: number | undefined | null): Promise<Array<BindingTagInfo>>
   /** Calls a method of an object with `args`; resolves with its outputs, rejects for a protocol without methods. */
   call(object: string, method: string, args: Array<WriteValue>, timeoutMs?: number | undefined | null): Promise<Array<unknown>>
+  /** Subscribes to the tags: the device reports their changes (see `BindingSubscription`). */
+  subscribe(tags: Array<string>, intervalMs: number, deadbandType: string | undefined | null, deadbandValue: number | undefined | null, maxPending: number): BindingSubscription | Error
   /** Who the device says it is, as a plain object; rejects for a protocol that cannot tell. */
   identity(timeoutMs?: number | undefined | null): Promise<object>
   stats(): BindingConnectionStats
@@ -87,6 +89,19 @@ export declare class BindingSimulator {
   get connections(): number
   /** Stops listening and closes every connection. */
   stop(): void
+}
+
+/** A subscription's changes, batch by batch, for JavaScript. */
+export declare class BindingSubscription {
+  /**
+   * The next batch of changes, oldest first; `null` once the subscription
+   * has ended; rejects with the error that ended it.
+   */
+  next(): Promise<Array<BindingTagResult> | null>
+  /** Batches dropped unread because the consumer fell behind. */
+  get dropped(): number
+  /** Ends the subscription (deleted on the device); resolves once it has ended. */
+  close(): Promise<void>
 }
 
 /** Columnar reads where some tags failed. */

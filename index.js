@@ -840,6 +840,7 @@ module.exports.BindingPlan = nativeBinding.BindingPlan
 module.exports.BindingPoller = nativeBinding.BindingPoller
 module.exports.BindingReplyDecoder = nativeBinding.BindingReplyDecoder
 module.exports.BindingSimulator = nativeBinding.BindingSimulator
+module.exports.BindingSubscription = nativeBinding.BindingSubscription
 module.exports.connect = nativeBinding.connect
 module.exports.createReplyDecoder = nativeBinding.createReplyDecoder
 module.exports.discoverEnip = nativeBinding.discoverEnip

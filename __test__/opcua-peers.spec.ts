@@ -187,6 +187,25 @@ test.serial('node-opcua-server: call types arguments by the method (Int16, Doubl
   })
 })
 
+test.serial('node-opcua-server: subscribe yields the changes of a counter; the subscription exists while the loop runs, not after', async (t) => {
+  await withDevice(async (dev) => {
+    const before = (await dev.read('i=2285')) as number
+    const seen: number[] = []
+    let during = -1
+    for await (const batch of dev.subscribe(['ns=2;s=Counter', 'ns=2;s=NoSuchNode'], { intervalMs: 100 })) {
+      for (const r of batch) {
+        if (r.tag === 'ns=2;s=NoSuchNode') t.is(r.error?.statusName, 'BadNodeIdUnknown')
+        else seen.push(r.value as number)
+      }
+      if (during < 0) during = (await dev.read('i=2285')) as number
+      if (seen.length >= 4) break
+    }
+    t.true(seen.every((v, i) => i === 0 || v > seen[i - 1]!), String(seen))
+    t.is(during, before + 1, 'one subscription more on the server while the loop runs')
+    t.is(await dev.read('i=2285'), before, 'and none after')
+  })
+})
+
 test.serial('node-opcua-server: many reads in flight on one session each get their own answer', async (t) => {
   await withDevice(async (dev) => {
     const reads = await Promise.all(Array.from({ length: 200 }, (_, i) => dev.read(i % 2 ? 'ns=2;s=Limit' : 'ns=2;s=Running')))

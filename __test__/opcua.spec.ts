@@ -254,3 +254,37 @@ test('a server that is not OPC UA, closes mid-message, or never answers: a clean
   await dev.close()
   sim.stop()
 })
+
+test('the simulator: subscribe yields changes per Publish, a deadband holds back small moves, ending the loop deletes it', async (t) => {
+  const sim = await startOpcuaSimulator({ variables: 10 })
+  const dev = await connect(sim.url)
+  const writer = await connect(sim.url)
+  const batches = []
+  for await (const batch of dev.subscribe(['ns=1;s=V0', 'ns=1;s=Ticks'], { intervalMs: 50, deadband: { type: 'absolute', value: 0.5 } })) {
+    batches.push(batch)
+    if (batches.length === 1) {
+      t.is(await writer.read('i=2285'), 1, 'the subscription lives on the server')
+      await writer.write('ns=1;s=V0', 0.25) // within the deadband
+    }
+    if (batches.length === 6) await writer.write('ns=1;s=V0', 3)
+    if (batches.flat().some((r) => r.tag === 'ns=1;s=V0' && r.value === 3)) break
+  }
+  const v0 = batches.flat().filter((r) => r.tag === 'ns=1;s=V0').map((r) => r.value)
+  t.deepEqual(v0, [0, 3], 'the first value, then only the move past the deadband')
+  const ticks = batches.flat().filter((r) => r.tag === 'ns=1;s=Ticks').map((r) => r.value as number)
+  t.true(ticks.length >= 3 && ticks.every((v, i) => i === 0 || v > ticks[i - 1]!), String(ticks))
+  t.true(batches.flat().every((r) => r.quality === 'good' && r.timestamp > Date.now() - 60_000))
+  t.is(await writer.read('i=2285'), 0, 'ending the loop deleted the subscription on the server')
+  t.is(await dev.read('ns=1;s=V1'), 1, 'the device reads on')
+  // Closing the device ends a subscription's loop.
+  const loop = (async () => {
+    let count = 0
+    for await (const batch of dev.subscribe(['ns=1;s=Ticks'], { intervalMs: 50 })) count += batch.length
+    return count
+  })()
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  await dev.close()
+  t.true((await loop) >= 1)
+  await writer.close()
+  sim.stop()
+})

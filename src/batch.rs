@@ -211,7 +211,7 @@ pub struct BindingPoller {
 }
 
 /// A deadband as the TypeScript layer passes it: `absolute` or `percent`, and its value.
-fn deadband(kind: Option<String>, value: Option<f64>) -> Result<Option<Deadband>, Error> {
+pub(crate) fn deadband(kind: Option<String>, value: Option<f64>) -> Result<Option<Deadband>, Error> {
     let Some(kind) = kind else { return Ok(None) };
     let Some(value) = value.filter(|v| v.is_finite() && *v >= 0.0) else {
         return Err(Error::invalid_value("a deadband's value must be a finite number of at least 0"));

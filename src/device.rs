@@ -164,6 +164,23 @@ impl BindingDevice {
         Ok(promise)
     }
 
+    /// Subscribes to the tags: the device reports their changes (see `BindingSubscription`).
+    #[napi(ts_return_type = "BindingSubscription | Error")]
+    pub fn subscribe(
+        &self,
+        tags: Vec<String>,
+        interval_ms: u32,
+        deadband_type: Option<String>,
+        deadband_value: Option<f64>,
+        max_pending: u32,
+    ) -> napi::Result<Either<crate::subscription::BindingSubscription, JsError>> {
+        let options = match crate::subscription::options(interval_ms, deadband_type, deadband_value) {
+            Ok(options) => options,
+            Err(e) => return Ok(Either::B(JsError(e))),
+        };
+        Ok(Either::A(crate::subscription::open(&*self.device, tags, options, max_pending as usize)?))
+    }
+
     /// Who the device says it is, as a plain object; rejects for a protocol that cannot tell.
     #[napi(ts_return_type = "Promise<object>")]
     pub fn identity<'env>(&self, env: &'env Env, timeout_ms: Option<u32>) -> napi::Result<Object<'env>> {

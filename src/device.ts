@@ -8,7 +8,7 @@ import { BifrostError, asBifrostError } from './errors.js'
 import { native } from './native.js'
 import { pluginFor, registeredSchemes } from './plugin.js'
 import { Poller } from './poller.js'
-import type { TypedPollEntry } from './poller.js'
+import type { Deadband, TypedPollEntry } from './poller.js'
 import type { ColumnarData, ConnectOptions, DeviceDescriptor, DeviceIdentity, PreparedPlan, ProtocolPlugin, RequestOptions, TagInfo, TagResult, TagValue } from './plugin.js'
 
 /** Options of {@link Device.watch}. */
@@ -17,6 +17,16 @@ export interface WatchOptions {
   intervalMs?: number
   /** Stops the watch when aborted: no batch is yielded after it, and the loop ends at once. */
   signal?: AbortSignal
+}
+
+/** Settings of {@link Device.subscribe}. */
+export interface SubscribeOptions {
+  /** How often the device samples and reports, in milliseconds: a whole number from 1 to {@link MAX_MS}. Default 1000. */
+  intervalMs?: number
+  /** Only changes past it are reported (OPC UA: a DataChangeFilter; percent is of the node's EU range). */
+  deadband?: Deadband
+  /** Batches held for a consumer slower than the device; beyond them the oldest are dropped. Default 1000. */
+  maxPending?: number
 }
 
 /** The longest time option, in milliseconds: what a Node timer can wait (about 24.8 days). */
@@ -188,6 +198,22 @@ export class NativePlugin implements ProtocolPlugin {
   /** Reads the device's identity, in Rust. */
   identity(options?: RequestOptions): Promise<DeviceIdentity> {
     return this.open().identity(options?.timeout) as Promise<DeviceIdentity>
+  }
+
+  /** Subscribes, in Rust: the device reports changes, batch by batch. */
+  async *subscribe(tags: string[], options: SubscribeOptions): AsyncGenerator<TagResult[], void, undefined> {
+    const { deadband } = options
+    const subscription = this.open().subscribe(tags, options.intervalMs ?? 1000, deadband?.type, deadband?.value, options.maxPending ?? 1000)
+    if (subscription instanceof Error) throw subscription
+    try {
+      for (;;) {
+        const batch = await subscription.next()
+        if (batch === null) return // the subscription ended
+        yield batch as TagResult[]
+      }
+    } finally {
+      await subscription.close()
+    }
   }
 
   /** Calls a method, in Rust. */
@@ -471,6 +497,36 @@ export class Device {
     if (!this.plugin.identity) throw new BifrostError('EINVAL', 'this device cannot tell its identity: its plugin has no identity()')
     try {
       return await this.plugin.identity(options)
+    } catch (e) {
+      throw asBifrostError(e)
+    }
+  }
+
+  /**
+   * Subscribes to the tags: the device watches them and reports what changed,
+   * one batch per notification (OPC UA: per Publish response), each a
+   * {@link TagResult} per change with the device's own timestamp. Ending the
+   * loop (`break`, `return`, a throw) deletes the subscription and its
+   * monitored items on the device. Closing the device ends the loop.
+   * @param tags - the tags to watch
+   * @param options - the interval, a deadband and how many batches a slow consumer may leave unread
+   * @throws {@link BifrostError} `EINVAL` for bad options or a protocol without subscriptions (poll it with {@link createPoller}),
+   * `ECONNRESET` when the connection breaks
+   */
+  async *subscribe(tags: string[], options: SubscribeOptions = {}): AsyncGenerator<TagResult[], void, undefined> {
+    this.checkOpen()
+    if (!Array.isArray(tags) || tags.some((t) => typeof t !== 'string')) throw new BifrostError('EINVAL', 'tags must be an array of strings')
+    if (options.intervalMs !== undefined) checkMs('intervalMs', options.intervalMs)
+    const { deadband, maxPending } = options
+    if (deadband !== undefined && (typeof deadband !== 'object' || deadband === null)) {
+      throw new BifrostError('EINVAL', "deadband must be { type: 'absolute' | 'percent', value }")
+    }
+    if (maxPending !== undefined && !(Number.isInteger(maxPending) && maxPending >= 1 && maxPending <= 1_000_000)) {
+      throw new BifrostError('EINVAL', `maxPending must be a whole number from 1 to 1000000, not ${String(maxPending)}`)
+    }
+    if (!this.plugin.subscribe) throw new BifrostError('EINVAL', 'this device has no subscriptions: poll it (createPoller)')
+    try {
+      yield* this.plugin.subscribe(tags, options)
     } catch (e) {
       throw asBifrostError(e)
     }

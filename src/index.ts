@@ -15,7 +15,7 @@ export type { ErrorCode } from './errors.js'
 export { connect, columnValue, Device, MAX_MS, NativePlugin, PreparedRead, readPlans, readPlansInto } from './device.js'
 export { createPoller, Poller } from './poller.js'
 export type { Deadband, LatencyPercentiles, PollEntry, PollerOptions, PollHandle, PollHealth, PollOptions } from './poller.js'
-export type { ConnectionStats, PlansRead, WatchOptions } from './device.js'
+export type { ConnectionStats, PlansRead, SubscribeOptions, WatchOptions } from './device.js'
 export { registerPlugin, registeredSchemes } from './plugin.js'
 export type {
   ColumnarData,

@@ -672,11 +672,11 @@ pub struct BindingTagResult {
 }
 
 impl BindingTagResult {
-    fn good(tag: String, value: Option<JsValue>, timestamp: f64) -> Self {
+    pub(crate) fn good(tag: String, value: Option<JsValue>, timestamp: f64) -> Self {
         BindingTagResult { tag, value, quality: "good".into(), error: None, timestamp }
     }
 
-    fn bad(tag: String, error: Error, timestamp: f64) -> Self {
+    pub(crate) fn bad(tag: String, error: Error, timestamp: f64) -> Self {
         BindingTagResult { tag, value: None, quality: "bad".into(), error: Some(JsError(error)), timestamp }
     }
 }

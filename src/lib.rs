@@ -16,6 +16,7 @@ mod js;
 mod modbus;
 mod opcua;
 mod simulator;
+mod subscription;
 
 /// Polls `work` in place, catching a panic so it becomes an error for this
 /// call only, never a dead process or a promise that never settles.

@@ -3,6 +3,7 @@
  * @packageDocumentation
  */
 
+import type { SubscribeOptions } from './device.js'
 import type { BifrostError } from './errors.js'
 
 /** A value read from or written to a tag. 64-bit integer types (LINT, ULINT) are `bigint`. */
@@ -130,6 +131,8 @@ export interface ProtocolPlugin {
   browse?(from?: string, options?: RequestOptions): Promise<TagInfo[]>
   /** Optional: who the device says it is (EtherNet/IP: its Identity object). */
   identity?(options?: RequestOptions): Promise<DeviceIdentity>
+  /** Optional: subscribe to the tags; the device reports their changes batch by batch until the loop ends. */
+  subscribe?(tags: string[], options: SubscribeOptions): AsyncIterable<TagResult[]>
   /** Optional: call a method of an object (OPC UA) and return its output arguments. */
   call?(objectId: string, methodId: string, args: TagValue[], options?: RequestOptions): Promise<TagValue[]>
 }

@@ -113,6 +113,17 @@ impl Device for Failover {
         }
     }
 
+    /// A subscription lives on the primary.
+    fn subscribe(
+        &self,
+        tags: &[String],
+        options: crate::session::SubscribeOptions,
+        sink: crate::session::ChangeSink,
+        done: Box<dyn Completion>,
+    ) -> crate::session::Unsubscribe {
+        self.primary.subscribe(tags, options, sink, done)
+    }
+
     /// A method call changes the device: it goes where writes go.
     fn call(&self, object: &str, method: &str, args: Vec<Value>, timeout: Option<Duration>, done: Box<dyn Completion>) {
         match self.writes && down(&self.primary_stats) {

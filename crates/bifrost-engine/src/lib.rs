@@ -18,6 +18,7 @@ pub use failover::{Failover, FailoverConfig};
 pub use link::{Framing, Link, LinkConfig, Resync, Stats, Wants};
 pub use poller::{Deadband, Poller};
 pub use session::{
-    Columns, Completion, Device, DeviceCore, Driver, Job, Outcome, Plan, Session, Submitter, TagInfo, TypedValue,
+    Change, ChangeSink, Columns, Completion, Device, DeviceCore, Driver, Job, Outcome, Plan, Session, Submitter,
+    SubscribeOptions, TagInfo, TypedValue, Unsubscribe,
 };
 pub use shared::SharedLinks;

@@ -123,7 +123,12 @@ impl LinkConfig {
     /// `request-timeout`, `connect-timeout` (milliseconds), `max-in-flight`,
     /// `max-queued` and `breaker-threshold`. A value out of range is `EINVAL`.
     pub fn from_url(url: &mut DeviceUrl) -> Result<LinkConfig> {
-        let mut link = LinkConfig::default();
+        Self::from_url_over(url, LinkConfig::default())
+    }
+
+    /// As [`LinkConfig::from_url`], over a protocol's own defaults.
+    pub fn from_url_over(url: &mut DeviceUrl, defaults: LinkConfig) -> Result<LinkConfig> {
+        let mut link = defaults;
         if let Some(ms) = url.take_in("request-timeout", 1..=MAX_MS)? {
             link.request_timeout = Duration::from_millis(ms);
         }

@@ -73,6 +73,25 @@ pub enum Outcome {
     Closed,
 }
 
+/// A change a subscription reports: the tag's position, its value or why it has
+/// none, and the time the device gave it (ms since 1970; 0 when it gave none).
+pub type Change = (u32, Result<TypedValue>, f64);
+
+/// Where a subscription's changes go as they come, one batch per notification,
+/// on whatever thread the device's driver runs.
+pub type ChangeSink = Arc<dyn Fn(Vec<Change>) + Send + Sync>;
+
+/// Ends a subscription: it is deleted on the device, and its `done` completes.
+pub type Unsubscribe = Box<dyn FnOnce()>;
+
+/// What a subscription watches for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SubscribeOptions {
+    /// How often the device samples and reports.
+    pub interval: Duration,
+    pub deadband: Option<crate::poller::Deadband>,
+}
+
 /// Where a call's outcome goes: the addon's promise, a channel in tests.
 pub trait Completion: Send {
     fn complete(self: Box<Self>, outcome: Outcome);
@@ -357,6 +376,21 @@ pub trait Device {
         done.complete(Outcome::Values(vec![Err(bifrost_core::Error::invalid_value(
             "this protocol's devices have no methods to call",
         ))]))
+    }
+    /// Watches the tags on the device, which reports their changes to `sink`;
+    /// `done` gets [`Outcome::Values`] with one result once the subscription
+    /// ends (unsubscribed, or failed). Devices without subscriptions say so.
+    fn subscribe(
+        &self,
+        _tags: &[String],
+        _options: SubscribeOptions,
+        _sink: ChangeSink,
+        done: Box<dyn Completion>,
+    ) -> Unsubscribe {
+        done.complete(Outcome::Values(vec![Err(bifrost_core::Error::invalid_value(
+            "this protocol's devices have no subscriptions: poll them (createPoller)",
+        ))]));
+        Box::new(|| {})
     }
     fn stats(&self) -> Arc<Stats>;
     /// Later calls fail with `ECLOSED`; `done` gets [`Outcome::Closed`] once the connection is closed.

@@ -11,7 +11,10 @@ use std::time::Duration;
 use bifrost_core::url::DeviceUrl;
 use bifrost_core::{Error, Result, TypedValue, Value};
 use bifrost_engine::runtime::{tcp_connector, RuntimeDriver};
-use bifrost_engine::{Columns, Completion, DeviceCore, Driver, Job, LinkConfig, Outcome, Stats, Submitter, TagInfo};
+use bifrost_engine::{
+    Change, ChangeSink, Columns, Completion, DeviceCore, Driver, Job, LinkConfig, Outcome, Stats, Submitter,
+    SubscribeOptions, TagInfo, Unsubscribe,
+};
 use rustc_hash::FxHashMap;
 
 use crate::encoding::Variant;
@@ -20,8 +23,10 @@ use crate::node_id::{ExpandedNodeId, Identifier, NodeId};
 use crate::secure_channel::status_error;
 use crate::session::{self, DATA_TYPE_ATTRIBUTE, VALUE_ATTRIBUTE};
 use crate::status::{severity, Severity};
+use crate::subscription;
 use crate::value::{self, builtin};
 use crate::view;
+use bytes::Bytes;
 
 /// The port OPC UA servers listen on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 4840;
@@ -48,7 +53,8 @@ impl Opening {
         }
         let address = url.socket_address(DEFAULT_PORT);
         let endpoint_url = format!("opc.tcp://{address}{}", url.path);
-        let link = LinkConfig::from_url(&mut url)?;
+        // Many requests on one session by default: a Publish waits on the server while reads go on.
+        let link = LinkConfig::from_url_over(&mut url, LinkConfig { max_in_flight: 32, ..LinkConfig::default() })?;
         url.finish()?;
         Ok(Opening { address, endpoint_url, link })
     }
@@ -723,6 +729,251 @@ impl Job<Framing> for CallJob {
     }
 }
 
+/// Publish requests kept on the wire: one answered while the next waits.
+const PUBLISH_PIPELINE: usize = 2;
+
+/// Publishing intervals without a notification before the server sends a keep-alive.
+const KEEP_ALIVE_COUNT: u32 = 10;
+
+/// A subscription lives until it is ended: its calls wait as long as this.
+const SUBSCRIPTION_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// BadNoSubscription and BadSubscriptionIdInvalid: the subscription is gone.
+const SUBSCRIPTION_GONE: [u32; 2] = [0x8079_0000, 0x8028_0000];
+
+/// BadTooManyPublishRequests: the server holds enough of ours.
+const TOO_MANY_PUBLISH_REQUESTS: u32 = 0x8078_0000;
+
+/// BadTimeout.
+const BAD_TIMEOUT: u32 = 0x800A_0000;
+
+/// What a subscription and its unsubscribe share: its id on the server, once known, and whether it is ending.
+#[derive(Default)]
+struct SubscriptionShared {
+    id: Mutex<Option<u32>>,
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+impl SubscriptionShared {
+    fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SubscriptionStep {
+    Create,
+    Items,
+    Publish,
+    Republish,
+    Delete,
+}
+
+/// A subscription: CreateSubscription, its monitored items, then Publish after
+/// Publish (two on the wire), each acknowledging what came; a gap in the
+/// sequence numbers is filled by Republish. It ends when the server answers
+/// that the subscription is gone (after an unsubscribe deleted it) or the connection breaks.
+struct SubscriptionJob {
+    tags: Vec<String>,
+    nodes: Vec<Result<NodeId>>,
+    options: SubscribeOptions,
+    sink: ChangeSink,
+    shared: Arc<SubscriptionShared>,
+    subscription_id: u32,
+    requests: Vec<SubscriptionStep>,
+    acknowledgements: Vec<(u32, u32)>,
+    /// The sequence number the next data message should carry.
+    next_sequence: Option<u32>,
+    error: Option<Error>,
+}
+
+/// A DataValue's source time in ms since 1970 (0 when it has none).
+fn source_ms(data: &crate::encoding::DataValue) -> f64 {
+    data.source_timestamp
+        .or(data.server_timestamp)
+        .map_or(0.0, |ticks| (ticks - crate::secure_channel::EPOCH_1601) as f64 / 10_000.0)
+}
+
+impl SubscriptionJob {
+    fn submit(&mut self, step: SubscriptionStep, request: Request, link: &mut Submitter<'_, Framing>) {
+        let index = self.requests.len() as u32;
+        self.requests.push(step);
+        if let Err(e) = link.submit(request, index) {
+            self.error.get_or_insert(e);
+        }
+    }
+
+    fn publish(&mut self, link: &mut Submitter<'_, Framing>) {
+        if self.shared.stopping() || self.error.is_some() {
+            return;
+        }
+        let acknowledgements = std::mem::take(&mut self.acknowledgements);
+        self.submit(SubscriptionStep::Publish, Request::publish(subscription::publish(&acknowledgements)), link);
+    }
+
+    fn deliver(&mut self, message: &subscription::NotificationMessage) {
+        if message.changes.is_empty() {
+            return;
+        }
+        self.acknowledgements.push((self.subscription_id, message.sequence));
+        let changes = (message.changes.iter())
+            .filter_map(|(handle, data)| {
+                let tag = self.tags.get(*handle as usize)?;
+                Some((*handle, value_of(data, tag), source_ms(data)))
+            })
+            .collect();
+        (self.sink)(changes);
+    }
+
+    fn created(&mut self, body: &[u8], link: &mut Submitter<'_, Framing>) -> Result<()> {
+        let created = subscription::parse_create_subscription(body)?;
+        self.subscription_id = created.subscription_id;
+        *self.shared.id.lock().unwrap_or_else(|e| e.into_inner()) = Some(created.subscription_id);
+        if self.shared.stopping() {
+            // Ended before it was made: delete it at once.
+            let request =
+                Request::service(subscription::delete_subscriptions(&[created.subscription_id]), "DeleteSubscriptions");
+            self.submit(SubscriptionStep::Delete, request, link);
+            return Ok(());
+        }
+        let items: Vec<subscription::ItemToCreate> = (self.nodes.iter().enumerate())
+            .filter_map(|(i, node)| {
+                Some(subscription::ItemToCreate {
+                    node: node.as_ref().ok()?.clone(),
+                    client_handle: i as u32,
+                    sampling_interval_ms: self.options.interval.as_secs_f64() * 1000.0,
+                    deadband: self.options.deadband,
+                })
+            })
+            .collect();
+        let request = subscription::create_monitored_items(created.subscription_id, &items);
+        self.submit(SubscriptionStep::Items, Request::service(request, "CreateMonitoredItems"), link);
+        Ok(())
+    }
+
+    fn items_created(&mut self, body: &[u8], link: &mut Submitter<'_, Framing>) -> Result<()> {
+        let good: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].is_ok()).collect();
+        let results = subscription::parse_create_monitored_items(body, good.len())?;
+        let refused: Vec<Change> = (good.iter().zip(&results))
+            .filter(|(_, (status, _))| severity(*status) == Severity::Bad)
+            .map(|(&i, (status, _))| {
+                (i as u32, Err(status_error(*status, &format!("subscription to '{}'", self.tags[i]))), 0.0)
+            })
+            .collect();
+        if !refused.is_empty() {
+            (self.sink)(refused);
+        }
+        for _ in 0..PUBLISH_PIPELINE {
+            self.publish(link);
+        }
+        Ok(())
+    }
+
+    fn published(&mut self, body: &[u8], link: &mut Submitter<'_, Framing>) -> Result<()> {
+        let published = match subscription::parse_publish(body) {
+            Err(e) if e.opcua.is_some_and(|s| SUBSCRIPTION_GONE.contains(&s.code)) && self.shared.stopping() => {
+                return Ok(())
+            }
+            // The server holds enough of ours: one fewer on the wire.
+            Err(e) if e.opcua.is_some_and(|s| s.code == TOO_MANY_PUBLISH_REQUESTS) => return Ok(()),
+            // It held this one past a timeout of its own: send another.
+            Err(e) if e.opcua.is_some_and(|s| s.code == BAD_TIMEOUT) => {
+                self.publish(link);
+                return Ok(());
+            }
+            other => other?,
+        };
+        if published.subscription_id != self.subscription_id {
+            return Err(Error::proto(format!(
+                "a notification for subscription {}, not ours",
+                published.subscription_id
+            )));
+        }
+        let message = &published.message;
+        if !message.changes.is_empty() {
+            // A gap: the messages between were lost on the way; the server keeps them for a Republish.
+            if let Some(expected) = self.next_sequence.filter(|&expected| message.sequence > expected) {
+                for missing in (expected..message.sequence).filter(|s| published.available.contains(s)) {
+                    let request = Request::service(subscription::republish(self.subscription_id, missing), "Republish");
+                    self.submit(SubscriptionStep::Republish, request, link);
+                }
+            }
+            self.next_sequence = Some(message.sequence.wrapping_add(1));
+        }
+        self.deliver(message);
+        self.publish(link);
+        Ok(())
+    }
+}
+
+impl Job<Framing> for SubscriptionJob {
+    fn start(&mut self, link: &mut Submitter<'_, Framing>) {
+        let unresolved: Vec<Change> = (self.nodes.iter().enumerate())
+            .filter_map(|(i, node)| Some((i as u32, Err(node.as_ref().err()?.clone()), 0.0)))
+            .collect();
+        if !unresolved.is_empty() {
+            (self.sink)(unresolved);
+        }
+        if self.nodes.iter().all(Result::is_err) {
+            return;
+        }
+        let parameters = subscription::SubscriptionParameters {
+            publishing_interval_ms: self.options.interval.as_secs_f64() * 1000.0,
+            lifetime_count: KEEP_ALIVE_COUNT * 3,
+            max_keep_alive_count: KEEP_ALIVE_COUNT,
+            max_notifications_per_publish: 0,
+        };
+        let request = Request::service(subscription::create_subscription(&parameters), "CreateSubscription");
+        self.submit(SubscriptionStep::Create, request, link);
+    }
+
+    fn reply(&mut self, index: u32, reply: Result<Reply>, link: &mut Submitter<'_, Framing>) {
+        let step = self.requests[index as usize];
+        let body = match reply {
+            Ok(Reply::Response(body)) => body,
+            Ok(_) => Bytes::new(),
+            Err(e) => {
+                self.error.get_or_insert(e);
+                return;
+            }
+        };
+        let handled = match step {
+            SubscriptionStep::Create => self.created(&body, link),
+            SubscriptionStep::Items => self.items_created(&body, link),
+            SubscriptionStep::Publish => self.published(&body, link),
+            SubscriptionStep::Republish => subscription::parse_republish(&body).map(|message| self.deliver(&message)),
+            SubscriptionStep::Delete => subscription::parse_delete_subscriptions(&body).map(drop),
+        };
+        if let Err(e) = handled {
+            self.error.get_or_insert(e);
+        }
+    }
+
+    fn finish(self: Box<Self>) -> Outcome {
+        let ended = match self.error {
+            Some(e) if !self.shared.stopping() => Err(e),
+            _ => Ok(TypedValue { value: Value::Bool(true), wide: false }),
+        };
+        Outcome::Values(vec![ended])
+    }
+}
+
+/// Deletes a subscription; its answer matters to no one (the subscription's own job ends on the server's word).
+struct DeleteSubscriptionJob(u32);
+
+impl Job<Framing> for DeleteSubscriptionJob {
+    fn start(&mut self, link: &mut Submitter<'_, Framing>) {
+        let request = Request::service(subscription::delete_subscriptions(&[self.0]), "DeleteSubscriptions");
+        let _ = link.submit(request, 0);
+    }
+
+    fn reply(&mut self, _index: u32, _reply: Result<Reply>, _link: &mut Submitter<'_, Framing>) {}
+
+    fn finish(self: Box<Self>) -> Outcome {
+        Outcome::Values(Vec::new())
+    }
+}
+
 type Core = DeviceCore<Framing, DeviceState>;
 
 /// A connected OPC UA server.
@@ -812,6 +1063,38 @@ impl bifrost_engine::Device for OpcuaDevice {
         let session = state.server().session;
         let job = CallJob { state, session, object, method, args, step: CallStep::FindingArguments, result: None };
         self.0.run(Box::new(job), timeout, done);
+    }
+
+    fn subscribe(
+        &self,
+        tags: &[String],
+        options: SubscribeOptions,
+        sink: ChangeSink,
+        done: Box<dyn Completion>,
+    ) -> Unsubscribe {
+        let (nodes, _) = self.0.state.resolve(&parse_tags(tags));
+        let shared = Arc::new(SubscriptionShared::default());
+        let job = SubscriptionJob {
+            tags: tags.to_vec(),
+            nodes,
+            options,
+            sink,
+            shared: shared.clone(),
+            subscription_id: 0,
+            requests: Vec::new(),
+            acknowledgements: Vec::new(),
+            next_sequence: None,
+            error: None,
+        };
+        self.0.run(Box::new(job), Some(SUBSCRIPTION_LIFETIME), done);
+        let device = self.0.clone();
+        Box::new(move || {
+            shared.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+            let id = *shared.id.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(id) = id {
+                device.run(Box::new(DeleteSubscriptionJob(id)), None, Box::new(|_| {}));
+            }
+        })
     }
 
     fn stats(&self) -> Arc<Stats> {

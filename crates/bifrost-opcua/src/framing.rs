@@ -77,16 +77,23 @@ pub enum Request {
         what: &'static str,
         /// Whether it changes the server (Write, Call).
         writes: bool,
+        /// Whether the server may hold it until it has something to say (Publish): no timeout hint.
+        waits: bool,
     },
 }
 
 impl Request {
     pub fn service(request: ServiceRequest, what: &'static str) -> Request {
-        Request::Service { request, what, writes: false }
+        Request::Service { request, what, writes: false, waits: false }
     }
 
     pub fn write(request: ServiceRequest, what: &'static str) -> Request {
-        Request::Service { request, what, writes: true }
+        Request::Service { request, what, writes: true, waits: false }
+    }
+
+    /// A Publish: answered when a notification or a keep-alive is due.
+    pub fn publish(request: ServiceRequest) -> Request {
+        Request::Service { request, what: "Publish", writes: false, waits: true }
     }
 }
 
@@ -272,7 +279,7 @@ impl bifrost_engine::Framing for Framing {
                 Ok(())
             }
             Request::OpenSecureChannel => self.open(out, id + 1, TokenRequest::Issue),
-            Request::Service { request, .. } => {
+            Request::Service { request, waits, .. } => {
                 // The token is renewed ahead of the request that finds it due, so a busy
                 // channel renews on time and an idle one at its next keep-alive.
                 if !self.renewing && self.renew_at.is_some_and(|at| at <= Instant::now()) {
@@ -281,7 +288,11 @@ impl bifrost_engine::Framing for Framing {
                 }
                 let mut body = std::mem::take(&mut self.scratch);
                 body.clear();
-                request.write(&self.header(id + 1), &mut body);
+                let mut header = self.header(id + 1);
+                if *waits {
+                    header.timeout_hint = 0; // no timeout: it is answered when there is something to say
+                }
+                request.write(&header, &mut body);
                 let policy = &*self.policy;
                 let sent =
                     transport::write_chunks(out, kind::MESSAGE, &mut self.channel, id + 1, &body, &self.limits, policy);

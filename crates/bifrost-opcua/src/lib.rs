@@ -12,6 +12,7 @@ pub mod secure_channel;
 pub mod server;
 pub mod session;
 pub mod status;
+pub mod subscription;
 pub mod transport;
 pub mod value;
 pub mod view;

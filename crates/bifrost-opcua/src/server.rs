@@ -3,7 +3,9 @@
 //! It answers Hello, OpenSecureChannel (issue and renew), CloseSecureChannel,
 //! GetEndpoints, FindServers, CreateSession, ActivateSession, CloseSession,
 //! Read, Write, Browse and BrowseNext (pages under continuation points), Call,
-//! and a ServiceFault (BadServiceUnsupported) to anything else.
+//! subscriptions (CreateSubscription, CreateMonitoredItems with an absolute
+//! deadband, Publish with acknowledgements and keep-alives, Republish,
+//! DeleteSubscriptions), and a ServiceFault (BadServiceUnsupported) to anything else.
 //!
 //! Its address space: the Server object's namespace array, state, current time
 //! and operation limits, and a folder `ns=1;s=Simulation` of `variables`
@@ -13,10 +15,10 @@
 //! (Double, a 10 s sine), which change, and the method `ns=1;s=Add` (two Int32
 //! in, their sum out), with its InputArguments and OutputArguments.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
@@ -24,13 +26,14 @@ use tokio::net::TcpStream;
 use bifrost_core::{Error, Result};
 
 use crate::encoding::{
-    DataValue, Decode, DiagnosticInfo, Encode, ExtensionObject, LocalizedText, QualifiedName, Reader, Variant,
-    VariantArray,
+    DataValue, Decode, DiagnosticInfo, Encode, ExtensionBody, ExtensionObject, LocalizedText, QualifiedName, Reader,
+    Variant, VariantArray,
 };
 use crate::method::{self, Argument, CallResult};
 use crate::node_id::{Identifier, NodeId};
 use crate::secure_channel::{date_time, encoding_id as channel_id, ResponseHeader};
 use crate::session::{encoding_id as service_id, VALUE_ATTRIBUTE};
+use crate::subscription::{self, NotificationMessage};
 use crate::transport::{
     self, chunk, kind, Acknowledge, Assembled, Channel, Hello, Limits, Negotiated, NoSecurity, Reassembly,
     SecurityPolicy, HEADER_LEN,
@@ -59,6 +62,9 @@ mod status {
     pub const BAD_DECODING_ERROR: u32 = 0x8007_0000;
     pub const BAD_CONTINUATION_POINT_INVALID: u32 = 0x804A_0000;
     pub const BAD_OUT_OF_RANGE: u32 = 0x803C_0000;
+    pub const BAD_NO_SUBSCRIPTION: u32 = 0x8079_0000;
+    pub const BAD_SUBSCRIPTION_ID_INVALID: u32 = 0x8028_0000;
+    pub const BAD_MESSAGE_NOT_AVAILABLE: u32 = 0x807B_0000;
     pub const BAD_METHOD_INVALID: u32 = 0x8075_0000;
     pub const BAD_ARGUMENTS_MISSING: u32 = 0x8076_0000;
     pub const BAD_TOO_MANY_ARGUMENTS: u32 = 0x80E5_0000;
@@ -119,6 +125,8 @@ enum Folder {
 /// What the simulator serves: the variables' values, changed by writes.
 struct AddressSpace {
     values: Mutex<Vec<Variant>>,
+    /// Subscriptions on every connection (ServerDiagnosticsSummary.CurrentSubscriptionCount, i=2285).
+    subscriptions: std::sync::atomic::AtomicUsize,
     max_nodes_per_read: u32,
     started: Instant,
 }
@@ -145,6 +153,7 @@ impl AddressSpace {
     fn new(config: &SimulatorConfig) -> AddressSpace {
         AddressSpace {
             values: Mutex::new((0..config.variables).map(initial_value).collect()),
+            subscriptions: std::sync::atomic::AtomicUsize::new(0),
             max_nodes_per_read: config.max_nodes_per_read,
             started: Instant::now(),
         }
@@ -155,7 +164,9 @@ impl AddressSpace {
             (0, Identifier::Numeric(84)) => Some(Node::Folder(Folder::Root)),
             (0, Identifier::Numeric(85)) => Some(Node::Folder(Folder::Objects)),
             (0, Identifier::Numeric(2253)) => Some(Node::Server),
-            (0, Identifier::Numeric(n @ (2255 | 2258 | 2259 | 11705 | 11707 | 11710))) => Some(Node::Standard(*n)),
+            (0, Identifier::Numeric(n @ (2255 | 2258 | 2259 | 2285 | 11705 | 11707 | 11710))) => {
+                Some(Node::Standard(*n))
+            }
             (1, Identifier::String(name)) => match name.as_str() {
                 "Simulation" => Some(Node::Folder(Folder::Simulation)),
                 "Ticks" => Some(Node::Ticks),
@@ -183,6 +194,7 @@ impl AddressSpace {
             Node::Standard(2259) => "State".into(),
             Node::Standard(11705) => "MaxNodesPerRead".into(),
             Node::Standard(11707) => "MaxNodesPerWrite".into(),
+            Node::Standard(2285) => "CurrentSubscriptionCount".into(),
             Node::Standard(_) => "MaxNodesPerBrowse".into(),
             Node::Variable(i) => format!("V{i}"),
             Node::Ticks => "Ticks".into(),
@@ -205,6 +217,7 @@ impl AddressSpace {
             Node::Standard(2258) => Variant::DateTime(date_time(SystemTime::now())),
             Node::Standard(2259) => Variant::Int32(0), // Running
             Node::Standard(11705 | 11707) => Variant::UInt32(self.max_nodes_per_read),
+            Node::Standard(2285) => Variant::UInt32(self.subscriptions.load(Ordering::Relaxed) as u32),
             Node::Standard(_) => Variant::UInt32(0),
             Node::Variable(i) => self.values.lock().map_err(|_| status::BAD_NODE_ID_UNKNOWN)?[i].clone(),
             Node::Ticks => Variant::UInt32((elapsed.as_millis() / 100) as u32),
@@ -398,7 +411,9 @@ pub async fn start(addr: &str, config: SimulatorConfig) -> std::io::Result<Simul
 }
 
 /// What one connection holds: its channel, its session, its limits.
-struct Connection {
+struct Connection<'a> {
+    /// The server's count of subscriptions, which this connection's leave when it ends.
+    live: &'a std::sync::atomic::AtomicUsize,
     /// After Hello.
     limits: Option<Negotiated>,
     channel: Channel,
@@ -407,6 +422,143 @@ struct Connection {
     /// Browses left off: where each continuation point resumes, and its page size.
     continuations: HashMap<Vec<u8>, (Node, usize, u32)>,
     next_point: u64,
+    subscriptions: Vec<Subscription>,
+    next_subscription: u32,
+    /// Publish requests waiting for something to say: their request ids and handles.
+    publishes: VecDeque<(u32, u32)>,
+}
+
+/// One subscription of the session.
+struct Subscription {
+    id: u32,
+    interval: Duration,
+    keep_alive_count: u32,
+    /// Per item: its client handle, node, absolute deadband, and the value last reported.
+    items: Vec<(u32, Node, f64, Option<Variant>)>,
+    next_sequence: u32,
+    next_tick: Instant,
+    /// Intervals since the last message.
+    silent: u32,
+    /// Changes sampled but not yet published.
+    pending: Vec<(u32, DataValue)>,
+    /// Messages sent but not acknowledged, for Republish.
+    sent: VecDeque<NotificationMessage>,
+}
+
+/// Messages kept for Republish.
+const RETRANSMIT: usize = 32;
+
+impl Subscription {
+    /// Samples every item; what moved past its deadband waits to be published.
+    fn sample(&mut self, space: &AddressSpace) {
+        for (handle, node, deadband, last) in &mut self.items {
+            let Ok(value) = space.value(*node) else { continue };
+            let moved = match (&last, crate::value::to_value(&value)) {
+                (None, _) => true,
+                (Some(old), Some(new)) => match (crate::value::to_value(old).map(|o| o.value), new.value) {
+                    (Some(bifrost_core::Value::Float(a)), bifrost_core::Value::Float(b)) => (b - a).abs() > *deadband,
+                    (Some(a), b) => a != b,
+                    (None, _) => true,
+                },
+                (Some(_), None) => false,
+            };
+            if moved {
+                let now = date_time(SystemTime::now());
+                self.pending.retain(|(h, _)| h != handle);
+                let data = DataValue {
+                    value: Some(value.clone()),
+                    source_timestamp: Some(now),
+                    server_timestamp: Some(now),
+                    ..DataValue::default()
+                };
+                self.pending.push((*handle, data));
+                *last = Some(value);
+            }
+        }
+    }
+
+    /// The message due now, if any: the changes, or a keep-alive after enough silence.
+    fn message(&mut self) -> Option<NotificationMessage> {
+        let publish_time = date_time(SystemTime::now());
+        if !self.pending.is_empty() {
+            let message = NotificationMessage {
+                sequence: self.next_sequence,
+                publish_time,
+                changes: std::mem::take(&mut self.pending),
+            };
+            self.next_sequence = self.next_sequence.wrapping_add(1).max(1);
+            self.silent = 0;
+            self.sent.push_back(message.clone());
+            if self.sent.len() > RETRANSMIT {
+                self.sent.pop_front();
+            }
+            return Some(message);
+        }
+        self.silent += 1;
+        (self.silent >= self.keep_alive_count).then(|| {
+            self.silent = 0;
+            NotificationMessage { sequence: self.next_sequence, publish_time, changes: Vec::new() }
+        })
+    }
+}
+
+impl Drop for Connection<'_> {
+    fn drop(&mut self) {
+        self.live.fetch_sub(self.subscriptions.len(), Ordering::Relaxed);
+    }
+}
+
+impl Connection<'_> {
+    /// When the next subscription samples.
+    fn next_tick(&self) -> Option<Instant> {
+        self.subscriptions.iter().map(|s| s.next_tick).min()
+    }
+
+    /// Samples the subscriptions due and answers waiting Publish requests with what is due.
+    fn tick(&mut self, space: &AddressSpace, now: Instant, out: &mut Vec<u8>) -> Result<()> {
+        for index in 0..self.subscriptions.len() {
+            if self.subscriptions[index].next_tick > now {
+                continue;
+            }
+            let subscription = &mut self.subscriptions[index];
+            subscription.sample(space);
+            subscription.next_tick = now + subscription.interval;
+            if self.publishes.is_empty() {
+                continue; // the changes wait for the client's next Publish
+            }
+            let Some(message) = self.subscriptions[index].message() else { continue };
+            let Some((request_id, handle)) = self.publishes.pop_front() else { continue };
+            let id = self.subscriptions[index].id;
+            let available: Vec<u32> = self.subscriptions[index].sent.iter().map(|m| m.sequence).collect();
+            let mut body = Vec::new();
+            respond(&mut body, subscription::encoding_id::PUBLISH_RESPONSE, handle, |out| {
+                put_u32(out, id);
+                put_u32(out, available.len() as u32);
+                available.iter().for_each(|s| put_u32(out, *s));
+                out.push(0); // no more notifications
+                message.encode(out);
+                put_u32(out, 0); // acknowledgement results
+                put_u32(out, 0); // diagnostics
+            });
+            self.send(request_id, &body, out)?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, request_id: u32, body: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let limits = self.limits.ok_or_else(|| Error::proto("no Hello"))?;
+        transport::write_chunks(out, kind::MESSAGE, &mut self.channel, request_id, body, &limits, &NoSecurity)
+    }
+
+    /// The subscriptions are gone: every waiting Publish is answered BadNoSubscription.
+    fn refuse_publishes(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        while let Some((request_id, handle)) = self.publishes.pop_front() {
+            let mut body = Vec::new();
+            fault(&mut body, handle, status::BAD_NO_SUBSCRIPTION);
+            self.send(request_id, &body, out)?;
+        }
+        Ok(())
+    }
 }
 
 struct Session {
@@ -425,19 +577,40 @@ async fn serve(
     stats: &SimulatorStats,
 ) {
     let mut state = Connection {
+        live: &space.subscriptions,
         limits: None,
         channel: Channel { channel_id: 0, token_id: 0, sequence: 1 },
         session: None,
         reassembly: Reassembly::default(),
         continuations: HashMap::new(),
         next_point: 0,
+        subscriptions: Vec::new(),
+        next_subscription: 1,
+        publishes: VecDeque::new(),
     };
     let mut input = BytesMut::with_capacity(8192);
     let mut output = Vec::with_capacity(8192);
     let mut served: u64 = 0;
     loop {
-        if !faults.read(&mut socket, &mut input, stats).await {
-            return;
+        // A subscription's next sample wakes the connection as a request does.
+        let read = match state.next_tick() {
+            Some(at) => tokio::select! {
+                read = faults.read(&mut socket, &mut input, stats) => Some(read),
+                _ = tokio::time::sleep_until(at.into()) => None,
+            },
+            None => Some(faults.read(&mut socket, &mut input, stats).await),
+        };
+        match read {
+            Some(true) => {}
+            Some(false) => return,
+            None => {
+                if state.tick(space, Instant::now(), &mut output).is_err()
+                    || !faults.write(&mut socket, &mut output).await
+                {
+                    return;
+                }
+                continue;
+            }
         }
         loop {
             let len = match transport::frame_len(&input, OURS.receive_buffer) {
@@ -521,16 +694,33 @@ fn answer(
                 Assembled::Pending | Assembled::Aborted(..) => return Ok(false),
             };
             let mut response = Vec::new();
-            service(space, state, &body, &mut response);
-            transport::write_chunks(
-                out,
-                kind::MESSAGE,
-                &mut state.channel,
-                request_id,
-                &response,
-                &limits,
-                &NoSecurity,
-            )?;
+            match service(space, state, &body, &mut response) {
+                Answered::Now => transport::write_chunks(
+                    out,
+                    kind::MESSAGE,
+                    &mut state.channel,
+                    request_id,
+                    &response,
+                    &limits,
+                    &NoSecurity,
+                )?,
+                // A Publish waits for the subscription's next message.
+                Answered::Later(handle) => state.publishes.push_back((request_id, handle)),
+                Answered::NowAndRefusePublishes => {
+                    transport::write_chunks(
+                        out,
+                        kind::MESSAGE,
+                        &mut state.channel,
+                        request_id,
+                        &response,
+                        &limits,
+                        &NoSecurity,
+                    )?;
+                    if state.subscriptions.is_empty() {
+                        state.refuse_publishes(out)?;
+                    }
+                }
+            }
             Ok(true)
         }
         other => Err(Error::proto(format!("a {} message", String::from_utf8_lossy(&other)))),
@@ -670,21 +860,37 @@ fn read_array<'a, T>(
     (0..count).map(|_| each(r)).collect()
 }
 
+/// When a service request is answered.
+enum Answered {
+    Now,
+    /// A Publish, answered when its subscription has something to say.
+    Later(u32),
+    /// DeleteSubscriptions: then the Publish requests waiting for no subscription are refused.
+    NowAndRefusePublishes,
+}
+
 /// Answers one service request's body into `out`; a request that does not decode is a ServiceFault.
-fn service(space: &AddressSpace, state: &mut Connection, body: &[u8], out: &mut Vec<u8>) {
+fn service(space: &AddressSpace, state: &mut Connection, body: &[u8], out: &mut Vec<u8>) -> Answered {
     let mut r = Reader::new(body);
     let (type_id, header) = match (NodeId::decode(&mut r), RequestHeaderIn::decode(&mut r)) {
         (Ok(type_id), Ok(header)) => (type_id, header),
-        _ => return fault(out, 0, status::BAD_DECODING_ERROR),
+        _ => {
+            fault(out, 0, status::BAD_DECODING_ERROR);
+            return Answered::Now;
+        }
     };
     let Identifier::Numeric(id) = type_id.identifier else {
-        return fault(out, header.handle, status::BAD_SERVICE_UNSUPPORTED);
+        fault(out, header.handle, status::BAD_SERVICE_UNSUPPORTED);
+        return Answered::Now;
     };
-    if let Err(code) = answer_service(space, state, id, &header, &mut r, out) {
-        fault(out, header.handle, code);
+    match answer_service(space, state, id, &header, &mut r, out) {
+        Ok(answered) => answered,
+        Err(code) => {
+            fault(out, header.handle, code);
+            Answered::Now
+        }
     }
 }
-
 fn answer_service(
     space: &AddressSpace,
     state: &mut Connection,
@@ -692,10 +898,139 @@ fn answer_service(
     header: &RequestHeaderIn,
     r: &mut Reader<'_>,
     out: &mut Vec<u8>,
-) -> std::result::Result<(), u32> {
+) -> std::result::Result<Answered, u32> {
     let decoding = |_: Error| status::BAD_DECODING_ERROR;
     let handle = header.handle;
+    let is_session = matches!(&state.session, Some(s) if s.token == header.token && s.activated);
     match id {
+        subscription::encoding_id::CREATE_SUBSCRIPTION_REQUEST
+        | subscription::encoding_id::CREATE_MONITORED_ITEMS_REQUEST
+        | subscription::encoding_id::PUBLISH_REQUEST
+        | subscription::encoding_id::REPUBLISH_REQUEST
+        | subscription::encoding_id::DELETE_SUBSCRIPTIONS_REQUEST
+            if !is_session =>
+        {
+            return Err(status::BAD_SESSION_ID_INVALID);
+        }
+        subscription::encoding_id::CREATE_SUBSCRIPTION_REQUEST => {
+            let interval = f64::from_bits(r.u64("an interval").map_err(decoding)?).clamp(50.0, 3_600_000.0);
+            r.u32("a lifetime count").map_err(decoding)?;
+            let keep_alive_count = r.u32("a keep-alive count").map_err(decoding)?.clamp(1, 1000);
+            let id = state.next_subscription;
+            state.next_subscription += 1;
+            let interval_duration = Duration::from_secs_f64(interval / 1000.0);
+            space.subscriptions.fetch_add(1, Ordering::Relaxed);
+            state.subscriptions.push(Subscription {
+                id,
+                interval: interval_duration,
+                keep_alive_count,
+                items: Vec::new(),
+                next_sequence: 1,
+                next_tick: Instant::now() + interval_duration,
+                silent: 0,
+                pending: Vec::new(),
+                sent: VecDeque::new(),
+            });
+            respond(out, subscription::encoding_id::CREATE_SUBSCRIPTION_RESPONSE, handle, |out| {
+                put_u32(out, id);
+                out.extend_from_slice(&interval.to_le_bytes());
+                put_u32(out, keep_alive_count * 3);
+                put_u32(out, keep_alive_count);
+            });
+        }
+        subscription::encoding_id::CREATE_MONITORED_ITEMS_REQUEST => {
+            let id = r.u32("a subscription id").map_err(decoding)?;
+            r.u32("timestamps to return").map_err(decoding)?;
+            let items = read_array(r, 30, "items to create", |r| {
+                let node = NodeId::decode(r)?;
+                r.u32("an attribute id")?;
+                r.string("an index range")?;
+                QualifiedName::decode(r)?;
+                r.u32("a monitoring mode")?;
+                let handle = r.u32("a client handle")?;
+                r.u64("a sampling interval")?;
+                let filter = ExtensionObject::decode(r)?;
+                r.u32("a queue size")?;
+                r.u8("discard oldest")?;
+                // An absolute deadband (DataChangeFilter, deadband type 1); anything else reports every change.
+                let deadband = match &filter.body {
+                    ExtensionBody::Binary(body) if body.len() >= 16 && body[4..8] == [1, 0, 0, 0] => {
+                        f64::from_le_bytes(body[8..16].try_into().unwrap_or_default())
+                    }
+                    _ => 0.0,
+                };
+                Ok((node, handle, deadband))
+            })
+            .map_err(decoding)?;
+            let subscription =
+                state.subscriptions.iter_mut().find(|s| s.id == id).ok_or(status::BAD_SUBSCRIPTION_ID_INVALID)?;
+            let mut results = Vec::with_capacity(items.len());
+            for (node, handle, deadband) in items {
+                match space.find(&node).filter(|n| AddressSpace::data_type(*n).is_some()) {
+                    Some(found) => {
+                        subscription.items.push((handle, found, deadband, None));
+                        results.push((0, subscription.items.len() as u32));
+                    }
+                    None => results.push((status::BAD_NODE_ID_UNKNOWN, 0)),
+                }
+            }
+            let interval = subscription.interval.as_secs_f64() * 1000.0;
+            respond(out, subscription::encoding_id::CREATE_MONITORED_ITEMS_RESPONSE, handle, |out| {
+                put_u32(out, results.len() as u32);
+                for (status, item) in &results {
+                    put_u32(out, *status);
+                    put_u32(out, *item);
+                    out.extend_from_slice(&interval.to_le_bytes());
+                    put_u32(out, 1);
+                    ExtensionObject { type_id: NodeId::null(), body: ExtensionBody::None }.encode(out);
+                }
+                put_u32(out, 0); // diagnostics
+            });
+        }
+        subscription::encoding_id::PUBLISH_REQUEST => {
+            let acks = read_array(r, 8, "acknowledgements", |r| {
+                Ok((r.u32("a subscription id")?, r.u32("a sequence number")?))
+            })
+            .map_err(decoding)?;
+            for (id, sequence) in acks {
+                if let Some(s) = state.subscriptions.iter_mut().find(|s| s.id == id) {
+                    s.sent.retain(|m| m.sequence != sequence);
+                }
+            }
+            if state.subscriptions.is_empty() {
+                return Err(status::BAD_NO_SUBSCRIPTION);
+            }
+            return Ok(Answered::Later(handle));
+        }
+        subscription::encoding_id::REPUBLISH_REQUEST => {
+            let id = r.u32("a subscription id").map_err(decoding)?;
+            let sequence = r.u32("a sequence number").map_err(decoding)?;
+            let subscription =
+                state.subscriptions.iter().find(|s| s.id == id).ok_or(status::BAD_SUBSCRIPTION_ID_INVALID)?;
+            let message =
+                subscription.sent.iter().find(|m| m.sequence == sequence).ok_or(status::BAD_MESSAGE_NOT_AVAILABLE)?;
+            respond(out, subscription::encoding_id::REPUBLISH_RESPONSE, handle, |out| message.encode(out));
+        }
+        subscription::encoding_id::DELETE_SUBSCRIPTIONS_REQUEST => {
+            let ids = read_array(r, 4, "subscription ids", |r| r.u32("a subscription id")).map_err(decoding)?;
+            let results: Vec<u32> = ids
+                .iter()
+                .map(|id| match state.subscriptions.iter().position(|s| s.id == *id) {
+                    Some(at) => {
+                        state.subscriptions.remove(at);
+                        space.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                        0
+                    }
+                    None => status::BAD_SUBSCRIPTION_ID_INVALID,
+                })
+                .collect();
+            respond(out, subscription::encoding_id::DELETE_SUBSCRIPTIONS_RESPONSE, handle, |out| {
+                put_u32(out, results.len() as u32);
+                results.iter().for_each(|code| put_u32(out, *code));
+                put_u32(out, 0); // diagnostics
+            });
+            return Ok(Answered::NowAndRefusePublishes);
+        }
         service_id::GET_ENDPOINTS_REQUEST => {
             let url = r.string("an endpoint url").map_err(decoding)?.unwrap_or_default().to_string();
             respond(out, service_id::GET_ENDPOINTS_RESPONSE, handle, |out| {
@@ -865,7 +1200,7 @@ fn answer_service(
         }
         _ => return Err(status::BAD_SERVICE_UNSUPPORTED),
     }
-    Ok(())
+    Ok(Answered::Now)
 }
 
 const FIND_SERVERS_REQUEST: u32 = 422;

@@ -215,3 +215,45 @@ async fn a_method_call_types_its_arguments_by_the_methods_input_arguments() {
     let missing = call_method(&device, "ns=1;s=Simulation", "ns=1;s=Nope", add(1.0, 1.0)).await.unwrap_err();
     assert_eq!(missing.opcua.map(|s| s.name), Some("BadNodeIdUnknown"), "{missing:?}");
 }
+
+#[tokio::test]
+async fn a_subscription_reports_changes_past_its_deadband_until_it_is_deleted() {
+    use bifrost_engine::{Deadband, SubscribeOptions};
+    let sim = simulator(SimulatorConfig { variables: 10, ..SimulatorConfig::default() }).await;
+    let device = open(&sim).await;
+    let writer = open(&sim).await;
+    let (sender, mut changes) = tokio::sync::mpsc::unbounded_channel();
+    let sink: bifrost_engine::ChangeSink = std::sync::Arc::new(move |batch| drop(sender.send(batch)));
+    let (ended_sender, ended) = tokio::sync::oneshot::channel();
+    let options =
+        SubscribeOptions { interval: std::time::Duration::from_millis(50), deadband: Some(Deadband::Absolute(0.5)) };
+    let tags = strings(&["ns=1;s=V0", "ns=1;s=Nope"]);
+    let unsubscribe = device.subscribe(&tags, options, sink, Box::new(move |o| drop(ended_sender.send(o))));
+    async fn next(
+        changes: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<bifrost_engine::Change>>,
+    ) -> Vec<bifrost_engine::Change> {
+        tokio::time::timeout(std::time::Duration::from_secs(10), changes.recv()).await.unwrap().unwrap()
+    }
+    // The refused item first, then V0's value.
+    let refused = next(&mut changes).await;
+    assert_eq!(refused[0].0, 1);
+    assert_eq!(refused[0].1.as_ref().unwrap_err().opcua.map(|s| s.name), Some("BadNodeIdUnknown"));
+    let first = next(&mut changes).await;
+    assert_eq!((first[0].0, first[0].1.as_ref().unwrap().value.clone()), (0, Value::Float(0.0)));
+    assert!(first[0].2 > 1.7e12, "the server's timestamp, in ms since 1970");
+    assert_eq!(
+        read(&writer, &["i=2285"]).await[0].as_ref().unwrap(),
+        &Value::UInt(1),
+        "one subscription on the server"
+    );
+    write(&writer, &[("ns=1;s=V0", Value::Float(0.3))]).await; // within the deadband
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    write(&writer, &[("ns=1;s=V0", Value::Float(2.0))]).await;
+    let moved = next(&mut changes).await;
+    assert_eq!(moved[0].1.as_ref().unwrap().value, Value::Float(2.0), "0.3 stayed within the deadband");
+    unsubscribe();
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), ended).await.unwrap().unwrap();
+    assert!(matches!(outcome, Outcome::Values(ref v) if v[0].is_ok()), "{outcome:?}");
+    assert_eq!(read(&writer, &["i=2285"]).await[0].as_ref().unwrap(), &Value::UInt(0), "deleted on the server");
+    assert_eq!(read(&device, &["ns=1;s=V1"]).await[0].as_ref().unwrap(), &Value::Int(1), "the session still reads");
+}

@@ -32,6 +32,10 @@ variable('Name', 'String', 12, 'line 1')
 variable('Total', 'Int64', 8, [0, 5_000_000])
 variable('Limit', 'Double', 11, 100, { accessLevel: 'CurrentRead', userAccessLevel: 'CurrentRead' })
 variable('Samples', 'Float', 10, new Float32Array([1.5, 2.5, 3.5]), { valueRank: 1, arrayDimensions: [3] })
+// A value that changes: Counter (UInt32) goes up by one every 100 ms.
+let counter = 0
+const counterNode = variable('Counter', 'UInt32', 7, 0)
+setInterval(() => counterNode.setValueFromSource({ dataType: DataType.UInt32, value: ++counter }), 100).unref()
 // A method: Scale(Int16 value, Double factor) -> Double, refusing a factor of 0.
 const scale = ns.addMethod(folder, {
   browseName: 'Scale',

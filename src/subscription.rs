@@ -1,0 +1,201 @@
+//! Subscriptions: what a device reports as it changes, queued on the
+//! JavaScript thread for `next()`, at most `max_pending` batches (the oldest
+//! are dropped and counted beyond that).
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bifrost_core::{Error, ErrorCode};
+use bifrost_engine::{Change, ChangeSink, Completion, Device, Outcome, SubscribeOptions, Unsubscribe};
+use napi::bindgen_prelude::Object;
+use napi::Env;
+use napi_derive::napi;
+
+use crate::js::{now_ms, BindingTagResult, Promise, ToJs};
+use crate::JsValue;
+
+/// A subscription's side on the JavaScript thread.
+struct Queue {
+    tags: Arc<[String]>,
+    batches: VecDeque<Vec<Change>>,
+    max_pending: usize,
+    dropped: u64,
+    /// The consumer's `next()`, while it waits.
+    waiter: Option<Promise>,
+    /// How the subscription ended, once it has.
+    ended: Option<Result<(), Error>>,
+    /// `close()` calls waiting for the end.
+    closing: Vec<Promise>,
+}
+
+impl Queue {
+    fn push(&mut self, env: napi::sys::napi_env, changes: Vec<Change>) {
+        if self.batches.len() == self.max_pending {
+            self.batches.pop_front();
+            self.dropped += 1;
+        }
+        self.batches.push_back(changes);
+        self.settle(env);
+    }
+
+    /// Answers a waiting `next()` with the oldest batch, or the end.
+    fn settle(&mut self, env: napi::sys::napi_env) {
+        let Some(waiter) = self.waiter.take() else { return };
+        if let Some(batch) = self.batches.pop_front() {
+            return waiter.resolve(env, Some(self.results(batch)));
+        }
+        match &self.ended {
+            None => self.waiter = Some(waiter),
+            Some(Ok(())) => waiter.resolve(env, None::<Vec<BindingTagResult>>),
+            Some(Err(e)) => waiter.reject(env, e),
+        }
+    }
+
+    fn results(&self, batch: Vec<Change>) -> Vec<BindingTagResult> {
+        let now = now_ms();
+        (batch.into_iter())
+            .map(|(index, result, at)| {
+                let tag = self.tags.get(index as usize).cloned().unwrap_or_default();
+                let at = if at > 0.0 { at } else { now };
+                match result {
+                    Ok(value) => BindingTagResult::good(tag, Some(JsValue(value)), at),
+                    Err(e) => BindingTagResult::bad(tag, e, at),
+                }
+            })
+            .collect()
+    }
+
+    fn end(&mut self, env: napi::sys::napi_env, outcome: Outcome) {
+        let ended = match outcome {
+            Outcome::Values(mut results) => match results.pop() {
+                // Closing the device ends its subscriptions, as it ends a watch.
+                Some(Err(e)) if e.code != ErrorCode::Closed => Err(e),
+                _ => Ok(()),
+            },
+            _ => Ok(()),
+        };
+        self.ended = Some(ended);
+        for promise in self.closing.drain(..) {
+            promise.resolve(env, ());
+        }
+        self.settle(env);
+    }
+}
+
+/// A subscription's changes, batch by batch, for JavaScript.
+#[napi]
+pub struct BindingSubscription {
+    queue: Rc<RefCell<Queue>>,
+    unsubscribe: RefCell<Option<Unsubscribe>>,
+}
+
+/// Subscribes to `tags` on `device`; its changes are queued for `next()`.
+pub fn open(
+    device: &dyn Device,
+    tags: Vec<String>,
+    options: SubscribeOptions,
+    max_pending: usize,
+) -> napi::Result<BindingSubscription> {
+    let to_js = ToJs::here().ok_or_else(|| napi::Error::from_reason("no JavaScript thread"))?;
+    let queue = Rc::new(RefCell::new(Queue {
+        tags: tags.clone().into(),
+        batches: VecDeque::new(),
+        max_pending: max_pending.max(1),
+        dropped: 0,
+        waiter: None,
+        ended: None,
+        closing: Vec::new(),
+    }));
+    let id = register(&queue);
+    let sink_to_js = to_js.clone();
+    let sink: ChangeSink = Arc::new(move |changes: Vec<Change>| {
+        sink_to_js.clone().run(move |env| {
+            if let Some(queue) = find(id) {
+                queue.borrow_mut().push(env, changes);
+            }
+        })
+    });
+    let done: Box<dyn Completion> = Box::new(move |outcome: Outcome| {
+        to_js.run(move |env| {
+            if let Some(queue) = find(id) {
+                queue.borrow_mut().end(env, outcome);
+            }
+        })
+    });
+    let unsubscribe = device.subscribe(&tags, options, sink, done);
+    Ok(BindingSubscription { queue, unsubscribe: RefCell::new(Some(unsubscribe)) })
+}
+
+thread_local! {
+    /// This thread's subscriptions, found by id from sinks that may run on other threads.
+    static QUEUES: RefCell<std::collections::HashMap<u64, std::rc::Weak<RefCell<Queue>>>> = RefCell::default();
+    static NEXT_ID: std::cell::Cell<u64> = const { std::cell::Cell::new(1) };
+}
+
+fn register(queue: &Rc<RefCell<Queue>>) -> u64 {
+    let id = NEXT_ID.with(|next| next.replace(next.get() + 1));
+    QUEUES.with(|queues| {
+        let mut queues = queues.borrow_mut();
+        queues.retain(|_, queue| queue.strong_count() > 0);
+        queues.insert(id, Rc::downgrade(queue));
+    });
+    id
+}
+
+fn find(id: u64) -> Option<Rc<RefCell<Queue>>> {
+    QUEUES.with(|queues| queues.borrow().get(&id).and_then(std::rc::Weak::upgrade))
+}
+
+#[napi]
+impl BindingSubscription {
+    /// The next batch of changes, oldest first; `null` once the subscription
+    /// has ended; rejects with the error that ended it.
+    #[napi(ts_return_type = "Promise<Array<BindingTagResult> | null>")]
+    pub fn next<'env>(&self, env: &'env Env) -> napi::Result<Object<'env>> {
+        let (promise, object) = Promise::new(env)?;
+        let mut queue = self.queue.borrow_mut();
+        if queue.waiter.is_some() {
+            promise.reject(env.raw(), &Error::invalid_value("next() was called while another next() waits"));
+            return Ok(object);
+        }
+        queue.waiter = Some(promise);
+        queue.settle(env.raw());
+        Ok(object)
+    }
+
+    /// Batches dropped unread because the consumer fell behind.
+    #[napi(getter)]
+    pub fn dropped(&self) -> f64 {
+        self.queue.borrow().dropped as f64
+    }
+
+    /// Ends the subscription (deleted on the device); resolves once it has ended.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn close<'env>(&self, env: &'env Env) -> napi::Result<Object<'env>> {
+        let (promise, object) = Promise::new(env)?;
+        if self.queue.borrow().ended.is_some() {
+            promise.resolve(env.raw(), ());
+            return Ok(object);
+        }
+        self.queue.borrow_mut().closing.push(promise);
+        if let Some(unsubscribe) = self.unsubscribe.borrow_mut().take() {
+            unsubscribe();
+        }
+        Ok(object)
+    }
+}
+
+/// The subscription options from JavaScript's, checked.
+pub fn options(
+    interval_ms: u32,
+    deadband_type: Option<String>,
+    deadband_value: Option<f64>,
+) -> Result<SubscribeOptions, Error> {
+    Ok(SubscribeOptions {
+        interval: Duration::from_millis(u64::from(interval_ms.max(1))),
+        deadband: crate::batch::deadband(deadband_type, deadband_value)?,
+    })
+}
