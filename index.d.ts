@@ -249,6 +249,8 @@ export interface SimulatorOptions {
   variables?: number
   /** OPC UA: how many nodes one Read or Write may name (0: no limit). */
   maxNodesPerRead?: number
+  /** OPC UA: every Double variable changes each second. */
+  changing?: boolean
   latencyMs?: number
   dropEvery?: number
   disconnectAfter?: number

@@ -217,6 +217,28 @@ async function opcuaStartup() {
   return { ms, rssMb }
 }
 
+/**
+ * opcua-subscribe: `count` monitored items (Doubles that all change each second)
+ * sampled and published each second; once every item's first value came,
+ * the notifications received in `seconds`, and the client's CPU and RSS.
+ */
+async function opcuaSubscribe(count, seconds) {
+  const { url, ns } = settings.open62541Changing
+  const nodes = Array.from({ length: count }, (_, i) => `ns=${ns};s=V${5 * i}`)
+  const subscriber = await client.opcuaSubscriber(client.load(), url, nodes, 1000)
+  await subscriber.first
+  const before = subscriber.received()
+  const cpu = process.cpuUsage()
+  const started = performance.now()
+  await sleep(seconds * 1000)
+  const elapsed = (performance.now() - started) / 1000
+  const received = subscriber.received() - before
+  const used = cpuSeconds(cpu)
+  await subscriber.close()
+  if (received < count * (seconds - 2)) throw new Error(`only ${received} notifications of ${count} items in ${seconds} s`)
+  return { notificationsPerSec: received / elapsed, cpuPercent: (used / elapsed) * 100, peakRssMb: peakRssMb() }
+}
+
 const s = settings
 const run = {
   startup: () => startup(),
@@ -232,6 +254,8 @@ const run = {
   'opcua-read': () => opcuaRead(s.opcuaSeconds, s.opcua),
   'opcua-read-open62541': () => opcuaRead(s.opcuaSeconds, s.open62541),
   'opcua-startup': () => opcuaStartup(),
+  'opcua-subscribe-1k': () => opcuaSubscribe(1000, s.opcuaSubscribeSeconds),
+  'opcua-subscribe-10k': () => opcuaSubscribe(10_000, s.opcuaSubscribeSeconds),
 }[workload]
 if (!run) throw new Error(`unknown workload ${workload}`)
 const result = await run()

@@ -25,7 +25,7 @@ const only = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',
 const settings = quick ? SETTINGS.quick : SETTINGS.full
 const CLIENTS = ['bifrost', 'modbus-serial', 'jsmodbus', 'st-ethernet-ip', 'node-opcua', 'open62541']
 const OURS = CLIENTS[0]
-const WORKLOADS = ['seq', 'pipelined', 'poll-1k', 'poll-1k-1hz', 'gateway', 'decode', 'decode-many', 'startup', 'scale', 'enip', 'opcua-read', 'opcua-read-open62541', 'opcua-startup']
+const WORKLOADS = ['seq', 'pipelined', 'poll-1k', 'poll-1k-1hz', 'gateway', 'decode', 'decode-many', 'startup', 'scale', 'enip', 'opcua-read', 'opcua-read-open62541', 'opcua-startup', 'opcua-subscribe-1k', 'opcua-subscribe-10k']
 /** Who runs each workload: the Modbus clients, except for EtherNet/IP and OPC UA. */
 const clientsOf = (workload) =>
   workload === 'enip' ? ['bifrost', 'st-ethernet-ip'] : workload.startsWith('opcua') ? ['bifrost', 'node-opcua'] : ['bifrost', 'modbus-serial', 'jsmodbus']
@@ -63,6 +63,12 @@ const METRICS = [
   { workload: 'opcua-read-open62541', key: 'valuesPerSec', label: 'opcua-read from open62541: values/s', better: 'higher', digits: 0 },
   { workload: 'opcua-read-open62541', key: 'cpuMicrosPerValue', label: 'opcua-read from open62541: client CPU µs per value', better: 'lower', digits: 3 },
   { workload: 'opcua-read-open62541', key: 'peakRssMb', label: 'opcua-read from open62541: peak RSS MB', better: 'lower', digits: 0 },
+  { workload: 'opcua-subscribe-1k', key: 'notificationsPerSec', label: 'opcua-subscribe 1k items: notifications/s', better: 'higher', digits: 0 },
+  { workload: 'opcua-subscribe-1k', key: 'cpuPercent', label: 'opcua-subscribe 1k items: client CPU %', better: 'lower', digits: 2 },
+  { workload: 'opcua-subscribe-1k', key: 'peakRssMb', label: 'opcua-subscribe 1k items: peak RSS MB', better: 'lower', digits: 0 },
+  { workload: 'opcua-subscribe-10k', key: 'notificationsPerSec', label: 'opcua-subscribe 10k items: notifications/s', better: 'higher', digits: 0 },
+  { workload: 'opcua-subscribe-10k', key: 'cpuPercent', label: 'opcua-subscribe 10k items: client CPU %', better: 'lower', digits: 2 },
+  { workload: 'opcua-subscribe-10k', key: 'peakRssMb', label: 'opcua-subscribe 10k items: peak RSS MB', better: 'lower', digits: 0 },
   { workload: 'opcua-startup', key: 'ms', label: 'opcua-startup: ms from require to first value', better: 'lower', digits: 1 },
   { workload: 'opcua-startup', key: 'rssMb', label: 'opcua-startup: RSS MB after first value', better: 'lower', digits: 0 },
 ]
@@ -73,7 +79,7 @@ function spawnRaised(args, options) {
 }
 
 /** Starts open62541's server (built by scripts/open62541.mjs) with the benchmark's variables, on a free loopback port. */
-async function startOpen62541() {
+async function startOpen62541(variables, ...extra) {
   const bin = buildOpen62541()
   const port = await new Promise((resolve) => {
     const probe = createServer().listen(0, '127.0.0.1', () => {
@@ -81,7 +87,7 @@ async function startOpen62541() {
       probe.close(() => resolve(port))
     })
   })
-  const child = spawn(join(bin, 'open62541_server'), [String(port), String(OPCUA.variables)], { stdio: ['ignore', 'pipe', 'ignore'] })
+  const child = spawn(join(bin, 'open62541_server'), [String(port), String(variables), ...extra], { stdio: ['ignore', 'pipe', 'ignore'] })
   await new Promise((resolve, reject) => {
     let out = ''
     child.stdout.on('data', (c) => {
@@ -252,6 +258,8 @@ function goals(rows, fullSize) {
     goal('opcua-read: client CPU per value (at most 1/15 of the peer\'s)', 'opcua-read: client CPU µs per value', 15),
     goal('opcua-read from open62541: client CPU per value (at most 1/15 of the peer\'s)', 'opcua-read from open62541: client CPU µs per value', 15),
     anchored('opcua-read from open62541: client CPU per value within 2× of the open62541 C client', 'opcua-read from open62541: client CPU µs per value', 'open62541', 2),
+    goal('opcua-subscribe 10k items: client CPU (at most a tenth of the peer\'s)', 'opcua-subscribe 10k items: client CPU %', 10),
+    goal('opcua-subscribe 10k items: peak RSS (at most a third of the peer\'s)', 'opcua-subscribe 10k items: peak RSS MB', 3),
     under('opcua-startup: require to the first value', 'opcua-startup: ms from require to first value', 50, 'ms'),
     lowest && { goal: 'no other figure below 0.95×', value: lowest.ratio, met: lowest.ratio >= 0.95, shown: `lowest ${lowest.ratio.toFixed(2)}× (${lowest.label})` },
   ].filter((g) => g && g.value !== undefined && !Number.isNaN(g.value))
@@ -265,7 +273,8 @@ const workloads = WORKLOADS.filter((w) => !only || only.includes(w))
 const server = await startServer('modbus')
 const enipServer = workloads.includes('enip') ? await startServer('enip', ENIP.specs.flatMap((spec) => ['--tag', spec])) : undefined
 const opcuaServer = workloads.some((w) => w.startsWith('opcua')) ? await startServer('opcua', ['--variables', String(OPCUA.variables)]) : undefined
-const open62541 = workloads.includes('opcua-read-open62541') ? await startOpen62541() : undefined
+const open62541 = workloads.includes('opcua-read-open62541') ? await startOpen62541(OPCUA.variables) : undefined
+const open62541Changing = workloads.some((w) => w.startsWith('opcua-subscribe')) ? await startOpen62541(OPCUA.changingVariables, 'changing') : undefined
 const require = createRequire(import.meta.url)
 const { connect } = require('../dist/index.js')
 /** Where an OPC UA server keeps the benchmark's variables: its namespace index of urn:bifrost:simulator. */
@@ -283,6 +292,7 @@ const servers = {
   enipPort: enipServer?.port,
   opcua: await opcuaTarget(opcuaServer?.url),
   open62541: await opcuaTarget(open62541?.url),
+  open62541Changing: await opcuaTarget(open62541Changing?.url),
 }
 if (opcuaServer) {
   // node-opcua makes its certificate on first use (seconds): once, before anything is measured.
@@ -335,6 +345,7 @@ try {
   enipServer?.stop()
   opcuaServer?.stop()
   open62541?.stop()
+  open62541Changing?.stop()
 }
 
 const versions = Object.fromEntries(runs.map((r) => [r.client, r.version]))

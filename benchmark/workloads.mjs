@@ -19,6 +19,7 @@ export const SETTINGS = {
     enipSeconds: 5,
     opcuaSeconds: 5,
     opcuaStartupRuns: 5,
+    opcuaSubscribeSeconds: 10,
   },
   quick: {
     rounds: 1,
@@ -35,6 +36,7 @@ export const SETTINGS = {
     enipSeconds: 1,
     opcuaSeconds: 1,
     opcuaStartupRuns: 1,
+    opcuaSubscribeSeconds: 2,
   },
 }
 
@@ -58,6 +60,8 @@ export const OPCUA = {
   count: 2000,
   nodes: (ns) => Array.from({ length: 2000 }, (_, i) => `ns=${ns};s=V${5 * i}`),
   values: Float64Array.from({ length: 2000 }, (_, i) => 2.5 * i),
+  /** opcua-subscribe: open62541 with 50,000 variables whose 10,000 Doubles all change each second. */
+  changingVariables: 50_000,
 }
 
 /** seq and pipelined: one read of 10 holding registers. */

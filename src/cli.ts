@@ -114,6 +114,7 @@ const COMMANDS: Record<string, Command> = {
       udt: { value: 'NAME=M:TYPE,...', help: 'enip: a structure type, e.g. RECIPE=Temp:REAL,Steps:INT[4] (repeatable)', repeats: true },
       variables: { value: 'N', help: 'opcua: variables in the Simulation folder (default 1000)' },
       'max-nodes-per-read': { value: 'N', help: 'opcua: nodes one Read or Write may name (default 10000; 0: no limit)' },
+      changing: { help: 'opcua: every Double variable changes each second' },
       'latency-ms': { value: 'N', help: 'milliseconds added before each batch of replies' },
       'drop-every': { value: 'N', help: 'every Nth request gets no reply' },
       'disconnect-after': { value: 'N', help: 'close each connection after N requests' },
@@ -362,6 +363,7 @@ const SIMULATOR_ONLY: Record<string, 'modbus' | 'enip' | 'opcua'> = {
   udt: 'enip',
   variables: 'opcua',
   'max-nodes-per-read': 'opcua',
+  changing: 'opcua',
 }
 const DEFAULT_PORTS = { modbus: 5020, enip: 44818, opcua: 4840 }
 
@@ -406,6 +408,7 @@ async function simulate(p: Parsed): Promise<number> {
               ...server,
               variables: wholeFlag(p, 'variables', 0, 1_000_000),
               maxNodesPerRead: wholeFlag(p, 'max-nodes-per-read', 0, 1_000_000),
+              changing: p.flags.has('changing'),
             })
   } catch (e) {
     throw new CliError(isBadInput(e) ? EXIT.usage : EXIT.unreachable, errorLine(e))

@@ -55,6 +55,7 @@ pub async fn start_opcua_simulator(options: SimulatorOptions) -> Either<BindingS
         let config = SimulatorConfig {
             variables: variables.map_or(defaults.variables, |n| n as usize),
             max_nodes_per_read: most.map_or(defaults.max_nodes_per_read, |n| n as u32),
+            changing: options.changing.unwrap_or(false),
             faults: options.faults()?,
         };
         options.listen(|address| async move { bifrost_opcua::server::start(&address, config).await }).await

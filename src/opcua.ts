@@ -35,6 +35,8 @@ export interface OpcuaSimulatorOptions extends ServerOptions {
   variables?: number
   /** How many nodes one Read or Write may name, as the server's operation limits say (default 10000; 0: no limit). */
   maxNodesPerRead?: number
+  /** Every Double variable `V<i>` reads `i * 0.5` plus the whole seconds since the start, so each changes every second. */
+  changing?: boolean
 }
 
 /**

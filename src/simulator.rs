@@ -37,6 +37,8 @@ pub struct SimulatorOptions {
     pub variables: Option<f64>,
     /// OPC UA: how many nodes one Read or Write may name (0: no limit).
     pub max_nodes_per_read: Option<f64>,
+    /// OPC UA: every Double variable changes each second.
+    pub changing: Option<bool>,
     pub latency_ms: Option<f64>,
     pub drop_every: Option<f64>,
     pub disconnect_after: Option<f64>,

@@ -92,6 +92,30 @@ export default {
     }
     return { read, close: () => server.close() }
   },
+  /** opcua-subscribe: one subscription of every node, consumed batch by batch. */
+  async opcuaSubscriber(lib, url, nodes, intervalMs) {
+    const server = await lib.connect(`${url}?request-timeout=10000`)
+    let received = 0
+    let stopping = false
+    let markFirst
+    const first = new Promise((resolve) => (markFirst = resolve))
+    const loop = (async () => {
+      for await (const batch of server.subscribe(nodes, { intervalMs })) {
+        received += batch.length
+        if (received >= nodes.length) markFirst()
+        if (stopping) break
+      }
+    })()
+    return {
+      first,
+      received: () => received,
+      close: async () => {
+        stopping = true
+        await loop
+        await server.close()
+      },
+    }
+  },
   /** decode-many: every frame with one call. */
   manyDecoder(lib, frameCount) {
     const decoder = new lib.ReplyDecoder(DECODE.tags, 0)

@@ -33,4 +33,42 @@ export default {
       },
     }
   },
+  /** opcua-subscribe: a subscription and a ClientMonitoredItemGroup of every node, counting 'changed' events. */
+  async opcuaSubscriber(lib, url, nodes, intervalMs) {
+    const client = lib.OPCUAClient.create({
+      applicationName: 'bifrost-benchmark',
+      endpointMustExist: false,
+      securityMode: lib.MessageSecurityMode.None,
+      securityPolicy: lib.SecurityPolicy.None,
+      connectionStrategy: { maxRetry: 0 },
+    })
+    await client.connect(url)
+    const session = await client.createSession()
+    const subscription = await session.createSubscription2({
+      requestedPublishingInterval: intervalMs,
+      requestedMaxKeepAliveCount: 10,
+      requestedLifetimeCount: 60,
+      maxNotificationsPerPublish: 0,
+      publishingEnabled: true,
+      priority: 1,
+    })
+    let received = 0
+    let markFirst
+    const first = new Promise((resolve) => (markFirst = resolve))
+    const items = nodes.map((nodeId) => ({ nodeId, attributeId: lib.AttributeIds.Value }))
+    const group = await subscription.monitorItems(items, { samplingInterval: intervalMs, discardOldest: true, queueSize: 1 }, lib.TimestampsToReturn.Both)
+    group.on('changed', () => {
+      received++
+      if (received >= nodes.length) markFirst()
+    })
+    return {
+      first,
+      received: () => received,
+      close: async () => {
+        await subscription.terminate()
+        await session.close()
+        await client.disconnect()
+      },
+    }
+  },
 }

@@ -91,12 +91,14 @@ pub struct SimulatorConfig {
     pub variables: usize,
     /// How many nodes one Read or Write may name (0: no limit), as the server's operation limits say.
     pub max_nodes_per_read: u32,
+    /// Every Double variable `V<i>` reads `i * 0.5` plus the whole seconds since the start: they all change each second.
+    pub changing: bool,
     pub faults: Faults,
 }
 
 impl Default for SimulatorConfig {
     fn default() -> Self {
-        SimulatorConfig { variables: 1000, max_nodes_per_read: 10_000, faults: Faults::default() }
+        SimulatorConfig { variables: 1000, max_nodes_per_read: 10_000, changing: false, faults: Faults::default() }
     }
 }
 
@@ -128,6 +130,7 @@ struct AddressSpace {
     /// Subscriptions on every connection (ServerDiagnosticsSummary.CurrentSubscriptionCount, i=2285).
     subscriptions: std::sync::atomic::AtomicUsize,
     max_nodes_per_read: u32,
+    changing: bool,
     started: Instant,
 }
 
@@ -155,6 +158,7 @@ impl AddressSpace {
             values: Mutex::new((0..config.variables).map(initial_value).collect()),
             subscriptions: std::sync::atomic::AtomicUsize::new(0),
             max_nodes_per_read: config.max_nodes_per_read,
+            changing: config.changing,
             started: Instant::now(),
         }
     }
@@ -219,6 +223,9 @@ impl AddressSpace {
             Node::Standard(11705 | 11707) => Variant::UInt32(self.max_nodes_per_read),
             Node::Standard(2285) => Variant::UInt32(self.subscriptions.load(Ordering::Relaxed) as u32),
             Node::Standard(_) => Variant::UInt32(0),
+            Node::Variable(i) if self.changing && variable_type(i) == builtin::DOUBLE => {
+                Variant::Double(i as f64 * 0.5 + elapsed.as_secs() as f64)
+            }
             Node::Variable(i) => self.values.lock().map_err(|_| status::BAD_NODE_ID_UNKNOWN)?[i].clone(),
             Node::Ticks => Variant::UInt32((elapsed.as_millis() / 100) as u32),
             Node::Sine => Variant::Double((elapsed.as_secs_f64() * std::f64::consts::TAU / 10.0).sin()),

@@ -4,8 +4,9 @@
  * Its namespace urn:bifrost:simulator holds the built-in simulator's
  * variables, typed and valued alike: V<i> is a Double i*0.5, an Int32 i, a
  * Boolean i%2==1, a Float i*0.25 or a String "v<i>" by i%5, read-only when
- * i%7==6, in a folder Simulation under Objects.
- *   open62541_server PORT [VARIABLES]                                       */
+ * i%7==6, in a folder Simulation under Objects. With `changing`, every
+ * Double V<i> is rewritten each second as i*0.5 plus the seconds since start.
+ *   open62541_server PORT [VARIABLES [changing]]                           */
 #include <open62541/plugin/log_stdout.h>
 #include <open62541/server.h>
 #include <open62541/server_config_default.h>
@@ -13,12 +14,32 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
 static volatile UA_Boolean running = true;
 
 static void stop(int sig) {
     (void)sig;
     running = false;
+}
+
+static unsigned variable_count;
+static UA_UInt16 variable_ns;
+static time_t started;
+
+/* Every Double variable moves: i*0.5 plus the seconds since start. */
+static void change(UA_Server *server, void *data) {
+    (void)data;
+    double seconds = (double)(time(NULL) - started);
+    for (unsigned i = 0; i < variable_count; i += 5) {
+        char name[32];
+        snprintf(name, sizeof name, "V%u", i);
+        UA_Double d = i * 0.5 + seconds;
+        UA_Variant value;
+        UA_Variant_setScalar(&value, &d, &UA_TYPES[UA_TYPES_DOUBLE]);
+        UA_Server_writeValue(server, UA_NODEID_STRING(variable_ns, name), value);
+    }
 }
 
 static void add_variable(UA_Server *server, UA_UInt16 ns, UA_NodeId folder, unsigned i) {
@@ -76,6 +97,12 @@ int main(int argc, char **argv) {
     UA_Server_addObjectNode(server, folder, UA_NS0ID(OBJECTSFOLDER), UA_NS0ID(ORGANIZES),
                             UA_QUALIFIEDNAME(ns, "Simulation"), UA_NS0ID(FOLDERTYPE), folder_attr, NULL, NULL);
     for (unsigned i = 0; i < count; i++) add_variable(server, ns, folder, i);
+    if (argc > 3 && strcmp(argv[3], "changing") == 0) {
+        variable_count = count;
+        variable_ns = ns;
+        started = time(NULL);
+        UA_Server_addRepeatedCallback(server, change, NULL, 1000, NULL);
+    }
 
     if (UA_Server_run_startup(server) != UA_STATUSCODE_GOOD) {
         fprintf(stderr, "open62541 could not listen on %s\n", url);
