@@ -4,7 +4,7 @@ import test from 'ava'
 import type net from 'node:net'
 import { connect, startSimulator } from '../src/index.js'
 import type { BifrostError } from '../src/index.js'
-import { rawServer, stats } from './helpers.js'
+import { failure, rawServer, stats } from './helpers.js'
 
 /** A Modbus TCP device that answers FC3 reads (register i = i) only while `answering` is set. */
 async function switchableDevice() {
@@ -25,15 +25,6 @@ async function switchableDevice() {
     })
   })
   return { ...server, state }
-}
-
-async function failure(promise: Promise<unknown>): Promise<BifrostError> {
-  try {
-    await promise
-  } catch (e) {
-    return e as BifrostError
-  }
-  throw new Error('expected the call to fail')
 }
 
 test('the breaker opens after timeouts in a row, fails calls fast with the cause, and a half-open probe closes it', async (t) => {

@@ -10,16 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { BifrostError, connect, startSimulator } from '../src/index.js'
 import type { Device } from '../src/index.js'
-import { hasSocat, peerTest, rawServer, startProcess, stats, stopProcess } from './helpers.js'
-
-async function failure(p: Promise<unknown>): Promise<BifrostError> {
-  const error = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  )
-  if (!(error instanceof BifrostError)) throw new Error(`expected a BifrostError, got ${String(error)}`)
-  return error
-}
+import { failure, hasSocat, peerTest, rawServer, startProcess, stats, stopProcess } from './helpers.js'
 
 /**
  * A scripted Modbus TCP peer that answers function 3 with register i = i,

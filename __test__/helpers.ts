@@ -7,6 +7,7 @@ import { spawn, spawnSync } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import net from 'node:net'
 import { join } from 'node:path'
+import { BifrostError } from '../src/index.js'
 import type { ConnectionStats, Device } from '../src/index.js'
 
 export const DEBIAN_PYTHON = '/usr/bin/python3'
@@ -148,4 +149,14 @@ export function stats(dev: Device): ConnectionStats {
   const counters = dev.stats()
   if (!counters) throw new Error('this device keeps no counters')
   return counters
+}
+
+/** The BifrostError `promise` rejects with; anything else (a resolve, another error) fails the test. */
+export async function failure(promise: Promise<unknown>): Promise<BifrostError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  )
+  if (!(error instanceof BifrostError)) throw new Error(`expected a BifrostError, got ${String(error)}`)
+  return error
 }

@@ -9,9 +9,9 @@ import type { ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { BifrostError, connect } from '../src/index.js'
+import { connect } from '../src/index.js'
 import type { Device } from '../src/index.js'
-import { freePort, peerTest, startProcess, stopProcess } from './helpers.js'
+import { failure, freePort, peerTest, startProcess, stopProcess } from './helpers.js'
 
 const ROOT = join(__dirname, '..')
 const SERVER = join(ROOT, 'crates', 'bifrost-opcua', 'tests', 'peers', 'node_opcua_server.mjs')
@@ -49,16 +49,6 @@ test.after.always(async () => {
   await stopProcess(server)
   if (home) rmSync(home, { recursive: true, force: true })
 })
-
-async function failure(promise: Promise<unknown>): Promise<BifrostError> {
-  try {
-    await promise
-  } catch (error) {
-    if (error instanceof BifrostError) return error
-    throw error
-  }
-  throw new Error('expected a BifrostError')
-}
 
 async function withDevice(body: (dev: Device) => Promise<void>): Promise<void> {
   const dev = await connect(url)

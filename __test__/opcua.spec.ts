@@ -8,21 +8,12 @@ import type { AddressInfo, Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { spawn } from 'node:child_process'
-import { BifrostError, connect, createPoller, startOpcuaSimulator } from '../src/index.js'
+import { connect, createPoller, startOpcuaSimulator } from '../src/index.js'
+import { failure } from './helpers.js'
 import type { Simulator } from '../src/index.js'
 
 const ROOT = join(__dirname, '..')
 const BIN = join(ROOT, 'bin', 'bifrost.js')
-
-async function failure(promise: Promise<unknown>): Promise<BifrostError> {
-  try {
-    await promise
-  } catch (error) {
-    if (error instanceof BifrostError) return error
-    throw error
-  }
-  throw new Error('expected a BifrostError')
-}
 
 /** Runs a command to its end (waiting for its output to close); rejects on a non-zero exit. */
 function output(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<string> {

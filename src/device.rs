@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use bifrost_core::url::DeviceUrl;
 use bifrost_core::{Error, Value};
-use bifrost_engine::{Device, Plan};
+use std::future::Future;
+
+use bifrost_engine::{Device, Driver, Framing, LinkConfig, Plan};
 use napi::bindgen_prelude::{Either, Object};
 use napi::Env;
 use napi_derive::napi;
 
-use crate::js::{either, JsCompletion, JsError, Promise, Shape};
+use crate::js::{either, JsCompletion, JsError, Promise, Shape, ToJs};
 use crate::WriteValue;
 
 /// Where a device's socket is driven.
@@ -44,6 +46,42 @@ impl DriverChoice {
             }
         }
     }
+}
+
+/// Opens a TCP device's link on the driver chosen and settles `promise` with the
+/// device `make` builds on it (on the JavaScript thread), once the protocol's
+/// set-up is done; `runtime` opens the link on the runtime's thread instead.
+pub(crate) fn open_tcp<F, R>(
+    env: &Env,
+    framing: F,
+    (link, address): (LinkConfig, String),
+    driver: DriverChoice,
+    promise: Promise,
+    runtime: impl FnOnce(F) -> R + Send + 'static,
+    make: impl FnOnce(Box<dyn Driver<F>>) -> Box<dyn Device> + Send + 'static,
+) where
+    F: Framing + Send + 'static,
+    R: Future<Output = Result<Box<dyn Driver<F> + Send>, Error>> + Send + 'static,
+{
+    #[cfg(target_os = "linux")]
+    if driver == DriverChoice::EventLoop {
+        let on_driver =
+            Box::new(move |env, opened: Result<crate::event_loop::EventLoopDriver<F>, Error>| match opened {
+                Ok(driver) => promise.resolve(env, BindingDevice::new(make(Box::new(driver)))),
+                Err(e) => promise.reject(env, &e),
+            });
+        return crate::event_loop::EventLoopDriver::open(env.raw(), framing, link, address, on_driver);
+    }
+    let _ = (driver, link, address); // other platforms always run on the runtime
+    let Some(to_js) = ToJs::here() else { return promise.reject(env.raw(), &Error::proto("no JavaScript thread")) };
+    let opening = runtime(framing);
+    napi::bindgen_prelude::spawn(async move {
+        let opened = crate::guarded(opening).await.and_then(|driver| driver);
+        to_js.post(Box::new(move |env| match opened {
+            Ok(driver) => promise.resolve(env, BindingDevice::new(make(driver))),
+            Err(e) => promise.reject(env, &e),
+        }));
+    });
 }
 
 /// Opens a device from its URL; `options` are kebab-case keys that override the URL's query.

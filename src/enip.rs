@@ -9,11 +9,9 @@ use napi::bindgen_prelude::Either;
 use napi::Env;
 use napi_derive::napi;
 
-use crate::device::{BindingDevice, DriverChoice};
-#[cfg(target_os = "linux")]
-use crate::event_loop::EventLoopDriver;
+use crate::device::{open_tcp, DriverChoice};
 use crate::guarded;
-use crate::js::{either, JsError, Promise, ToJs};
+use crate::js::{either, JsError, Promise};
 use crate::simulator::{BindingSimulator, SimulatorOptions};
 
 /// Opens a controller and settles `promise` with its `BindingDevice`, once the
@@ -24,25 +22,10 @@ pub fn open(env: &Env, url: DeviceUrl, driver: DriverChoice, promise: Promise) {
         Err(e) => return promise.reject(env.raw(), &e),
     };
     let (framing, negotiated) = opening.framing();
-    #[cfg(target_os = "linux")]
-    if driver == DriverChoice::EventLoop {
-        let on_driver = Box::new(move |env, opened: Result<EventLoopDriver<_>, Error>| match opened {
-            Ok(driver) => {
-                promise.resolve(env, BindingDevice::new(Box::new(EnipDevice::new(Box::new(driver), negotiated))))
-            }
-            Err(e) => promise.reject(env, &e),
-        });
-        return EventLoopDriver::open(env.raw(), framing, opening.link.clone(), opening.address.clone(), on_driver);
-    }
-    let _ = driver; // other platforms always run on the runtime
-    let Some(to_js) = ToJs::here() else { return promise.reject(env.raw(), &Error::proto("no JavaScript thread")) };
-    napi::bindgen_prelude::spawn(async move {
-        let opened = guarded(opening.open_runtime_driver(framing)).await.and_then(|driver| driver);
-        to_js.post(Box::new(move |env| match opened {
-            Ok(driver) => promise.resolve(env, BindingDevice::new(Box::new(EnipDevice::new(driver, negotiated)))),
-            Err(e) => promise.reject(env, &e),
-        }));
-    });
+    let target = (opening.link.clone(), opening.address.clone());
+    let runtime = move |framing| async move { opening.open_runtime_driver(framing).await };
+    let make = move |driver| Box::new(EnipDevice::new(driver, negotiated)) as Box<dyn bifrost_engine::Device>;
+    open_tcp(env, framing, target, driver, promise, runtime, make);
 }
 
 /// Starts the EtherNet/IP simulator inside this process; `tags` are `NAME=TYPE[count]`.

@@ -2,18 +2,14 @@
 //! simulator, each a thin wrapper that converts arguments and results.
 
 use bifrost_core::url::{whole_number, DeviceUrl};
-use bifrost_core::Error;
 use bifrost_opcua::device::{OpcuaDevice, Opening};
 use bifrost_opcua::server::SimulatorConfig;
 use napi::bindgen_prelude::Either;
 use napi::Env;
 use napi_derive::napi;
 
-use crate::device::{BindingDevice, DriverChoice};
-#[cfg(target_os = "linux")]
-use crate::event_loop::EventLoopDriver;
-use crate::guarded;
-use crate::js::{either, JsError, Promise, ToJs};
+use crate::device::{open_tcp, DriverChoice};
+use crate::js::{either, JsError, Promise};
 use crate::simulator::{BindingSimulator, SimulatorOptions};
 
 /// Opens a server's endpoint and settles `promise` with its `BindingDevice`, once
@@ -24,25 +20,10 @@ pub fn open(env: &Env, url: DeviceUrl, driver: DriverChoice, promise: Promise) {
         Err(e) => return promise.reject(env.raw(), &e),
     };
     let (framing, server) = opening.framing();
-    #[cfg(target_os = "linux")]
-    if driver == DriverChoice::EventLoop {
-        let on_driver = Box::new(move |env, opened: Result<EventLoopDriver<_>, Error>| match opened {
-            Ok(driver) => {
-                promise.resolve(env, BindingDevice::new(Box::new(OpcuaDevice::new(Box::new(driver), server))))
-            }
-            Err(e) => promise.reject(env, &e),
-        });
-        return EventLoopDriver::open(env.raw(), framing, opening.link.clone(), opening.address.clone(), on_driver);
-    }
-    let _ = driver; // other platforms always run on the runtime
-    let Some(to_js) = ToJs::here() else { return promise.reject(env.raw(), &Error::proto("no JavaScript thread")) };
-    napi::bindgen_prelude::spawn(async move {
-        let opened = guarded(opening.open_runtime_driver(framing)).await.and_then(|driver| driver);
-        to_js.post(Box::new(move |env| match opened {
-            Ok(driver) => promise.resolve(env, BindingDevice::new(Box::new(OpcuaDevice::new(driver, server)))),
-            Err(e) => promise.reject(env, &e),
-        }));
-    });
+    let target = (opening.link.clone(), opening.address.clone());
+    let runtime = move |framing| async move { opening.open_runtime_driver(framing).await };
+    let make = move |driver| Box::new(OpcuaDevice::new(driver, server)) as Box<dyn bifrost_engine::Device>;
+    open_tcp(env, framing, target, driver, promise, runtime, make);
 }
 
 /// Starts the OPC UA simulator inside this process.

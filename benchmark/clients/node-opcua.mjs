@@ -4,20 +4,25 @@ import { createRequire } from 'node:module'
 
 const require = createRequire(import.meta.url)
 
+/** A client with security None, connected, and its session. */
+async function connectSession(lib, url) {
+  const client = lib.OPCUAClient.create({
+    applicationName: 'bifrost-benchmark',
+    endpointMustExist: false,
+    securityMode: lib.MessageSecurityMode.None,
+    securityPolicy: lib.SecurityPolicy.None,
+    connectionStrategy: { maxRetry: 0 },
+  })
+  await client.connect(url)
+  return { client, session: await client.createSession() }
+}
+
 export default {
   name: 'node-opcua',
   version: require('node-opcua-client/package.json').version,
   load: () => require('node-opcua-client'),
   async opcuaReader(lib, url, nodes) {
-    const client = lib.OPCUAClient.create({
-      applicationName: 'bifrost-benchmark',
-      endpointMustExist: false,
-      securityMode: lib.MessageSecurityMode.None,
-      securityPolicy: lib.SecurityPolicy.None,
-      connectionStrategy: { maxRetry: 0 },
-    })
-    await client.connect(url)
-    const session = await client.createSession()
+    const { client, session } = await connectSession(lib, url)
     const toRead = nodes.map((nodeId) => ({ nodeId, attributeId: lib.AttributeIds.Value }))
     const values = new Float64Array(nodes.length)
     const read = async () => {
@@ -35,15 +40,7 @@ export default {
   },
   /** opcua-subscribe: a subscription and a ClientMonitoredItemGroup of every node, counting 'changed' events. */
   async opcuaSubscriber(lib, url, nodes, intervalMs) {
-    const client = lib.OPCUAClient.create({
-      applicationName: 'bifrost-benchmark',
-      endpointMustExist: false,
-      securityMode: lib.MessageSecurityMode.None,
-      securityPolicy: lib.SecurityPolicy.None,
-      connectionStrategy: { maxRetry: 0 },
-    })
-    await client.connect(url)
-    const session = await client.createSession()
+    const { client, session } = await connectSession(lib, url)
     const subscription = await session.createSubscription2({
       requestedPublishingInterval: intervalMs,
       requestedMaxKeepAliveCount: 10,

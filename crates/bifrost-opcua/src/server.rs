@@ -32,7 +32,7 @@ use crate::encoding::{
 use crate::method::{self, Argument, CallResult};
 use crate::node_id::{Identifier, NodeId};
 use crate::secure_channel::{date_time, encoding_id as channel_id, ResponseHeader};
-use crate::session::{encoding_id as service_id, VALUE_ATTRIBUTE};
+use crate::session::{encoding_id as service_id, ApplicationDescription, VALUE_ATTRIBUTE};
 use crate::subscription::{self, NotificationMessage};
 use crate::transport::{
     self, chunk, kind, Acknowledge, Assembled, Channel, Hello, Limits, Negotiated, NoSecurity, Reassembly,
@@ -848,13 +848,23 @@ fn endpoint(out: &mut Vec<u8>, url: &str) {
 }
 
 fn application(out: &mut Vec<u8>) {
-    Some("urn:bifrost:simulator").encode(out);
-    Some("urn:bifrost").encode(out);
-    LocalizedText { locale: None, text: Some("Bifrost OPC UA Simulator".into()) }.encode(out);
-    put_u32(out, 0); // server
-    None::<&str>.encode(out);
-    None::<&str>.encode(out);
-    put_u32(out, 0); // discovery urls
+    ApplicationDescription {
+        application_uri: Some("urn:bifrost:simulator".into()),
+        product_uri: Some("urn:bifrost".into()),
+        application_name: LocalizedText { locale: None, text: Some("Bifrost OPC UA Simulator".into()) },
+        application_type: 0, // server
+        discovery_urls: Vec::new(),
+    }
+    .encode(out);
+}
+
+/// A Browse or BrowseNext response of `results`.
+fn browsed(out: &mut Vec<u8>, type_id: u32, handle: u32, results: &[BrowseResult]) {
+    respond(out, type_id, handle, |out| {
+        put_u32(out, results.len() as u32);
+        results.iter().for_each(|result| result.encode(out));
+        put_u32(out, 0); // diagnostics
+    });
 }
 
 fn read_array<'a, T>(
@@ -1050,7 +1060,7 @@ fn answer_service(
             application(out);
         }),
         service_id::CREATE_SESSION_REQUEST => {
-            crate::session::ApplicationDescription::decode(r).map_err(decoding)?;
+            ApplicationDescription::decode(r).map_err(decoding)?;
             r.string("a server uri").map_err(decoding)?;
             let url = r.string("an endpoint url").map_err(decoding)?.unwrap_or_default().to_string();
             r.string("a session name").map_err(decoding)?;
@@ -1131,18 +1141,10 @@ fn answer_service(
                     .iter()
                     .map(|node| match space.find(node) {
                         Some(found) => space.page(found, 0, max, state),
-                        None => BrowseResult {
-                            status: status::BAD_NODE_ID_UNKNOWN,
-                            continuation_point: None,
-                            references: Vec::new(),
-                        },
+                        None => BrowseResult::failed(status::BAD_NODE_ID_UNKNOWN),
                     })
                     .collect();
-                respond(out, view::encoding_id::BROWSE_RESPONSE, handle, |out| {
-                    put_u32(out, results.len() as u32);
-                    results.iter().for_each(|result| result.encode(out));
-                    put_u32(out, 0); // diagnostics
-                });
+                browsed(out, view::encoding_id::BROWSE_RESPONSE, handle, &results);
             } else if id == view::encoding_id::BROWSE_NEXT_REQUEST {
                 let release = r.u8("release").map_err(decoding)? != 0;
                 let points = read_array(r, 4, "continuation points", |r| {
@@ -1152,22 +1154,12 @@ fn answer_service(
                 let results: Vec<BrowseResult> = points
                     .iter()
                     .map(|point| match state.continuations.remove(point) {
-                        Some(_) if release => {
-                            BrowseResult { status: 0, continuation_point: None, references: Vec::new() }
-                        }
+                        Some(_) if release => BrowseResult::failed(0),
                         Some((node, offset, max)) => space.page(node, offset, max, state),
-                        None => BrowseResult {
-                            status: status::BAD_CONTINUATION_POINT_INVALID,
-                            continuation_point: None,
-                            references: Vec::new(),
-                        },
+                        None => BrowseResult::failed(status::BAD_CONTINUATION_POINT_INVALID),
                     })
                     .collect();
-                respond(out, view::encoding_id::BROWSE_NEXT_RESPONSE, handle, |out| {
-                    put_u32(out, results.len() as u32);
-                    results.iter().for_each(|result| result.encode(out));
-                    put_u32(out, 0); // diagnostics
-                });
+                browsed(out, view::encoding_id::BROWSE_NEXT_RESPONSE, handle, &results);
             } else if id == service_id::READ_REQUEST {
                 r.u64("a max age").map_err(decoding)?;
                 r.u32("timestamps to return").map_err(decoding)?;

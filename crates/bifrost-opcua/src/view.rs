@@ -74,6 +74,13 @@ pub fn browse_next(continuation_point: &[u8], release: bool) -> ServiceRequest {
     ServiceRequest { type_id: encoding_id::BROWSE_NEXT_REQUEST, fields: Bytes::from(out) }
 }
 
+impl BrowseResult {
+    /// A result of no references: `status` says why.
+    pub fn failed(status: u32) -> BrowseResult {
+        BrowseResult { status, continuation_point: None, references: Vec::new() }
+    }
+}
+
 impl Decode<'_> for BrowseResult {
     fn decode(r: &mut Reader<'_>) -> Result<BrowseResult> {
         let status = r.u32("a browse status")?;
