@@ -386,6 +386,24 @@ test('#9 a reconnect forgets what was learned, so the device is probed again', a
   await server.close()
 })
 
+test('#9 devices of one register map share a prepared plan, but what one device learns stays its own', async (t) => {
+  const { state, server } = await flakyDevice()
+  const [a, b] = await Promise.all([1, 2].map(() => connect(`modbus-tcp://127.0.0.1:${server.port}?relearn-after=0`)))
+  const [planA, planB] = [a!.prepare(TEN_TAGS), b!.prepare(TEN_TAGS)]
+  const requestsOf = async (plan: typeof planA) => {
+    const before = state.requests
+    const data = await plan.read()
+    t.deepEqual(Array.from(data.values), TEN_TAGS.map((_, i) => i))
+    return state.requests - before
+  }
+  t.true((await requestsOf(planA)) > 1, 'a is refused and learns to split')
+  state.refusing = false
+  t.true((await requestsOf(planA)) > 1, 'a keeps what it learned')
+  t.is(await requestsOf(planB), 1, 'b learned nothing: one request')
+  await Promise.all([a!.close(), b!.close()])
+  await server.close()
+})
+
 // #10 ------------------------------------------------------------------------
 
 function openSocket(port: number): Promise<{ socket: net.Socket; closed: Promise<number> }> {

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use bifrost_core::planner::{self, Plan, PlanLimits, Span};
@@ -277,6 +277,30 @@ impl DeviceState {
         let runs = Runs::of(tags.iter().zip(placed).map(|(tag, (image, offset))| (tag, image, offset)));
         let value_count = tags.iter().map(ModbusTag::elements).sum();
         ReadPlan { tags, spans, plan, generation, runs, value_count }
+    }
+
+    /// As [`DeviceState::prepare`], shared: devices with the same settings that have
+    /// learned nothing yet plan the same tags alike, so they hold one plan between
+    /// them (a gateway's thousand devices of one register map hold one, not a thousand).
+    /// A device that learns something plans its own again.
+    fn prepare_shared(&self, tags: Vec<ModbusTag>) -> Arc<ReadPlan> {
+        type Key = ((u8, u16, u16, u16), Vec<ModbusTag>);
+        static SHARED: LazyLock<Mutex<HashMap<Key, Weak<ReadPlan>>>> = LazyLock::new(Default::default);
+        if self.learned().generation != 0 {
+            return Arc::new(self.prepare(tags));
+        }
+        let s = &self.settings;
+        let key = ((s.unit_id, s.max_registers_per_request, s.max_bits_per_request, s.max_gap), tags);
+        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(plan) = shared.get(&key).and_then(Weak::upgrade) {
+            return plan;
+        }
+        if shared.len() >= 64 {
+            shared.retain(|_, plan| plan.strong_count() > 0);
+        }
+        let plan = Arc::new(self.prepare(key.1.clone()));
+        shared.insert(key, Arc::downgrade(&plan));
+        plan
     }
 
     fn is_current(&self, plan: &ReadPlan) -> bool {
@@ -738,7 +762,7 @@ impl bifrost_engine::Device for ModbusDevice {
             ))),
             other => other,
         });
-        let plan = Arc::new(self.0.state.prepare(parsed.collect::<Result<Vec<_>>>()?));
+        let plan = self.0.state.prepare_shared(parsed.collect::<Result<Vec<_>>>()?);
         Ok(Box::new(ModbusPlan { device: self.0.clone(), plan: RefCell::new(plan) }))
     }
 
