@@ -8,6 +8,7 @@ pub mod error;
 pub mod planner;
 pub mod types;
 pub mod url;
+pub mod wire;
 
 pub use codec::{decode_element, decode_string, elements_f64, encode_element, encode_string, registers_per_element};
 pub use error::{CipStatus, Error, ErrorCode, OpcuaStatus, Result};

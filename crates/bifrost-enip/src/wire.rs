@@ -1,59 +1,9 @@
-//! Panic-free little-endian reading and writing of the byte fields every
-//! EtherNet/IP layer is made of.
+//! The byte fields every EtherNet/IP layer is made of: the shared little-endian
+//! reader and writers, and a length patched in once known.
 
 use bifrost_core::{Error, Result};
 
-/// Reads fields off a borrowed frame; running past its end is `EPROTO`, naming the field.
-#[derive(Debug, Clone)]
-pub struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    pub fn new(buf: &'a [u8]) -> Reader<'a> {
-        Reader { buf, pos: 0 }
-    }
-
-    /// Bytes read so far.
-    pub fn position(&self) -> usize {
-        self.pos
-    }
-
-    pub fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
-    }
-
-    /// Everything not read yet, which is then read.
-    pub fn rest(&mut self) -> &'a [u8] {
-        let rest = &self.buf[self.pos..];
-        self.pos = self.buf.len();
-        rest
-    }
-
-    pub fn bytes(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&end| end <= self.buf.len()).ok_or_else(|| {
-            Error::proto(format!("frame too short: {what} needs {n} bytes, {} are left", self.remaining()))
-        })?;
-        let bytes = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(bytes)
-    }
-
-    pub fn u8(&mut self, what: &str) -> Result<u8> {
-        Ok(self.bytes(1, what)?[0])
-    }
-
-    pub fn u16(&mut self, what: &str) -> Result<u16> {
-        let b = self.bytes(2, what)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
-    }
-
-    pub fn u32(&mut self, what: &str) -> Result<u32> {
-        let b = self.bytes(4, what)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-}
+pub use bifrost_core::wire::{put_u16, put_u32, Reader};
 
 /// Writes `value` little-endian at `at` of `out` (a length patched in once known).
 pub fn patch_u16(out: &mut [u8], at: usize, value: usize) -> Result<()> {
@@ -63,28 +13,9 @@ pub fn patch_u16(out: &mut [u8], at: usize, value: usize) -> Result<()> {
     Ok(())
 }
 
-pub fn put_u16(out: &mut Vec<u8>, value: u16) {
-    out.extend_from_slice(&value.to_le_bytes());
-}
-
-pub fn put_u32(out: &mut Vec<u8>, value: u32) {
-    out.extend_from_slice(&value.to_le_bytes());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reading_past_the_end_names_the_field() {
-        let mut r = Reader::new(&[1, 2, 3]);
-        assert_eq!(r.u16("a").unwrap(), 0x0201);
-        let e = r.u16("the status").unwrap_err();
-        assert_eq!(e.code, bifrost_core::ErrorCode::Proto);
-        assert!(e.message.contains("the status needs 2 bytes, 1 are left"), "{}", e.message);
-        assert_eq!(r.u8("b").unwrap(), 3);
-        assert_eq!(r.remaining(), 0);
-    }
 
     #[test]
     fn a_length_that_does_not_fit_is_refused() {

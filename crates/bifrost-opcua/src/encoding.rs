@@ -9,67 +9,21 @@ use bifrost_core::{Error, Result};
 
 use crate::node_id::{ExpandedNodeId, Guid, NodeId};
 
-/// Reads fields off a borrowed message; running past its end is `EPROTO`, naming the field.
-#[derive(Debug, Clone)]
-pub struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
+pub use bifrost_core::wire::{put_u32, Reader};
 
-impl<'a> Reader<'a> {
-    pub fn new(buf: &'a [u8]) -> Reader<'a> {
-        Reader { buf, pos: 0 }
-    }
-
-    pub fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
-    }
-
-    /// Everything not read yet, which is then read.
-    pub fn rest(&mut self) -> &'a [u8] {
-        let rest = &self.buf[self.pos..];
-        self.pos = self.buf.len();
-        rest
-    }
-
-    pub fn bytes(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&end| end <= self.buf.len()).ok_or_else(|| {
-            Error::proto(format!("message too short: {what} needs {n} bytes, {} are left", self.remaining()))
-        })?;
-        let bytes = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(bytes)
-    }
-
-    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
-        let mut out = [0; N];
-        out.copy_from_slice(self.bytes(N, what)?);
-        Ok(out)
-    }
-
-    pub fn u8(&mut self, what: &str) -> Result<u8> {
-        Ok(self.bytes(1, what)?[0])
-    }
-
-    pub fn u16(&mut self, what: &str) -> Result<u16> {
-        Ok(u16::from_le_bytes(self.array(what)?))
-    }
-
-    pub fn u32(&mut self, what: &str) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.array(what)?))
-    }
-
-    pub fn i32(&mut self, what: &str) -> Result<i32> {
-        Ok(i32::from_le_bytes(self.array(what)?))
-    }
-
-    pub fn u64(&mut self, what: &str) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.array(what)?))
-    }
-
+/// OPC UA's length-prefixed fields, read off the shared little-endian reader.
+pub trait ReadLengths<'a> {
     /// An Int32 length: `None` for -1 (null); every element takes at least
     /// `least` bytes, so a length the rest cannot hold is refused before anything is allocated.
-    pub fn length(&mut self, least: usize, what: &str) -> Result<Option<usize>> {
+    fn length(&mut self, least: usize, what: &str) -> Result<Option<usize>>;
+    /// A ByteString: `None` when null.
+    fn byte_string(&mut self, what: &str) -> Result<Option<&'a [u8]>>;
+    /// A String (UTF-8): `None` when null.
+    fn string(&mut self, what: &str) -> Result<Option<&'a str>>;
+}
+
+impl<'a> ReadLengths<'a> for Reader<'a> {
+    fn length(&mut self, least: usize, what: &str) -> Result<Option<usize>> {
         match self.i32(what)? {
             -1 => Ok(None),
             n if n < 0 => Err(Error::proto(format!("{what}: a negative length {n}"))),
@@ -80,16 +34,14 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A ByteString: `None` when null.
-    pub fn byte_string(&mut self, what: &str) -> Result<Option<&'a [u8]>> {
+    fn byte_string(&mut self, what: &str) -> Result<Option<&'a [u8]>> {
         match self.length(1, what)? {
             Some(n) => Ok(Some(self.bytes(n, what)?)),
             None => Ok(None),
         }
     }
 
-    /// A String (UTF-8): `None` when null.
-    pub fn string(&mut self, what: &str) -> Result<Option<&'a str>> {
+    fn string(&mut self, what: &str) -> Result<Option<&'a str>> {
         match self.byte_string(what)? {
             Some(bytes) => {
                 std::str::from_utf8(bytes).map(Some).map_err(|_| Error::proto(format!("{what} is not UTF-8")))

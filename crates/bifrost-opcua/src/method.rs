@@ -4,7 +4,9 @@
 use bifrost_core::{Error, Result};
 use bytes::Bytes;
 
-use crate::encoding::{Decode, DiagnosticInfo, Encode, ExtensionBody, ExtensionObject, LocalizedText, Reader, Variant};
+use crate::encoding::{
+    Decode, DiagnosticInfo, Encode, ExtensionBody, ExtensionObject, LocalizedText, ReadLengths, Reader, Variant,
+};
 use crate::node_id::NodeId;
 use crate::secure_channel;
 use crate::session::ServiceRequest;

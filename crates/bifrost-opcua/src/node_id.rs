@@ -5,7 +5,7 @@
 
 use bifrost_core::{Error, Result};
 
-use crate::encoding::{Decode, Encode, Reader};
+use crate::encoding::{Decode, Encode, ReadLengths, Reader};
 
 /// A Guid, as OPC UA lays it out: the first three fields little-endian, the last eight bytes as they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

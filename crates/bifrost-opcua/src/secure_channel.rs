@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bifrost_core::{Error, ErrorCode, OpcuaStatus, Result};
 
-use crate::encoding::{Decode, DiagnosticInfo, Encode, ExtensionBody, ExtensionObject, Reader};
+use crate::encoding::{Decode, DiagnosticInfo, Encode, ExtensionBody, ExtensionObject, ReadLengths, Reader};
 use crate::node_id::NodeId;
 use crate::transport::{self, chunk, kind, SecurityPolicy, HEADER_LEN};
 

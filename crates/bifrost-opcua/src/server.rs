@@ -26,13 +26,13 @@ use tokio::net::TcpStream;
 use bifrost_core::{Error, Result};
 
 use crate::encoding::{
-    DataValue, Decode, DiagnosticInfo, Encode, ExtensionBody, ExtensionObject, LocalizedText, QualifiedName, Reader,
-    Variant, VariantArray,
+    put_u32, DataValue, Decode, DiagnosticInfo, Encode, ExtensionBody, ExtensionObject, LocalizedText, QualifiedName,
+    ReadLengths, Reader, Variant, VariantArray,
 };
 use crate::method::{self, Argument, CallResult};
 use crate::node_id::{Identifier, NodeId};
 use crate::secure_channel::{date_time, encoding_id as channel_id, ResponseHeader};
-use crate::session::{encoding_id as service_id, ApplicationDescription, VALUE_ATTRIBUTE};
+use crate::session::{encoding_id as service_id, read_array, ApplicationDescription, VALUE_ATTRIBUTE};
 use crate::subscription::{self, NotificationMessage};
 use crate::transport::{
     self, chunk, kind, Acknowledge, Assembled, Channel, Hello, Limits, Negotiated, NoSecurity, Reassembly,
@@ -702,27 +702,11 @@ fn answer(
             };
             let mut response = Vec::new();
             match service(space, state, &body, &mut response) {
-                Answered::Now => transport::write_chunks(
-                    out,
-                    kind::MESSAGE,
-                    &mut state.channel,
-                    request_id,
-                    &response,
-                    &limits,
-                    &NoSecurity,
-                )?,
+                Answered::Now => state.send(request_id, &response, out)?,
                 // A Publish waits for the subscription's next message.
                 Answered::Later(handle) => state.publishes.push_back((request_id, handle)),
                 Answered::NowAndRefusePublishes => {
-                    transport::write_chunks(
-                        out,
-                        kind::MESSAGE,
-                        &mut state.channel,
-                        request_id,
-                        &response,
-                        &limits,
-                        &NoSecurity,
-                    )?;
+                    state.send(request_id, &response, out)?;
                     if state.subscriptions.is_empty() {
                         state.refuse_publishes(out)?;
                     }
@@ -813,10 +797,6 @@ fn response_header(handle: u32, service_result: u32) -> ResponseHeader {
     }
 }
 
-fn put_u32(out: &mut Vec<u8>, value: u32) {
-    out.extend_from_slice(&value.to_le_bytes());
-}
-
 /// Writes a response: its encoding's id, a good header, then `fields`.
 fn respond(out: &mut Vec<u8>, type_id: u32, handle: u32, fields: impl FnOnce(&mut Vec<u8>)) {
     NodeId::numeric(0, type_id).encode(out);
@@ -865,16 +845,6 @@ fn browsed(out: &mut Vec<u8>, type_id: u32, handle: u32, results: &[BrowseResult
         results.iter().for_each(|result| result.encode(out));
         put_u32(out, 0); // diagnostics
     });
-}
-
-fn read_array<'a, T>(
-    r: &mut Reader<'a>,
-    least: usize,
-    what: &str,
-    mut each: impl FnMut(&mut Reader<'a>) -> Result<T>,
-) -> Result<Vec<T>> {
-    let count = r.length(least, what)?.unwrap_or(0);
-    (0..count).map(|_| each(r)).collect()
 }
 
 /// When a service request is answered.

@@ -8,7 +8,8 @@ use bifrost_core::{Error, Result};
 use bytes::Bytes;
 
 use crate::encoding::{
-    DataValue, Decode, Encode, ExtensionBody, ExtensionObject, LocalizedText, QualifiedName, Reader,
+    put_u32, DataValue, Decode, Encode, ExtensionBody, ExtensionObject, LocalizedText, QualifiedName, ReadLengths,
+    Reader,
 };
 use crate::node_id::NodeId;
 use crate::secure_channel::{self, RequestHeader};
@@ -61,10 +62,6 @@ fn request(type_id: u32, fields: impl FnOnce(&mut Vec<u8>)) -> ServiceRequest {
     ServiceRequest { type_id, fields: Bytes::from(out) }
 }
 
-fn put_u32(out: &mut Vec<u8>, value: u32) {
-    out.extend_from_slice(&value.to_le_bytes());
-}
-
 /// An array's length, then each element.
 fn put_array<T>(out: &mut Vec<u8>, items: &[T], mut each: impl FnMut(&mut Vec<u8>, &T)) {
     out.extend_from_slice(&(items.len() as i32).to_le_bytes());
@@ -72,7 +69,7 @@ fn put_array<T>(out: &mut Vec<u8>, items: &[T], mut each: impl FnMut(&mut Vec<u8
 }
 
 /// An array read element by element; each element takes at least `least` bytes.
-fn read_array<'a, T>(
+pub(crate) fn read_array<'a, T>(
     r: &mut Reader<'a>,
     least: usize,
     what: &str,

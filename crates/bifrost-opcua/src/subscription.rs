@@ -8,7 +8,8 @@ use bifrost_engine::Deadband;
 use bytes::Bytes;
 
 use crate::encoding::{
-    DataValue, Decode, DiagnosticInfo, Encode, ExtensionBody, ExtensionObject, QualifiedName, Reader,
+    put_u32, DataValue, Decode, DiagnosticInfo, Encode, ExtensionBody, ExtensionObject, QualifiedName, ReadLengths,
+    Reader,
 };
 use crate::node_id::NodeId;
 use crate::secure_channel;
@@ -28,10 +29,6 @@ pub mod encoding_id {
     pub const REPUBLISH_RESPONSE: u32 = 835;
     pub const DELETE_SUBSCRIPTIONS_REQUEST: u32 = 847;
     pub const DELETE_SUBSCRIPTIONS_RESPONSE: u32 = 850;
-}
-
-fn put_u32(out: &mut Vec<u8>, value: u32) {
-    out.extend_from_slice(&value.to_le_bytes());
 }
 
 fn request(type_id: u32, out: Vec<u8>) -> ServiceRequest {

@@ -7,7 +7,7 @@
 
 use bifrost_core::{Error, Result};
 
-use crate::encoding::{Encode, Reader};
+use crate::encoding::{Encode, ReadLengths, Reader};
 
 /// Bytes of every message header: type, chunk type, size.
 pub const HEADER_LEN: usize = 8;

@@ -4,7 +4,7 @@
 use bifrost_core::{Error, Result};
 use bytes::Bytes;
 
-use crate::encoding::{Decode, Encode, LocalizedText, QualifiedName, Reader};
+use crate::encoding::{put_u32, Decode, Encode, LocalizedText, QualifiedName, ReadLengths, Reader};
 use crate::node_id::{ExpandedNodeId, NodeId};
 use crate::secure_channel;
 use crate::session::ServiceRequest;
@@ -42,10 +42,6 @@ pub struct BrowseResult {
     pub status: u32,
     pub continuation_point: Option<Vec<u8>>,
     pub references: Vec<Reference>,
-}
-
-fn put_u32(out: &mut Vec<u8>, value: u32) {
-    out.extend_from_slice(&value.to_le_bytes());
 }
 
 /// Browse of the hierarchical references forward from `node`, at most `max_references` a page (0: the server's choice).
