@@ -97,11 +97,25 @@ export declare class BindingSubscription {
    * The next batch of changes, oldest first; `null` once the subscription
    * has ended; rejects with the error that ended it.
    */
-  next(): Promise<Array<BindingTagResult> | null>
+  next(): Promise<BindingChanges | null>
   /** Batches dropped unread because the consumer fell behind. */
   get dropped(): number
   /** Ends the subscription (deleted on the device); resolves once it has ended. */
   close(): Promise<void>
+}
+
+/**
+ * One batch of changes, as columns in one `ArrayBuffer` in platform byte order:
+ * the change count `n` as a u32 and 4 bytes of padding, then `n` f64 values
+ * (a boolean as 0 or 1; NaN for any other change), `n` f64 timestamps (ms since
+ * the epoch), `n` u32 tag positions in the subscribed list, `n` quality bytes
+ * (0 good, 1 bad), and `n` kind bytes (see [`Kind`]). The values that are not
+ * plain numbers and the errors follow in change order in `values` and `errors`.
+ */
+export interface BindingChanges {
+  buffer: ArrayBuffer
+  values: Array<unknown>
+  errors: Array<Error>
 }
 
 /** Columnar reads where some tags failed. */

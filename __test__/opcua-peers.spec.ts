@@ -196,6 +196,30 @@ test.serial('node-opcua-server: subscribe yields the changes of a counter; the s
   })
 })
 
+test.serial('node-opcua-server: subscribeColumns gives a counter\'s changes as typed columns and a refused node as bad', async (t) => {
+  await withDevice(async (dev) => {
+    const tags = ['ns=2;s=NoSuchNode', 'ns=2;s=Counter']
+    const counts: number[] = []
+    let refused: string | undefined
+    for await (const batch of dev.subscribeColumns(tags, { intervalMs: 100 })) {
+      const results = batch.results()
+      for (let i = 0; i < batch.values.length; i++) {
+        if (batch.indices[i] === 1) {
+          t.is(batch.quality[i], 0)
+          t.is(batch.values[i], results[i]!.value)
+          counts.push(batch.values[i]!)
+        } else {
+          t.is(batch.quality[i], 1)
+          refused = results[i]!.error?.statusName
+        }
+      }
+      if (counts.length >= 4) break
+    }
+    t.is(refused, 'BadNodeIdUnknown')
+    t.true(counts.every((v, i) => i === 0 || v > counts[i - 1]!), String(counts))
+  })
+})
+
 test.serial('node-opcua-server: many reads in flight on one session each get their own answer', async (t) => {
   await withDevice(async (dev) => {
     const reads = await Promise.all(Array.from({ length: 200 }, (_, i) => dev.read(i % 2 ? 'ns=2;s=Limit' : 'ns=2;s=Running')))

@@ -246,6 +246,36 @@ test('a server that is not OPC UA, closes mid-message, or never answers: a clean
   sim.stop()
 })
 
+test('the simulator: subscribeColumns gives each change as typed columns, and results() the same changes as objects', async (t) => {
+  const sim = await startOpcuaSimulator({ variables: 10 })
+  const dev = await connect(sim.url)
+  const tags = ['ns=1;s=V1', 'ns=1;s=V3', 'ns=1;s=V4', 'ns=1;s=V99', 'ns=1;s=V2', 'ns=1;s=Ticks']
+  const byTag = new Map<string, Array<{ value: number; quality: number }>>()
+  for await (const batch of dev.subscribeColumns(tags, { intervalMs: 50 })) {
+    const results = batch.results()
+    t.is(results.length, batch.values.length)
+    results.forEach((r, i) => {
+      t.is(r.tag, tags[batch.indices[i]!])
+      t.is(batch.quality[i], r.quality === 'good' ? 0 : 1)
+      t.is(batch.timestamps[i], r.timestamp)
+      if (typeof r.value === 'number' || typeof r.value === 'boolean') t.is(batch.values[i], Number(r.value))
+      else t.true(Number.isNaN(batch.values[i]), `${r.tag}: no number`)
+      byTag.set(r.tag, [...(byTag.get(r.tag) ?? []), { value: batch.values[i]!, quality: batch.quality[i]! }])
+    })
+    if ((byTag.get('ns=1;s=Ticks')?.length ?? 0) >= 3) break
+  }
+  t.deepEqual(byTag.get('ns=1;s=V1'), [{ value: 1, quality: 0 }], 'an Int32')
+  t.deepEqual(byTag.get('ns=1;s=V3'), [{ value: 0.75, quality: 0 }], 'a Float')
+  t.deepEqual(byTag.get('ns=1;s=V2'), [{ value: 0, quality: 0 }], 'a Boolean as 0')
+  t.deepEqual(byTag.get('ns=1;s=V4')?.map((c) => c.quality), [0], 'a String: good, its value in results()')
+  t.deepEqual(byTag.get('ns=1;s=V99')?.map((c) => c.quality), [1], 'an unknown node: bad')
+  const ticks = byTag.get('ns=1;s=Ticks')!.map((c) => c.value)
+  t.true(ticks.every((v, i) => i === 0 || v > ticks[i - 1]!), String(ticks))
+  t.is(await dev.read('i=2285'), 0, 'ending the loop deleted the subscription on the server')
+  await dev.close()
+  sim.stop()
+})
+
 test('the simulator: subscribe yields changes per Publish, a deadband holds back small moves, ending the loop deletes it', async (t) => {
   const sim = await startOpcuaSimulator({ variables: 10 })
   const dev = await connect(sim.url)

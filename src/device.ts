@@ -3,13 +3,13 @@
  * @packageDocumentation
  */
 
-import type { BindingColumnsWithErrors, BindingDevice, BindingIndexedError, BindingPlan } from '../index.js'
+import type { BindingChanges, BindingColumnsWithErrors, BindingDevice, BindingIndexedError, BindingPlan } from '../index.js'
 import { BifrostError, asBifrostError } from './errors.js'
 import { native } from './native.js'
 import { pluginFor, registeredSchemes } from './plugin.js'
 import { Poller } from './poller.js'
 import type { Deadband, TypedPollEntry } from './poller.js'
-import type { ColumnarData, ConnectOptions, DeviceDescriptor, DeviceIdentity, PreparedPlan, ProtocolPlugin, RequestOptions, TagInfo, TagResult, TagValue } from './plugin.js'
+import type { ChangeColumns, ColumnarData, ConnectOptions, DeviceDescriptor, DeviceIdentity, PreparedPlan, ProtocolPlugin, RequestOptions, TagInfo, TagResult, TagValue } from './plugin.js'
 
 /** Options of {@link Device.watch}. */
 export interface WatchOptions {
@@ -147,6 +147,63 @@ export function toColumnarData(raw: ArrayBuffer | BindingColumnsWithErrors): Col
   return columnarReads(raw, dataOf)[0]!
 }
 
+/** A batch's columns, laid out as `BindingChanges` says. */
+function changeColumns(tags: readonly string[], batch: BindingChanges): ChangeColumns {
+  const { buffer } = batch
+  const n = new Uint32Array(buffer, 0, 1)[0]!
+  const columns = {
+    values: new Float64Array(buffer, 8, n),
+    timestamps: new Float64Array(buffer, 8 + 8 * n, n),
+    indices: new Uint32Array(buffer, 8 + 16 * n, n),
+    quality: new Uint8Array(buffer, 8 + 20 * n, n),
+  }
+  const kinds = new Uint8Array(buffer, 8 + 21 * n, n)
+  return { ...columns, results: () => changeResults(tags, columns, kinds, batch) }
+}
+
+/** What a change's kind byte says of its value (`BindingChanges`). */
+const enum ChangeKind {
+  Number = 0,
+  Boolean = 1,
+  Other = 2,
+  Failed = 3,
+}
+
+/** The changes of a batch as `TagResult`s, rebuilt from its columns. */
+function changeResults(tags: readonly string[], columns: Omit<ChangeColumns, 'results'>, kinds: Uint8Array, batch: BindingChanges): TagResult[] {
+  const { values, timestamps, indices } = columns
+  let other = 0
+  let failed = 0
+  return Array.from(kinds, (kind, i): TagResult => {
+    const tag = tags[indices[i]!]!
+    const timestamp = timestamps[i]!
+    switch (kind as ChangeKind) {
+      case ChangeKind.Number:
+        return { tag, quality: 'good', timestamp, value: values[i]! }
+      case ChangeKind.Boolean:
+        return { tag, quality: 'good', timestamp, value: values[i] === 1 }
+      case ChangeKind.Other:
+        return { tag, quality: 'good', timestamp, value: batch.values[other++] as TagValue }
+      default:
+        return { tag, quality: 'bad', timestamp, error: batch.errors[failed++] as BifrostError }
+    }
+  })
+}
+
+/** Columns of a plugin's `subscribe` batch, for a plugin without `subscribeColumns`. */
+function columnsOf(positions: Map<string, number>, results: TagResult[]): ChangeColumns {
+  const n = results.length
+  const columns = { values: new Float64Array(n), timestamps: new Float64Array(n), indices: new Uint32Array(n), quality: new Uint8Array(n) }
+  results.forEach((result, i) => {
+    const { value } = result
+    columns.values[i] = typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint' ? Number(value) : NaN
+    columns.timestamps[i] = result.timestamp
+    columns.indices[i] = positions.get(result.tag) ?? 0
+    columns.quality[i] = result.quality === 'good' ? 0 : 1
+  })
+  return { ...columns, results: () => results }
+}
+
 /** The addon writes numbers in platform byte order. */
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1
 
@@ -202,6 +259,16 @@ export class NativePlugin implements ProtocolPlugin {
 
   /** Subscribes, in Rust: the device reports changes, batch by batch. */
   async *subscribe(tags: string[], options: SubscribeOptions): AsyncGenerator<TagResult[], void, undefined> {
+    for await (const batch of this.changes(tags, options)) yield changeColumns(tags, batch).results()
+  }
+
+  /** As `subscribe`, each batch as columns the addon wrote in one buffer. */
+  async *subscribeColumns(tags: string[], options: SubscribeOptions): AsyncGenerator<ChangeColumns, void, undefined> {
+    for await (const batch of this.changes(tags, options)) yield changeColumns(tags, batch)
+  }
+
+  /** The addon's batches until the subscription ends; leaving the loop deletes it on the device. */
+  private async *changes(tags: string[], options: SubscribeOptions): AsyncGenerator<BindingChanges, void, undefined> {
     const { deadband } = options
     const subscription = this.open().subscribe(tags, options.intervalMs ?? 1000, deadband?.type, deadband?.value, options.maxPending ?? 1000)
     if (subscription instanceof Error) throw subscription
@@ -209,7 +276,7 @@ export class NativePlugin implements ProtocolPlugin {
       for (;;) {
         const batch = await subscription.next()
         if (batch === null) return // the subscription ended
-        yield batch as TagResult[]
+        yield batch
       }
     } finally {
       await subscription.close()
@@ -514,6 +581,37 @@ export class Device {
    * `ECONNRESET` when the connection breaks
    */
   async *subscribe(tags: string[], options: SubscribeOptions = {}): AsyncGenerator<TagResult[], void, undefined> {
+    const plugin = this.subscribable(tags, options)
+    try {
+      yield* plugin.subscribe(tags, options)
+    } catch (e) {
+      throw asBifrostError(e)
+    }
+  }
+
+  /**
+   * As {@link Device.subscribe}, each batch as columns: typed arrays of the
+   * changes' values, timestamps, tag positions and qualities, with no object
+   * per change until {@link ChangeColumns.results} is called. For many
+   * monitored items.
+   * @param tags - the tags to watch; `indices` are positions in this list
+   * @param options - as for {@link Device.subscribe}
+   * @throws {@link BifrostError} as {@link Device.subscribe}
+   */
+  async *subscribeColumns(tags: string[], options: SubscribeOptions = {}): AsyncGenerator<ChangeColumns, void, undefined> {
+    const plugin = this.subscribable(tags, options)
+    try {
+      if (plugin.subscribeColumns) return yield* plugin.subscribeColumns(tags, options)
+      const positions = new Map<string, number>()
+      tags.forEach((tag, i) => positions.has(tag) || positions.set(tag, i))
+      for await (const results of plugin.subscribe(tags, options)) yield columnsOf(positions, results)
+    } catch (e) {
+      throw asBifrostError(e)
+    }
+  }
+
+  /** The plugin, once the subscription's arguments are checked. */
+  private subscribable(tags: string[], options: SubscribeOptions): ProtocolPlugin & Required<Pick<ProtocolPlugin, 'subscribe'>> {
     this.checkOpen()
     if (!Array.isArray(tags) || tags.some((t) => typeof t !== 'string')) throw new BifrostError('EINVAL', 'tags must be an array of strings')
     if (options.intervalMs !== undefined) checkMs('intervalMs', options.intervalMs)
@@ -524,13 +622,11 @@ export class Device {
     if (maxPending !== undefined && !(Number.isInteger(maxPending) && maxPending >= 1 && maxPending <= 1_000_000)) {
       throw new BifrostError('EINVAL', `maxPending must be a whole number from 1 to 1000000, not ${String(maxPending)}`)
     }
-    if (!this.plugin.subscribe) throw new BifrostError('EINVAL', 'this device has no subscriptions: poll it (createPoller)')
-    try {
-      yield* this.plugin.subscribe(tags, options)
-    } catch (e) {
-      throw asBifrostError(e)
-    }
+    const { plugin } = this
+    if (!plugin.subscribe) throw new BifrostError('EINVAL', 'this device has no subscriptions: poll it (createPoller)')
+    return plugin as ProtocolPlugin & Required<Pick<ProtocolPlugin, 'subscribe'>>
   }
+
 
   /**
    * Calls a method of an object (OPC UA: both as NodeIds) and returns its output

@@ -18,6 +18,7 @@ export type { Deadband, LatencyPercentiles, PollEntry, PollerOptions, PollHandle
 export type { ConnectionStats, PlansRead, SubscribeOptions, WatchOptions } from './device.js'
 export { registerPlugin, registeredSchemes } from './plugin.js'
 export type {
+  ChangeColumns,
   ColumnarData,
   ConnectOptions,
   DeviceDescriptor,

@@ -105,6 +105,24 @@ export interface ColumnarData {
   timestamp: number
 }
 
+/**
+ * One batch of a subscription's changes as columns, one entry per change in
+ * the order the device reported them: no object per change until
+ * {@link ChangeColumns.results} is called.
+ */
+export interface ChangeColumns {
+  /** Per change: the position of its tag in the subscribed list. */
+  indices: Uint32Array
+  /** Per change: its value as a number (a boolean as 0 or 1); NaN when it failed or is not a number (text, an array: see `results()`). */
+  values: Float64Array
+  /** Per change: the device's timestamp of it (else when the batch arrived), in milliseconds since the Unix epoch. */
+  timestamps: Float64Array
+  /** Per change: 0 good, 1 bad. */
+  quality: Uint8Array
+  /** The same changes as {@link TagResult}s, each value in its own type and each failure with its error. */
+  results(): TagResult[]
+}
+
 /** A set of tags parsed and planned once, read many times with one call each. */
 export interface PreparedPlan {
   /** Reads every tag of the plan. Never rejects per tag. */
@@ -133,6 +151,8 @@ export interface ProtocolPlugin {
   identity?(options?: RequestOptions): Promise<DeviceIdentity>
   /** Optional: subscribe to the tags; the device reports their changes batch by batch until the loop ends. */
   subscribe?(tags: string[], options: SubscribeOptions): AsyncIterable<TagResult[]>
+  /** Optional: as `subscribe`, each batch as columns; without it `Device.subscribeColumns` builds them from `subscribe`'s batches. */
+  subscribeColumns?(tags: string[], options: SubscribeOptions): AsyncIterable<ChangeColumns>
   /** Optional: call a method of an object (OPC UA) and return its output arguments. */
   call?(objectId: string, methodId: string, args: TagValue[], options?: RequestOptions): Promise<TagValue[]>
 }

@@ -8,19 +8,18 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bifrost_core::{Error, ErrorCode};
+use bifrost_core::{Error, ErrorCode, TypedValue, Value};
 use bifrost_engine::{Change, ChangeSink, Completion, Device, Outcome, SubscribeOptions, Unsubscribe};
 use napi::bindgen_prelude::Object;
 use napi::Env;
 use napi_derive::napi;
 
-use crate::js::{now_ms, BindingTagResult, Promise, ToJs};
-use crate::JsValue;
+use crate::js::{now_ms, JsError, Promise, ToJs};
+use crate::{CopiedBuffer, JsValue};
 
 /// A subscription's side on the JavaScript thread.
 struct Queue {
-    tags: Arc<[String]>,
-    batches: VecDeque<Vec<Change>>,
+    batches: VecDeque<BindingChanges>,
     max_pending: usize,
     dropped: u64,
     /// The consumer's `next()`, while it waits.
@@ -32,7 +31,7 @@ struct Queue {
 }
 
 impl Queue {
-    fn push(&mut self, env: napi::sys::napi_env, changes: Vec<Change>) {
+    fn push(&mut self, env: napi::sys::napi_env, changes: BindingChanges) {
         if self.batches.len() == self.max_pending {
             self.batches.pop_front();
             self.dropped += 1;
@@ -45,27 +44,13 @@ impl Queue {
     fn settle(&mut self, env: napi::sys::napi_env) {
         let Some(waiter) = self.waiter.take() else { return };
         if let Some(batch) = self.batches.pop_front() {
-            return waiter.resolve(env, Some(self.results(batch)));
+            return waiter.resolve(env, Some(batch));
         }
         match &self.ended {
             None => self.waiter = Some(waiter),
-            Some(Ok(())) => waiter.resolve(env, None::<Vec<BindingTagResult>>),
+            Some(Ok(())) => waiter.resolve(env, None::<BindingChanges>),
             Some(Err(e)) => waiter.reject(env, e),
         }
-    }
-
-    fn results(&self, batch: Vec<Change>) -> Vec<BindingTagResult> {
-        let now = now_ms();
-        (batch.into_iter())
-            .map(|(index, result, at)| {
-                let tag = self.tags.get(index as usize).cloned().unwrap_or_default();
-                let at = if at > 0.0 { at } else { now };
-                match result {
-                    Ok(value) => BindingTagResult::good(tag, Some(JsValue(value)), at),
-                    Err(e) => BindingTagResult::bad(tag, e, at),
-                }
-            })
-            .collect()
     }
 
     fn end(&mut self, env: napi::sys::napi_env, outcome: Outcome) {
@@ -85,6 +70,82 @@ impl Queue {
     }
 }
 
+/// One batch of changes, as columns in one `ArrayBuffer` in platform byte order:
+/// the change count `n` as a u32 and 4 bytes of padding, then `n` f64 values
+/// (a boolean as 0 or 1; NaN for any other change), `n` f64 timestamps (ms since
+/// the epoch), `n` u32 tag positions in the subscribed list, `n` quality bytes
+/// (0 good, 1 bad), and `n` kind bytes (see [`Kind`]). The values that are not
+/// plain numbers and the errors follow in change order in `values` and `errors`.
+#[napi(object, object_from_js = false)]
+pub struct BindingChanges {
+    #[napi(ts_type = "ArrayBuffer")]
+    pub buffer: CopiedBuffer,
+    #[napi(ts_type = "Array<unknown>")]
+    pub values: Vec<JsValue>,
+    #[napi(ts_type = "Array<Error>")]
+    pub errors: Vec<JsError>,
+}
+
+/// What a change's value is, so JavaScript can rebuild it from the columns.
+#[repr(u8)]
+enum Kind {
+    /// The value column holds it exactly.
+    Number = 0,
+    /// The value column holds it as 0 or 1.
+    Boolean = 1,
+    /// In `values` (text, arrays, 64-bit integers as `bigint`).
+    Other = 2,
+    /// Failed: its error is in `errors`.
+    Failed = 3,
+}
+
+impl BindingChanges {
+    /// Lays out `changes` as columns; a change the device gave no timestamp gets `now_ms`.
+    fn new(changes: Vec<Change>, now_ms: f64) -> BindingChanges {
+        let n = changes.len();
+        let mut buffer = Vec::with_capacity(8 + n * 22);
+        buffer.extend((n as u32).to_ne_bytes());
+        buffer.extend(0u32.to_ne_bytes());
+        let kinds: Vec<u8> = changes.iter().map(|(_, result, _)| kind(result) as u8).collect();
+        buffer.extend(changes.iter().flat_map(|(_, result, _)| number(result).to_ne_bytes()));
+        buffer.extend(changes.iter().flat_map(|&(_, _, at)| if at > 0.0 { at } else { now_ms }.to_ne_bytes()));
+        buffer.extend(changes.iter().flat_map(|(index, _, _)| index.to_ne_bytes()));
+        buffer.extend(kinds.iter().map(|&kind| u8::from(kind == Kind::Failed as u8)));
+        buffer.extend(&kinds);
+        let (mut values, mut errors) = (Vec::new(), Vec::new());
+        for ((_, result, _), kind) in changes.into_iter().zip(kinds) {
+            match result {
+                Ok(value) if kind == Kind::Other as u8 => values.push(JsValue(value)),
+                Err(e) => errors.push(JsError(e)),
+                Ok(_) => {}
+            }
+        }
+        BindingChanges { buffer: CopiedBuffer(buffer), values, errors }
+    }
+}
+
+fn kind(result: &Result<TypedValue, Error>) -> Kind {
+    match result {
+        Err(_) => Kind::Failed,
+        Ok(TypedValue { value: Value::Bool(_), .. }) => Kind::Boolean,
+        Ok(TypedValue { value: Value::Float(_), .. }) => Kind::Number,
+        // Up to 2^53 an integer is exact as a number; 64-bit types go as `bigint`.
+        Ok(TypedValue { value: Value::Int(_) | Value::UInt(_), wide: false }) => Kind::Number,
+        Ok(_) => Kind::Other,
+    }
+}
+
+/// A change's value as one number, NaN where it is none (failed, text, an array).
+fn number(result: &Result<TypedValue, Error>) -> f64 {
+    match result.as_ref().map(|typed| &typed.value) {
+        Ok(Value::Float(v)) => *v,
+        Ok(Value::Int(v)) => *v as f64,
+        Ok(Value::UInt(v)) => *v as f64,
+        Ok(Value::Bool(v)) => f64::from(u8::from(*v)),
+        _ => f64::NAN,
+    }
+}
+
 /// A subscription's changes, batch by batch, for JavaScript.
 #[napi]
 pub struct BindingSubscription {
@@ -101,7 +162,6 @@ pub fn open(
 ) -> napi::Result<BindingSubscription> {
     let to_js = ToJs::here().ok_or_else(|| napi::Error::from_reason("no JavaScript thread"))?;
     let queue = Rc::new(RefCell::new(Queue {
-        tags: tags.clone().into(),
         batches: VecDeque::new(),
         max_pending: max_pending.max(1),
         dropped: 0,
@@ -112,6 +172,8 @@ pub fn open(
     let id = register(&queue);
     let sink_to_js = to_js.clone();
     let sink: ChangeSink = Arc::new(move |changes: Vec<Change>| {
+        // Laid out here, on the device's thread, so what waits for JavaScript is compact.
+        let changes = BindingChanges::new(changes, now_ms());
         sink_to_js.clone().run(move |env| {
             if let Some(queue) = find(id) {
                 queue.borrow_mut().push(env, changes);
@@ -153,7 +215,7 @@ fn find(id: u64) -> Option<Rc<RefCell<Queue>>> {
 impl BindingSubscription {
     /// The next batch of changes, oldest first; `null` once the subscription
     /// has ended; rejects with the error that ended it.
-    #[napi(ts_return_type = "Promise<Array<BindingTagResult> | null>")]
+    #[napi(ts_return_type = "Promise<BindingChanges | null>")]
     pub fn next<'env>(&self, env: &'env Env) -> napi::Result<Object<'env>> {
         let (promise, object) = Promise::new(env)?;
         let mut queue = self.queue.borrow_mut();

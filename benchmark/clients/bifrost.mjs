@@ -92,7 +92,7 @@ export default {
     }
     return { read, close: () => server.close() }
   },
-  /** opcua-subscribe: one subscription of every node, consumed batch by batch. */
+  /** opcua-subscribe: one subscription of every node, consumed batch by batch as columns. */
   async opcuaSubscriber(lib, url, nodes, intervalMs) {
     const server = await lib.connect(`${url}?request-timeout=10000`)
     let received = 0
@@ -100,8 +100,8 @@ export default {
     let markFirst
     const first = new Promise((resolve) => (markFirst = resolve))
     const loop = (async () => {
-      for await (const batch of server.subscribe(nodes, { intervalMs })) {
-        received += batch.length
+      for await (const batch of server.subscribeColumns(nodes, { intervalMs })) {
+        received += batch.values.length
         if (received >= nodes.length) markFirst()
         if (stopping) break
       }
