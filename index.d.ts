@@ -223,6 +223,12 @@ export declare function createReplyDecoder(tags: Array<string>, start: number): 
 export declare function discoverEnip(address: string, port: number, bind: string, timeoutMs: number): Promise<Array<BindingIdentity> | Error>
 
 /**
+ * GetEndpoints (or, with `servers`, FindServers) on the server at `url`, on a
+ * secure channel of its own without a session: an array of plain objects.
+ */
+export declare function opcuaDiscover(url: string, options: Record<string, string>, servers: boolean): Promise<Array<object>>
+
+/**
  * Reads many plans, of any devices, with one promise: their reads in one buffer,
  * each read's id its plan's position (in the order they finished).
  */

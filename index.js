@@ -844,6 +844,7 @@ module.exports.BindingSubscription = nativeBinding.BindingSubscription
 module.exports.connect = nativeBinding.connect
 module.exports.createReplyDecoder = nativeBinding.createReplyDecoder
 module.exports.discoverEnip = nativeBinding.discoverEnip
+module.exports.opcuaDiscover = nativeBinding.opcuaDiscover
 module.exports.readPlans = nativeBinding.readPlans
 module.exports.readPlansInto = nativeBinding.readPlansInto
 module.exports.setErrorClass = nativeBinding.setErrorClass

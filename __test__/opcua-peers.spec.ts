@@ -9,7 +9,7 @@ import type { ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { connect } from '../src/index.js'
+import { connect, findServers, getEndpoints } from '../src/index.js'
 import type { Device } from '../src/index.js'
 import { failure, freePort, peerTest, startProcess, stopProcess } from './helpers.js'
 
@@ -220,6 +220,17 @@ test.serial('node-opcua-server: subscribeColumns gives a counter\'s changes as t
   })
 })
 
+test.serial('node-opcua-server: getEndpoints and findServers answer without a session', async (t) => {
+  const endpoints = await getEndpoints(url)
+  t.deepEqual(
+    endpoints.map((e) => [e.endpointUrl, e.securityMode, e.securityPolicyUri, e.userIdentityTokens.map((token) => token.tokenType)]),
+    [[url, 'None', 'http://opcfoundation.org/UA/SecurityPolicy#None', ['Anonymous']]],
+  )
+  t.regex(endpoints[0]!.server.applicationUri!, /NodeOPCUA-Server/)
+  const servers = await findServers(url, { requestTimeout: 5000 })
+  t.deepEqual(servers.map((s) => [s.applicationName, s.applicationType, s.discoveryUrls]), [['NodeOPCUA', 'Server', [url]]])
+})
+
 test.serial('node-opcua-server: many reads in flight on one session each get their own answer', async (t) => {
   await withDevice(async (dev) => {
     const reads = await Promise.all(Array.from({ length: 200 }, (_, i) => dev.read(i % 2 ? 'ns=2;s=Limit' : 'ns=2;s=Running')))
@@ -263,6 +274,18 @@ peerTest('open62541: reads of each type by nsu=, typed writes, BadNotWritable, B
     t.deepEqual(written.map((r) => r.error?.statusName ?? r.error?.code), [undefined, 'BadNotWritable', undefined, 'EINVAL'])
     t.deepEqual((await dev.readTags([tag('V1'), tag('V3'), `ns=${ns};s=V6`])).map((r) => r.value), [-9, 7.5, 6])
     t.is((await failure(dev.read(`ns=${ns};s=V50`))).statusName, 'BadNodeIdUnknown')
+  })
+})
+
+peerTest('open62541: getEndpoints lists its endpoint and its anonymous identity; findServers names it', open62541, async (t) => {
+  await withOpen62541(10, async (_, url) => {
+    const [endpoint, ...others] = await getEndpoints(url)
+    t.is(others.length, 0)
+    t.is(endpoint!.securityMode, 'None')
+    // open62541 1.5.10 lists its anonymous policy twice (node-opcua-client sees the same).
+    t.deepEqual(endpoint!.userIdentityTokens, Array(2).fill({ policyId: 'open62541-anonymous-policy-none#None', tokenType: 'Anonymous' }))
+    t.is(endpoint!.server.applicationUri, 'urn:open62541.unconfigured.application')
+    t.deepEqual((await findServers(url)).map((s) => s.productUri), ['http://open62541.org'])
   })
 })
 

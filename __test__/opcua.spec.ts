@@ -8,8 +8,8 @@ import type { AddressInfo, Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { spawn } from 'node:child_process'
-import { connect, createPoller, startOpcuaSimulator } from '../src/index.js'
-import { failure } from './helpers.js'
+import { connect, createPoller, findServers, getEndpoints, startOpcuaSimulator } from '../src/index.js'
+import { failure, freePort } from './helpers.js'
 import type { Simulator } from '../src/index.js'
 
 const ROOT = join(__dirname, '..')
@@ -243,6 +243,27 @@ test('a server that is not OPC UA, closes mid-message, or never answers: a clean
   t.true(results.flat().filter((r) => !r.error).every((r) => r.value === 2.5))
   t.is(await dev.read('ns=1;s=V5'), 2.5, 'the device still reads')
   await dev.close()
+  sim.stop()
+})
+
+test('the simulator: getEndpoints and findServers describe it; a closed port is ECONNREFUSED, an unknown key EADDRESS', async (t) => {
+  const sim = await startOpcuaSimulator({ variables: 10 })
+  const server = { applicationUri: 'urn:bifrost:simulator', productUri: 'urn:bifrost', applicationName: 'Bifrost OPC UA Simulator', applicationType: 'Server', discoveryUrls: [] }
+  t.deepEqual(await getEndpoints(sim.url), [
+    {
+      endpointUrl: sim.url,
+      server,
+      securityMode: 'None',
+      securityPolicyUri: 'http://opcfoundation.org/UA/SecurityPolicy#None',
+      securityLevel: 0,
+      userIdentityTokens: [{ policyId: 'anonymous', tokenType: 'Anonymous' }],
+    },
+  ])
+  t.deepEqual(await findServers(sim.url), [server])
+  const closed = await freePort()
+  t.is((await failure(getEndpoints(`opc.tcp://127.0.0.1:${closed}`))).code, 'ECONNREFUSED')
+  t.is((await failure(findServers(sim.url, { bogus: 1 }))).code, 'EADDRESS')
+  t.is((await failure(getEndpoints('modbus-tcp://127.0.0.1:502'))).code, 'EADDRESS')
   sim.stop()
 })
 

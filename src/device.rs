@@ -84,21 +84,23 @@ pub(crate) fn open_tcp<F, R>(
     });
 }
 
+/// A device's URL with `options`, kebab-case keys that override its query.
+pub(crate) fn device_url(url: &str, options: HashMap<String, String>) -> Result<DeviceUrl, Error> {
+    let mut url = DeviceUrl::parse(url)?;
+    for (key, value) in options {
+        url.set(&key, value);
+    }
+    Ok(url)
+}
+
 /// Opens a device from its URL; `options` are kebab-case keys that override the URL's query.
 /// The promise resolves with the device, or rejects with a `BifrostError`.
 #[napi(ts_return_type = "Promise<BindingDevice>")]
 pub fn connect<'env>(env: &'env Env, url: String, options: HashMap<String, String>) -> napi::Result<Object<'env>> {
     let (promise, object) = Promise::new(env)?;
-    let parsed = (|| {
-        let mut url = DeviceUrl::parse(&url)?;
-        for (key, value) in options {
-            url.set(&key, value);
-        }
-        let driver = DriverChoice::take(&mut url)?;
-        Ok::<_, Error>((url, driver))
-    })();
+    let parsed = device_url(&url, options).and_then(|mut url| Ok((DriverChoice::take(&mut url)?, url)));
     match parsed {
-        Ok((url, driver)) => match url.scheme.as_str() {
+        Ok((driver, url)) => match url.scheme.as_str() {
             "modbus-tcp" | "modbus-rtu-tcp" | "modbus-rtu" => crate::modbus::open(env, url, driver, promise),
             "eip" => crate::enip::open(env, url, driver, promise),
             "opc.tcp" => crate::opcua::open(env, url, driver, promise),

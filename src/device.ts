@@ -435,8 +435,13 @@ export function columnValue(data: ColumnarData, index: number): number | number[
   return end - start === 1 ? data.values[start]! : Array.from(data.values.subarray(start, end))
 }
 
-function kebab(key: string): string {
-  return key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())
+/** Options as the URL's query keys: kebab-case names, text values. @internal */
+export function urlOptions(options: ConnectOptions): Record<string, string> {
+  const keys: Record<string, string> = {}
+  for (const [key, value] of Object.entries(options)) {
+    if (value !== undefined) keys[key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())] = String(value)
+  }
+  return keys
 }
 
 /** A connected device. Every protocol offers the same methods. */
@@ -756,10 +761,7 @@ export function connect(url: string, options: ConnectOptions = {}): Promise<Devi
   if (!factory) {
     return Promise.reject(new BifrostError('EADDRESS', `no plugin for '${scheme}://' (known: ${registeredSchemes().join(', ')})`))
   }
-  const kebabOptions: Record<string, string> = {}
-  for (const [key, value] of Object.entries(options)) {
-    if (value !== undefined) kebabOptions[kebab(key)] = String(value)
-  }
+  const kebabOptions = urlOptions(options)
   const plugin = factory()
   // A native plugin connects through the addon's promise alone (its errors are BifrostErrors):
   // a gateway opening thousands of devices makes no more promises than that.

@@ -8,7 +8,12 @@ use napi::bindgen_prelude::Either;
 use napi::Env;
 use napi_derive::napi;
 
-use crate::device::{open_tcp, DriverChoice};
+use std::collections::HashMap;
+
+use bifrost_opcua::discovery::{discover, Discovery};
+
+use crate::device::{device_url, open_tcp, DriverChoice};
+use crate::JsValue;
 use crate::js::{either, JsError, Promise};
 use crate::simulator::{BindingSimulator, SimulatorOptions};
 
@@ -24,6 +29,15 @@ pub fn open(env: &Env, url: DeviceUrl, driver: DriverChoice, promise: Promise) {
     let runtime = move |framing| async move { opening.open_runtime_driver(framing).await };
     let make = move |driver| Box::new(OpcuaDevice::new(driver, server)) as Box<dyn bifrost_engine::Device>;
     open_tcp(env, framing, target, driver, promise, runtime, make);
+}
+
+/// GetEndpoints (or, with `servers`, FindServers) on the server at `url`, on a
+/// secure channel of its own without a session: an array of plain objects.
+#[napi(ts_return_type = "Promise<Array<object>>")]
+pub async fn opcua_discover(url: String, options: HashMap<String, String>, servers: bool) -> Either<JsValue, JsError> {
+    let service = if servers { Discovery::Servers } else { Discovery::Endpoints };
+    let found = async move { discover(device_url(&url, options)?, service).await };
+    either(found.await.map(JsValue))
 }
 
 /// Starts the OPC UA simulator inside this process.

@@ -4,9 +4,11 @@
  * @packageDocumentation
  */
 
-import { NativePlugin } from './device.js'
+import { NativePlugin, urlOptions } from './device.js'
+import { asBifrostError } from './errors.js'
 import { native } from './native.js'
 import { registerPlugin } from './plugin.js'
+import type { ConnectOptions } from './plugin.js'
 import { startServer } from './simulator.js'
 import type { ServerOptions, Simulator } from './simulator.js'
 
@@ -23,6 +25,77 @@ import type { ServerOptions, Simulator } from './simulator.js'
 export class OpcuaPlugin extends NativePlugin {}
 
 registerPlugin('opc.tcp', () => new OpcuaPlugin())
+
+/** An application, as a server describes itself or another ({@link findServers}). */
+export interface OpcuaApplication {
+  /** Its globally unique URI. */
+  applicationUri?: string
+  /** The URI of the product it is. */
+  productUri?: string
+  /** Its name for people. */
+  applicationName?: string
+  /** `Server`, `Client`, `ClientAndServer` or `DiscoveryServer` (a number for a value not in the standard). */
+  applicationType: string | number
+  /** Where its discovery endpoints listen. */
+  discoveryUrls: string[]
+}
+
+/** One way to identify a user on an endpoint. */
+export interface OpcuaUserTokenPolicy {
+  /** The id ActivateSession names the policy by. */
+  policyId?: string
+  /** `Anonymous`, `UserName`, `Certificate` or `IssuedToken`. */
+  tokenType: string | number
+}
+
+/** An endpoint a server offers ({@link getEndpoints}). */
+export interface OpcuaEndpoint {
+  /** Its URL, as the server advertises it (it may name another host name than the one asked). */
+  endpointUrl?: string
+  /** The server behind it. */
+  server: OpcuaApplication
+  /** `None`, `Sign` or `SignAndEncrypt`. */
+  securityMode: string | number
+  /** The security policy, e.g. `http://opcfoundation.org/UA/SecurityPolicy#None`. */
+  securityPolicyUri?: string
+  /** How secure the server rates it, relative to its other endpoints (higher is more secure). */
+  securityLevel: number
+  /** The identities it accepts. */
+  userIdentityTokens: OpcuaUserTokenPolicy[]
+}
+
+/** Runs a discovery service, with the URL keys and options of `connect`. */
+async function discover(url: string, options: ConnectOptions, servers: boolean): Promise<unknown> {
+  try {
+    const found = await native.opcuaDiscover(url, urlOptions(options), servers)
+    if (found instanceof Error) throw found
+    return found
+  } catch (e) {
+    throw asBifrostError(e)
+  }
+}
+
+/**
+ * Asks the server at `url` for its endpoints (GetEndpoints), on a secure
+ * channel of its own (security None) without a session, then closes it.
+ * @param url - `opc.tcp://host[:4840][/path]`, with the query keys of `connect` (`request-timeout`, `connect-timeout`)
+ * @param options - the same keys as options
+ * @throws {@link BifrostError} `ECONNREFUSED`, `ETIMEDOUT`, `EADDRESS` for a bad URL, `OPCUA_STATUS` when the server refuses
+ */
+export async function getEndpoints(url: string, options: ConnectOptions = {}): Promise<OpcuaEndpoint[]> {
+  return (await discover(url, options, false)) as OpcuaEndpoint[]
+}
+
+/**
+ * Asks the server at `url` for the servers it knows (FindServers), itself
+ * included: a discovery server lists those registered with it.
+ * @param url - as for {@link getEndpoints}
+ * @param options - as for {@link getEndpoints}
+ * @throws {@link BifrostError} as {@link getEndpoints}
+ */
+export async function findServers(url: string, options: ConnectOptions = {}): Promise<OpcuaApplication[]> {
+  return (await discover(url, options, true)) as OpcuaApplication[]
+}
 
 /** Settings of {@link startOpcuaSimulator}. */
 export interface OpcuaSimulatorOptions extends ServerOptions {

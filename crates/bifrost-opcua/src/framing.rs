@@ -136,6 +136,8 @@ pub struct Framing {
     scratch: Vec<u8>,
     server: SharedServerInfo,
     request_timeout_hint: u32,
+    /// A channel without a session, for the discovery services: set up once the channel is open.
+    discovery: bool,
 }
 
 impl Framing {
@@ -156,7 +158,14 @@ impl Framing {
             scratch: Vec::new(),
             server,
             request_timeout_hint: request_timeout.as_millis().min(u128::from(u32::MAX)) as u32,
+            discovery: false,
         }
+    }
+
+    /// A framing whose set-up ends with the secure channel, without a session:
+    /// for GetEndpoints and FindServers, which need none.
+    pub fn discovery(endpoint_url: String, request_timeout: Duration) -> Framing {
+        Framing { discovery: true, ..Framing::new(endpoint_url, SharedServerInfo::default(), request_timeout) }
     }
 
     fn header(&self, request_handle: u32) -> RequestHeader {
@@ -394,6 +403,10 @@ impl bifrost_engine::Framing for Framing {
             }
             (Step::Open, Reply::Opened(token)) => {
                 self.granted(token);
+                if self.discovery {
+                    self.step = Step::Ready;
+                    return Ok(None);
+                }
                 self.step = Step::CreateSession;
                 let client = ApplicationDescription {
                     application_uri: Some("urn:bifrost:client".into()),
@@ -435,18 +448,20 @@ impl bifrost_engine::Framing for Framing {
             return;
         }
         // CloseSession (its subscriptions with it), then CloseSecureChannel; no answer is awaited.
-        let mut body = Vec::new();
-        session::close_session().write(&self.header(RENEWAL_ID - 1), &mut body);
         let limits = self.limits;
-        let _ = transport::write_chunks(
-            out,
-            kind::MESSAGE,
-            &mut self.channel,
-            RENEWAL_ID - 1,
-            &body,
-            &limits,
-            &*self.policy,
-        );
+        if !self.discovery {
+            let mut body = Vec::new();
+            session::close_session().write(&self.header(RENEWAL_ID - 1), &mut body);
+            let _ = transport::write_chunks(
+                out,
+                kind::MESSAGE,
+                &mut self.channel,
+                RENEWAL_ID - 1,
+                &body,
+                &limits,
+                &*self.policy,
+            );
+        }
         let close = secure_channel::close_request(&self.header(RENEWAL_ID - 2));
         let _ = transport::write_chunks(
             out,
@@ -467,7 +482,7 @@ impl bifrost_engine::Framing for Framing {
 
     /// Reads the server's state (ServerStatus_State): renews the token on the way when due.
     fn keep_alive(&mut self) -> Option<Request> {
-        (self.step == Step::Ready).then(|| {
+        (self.step == Step::Ready && !self.discovery).then(|| {
             Request::service(session::read(&[NodeId::numeric(0, 2259)], session::VALUE_ATTRIBUTE), "Read (keep-alive)")
         })
     }

@@ -1,9 +1,10 @@
 //! OPC UA for Bifrost (binary protocol, client side): the built-in types'
 //! binary encoding, NodeIds, StatusCode names and the TCP transport (Hello,
-//! chunking), the secure channel's messages, sessions and Read so far; the other services,
-//! subscriptions and simulator build on them.
+//! chunking), the secure channel's messages, sessions, discovery, the attribute,
+//! view and method services, subscriptions, and a simulator.
 
 pub mod device;
+pub mod discovery;
 pub mod encoding;
 pub mod framing;
 pub mod method;

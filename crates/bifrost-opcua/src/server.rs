@@ -1025,7 +1025,7 @@ fn answer_service(
                 endpoint(out, &url);
             });
         }
-        FIND_SERVERS_REQUEST => respond(out, FIND_SERVERS_RESPONSE, handle, |out| {
+        service_id::FIND_SERVERS_REQUEST => respond(out, service_id::FIND_SERVERS_RESPONSE, handle, |out| {
             put_u32(out, 1);
             application(out);
         }),
@@ -1171,9 +1171,6 @@ fn answer_service(
     }
     Ok(Answered::Now)
 }
-
-const FIND_SERVERS_REQUEST: u32 = 422;
-const FIND_SERVERS_RESPONSE: u32 = 425;
 
 fn too_many(count: usize, most: u32) -> std::result::Result<(), u32> {
     if most != 0 && count > most as usize {

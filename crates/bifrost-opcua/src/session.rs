@@ -1,5 +1,5 @@
 //! Session services (Part 4, 5.4 and 5.6) and the first attribute service:
-//! GetEndpoints, CreateSession, ActivateSession with the Anonymous identity,
+//! GetEndpoints, FindServers, CreateSession, ActivateSession with the Anonymous identity,
 //! CloseSession, and Read. Each request is a message body (its encoding's
 //! NodeId first) for a MSG chunk; each response is checked by
 //! [`secure_channel::response`] and read here.
@@ -17,6 +17,8 @@ use crate::secure_channel::{self, RequestHeader};
 /// The binary encodings' NodeIds of the messages here (namespace 0).
 pub mod encoding_id {
     pub const ANONYMOUS_IDENTITY_TOKEN: u32 = 321;
+    pub const FIND_SERVERS_REQUEST: u32 = 422;
+    pub const FIND_SERVERS_RESPONSE: u32 = 425;
     pub const GET_ENDPOINTS_REQUEST: u32 = 428;
     pub const GET_ENDPOINTS_RESPONSE: u32 = 431;
     pub const CREATE_SESSION_REQUEST: u32 = 461;
@@ -90,6 +92,21 @@ pub fn get_endpoints(endpoint_url: &str) -> ServiceRequest {
         put_array(out, &[] as &[&str], |_, _| {}); // locale ids
         put_array(out, &[] as &[&str], |_, _| {}); // profile uris
     })
+}
+
+/// FindServers for `endpoint_url`: every server the one there knows, itself included.
+pub fn find_servers(endpoint_url: &str) -> ServiceRequest {
+    request(encoding_id::FIND_SERVERS_REQUEST, |out| {
+        Some(endpoint_url).encode(out);
+        put_array(out, &[] as &[&str], |_, _| {}); // locale ids
+        put_array(out, &[] as &[&str], |_, _| {}); // server uris
+    })
+}
+
+/// A FindServers response's servers.
+pub fn parse_find_servers(body: &[u8]) -> Result<Vec<ApplicationDescription>> {
+    let (_, mut r) = secure_channel::response(body, encoding_id::FIND_SERVERS_RESPONSE, "FindServers")?;
+    read_array(&mut r, 20, "servers", ApplicationDescription::decode)
 }
 
 /// An application as a server describes it (or a client, itself).

@@ -91,6 +91,7 @@ proptest! {
         let _ = secure_channel::parse_open_response(&bytes, &transport::NoSecurity);
         let _ = secure_channel::response(&bytes, 631, "Read");
         let _ = session::parse_get_endpoints(&bytes);
+        let _ = session::parse_find_servers(&bytes);
         let _ = session::parse_create_session(&bytes);
         let _ = session::parse_read(&bytes, 3);
         let _ = session::parse_read_into(&bytes, &mut [0.0; 3], &mut Vec::new());
