@@ -289,6 +289,24 @@ peerTest('open62541: getEndpoints lists its endpoint and its anonymous identity;
   })
 })
 
+peerTest('open62541: a channel token of 2 s is renewed at 75% of its lifetime: reads go on for 5 s on one connection', open62541, async (t) => {
+  await withOpen62541(10, async (_, url) => {
+    // open62541 closes a channel whose token expired (without the renewal this test sees ECONNRESET and reconnects).
+    const dev = await connect(url, { channelLifetime: 2000 })
+    const errors: string[] = []
+    let reads = 0
+    const started = Date.now()
+    while (Date.now() - started < 5000) {
+      await dev.read('i=2259').then(() => reads++, (e: Error) => errors.push(e.message))
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+    t.deepEqual(errors, [])
+    t.true(reads >= 10, `${reads} reads`)
+    t.is(dev.stats().connects, 1, 'one connection all along')
+    await dev.close()
+  })
+})
+
 peerTest('open62541: browse of its folder, and a prepared read of 2,000 nodes into columns', open62541, async (t) => {
   await withOpen62541(10_000, async (dev) => {
     const folder = await dev.browse('nsu=urn:bifrost:simulator;s=Simulation')

@@ -59,6 +59,8 @@ export interface ConnectOptions {
   backup?: string
   /** With `backup`: writes go to the backup too while the primary is down. Default false: they fail with the primary's error. */
   failoverWrites?: boolean
+  /** OPC UA: milliseconds the secure channel's token is asked to live (1000 to 4294967295; the server may grant another), renewed at 75% of what it grants. Default 3600000. */
+  channelLifetime?: number
   /** Serial lines: bits per second (50 to 12000000). Default 19200. */
   baudRate?: number
   /** Serial lines: `none`, `even` (the default) or `odd`. */

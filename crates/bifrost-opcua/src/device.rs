@@ -31,6 +31,9 @@ use bytes::Bytes;
 /// The port OPC UA servers listen on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 4840;
 
+/// The token lifetime asked for by default: an hour, renewed at 45 minutes.
+const DEFAULT_CHANNEL_LIFETIME_MS: u32 = 3_600_000;
+
 /// How to reach a server, from its URL.
 #[derive(Debug, Clone)]
 pub struct Opening {
@@ -39,6 +42,8 @@ pub struct Opening {
     /// The endpoint URL as Hello and CreateSession name it.
     pub endpoint_url: String,
     pub link: LinkConfig,
+    /// The secure channel's token lifetime to ask for (`channel-lifetime`, ms); the server may grant another.
+    pub channel_lifetime: Duration,
 }
 
 impl Opening {
@@ -55,14 +60,15 @@ impl Opening {
         let endpoint_url = format!("opc.tcp://{address}{}", url.path);
         // Many requests on one session by default: a Publish waits on the server while reads go on.
         let link = LinkConfig::from_url_over(&mut url, LinkConfig { max_in_flight: 32, ..LinkConfig::default() })?;
+        let lifetime_ms = url.take_in("channel-lifetime", 1000..=u32::MAX)?.unwrap_or(DEFAULT_CHANNEL_LIFETIME_MS);
         url.finish()?;
-        Ok(Opening { address, endpoint_url, link })
+        Ok(Opening { address, endpoint_url, link, channel_lifetime: Duration::from_millis(u64::from(lifetime_ms)) })
     }
 
     /// The framing of a connection to this server, and what it learns of the server.
     pub fn framing(&self) -> (Framing, SharedServerInfo) {
         let server = SharedServerInfo::default();
-        (Framing::new(self.endpoint_url.clone(), server.clone(), self.link.request_timeout), server)
+        (Framing::new(self.endpoint_url.clone(), server.clone(), self.link.request_timeout, self.channel_lifetime), server)
     }
 
     /// Starts the device's link on a runtime-thread driver.

@@ -24,7 +24,7 @@ pub enum Discovery {
 /// structures, or the error that stopped it (the URL's `request-timeout` bounds it).
 pub async fn discover(url: DeviceUrl, service: Discovery) -> Result<TypedValue> {
     let opening = Opening::from_url(url)?;
-    let framing = Framing::discovery(opening.endpoint_url.clone(), opening.link.request_timeout);
+    let framing = Framing::discovery(opening.endpoint_url.clone(), opening.link.request_timeout, opening.channel_lifetime);
     let driver = opening.open_runtime_driver(framing).await?;
     let request = match service {
         Discovery::Endpoints => Request::service(session::get_endpoints(&opening.endpoint_url), "GetEndpoints"),

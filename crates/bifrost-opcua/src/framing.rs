@@ -22,9 +22,6 @@ use crate::transport::{
 /// What we offer in Hello: chunks of 64 KiB, messages of up to 64 MiB, any number of chunks.
 const OURS: Limits = Limits { receive_buffer: 65535, send_buffer: 65535, max_message: 64 << 20, max_chunks: 0 };
 
-/// The token lifetime asked for; servers revise it.
-const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
-
 /// The session timeout asked for; servers revise it.
 const SESSION_TIMEOUT_MS: f64 = 60_000.0;
 
@@ -129,6 +126,8 @@ pub struct Framing {
     renew_at: Option<Instant>,
     renewing: bool,
     token_lifetime: Duration,
+    /// What OpenSecureChannel asks for; the server's answer is `token_lifetime`.
+    requested_lifetime: Duration,
     authentication_token: NodeId,
     session_timeout: Duration,
     reassembly: Reassembly,
@@ -142,7 +141,7 @@ pub struct Framing {
 
 impl Framing {
     /// A framing for `endpoint_url` (`opc.tcp://host:port/path`), sharing what it learns in `server`.
-    pub fn new(endpoint_url: String, server: SharedServerInfo, request_timeout: Duration) -> Framing {
+    pub fn new(endpoint_url: String, server: SharedServerInfo, request_timeout: Duration, lifetime: Duration) -> Framing {
         Framing {
             endpoint_url,
             policy: Box::new(NoSecurity),
@@ -151,7 +150,8 @@ impl Framing {
             channel: Channel { channel_id: 0, token_id: 0, sequence: 1 },
             renew_at: None,
             renewing: false,
-            token_lifetime: TOKEN_LIFETIME,
+            token_lifetime: lifetime,
+            requested_lifetime: lifetime,
             authentication_token: NodeId::null(),
             session_timeout: Duration::from_millis(SESSION_TIMEOUT_MS as u64),
             reassembly: Reassembly::default(),
@@ -164,8 +164,8 @@ impl Framing {
 
     /// A framing whose set-up ends with the secure channel, without a session:
     /// for GetEndpoints and FindServers, which need none.
-    pub fn discovery(endpoint_url: String, request_timeout: Duration) -> Framing {
-        Framing { discovery: true, ..Framing::new(endpoint_url, SharedServerInfo::default(), request_timeout) }
+    pub fn discovery(endpoint_url: String, request_timeout: Duration, lifetime: Duration) -> Framing {
+        Framing { discovery: true, ..Framing::new(endpoint_url, SharedServerInfo::default(), request_timeout, lifetime) }
     }
 
     fn header(&self, request_handle: u32) -> RequestHeader {
@@ -194,7 +194,7 @@ impl Framing {
             (sequence, request_id),
             &header,
             request,
-            TOKEN_LIFETIME,
+            self.requested_lifetime,
         )
     }
 
@@ -499,7 +499,8 @@ mod tests {
 
     #[test]
     fn the_token_is_renewed_ahead_of_the_request_that_finds_it_due_and_used_once_granted() {
-        let mut f = Framing::new("opc.tcp://h:4840".into(), SharedServerInfo::default(), Duration::from_secs(1));
+        let lifetime = Duration::from_secs(3600);
+        let mut f = Framing::new("opc.tcp://h:4840".into(), SharedServerInfo::default(), Duration::from_secs(1), lifetime);
         assert!(matches!(f.set_up(None).unwrap(), Some(Request::Hello)));
         let mut out = Vec::new();
         f.encode(0, &Request::Hello, &mut out).unwrap();
