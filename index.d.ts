@@ -21,6 +21,8 @@ export declare class BindingDevice {
   prepare(tags: Array<string>): BindingPlan | Error
   /** Lists the device's tags, or a program's (`from`); rejects for a protocol that cannot. */
   browse(from?: string | undefined | null, timeoutMs?: number | undefined | null): Promise<Array<BindingTagInfo>>
+  /** Follows browse paths from `from` (or the protocol's root): one `TagResult` per path, its value the tag's address. */
+  translate(paths: Array<string>, from?: string | undefined | null, timeoutMs?: number | undefined | null): Promise<Array<BindingTagResult>>
   /** Calls a method of an object with `args`; resolves with its outputs, rejects for a protocol without methods. */
   call(object: string, method: string, args: Array<WriteValue>, timeoutMs?: number | undefined | null): Promise<Array<unknown>>
   /** Subscribes to the tags: the device reports their changes (see `BindingSubscription`). */
@@ -102,6 +104,10 @@ export declare class BindingSubscription {
   get dropped(): number
   /** Ends the subscription (deleted on the device); resolves once it has ended. */
   close(): Promise<void>
+  /** New settings for every tag; resolves with the interval the device granted (ms). */
+  modify(intervalMs: number, deadbandType?: string | undefined | null, deadbandValue?: number | undefined | null, timeoutMs?: number | undefined | null): Promise<number>
+  /** Stops watching the tags at `positions` in the subscribed list, named `tags`: one `TagResult` each. */
+  remove(positions: Array<number>, tags: Array<string>, timeoutMs?: number | undefined | null): Promise<Array<BindingTagResult>>
 }
 
 /**
@@ -215,6 +221,12 @@ export declare function connect(url: string, options: Record<string, string>): P
 
 /** Makes a decoder for read replies captured elsewhere; `start` is the first address the reply answers. */
 export declare function createReplyDecoder(tags: Array<string>, start: number): BindingReplyDecoder | Error
+
+/**
+ * Decodes a ReadResponse message body into `values`, one number per result:
+ * the positions of the results that are not good numbers, or why the body is unreadable.
+ */
+export declare function decodeOpcuaReadResponse(body: Uint8Array, values: Float64Array): Array<number> | Error
 
 /**
  * Sends ListIdentity over UDP to `address` (a device, or a broadcast address)

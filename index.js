@@ -843,6 +843,7 @@ module.exports.BindingSimulator = nativeBinding.BindingSimulator
 module.exports.BindingSubscription = nativeBinding.BindingSubscription
 module.exports.connect = nativeBinding.connect
 module.exports.createReplyDecoder = nativeBinding.createReplyDecoder
+module.exports.decodeOpcuaReadResponse = nativeBinding.decodeOpcuaReadResponse
 module.exports.discoverEnip = nativeBinding.discoverEnip
 module.exports.opcuaDiscover = nativeBinding.opcuaDiscover
 module.exports.readPlans = nativeBinding.readPlans

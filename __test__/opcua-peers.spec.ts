@@ -231,6 +231,52 @@ test.serial('node-opcua-server: getEndpoints and findServers answer without a se
   t.deepEqual(servers.map((s) => [s.applicationName, s.applicationType, s.discoveryUrls]), [['NodeOPCUA', 'Server', [url]]])
 })
 
+test.serial('node-opcua-server: translate follows hierarchical and aggregate steps to NodeIds; a path to nowhere is BadNoMatch', async (t) => {
+  await withDevice(async (dev) => {
+    const results = await dev.translate([
+      '/Objects/2:Bifrost/2:Speed',
+      '/Objects/2:Bifrost.2:Limit',
+      '/Objects/2:Bifrost/2:Many/2:M1499',
+      '/Objects/Server.ServerStatus.State',
+      '/Objects/2:Bifrost/2:Nothing',
+    ])
+    t.deepEqual(results.slice(0, 4).map((r) => r.value), ['ns=2;s=Speed', 'ns=2;s=Limit', 'ns=2;s=M1499', 'i=2259'])
+    t.is(results[4]!.error?.statusName, 'BadNoMatch')
+    t.is(await dev.read(results[2]!.value as string), 1499)
+    t.deepEqual((await dev.translate(['/2:Speed'], { from: 'ns=2;s=Bifrost' })).map((r) => r.value), ['ns=2;s=Speed'])
+  })
+})
+
+test.serial('node-opcua-server: a running subscription takes a new interval and deadband, then stops watching the counter', async (t) => {
+  await withDevice(async (dev) => {
+    const changes = dev.subscribe(['ns=2;s=Counter', 'ns=2;s=Speed'], { intervalMs: 100 })
+    let modified = false
+    let removed = false
+    const counts: number[] = []
+    let countsAfterRemoval = 0
+    for await (const batch of changes) {
+      for (const r of batch) {
+        if (r.tag !== 'ns=2;s=Counter') continue
+        if (removed) countsAfterRemoval++
+        else if (modified) counts.push(r.value as number)
+      }
+      if (!modified) {
+        t.true((await changes.modify({ intervalMs: 300, deadband: { type: 'absolute', value: 7 } })) >= 300, 'the interval granted')
+        modified = true
+      } else if (!removed && counts.length >= 3) {
+        t.deepEqual((await changes.remove(['ns=2;s=Counter'])).map((r) => r.quality), ['good'])
+        removed = true
+        await new Promise((resolve) => setTimeout(resolve, 1000))
+        await dev.write('ns=2;s=Speed', 42)
+      }
+      if (batch.some((r) => r.tag === 'ns=2;s=Speed' && r.value === 42)) break
+    }
+    // Reported moves of the counter are past the deadband (the first after the change may be any).
+    t.true(counts.slice(1).every((v, i) => v - counts[i]! > 7), String(counts))
+    t.true(countsAfterRemoval <= 1, `${countsAfterRemoval} counter changes after the removal`)
+  })
+})
+
 test.serial('node-opcua-server: many reads in flight on one session each get their own answer', async (t) => {
   await withDevice(async (dev) => {
     const reads = await Promise.all(Array.from({ length: 200 }, (_, i) => dev.read(i % 2 ? 'ns=2;s=Limit' : 'ns=2;s=Running')))
@@ -274,6 +320,16 @@ peerTest('open62541: reads of each type by nsu=, typed writes, BadNotWritable, B
     t.deepEqual(written.map((r) => r.error?.statusName ?? r.error?.code), [undefined, 'BadNotWritable', undefined, 'EINVAL'])
     t.deepEqual((await dev.readTags([tag('V1'), tag('V3'), `ns=${ns};s=V6`])).map((r) => r.value), [-9, 7.5, 6])
     t.is((await failure(dev.read(`ns=${ns};s=V50`))).statusName, 'BadNodeIdUnknown')
+  })
+})
+
+peerTest('open62541: translate follows a browse path to a NodeId, and reads it', open62541, async (t) => {
+  await withOpen62541(10, async (dev) => {
+    const ns = ((await dev.read('i=2255')) as string[]).indexOf('urn:bifrost:simulator')
+    const [found, nowhere] = await dev.translate([`/Objects/${ns}:Simulation/${ns}:V6`, `/Objects/${ns}:Simulation/${ns}:V70`])
+    t.is(found!.value, `ns=${ns};s=V6`)
+    t.is(await dev.read(found!.value as string), 6)
+    t.is(nowhere!.error?.statusName, 'BadNoMatch')
   })
 })
 

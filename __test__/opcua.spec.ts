@@ -8,12 +8,24 @@ import type { AddressInfo, Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { spawn } from 'node:child_process'
-import { connect, createPoller, findServers, getEndpoints, startOpcuaSimulator } from '../src/index.js'
+import { createRequire } from 'node:module'
+import { connect, createPoller, decodeReadResponse, findServers, getEndpoints, startOpcuaSimulator } from '../src/index.js'
+import type { BifrostError } from '../src/index.js'
 import { failure, freePort } from './helpers.js'
 import type { Simulator } from '../src/index.js'
 
 const ROOT = join(__dirname, '..')
 const BIN = join(ROOT, 'bin', 'bifrost.js')
+
+/** The error `run` throws. */
+function failureOf(run: () => unknown): BifrostError {
+  try {
+    run()
+  } catch (e) {
+    return e as BifrostError
+  }
+  throw new Error('it did not throw')
+}
 
 /** Runs a command to its end (waiting for its output to close); rejects on a non-zero exit. */
 function output(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<string> {
@@ -143,6 +155,34 @@ test('the simulator: an OPC UA device in the poller, beside others, in the same 
   sim.stop()
 })
 
+test('decodeReadResponse decodes a ReadResponse node-opcua-client encodes: numbers into the array, the rest listed; a cut body is EPROTO', (t) => {
+  // node-opcua-client's own encoder writes the body: the encoding's NodeId (i=634), then the response.
+  const opcua = createRequire(__filename)('node-opcua-client')
+  const { BinaryStream } = createRequire(createRequire(__filename).resolve('node-opcua-client'))('node-opcua-binary-stream')
+  const variant = (dataType: number, value: unknown) => new opcua.Variant({ dataType, value })
+  const response = new opcua.ReadResponse({
+    results: [
+      new opcua.DataValue({ value: variant(opcua.DataType.Double, 1.5), sourceTimestamp: new Date() }),
+      new opcua.DataValue({ value: variant(opcua.DataType.Int32, -7) }),
+      new opcua.DataValue({ value: variant(opcua.DataType.String, 'x') }),
+      new opcua.DataValue({ statusCode: opcua.StatusCodes.BadNodeIdUnknown }),
+      new opcua.DataValue({ value: variant(opcua.DataType.Boolean, true), serverTimestamp: new Date(), serverPicoseconds: 5 }),
+    ],
+  })
+  const stream = new BinaryStream(response.binaryStoreSize() + 4)
+  stream.writeUInt8(1)
+  stream.writeUInt8(0)
+  stream.writeUInt16(634)
+  response.encode(stream)
+  const body: Uint8Array = stream.buffer.subarray(0, stream.length)
+  const values = new Float64Array(5)
+  t.deepEqual(decodeReadResponse(body, values), [2, 3], 'the String and the bad status')
+  t.deepEqual(Array.from(values), [1.5, -7, NaN, NaN, 1])
+  t.is(failureOf(() => decodeReadResponse(body, new Float64Array(3))).code, 'EPROTO', 'five results, not three')
+  t.is(failureOf(() => decodeReadResponse(body.subarray(0, body.length - 10), values)).code, 'EPROTO', 'the last value cut')
+  t.is(failureOf(() => decodeReadResponse(body, [1, 2] as unknown as Float64Array)).code, 'EINVAL')
+})
+
 test('node-opcua-client reads, writes and is refused by the simulator as by any OPC UA server', async (t) => {
   const sim = await startOpcuaSimulator({ variables: 20 })
   const home = mkdtempSync(join(tmpdir(), 'bifrost-node-opcua-client-'))
@@ -267,6 +307,31 @@ test('the simulator: getEndpoints and findServers describe it; a closed port is 
   sim.stop()
 })
 
+test('the simulator: translate follows browse paths to NodeIds in requests split to its limit; nowhere is BadNoMatch, malformed EADDRESS', async (t) => {
+  const sim = await startOpcuaSimulator({ variables: 10, maxNodesPerRead: 4 })
+  const dev = await connect(sim.url)
+  const paths = [
+    '/Objects/1:Simulation/1:V3',
+    '/Objects/Server/NamespaceArray',
+    '/Objects/1:Simulation/1:Add.1:InputArguments',
+    '/Objects/1:Simulation/1:Sine',
+    '/Objects/1:Simulation/1:V99',
+    '/Objects/1:Simulation<HasChild>x',
+    'Simulation',
+  ]
+  const results = await dev.translate(paths)
+  t.deepEqual(results.map((r) => r.tag), paths)
+  // Five paths to follow, four at most a request: two requests (one would be BadTooManyOperations).
+  t.deepEqual(results.slice(0, 4).map((r) => r.value), ['ns=1;s=V3', 'i=2255', 'ns=1;s=Add.InputArguments', 'ns=1;s=Sine'])
+  t.is(results[4]!.error?.statusName, 'BadNoMatch')
+  t.deepEqual(results.slice(5).map((r) => r.error?.code), ['EADDRESS', 'EADDRESS'])
+  t.is(await dev.read(results[0]!.value as string), 0.75, 'the NodeId found reads')
+  t.deepEqual((await dev.translate(['/1:Ticks'], { from: 'ns=1;s=Simulation' })).map((r) => r.value), ['ns=1;s=Ticks'])
+  t.is((await dev.translate(['/1:Ticks'], { from: 'ns=1;s=Nope' }))[0]!.error?.statusName, 'BadNodeIdUnknown')
+  await dev.close()
+  sim.stop()
+})
+
 test('the simulator: subscribeColumns gives each change as typed columns, and results() the same changes as objects', async (t) => {
   const sim = await startOpcuaSimulator({ variables: 10 })
   const dev = await connect(sim.url)
@@ -293,6 +358,40 @@ test('the simulator: subscribeColumns gives each change as typed columns, and re
   const ticks = byTag.get('ns=1;s=Ticks')!.map((c) => c.value)
   t.true(ticks.every((v, i) => i === 0 || v > ticks[i - 1]!), String(ticks))
   t.is(await dev.read('i=2285'), 0, 'ending the loop deleted the subscription on the server')
+  await dev.close()
+  sim.stop()
+})
+
+test('the simulator: a running subscription is modified (a new interval and deadband) and stops watching a tag', async (t) => {
+  const sim = await startOpcuaSimulator({ variables: 10 })
+  const dev = await connect(sim.url)
+  const writer = await connect(sim.url)
+  const changes = dev.subscribe(['ns=1;s=Ticks', 'ns=1;s=V0'], { intervalMs: 100 })
+  t.is((await failure(changes.modify({ intervalMs: 200 }))).code, 'EINVAL', 'before the first batch the subscription is still being made')
+  t.is((await failure(changes.modify({ intervalMs: 0 }))).code, 'EINVAL')
+  const after: Array<[string, unknown]> = []
+  for await (const batch of changes) {
+    if (after.length === 0 && !batch.some((r) => r.tag === 'ns=1;s=V0')) continue // the first batch holds V0's first value
+    if (after.length === 0) {
+      t.is(await changes.modify({ intervalMs: 200, deadband: { type: 'absolute', value: 5 } }), 200, 'the interval granted')
+      const removed = await changes.remove(['ns=1;s=Ticks', 'ns=1;s=Nope'])
+      t.deepEqual(removed.map((r) => r.error?.code), [undefined, 'EINVAL'])
+      t.is((await changes.remove(['ns=1;s=Ticks']))[0]!.error?.code, 'EINVAL', 'removed once')
+      await writer.write('ns=1;s=V0', 1) // within the new deadband
+      await new Promise((resolve) => setTimeout(resolve, 1000))
+      await writer.write('ns=1;s=V0', 10)
+      after.push(['start', 0])
+      continue
+    }
+    after.push(...batch.map((r): [string, unknown] => [r.tag, r.value]))
+    if (after.some(([tag, value]) => tag === 'ns=1;s=V0' && value === 10)) break
+  }
+  const v0 = after.filter(([tag]) => tag === 'ns=1;s=V0').map(([, value]) => value)
+  t.deepEqual(v0, [10], 'the move within the deadband was held back')
+  // Ticks changes ten times a second: removed, at most a batch already on its way still holds it.
+  t.true(after.filter(([tag]) => tag === 'ns=1;s=Ticks').length <= 1, JSON.stringify(after))
+  t.is((await failure(changes.modify({ intervalMs: 100 }))).code, 'ECLOSED', 'the loop ended it')
+  await writer.close()
   await dev.close()
   sim.stop()
 })

@@ -2,7 +2,7 @@
 // peak RSS are its own. Prints one JSON line with the figures.
 //   node benchmark/child.mjs <client> <workload> '<settings JSON>'
 import { performance } from 'node:perf_hooks'
-import { BLOCK, ENIP, OPCUA, POLL, check, makeFrames } from './workloads.mjs'
+import { BLOCK, ENIP, OPCUA, POLL, check, makeFrames, opcuaReadResponse } from './workloads.mjs'
 
 const [clientName, workload, settingsJson] = process.argv.slice(2)
 const settings = JSON.parse(settingsJson)
@@ -217,6 +217,20 @@ async function opcuaStartup() {
   return { ms, rssMb }
 }
 
+/** opcua-decode: one ReadResponse of 2,000 Doubles, node-opcua's encoding, decoded into numbers `passes` times. */
+async function opcuaDecode(passes) {
+  const body = opcuaReadResponse()
+  const decodeBody = client.opcuaDecoder(client.load(), OPCUA.count)
+  check('decoded opcua values', decodeBody(body), OPCUA.values)
+  for (let i = 0; i < 100; i++) decodeBody(body) // warm-up
+  const cpu = process.cpuUsage()
+  const started = performance.now()
+  for (let pass = 0; pass < passes; pass++) decodeBody(body)
+  const seconds = (performance.now() - started) / 1000
+  const values = passes * OPCUA.count
+  return { valuesPerSec: values / seconds, cpuMicrosPerValue: (cpuSeconds(cpu) / values) * 1e6 }
+}
+
 /**
  * Resolves once a batch has come and gone: `received()` grew, then held still
  * for 150 ms, so a window opened and closed this way spans whole publishing
@@ -278,6 +292,7 @@ const run = {
   'opcua-read': () => opcuaRead(s.opcuaSeconds, s.opcua),
   'opcua-read-open62541': () => opcuaRead(s.opcuaSeconds, s.open62541),
   'opcua-startup': () => opcuaStartup(),
+  'opcua-decode': () => opcuaDecode(OPCUA.decodePasses),
   'opcua-subscribe-1k': () => opcuaSubscribe(1000, s.opcuaSubscribeSeconds),
   'opcua-subscribe-10k': () => opcuaSubscribe(10_000, s.opcuaSubscribeSeconds),
 }[workload]

@@ -25,7 +25,7 @@ const only = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',
 const settings = quick ? SETTINGS.quick : SETTINGS.full
 const CLIENTS = ['bifrost', 'modbus-serial', 'jsmodbus', 'st-ethernet-ip', 'node-opcua', 'open62541']
 const OURS = CLIENTS[0]
-const WORKLOADS = ['seq', 'pipelined', 'poll-1k', 'poll-1k-1hz', 'gateway', 'decode', 'decode-many', 'startup', 'scale', 'enip', 'opcua-read', 'opcua-read-open62541', 'opcua-startup', 'opcua-subscribe-1k', 'opcua-subscribe-10k']
+const WORKLOADS = ['seq', 'pipelined', 'poll-1k', 'poll-1k-1hz', 'gateway', 'decode', 'decode-many', 'startup', 'scale', 'enip', 'opcua-read', 'opcua-read-open62541', 'opcua-startup', 'opcua-decode', 'opcua-subscribe-1k', 'opcua-subscribe-10k']
 /** Who runs each workload: the Modbus clients, except for EtherNet/IP and OPC UA. */
 const clientsOf = (workload) =>
   workload === 'enip' ? ['bifrost', 'st-ethernet-ip'] : workload.startsWith('opcua') ? ['bifrost', 'node-opcua'] : ['bifrost', 'modbus-serial', 'jsmodbus']
@@ -69,6 +69,8 @@ const METRICS = [
   { workload: 'opcua-subscribe-10k', key: 'notificationsPerSec', label: 'opcua-subscribe 10k items: notifications/s', better: 'higher', digits: 0 },
   { workload: 'opcua-subscribe-10k', key: 'cpuPercent', label: 'opcua-subscribe 10k items: client CPU %', better: 'lower', digits: 2 },
   { workload: 'opcua-subscribe-10k', key: 'peakRssMb', label: 'opcua-subscribe 10k items: peak RSS MB', better: 'lower', digits: 0 },
+  { workload: 'opcua-decode', key: 'valuesPerSec', label: 'opcua-decode (a 2,000-value ReadResponse): values/s', better: 'higher', digits: 0 },
+  { workload: 'opcua-decode', key: 'cpuMicrosPerValue', label: 'opcua-decode: CPU µs per value', better: 'lower', digits: 4 },
   { workload: 'opcua-startup', key: 'ms', label: 'opcua-startup: ms from require to first value', better: 'lower', digits: 1 },
   { workload: 'opcua-startup', key: 'rssMb', label: 'opcua-startup: RSS MB after first value', better: 'lower', digits: 0 },
 ]

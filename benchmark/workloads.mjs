@@ -1,6 +1,7 @@
 // What every client is asked to do, and the expected values each result is
 // checked against. Expected values come from plain DataView arithmetic here,
 // never from a client, so a client that decodes wrongly fails the run.
+import { createRequire } from 'node:module'
 
 /** Sizes of a full run and of the `--quick` smoke run (whose figures are not comparable). */
 export const SETTINGS = {
@@ -62,6 +63,28 @@ export const OPCUA = {
   values: Float64Array.from({ length: 2000 }, (_, i) => 2.5 * i),
   /** opcua-subscribe: open62541 with 50,000 variables whose 10,000 Doubles all change each second. */
   changingVariables: 50_000,
+  /** opcua-decode: passes over one ReadResponse of `count` values. */
+  decodePasses: 2000,
+}
+
+/**
+ * opcua-decode: the message body of a ReadResponse of OPCUA.count Doubles
+ * (2.5 i, each with a source timestamp), as node-opcua-client's own encoder
+ * writes it: its encoding's NodeId (i=634), then the response.
+ */
+export function opcuaReadResponse() {
+  const require = createRequire(import.meta.url)
+  const opcua = require('node-opcua-client')
+  const { BinaryStream } = createRequire(require.resolve('node-opcua-client'))('node-opcua-binary-stream')
+  const at = new Date('2026-01-01T00:00:00Z')
+  const results = Array.from(OPCUA.values, (value) => new opcua.DataValue({ value: new opcua.Variant({ dataType: opcua.DataType.Double, value }), sourceTimestamp: at }))
+  const response = new opcua.ReadResponse({ results })
+  const stream = new BinaryStream(response.binaryStoreSize() + 4)
+  stream.writeUInt8(1) // a four-byte NodeId: namespace 0, then the id
+  stream.writeUInt8(0)
+  stream.writeUInt16(634)
+  response.encode(stream)
+  return stream.buffer.subarray(0, stream.length)
 }
 
 /** seq and pipelined: one read of 10 holding registers. */

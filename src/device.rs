@@ -188,6 +188,20 @@ impl BindingDevice {
         Ok(promise)
     }
 
+    /// Follows browse paths from `from` (or the protocol's root): one `TagResult` per path, its value the tag's address.
+    #[napi(ts_return_type = "Promise<Array<BindingTagResult>>")]
+    pub fn translate<'env>(
+        &self,
+        env: &'env Env,
+        paths: Vec<String>,
+        from: Option<String>,
+        timeout_ms: Option<u32>,
+    ) -> napi::Result<Object<'env>> {
+        let (done, promise) = JsCompletion::new(env, Shape::TagResults(paths.clone()))?;
+        self.device.translate(&paths, from.as_deref(), timeout(timeout_ms), done);
+        Ok(promise)
+    }
+
     /// Calls a method of an object with `args`; resolves with its outputs, rejects for a protocol without methods.
     #[napi(ts_return_type = "Promise<Array<unknown>>")]
     pub fn call<'env>(

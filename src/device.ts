@@ -3,13 +3,15 @@
  * @packageDocumentation
  */
 
-import type { BindingChanges, BindingColumnsWithErrors, BindingDevice, BindingIndexedError, BindingPlan } from '../index.js'
+import type { BindingChanges, BindingColumnsWithErrors, BindingDevice, BindingIndexedError, BindingPlan, BindingSubscription } from '../index.js'
 import { BifrostError, asBifrostError } from './errors.js'
 import { native } from './native.js'
 import { pluginFor, registeredSchemes } from './plugin.js'
 import { Poller } from './poller.js'
+import { Subscription } from './subscription.js'
+import type { SubscriptionChange, SubscriptionControls } from './subscription.js'
 import type { Deadband, TypedPollEntry } from './poller.js'
-import type { ChangeColumns, ColumnarData, ConnectOptions, DeviceDescriptor, DeviceIdentity, PreparedPlan, ProtocolPlugin, RequestOptions, TagInfo, TagResult, TagValue } from './plugin.js'
+import type { ChangeColumns, ColumnarData, ConnectOptions, TranslateOptions, DeviceDescriptor, DeviceIdentity, PreparedPlan, ProtocolPlugin, RequestOptions, TagInfo, TagResult, TagValue } from './plugin.js'
 
 /** Options of {@link Device.watch}. */
 export interface WatchOptions {
@@ -46,6 +48,23 @@ export function checkMs(name: string, value: unknown): number {
   if (isMs(value)) return value
   const shown = typeof value === 'string' ? `the string '${value}'` : String(value)
   throw new BifrostError('EINVAL', `${name} must be a whole number of milliseconds from 1 to ${MAX_MS}, not ${shown}`)
+}
+
+/** A deadband option, checked for its shape (the addon checks its type and value). @internal */
+export function checkDeadband(deadband: unknown): void {
+  if (deadband !== undefined && (typeof deadband !== 'object' || deadband === null)) {
+    throw new BifrostError('EINVAL', "deadband must be { type: 'absolute' | 'percent', value }")
+  }
+}
+
+/** A plugin's subscription with its controls, its errors as `BifrostError`s. */
+function subscriptionOf<T>(start: () => AsyncIterable<T> & SubscriptionControls): Subscription<T> {
+  try {
+    const iterable = start()
+    return new Subscription(iterable[Symbol.asyncIterator](), iterable)
+  } catch (e) {
+    throw asBifrostError(e)
+  }
 }
 
 function checkRequestOptions(options: RequestOptions | undefined): void {
@@ -145,6 +164,50 @@ const dataOf = (_id: number, data: ColumnarData) => data
 /** The one read of a buffer of columnar reads. @internal */
 export function toColumnarData(raw: ArrayBuffer | BindingColumnsWithErrors): ColumnarData {
   return columnarReads(raw, dataOf)[0]!
+}
+
+/** A subscription the addon runs: its batches as `convert` makes them, and its controls. */
+class NativeSubscription<T> implements AsyncIterableIterator<T>, SubscriptionControls {
+  private readonly binding: BindingSubscription
+
+  constructor(
+    device: BindingDevice,
+    private readonly tags: string[],
+    options: SubscribeOptions,
+    private readonly convert: (batch: BindingChanges) => T,
+  ) {
+    const { deadband } = options
+    const binding = device.subscribe(tags, options.intervalMs ?? 1000, deadband?.type, deadband?.value, options.maxPending ?? 1000)
+    if (binding instanceof Error) throw binding
+    this.binding = binding
+  }
+
+  async next(): Promise<IteratorResult<T, undefined>> {
+    const batch = await this.binding.next()
+    return batch === null ? { done: true, value: undefined } : { done: false, value: this.convert(batch) }
+  }
+
+  async return(): Promise<IteratorResult<T, undefined>> {
+    await this.binding.close()
+    return { done: true, value: undefined }
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this
+  }
+
+  modify(change: SubscriptionChange, options?: RequestOptions): Promise<number> {
+    return this.binding.modify(change.intervalMs, change.deadband?.type, change.deadband?.value, options?.timeout)
+  }
+
+  remove(tags: string[], options?: RequestOptions): Promise<TagResult[]> {
+    // A tag not subscribed gets a position past the list: the addon answers that it is not watched.
+    const positions = tags.map((tag) => {
+      const at = this.tags.indexOf(tag)
+      return at < 0 ? 0xffff_ffff : at
+    })
+    return this.binding.remove(positions, tags, options?.timeout) as Promise<TagResult[]>
+  }
 }
 
 /** A batch's columns, laid out as `BindingChanges` says. */
@@ -252,35 +315,24 @@ export class NativePlugin implements ProtocolPlugin {
     return this.open().browse(from, options?.timeout) as Promise<TagInfo[]>
   }
 
+  /** Follows browse paths, in Rust. */
+  translate(paths: string[], options?: TranslateOptions): Promise<TagResult[]> {
+    return this.open().translate(paths, options?.from, options?.timeout) as Promise<TagResult[]>
+  }
+
   /** Reads the device's identity, in Rust. */
   identity(options?: RequestOptions): Promise<DeviceIdentity> {
     return this.open().identity(options?.timeout) as Promise<DeviceIdentity>
   }
 
   /** Subscribes, in Rust: the device reports changes, batch by batch. */
-  async *subscribe(tags: string[], options: SubscribeOptions): AsyncGenerator<TagResult[], void, undefined> {
-    for await (const batch of this.changes(tags, options)) yield changeColumns(tags, batch).results()
+  subscribe(tags: string[], options: SubscribeOptions): AsyncIterable<TagResult[]> & SubscriptionControls {
+    return new NativeSubscription(this.open(), tags, options, (batch) => changeColumns(tags, batch).results())
   }
 
   /** As `subscribe`, each batch as columns the addon wrote in one buffer. */
-  async *subscribeColumns(tags: string[], options: SubscribeOptions): AsyncGenerator<ChangeColumns, void, undefined> {
-    for await (const batch of this.changes(tags, options)) yield changeColumns(tags, batch)
-  }
-
-  /** The addon's batches until the subscription ends; leaving the loop deletes it on the device. */
-  private async *changes(tags: string[], options: SubscribeOptions): AsyncGenerator<BindingChanges, void, undefined> {
-    const { deadband } = options
-    const subscription = this.open().subscribe(tags, options.intervalMs ?? 1000, deadband?.type, deadband?.value, options.maxPending ?? 1000)
-    if (subscription instanceof Error) throw subscription
-    try {
-      for (;;) {
-        const batch = await subscription.next()
-        if (batch === null) return // the subscription ended
-        yield batch
-      }
-    } finally {
-      await subscription.close()
-    }
+  subscribeColumns(tags: string[], options: SubscribeOptions): AsyncIterable<ChangeColumns> & SubscriptionControls {
+    return new NativeSubscription(this.open(), tags, options, (batch) => changeColumns(tags, batch))
   }
 
   /** Calls a method, in Rust. */
@@ -558,6 +610,30 @@ export class Device {
   }
 
   /**
+   * Follows browse paths to the tags at their ends (OPC UA:
+   * TranslateBrowsePathsToNodeIds, split to the server's limit), one result per
+   * path, its value the tag's NodeId text. A path is written as Part 4, A.2
+   * writes it: steps of `/` (hierarchical references) or `.` (aggregates), each
+   * with a browse name `[namespace index:]name` in which `&` escapes `/.<>:#!&`,
+   * e.g. `/Objects/2:Line1/2:Speed`, from RootFolder unless `options.from` says otherwise.
+   * @param paths - the browse paths
+   * @param options - where they start, and a timeout
+   * @returns one {@link TagResult} per path, `tag` the path: a path that leads nowhere is `OPCUA_STATUS`
+   * (`BadNoMatch`), a malformed one `EADDRESS`; a protocol without browse paths fails each with `EINVAL`
+   */
+  async translate(paths: string[], options?: TranslateOptions): Promise<TagResult[]> {
+    this.checkOpen()
+    checkRequestOptions(options)
+    if (!Array.isArray(paths) || paths.some((p) => typeof p !== 'string')) throw new BifrostError('EINVAL', 'paths must be an array of strings')
+    if (!this.plugin.translate) throw new BifrostError('EINVAL', 'this device has no browse paths: its plugin has no translate()')
+    try {
+      return await this.plugin.translate(paths, options)
+    } catch (e) {
+      throw asBifrostError(e)
+    }
+  }
+
+  /**
    * Who the device says it is (EtherNet/IP: the Identity object's attributes,
    * read with Get Attributes All).
    * @param options - a timeout for the read
@@ -579,19 +655,17 @@ export class Device {
    * one batch per notification (OPC UA: per Publish response), each a
    * {@link TagResult} per change with the device's own timestamp. Ending the
    * loop (`break`, `return`, a throw) deletes the subscription and its
-   * monitored items on the device. Closing the device ends the loop.
+   * monitored items on the device. Closing the device ends the loop. The
+   * subscription is made at once; its first batch has every tag's value (or error).
    * @param tags - the tags to watch
    * @param options - the interval, a deadband and how many batches a slow consumer may leave unread
-   * @throws {@link BifrostError} `EINVAL` for bad options or a protocol without subscriptions (poll it with {@link createPoller}),
-   * `ECONNRESET` when the connection breaks
+   * @returns the running subscription: iterate it, and {@link Subscription.modify} or {@link Subscription.remove} it as it runs
+   * @throws {@link BifrostError} `EINVAL` for bad options or a protocol without subscriptions (poll it with {@link createPoller});
+   * its batches reject with `ECONNRESET` when the connection breaks
    */
-  async *subscribe(tags: string[], options: SubscribeOptions = {}): AsyncGenerator<TagResult[], void, undefined> {
+  subscribe(tags: string[], options: SubscribeOptions = {}): Subscription<TagResult[]> {
     const plugin = this.subscribable(tags, options)
-    try {
-      yield* plugin.subscribe(tags, options)
-    } catch (e) {
-      throw asBifrostError(e)
-    }
+    return subscriptionOf(() => plugin.subscribe(tags, options))
   }
 
   /**
@@ -603,16 +677,16 @@ export class Device {
    * @param options - as for {@link Device.subscribe}
    * @throws {@link BifrostError} as {@link Device.subscribe}
    */
-  async *subscribeColumns(tags: string[], options: SubscribeOptions = {}): AsyncGenerator<ChangeColumns, void, undefined> {
+  subscribeColumns(tags: string[], options: SubscribeOptions = {}): Subscription<ChangeColumns> {
     const plugin = this.subscribable(tags, options)
-    try {
-      if (plugin.subscribeColumns) return yield* plugin.subscribeColumns(tags, options)
-      const positions = new Map<string, number>()
-      tags.forEach((tag, i) => positions.has(tag) || positions.set(tag, i))
-      for await (const results of plugin.subscribe(tags, options)) yield columnsOf(positions, results)
-    } catch (e) {
-      throw asBifrostError(e)
-    }
+    if (plugin.subscribeColumns) return subscriptionOf(() => plugin.subscribeColumns!(tags, options))
+    const results = subscriptionOf(() => plugin.subscribe(tags, options))
+    const positions = new Map<string, number>()
+    tags.forEach((tag, i) => positions.has(tag) || positions.set(tag, i))
+    const columns = (async function* () {
+      for await (const batch of results) yield columnsOf(positions, batch)
+    })()
+    return new Subscription(columns, results)
   }
 
   /** The plugin, once the subscription's arguments are checked. */
@@ -620,10 +694,8 @@ export class Device {
     this.checkOpen()
     if (!Array.isArray(tags) || tags.some((t) => typeof t !== 'string')) throw new BifrostError('EINVAL', 'tags must be an array of strings')
     if (options.intervalMs !== undefined) checkMs('intervalMs', options.intervalMs)
-    const { deadband, maxPending } = options
-    if (deadband !== undefined && (typeof deadband !== 'object' || deadband === null)) {
-      throw new BifrostError('EINVAL', "deadband must be { type: 'absolute' | 'percent', value }")
-    }
+    checkDeadband(options.deadband)
+    const { maxPending } = options
     if (maxPending !== undefined && !(Number.isInteger(maxPending) && maxPending >= 1 && maxPending <= 1_000_000)) {
       throw new BifrostError('EINVAL', `maxPending must be a whole number from 1 to 1000000, not ${String(maxPending)}`)
     }

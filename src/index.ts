@@ -14,6 +14,8 @@ export { BifrostError } from './errors.js'
 export type { ErrorCode } from './errors.js'
 export { connect, columnValue, Device, MAX_MS, NativePlugin, PreparedRead, readPlans, readPlansInto } from './device.js'
 export { createPoller, Poller } from './poller.js'
+export { Subscription } from './subscription.js'
+export type { SubscriptionChange, SubscriptionControls } from './subscription.js'
 export type { Deadband, LatencyPercentiles, PollEntry, PollerOptions, PollHandle, PollHealth, PollOptions } from './poller.js'
 export type { ConnectionStats, PlansRead, SubscribeOptions, WatchOptions } from './device.js'
 export { registerPlugin, registeredSchemes } from './plugin.js'
@@ -31,13 +33,14 @@ export type {
   TagInfo,
   TagResult,
   TagValue,
+  TranslateOptions,
 } from './plugin.js'
 export { nativeAddon } from './native.js'
 export type { NativeAddon } from './native.js'
 export { MODBUS_SCHEMES, ModbusPlugin, ReplyDecoder, startSimulator } from './modbus.js'
 export type { DecodedMany, SimulatorOptions } from './modbus.js'
 export { EnipPlugin, discover, startEnipSimulator } from './enip.js'
-export { OpcuaPlugin, findServers, getEndpoints, startOpcuaSimulator } from './opcua.js'
+export { OpcuaPlugin, decodeReadResponse, findServers, getEndpoints, startOpcuaSimulator } from './opcua.js'
 export type { OpcuaApplication, OpcuaEndpoint, OpcuaSimulatorOptions, OpcuaUserTokenPolicy } from './opcua.js'
 export type { DiscoveredDevice, DiscoverOptions, EnipSimulatorOptions } from './enip.js'
 export type { ServerOptions, Simulator } from './simulator.js'

@@ -152,6 +152,14 @@ impl ToNapiValue for CopiedBuffer {
     }
 }
 
+/// Runs a decode, a panic becoming an error of this call alone.
+pub(crate) fn panic_free<T>(
+    decode: impl FnOnce() -> std::result::Result<T, Error>,
+) -> std::result::Result<T, Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode))
+        .unwrap_or_else(|_| Err(Error::proto("internal error while decoding (please report it)")))
+}
+
 /// Runtime worker threads: one unless `BIFROST_WORKER_THREADS` says otherwise.
 /// Measured on 2 cores, a second worker mostly woke up to find no work: with one,
 /// sequential requests and 1 Hz polling took 5 to 8% less CPU, fast polling the same.

@@ -19,7 +19,7 @@ use napi_derive::napi;
 use crate::device::{BindingDevice, DriverChoice};
 #[cfg(target_os = "linux")]
 use crate::event_loop::EventLoopDriver;
-use crate::guarded;
+use crate::{guarded, panic_free};
 use crate::js::{either, to_binding_columns, BindingColumnarRead, JsError, Promise, ToJs};
 use crate::simulator::{BindingSimulator, SimulatorOptions};
 
@@ -204,12 +204,6 @@ impl BindingReplyDecoder {
     fn guarded_decode(&self, frame: &[u8]) -> Result<Columns, Error> {
         panic_free(|| self.decoder.decode(frame))
     }
-}
-
-/// Runs a decode, a panic becoming an error of this call alone.
-fn panic_free<T>(decode: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode))
-        .unwrap_or_else(|_| Err(Error::proto("internal error while decoding (please report it)")))
 }
 
 /// Frames of the given lengths, back to back.

@@ -4,7 +4,7 @@
 use bifrost_core::url::{whole_number, DeviceUrl};
 use bifrost_opcua::device::{OpcuaDevice, Opening};
 use bifrost_opcua::server::SimulatorConfig;
-use napi::bindgen_prelude::Either;
+use napi::bindgen_prelude::{Either, Float64ArraySlice};
 use napi::Env;
 use napi_derive::napi;
 
@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use bifrost_opcua::discovery::{discover, Discovery};
 
 use crate::device::{device_url, open_tcp, DriverChoice};
-use crate::JsValue;
+use crate::{panic_free, JsValue};
 use crate::js::{either, JsError, Promise};
 use crate::simulator::{BindingSimulator, SimulatorOptions};
 
@@ -38,6 +38,17 @@ pub async fn opcua_discover(url: String, options: HashMap<String, String>, serve
     let service = if servers { Discovery::Servers } else { Discovery::Endpoints };
     let found = async move { discover(device_url(&url, options)?, service).await };
     either(found.await.map(JsValue))
+}
+
+/// Decodes a ReadResponse message body into `values`, one number per result:
+/// the positions of the results that are not good numbers, or why the body is unreadable.
+#[napi(ts_return_type = "Array<number> | Error")]
+pub fn decode_opcua_read_response(body: &[u8], mut values: Float64ArraySlice) -> Either<Vec<u32>, JsError> {
+    // SAFETY: a synchronous call on the JavaScript thread: no JavaScript runs while Rust writes the array.
+    let values = unsafe { values.as_mut() };
+    let mut failed = Vec::new();
+    let decoded = panic_free(|| bifrost_opcua::session::parse_read_into(body, values, &mut failed));
+    either(decoded.map(|()| failed.into_iter().map(|(at, _)| at as u32).collect()))
 }
 
 /// Starts the OPC UA simulator inside this process.

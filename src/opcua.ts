@@ -5,7 +5,7 @@
  */
 
 import { NativePlugin, urlOptions } from './device.js'
-import { asBifrostError } from './errors.js'
+import { BifrostError, asBifrostError } from './errors.js'
 import { native } from './native.js'
 import { registerPlugin } from './plugin.js'
 import type { ConnectOptions } from './plugin.js'
@@ -95,6 +95,25 @@ export async function getEndpoints(url: string, options: ConnectOptions = {}): P
  */
 export async function findServers(url: string, options: ConnectOptions = {}): Promise<OpcuaApplication[]> {
   return (await discover(url, options, true)) as OpcuaApplication[]
+}
+
+/**
+ * Decodes a ReadResponse's message body (from its encoding's NodeId on, as it
+ * follows a MSG chunk's headers) into `values`, one number per result and no
+ * object per value: for responses captured or relayed outside a connection.
+ * A Boolean is 0 or 1; a result that is not a number, or whose status is not
+ * good, is NaN and listed in the returned positions.
+ * @param body - the message body
+ * @param values - one slot per result: its length must be the response's result count
+ * @returns the positions of the results that are not good numbers
+ * @throws {@link BifrostError} `EPROTO` for a body that is not a ReadResponse of `values.length` results
+ */
+export function decodeReadResponse(body: Uint8Array, values: Float64Array): number[] {
+  if (!(body instanceof Uint8Array)) throw new BifrostError('EINVAL', 'body must be a Uint8Array (or a Buffer)')
+  if (!(values instanceof Float64Array)) throw new BifrostError('EINVAL', 'values must be a Float64Array')
+  const failed = native.decodeOpcuaReadResponse(body, values)
+  if (failed instanceof Error) throw failed
+  return failed
 }
 
 /** Settings of {@link startOpcuaSimulator}. */

@@ -4,6 +4,7 @@
  */
 
 import type { SubscribeOptions } from './device.js'
+import type { SubscriptionControls } from './subscription.js'
 import type { BifrostError } from './errors.js'
 
 /** A value read from or written to a tag. 64-bit integer types (LINT, ULINT) are `bigint`. */
@@ -83,6 +84,12 @@ export interface RequestOptions {
   timeout?: number
 }
 
+/** Settings of {@link Device.translate}. */
+export interface TranslateOptions extends RequestOptions {
+  /** The tag the paths start from (OPC UA: a NodeId). Default the protocol's root (OPC UA: RootFolder, `i=84`). */
+  from?: string
+}
+
 /** What a plugin is asked to connect to. */
 export interface DeviceDescriptor {
   /** The URL as given to `connect`. */
@@ -149,12 +156,14 @@ export interface ProtocolPlugin {
   prepare?(tags: string[]): PreparedPlan
   /** Optional: list the device's tags, or those under `from` (an EtherNet/IP program). */
   browse?(from?: string, options?: RequestOptions): Promise<TagInfo[]>
+  /** Optional: follow browse paths to tags (OPC UA: TranslateBrowsePathsToNodeIds); one result per path, never rejects per path. */
+  translate?(paths: string[], options?: TranslateOptions): Promise<TagResult[]>
   /** Optional: who the device says it is (EtherNet/IP: its Identity object). */
   identity?(options?: RequestOptions): Promise<DeviceIdentity>
   /** Optional: subscribe to the tags; the device reports their changes batch by batch until the loop ends. */
-  subscribe?(tags: string[], options: SubscribeOptions): AsyncIterable<TagResult[]>
+  subscribe?(tags: string[], options: SubscribeOptions): AsyncIterable<TagResult[]> & SubscriptionControls
   /** Optional: as `subscribe`, each batch as columns; without it `Device.subscribeColumns` builds them from `subscribe`'s batches. */
-  subscribeColumns?(tags: string[], options: SubscribeOptions): AsyncIterable<ChangeColumns>
+  subscribeColumns?(tags: string[], options: SubscribeOptions): AsyncIterable<ChangeColumns> & SubscriptionControls
   /** Optional: call a method of an object (OPC UA) and return its output arguments. */
   call?(objectId: string, methodId: string, args: TagValue[], options?: RequestOptions): Promise<TagValue[]>
 }

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bifrost_core::{Error, ErrorCode, TypedValue, Value};
-use bifrost_engine::{Change, ChangeSink, Completion, Device, Outcome, SubscribeOptions, Unsubscribe};
+use bifrost_engine::{Change, ChangeSink, Completion, Device, Outcome, SubscribeOptions, SubscriptionHandle};
 use napi::bindgen_prelude::Object;
 use napi::Env;
 use napi_derive::napi;
 
-use crate::js::{now_ms, JsError, Promise, ToJs};
+use crate::device::timeout;
+use crate::js::{now_ms, JsCompletion, JsError, Promise, Shape, ToJs};
 use crate::{CopiedBuffer, JsValue};
 
 /// A subscription's side on the JavaScript thread.
@@ -150,7 +151,7 @@ fn number(result: &Result<TypedValue, Error>) -> f64 {
 #[napi]
 pub struct BindingSubscription {
     queue: Rc<RefCell<Queue>>,
-    unsubscribe: RefCell<Option<Unsubscribe>>,
+    handle: Box<dyn SubscriptionHandle>,
 }
 
 /// Subscribes to `tags` on `device`; its changes are queued for `next()`.
@@ -187,8 +188,8 @@ pub fn open(
             }
         })
     });
-    let unsubscribe = device.subscribe(&tags, options, sink, done);
-    Ok(BindingSubscription { queue, unsubscribe: RefCell::new(Some(unsubscribe)) })
+    let handle = device.subscribe(&tags, options, sink, done);
+    Ok(BindingSubscription { queue, handle })
 }
 
 thread_local! {
@@ -243,10 +244,40 @@ impl BindingSubscription {
             return Ok(object);
         }
         self.queue.borrow_mut().closing.push(promise);
-        if let Some(unsubscribe) = self.unsubscribe.borrow_mut().take() {
-            unsubscribe();
-        }
+        self.handle.end();
         Ok(object)
+    }
+
+    /// New settings for every tag; resolves with the interval the device granted (ms).
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn modify<'env>(
+        &self,
+        env: &'env Env,
+        interval_ms: u32,
+        deadband_type: Option<String>,
+        deadband_value: Option<f64>,
+        timeout_ms: Option<u32>,
+    ) -> napi::Result<Object<'env>> {
+        let (done, promise) = JsCompletion::new(env, Shape::Value)?;
+        match options(interval_ms, deadband_type, deadband_value) {
+            Ok(options) => self.handle.modify(options, timeout(timeout_ms), done),
+            Err(e) => done.complete(Outcome::Values(vec![Err(e)])),
+        }
+        Ok(promise)
+    }
+
+    /// Stops watching the tags at `positions` in the subscribed list, named `tags`: one `TagResult` each.
+    #[napi(ts_return_type = "Promise<Array<BindingTagResult>>")]
+    pub fn remove<'env>(
+        &self,
+        env: &'env Env,
+        positions: Vec<u32>,
+        tags: Vec<String>,
+        timeout_ms: Option<u32>,
+    ) -> napi::Result<Object<'env>> {
+        let (done, promise) = JsCompletion::new(env, Shape::TagResults(tags))?;
+        self.handle.remove(&positions, timeout(timeout_ms), done);
+        Ok(promise)
     }
 }
 

@@ -116,6 +116,14 @@ export default {
       },
     }
   },
+  /** opcua-decode: a ReadResponse body into numbers, no object per value. */
+  opcuaDecoder(lib, count) {
+    const values = new Float64Array(count)
+    return (body) => {
+      if (lib.decodeReadResponse(body, values).length !== 0) throw new Error('a value failed to decode')
+      return values
+    }
+  },
   /** decode-many: every frame with one call. */
   manyDecoder(lib, frameCount) {
     const decoder = new lib.ReplyDecoder(DECODE.tags, 0)

@@ -38,6 +38,19 @@ export default {
       },
     }
   },
+  /** opcua-decode: a ReadResponse body decoded as node-opcua decodes one off the wire, its values taken out. */
+  opcuaDecoder(lib, count) {
+    const { BinaryStream } = createRequire(require.resolve('node-opcua-client'))('node-opcua-binary-stream')
+    const values = new Float64Array(count)
+    return (body) => {
+      const stream = new BinaryStream(body)
+      stream.length = 4 // past the encoding's NodeId (i=634)
+      const response = new lib.ReadResponse()
+      response.decode(stream)
+      for (let i = 0; i < count; i++) values[i] = response.results[i].value.value
+      return values
+    }
+  },
   /** opcua-subscribe: a subscription and a ClientMonitoredItemGroup of every node, counting 'changed' events. */
   async opcuaSubscriber(lib, url, nodes, intervalMs) {
     const { client, session } = await connectSession(lib, url)

@@ -113,6 +113,14 @@ impl Device for Failover {
         }
     }
 
+    /// The paths of whichever side reads answer from now.
+    fn translate(&self, paths: &[String], from: Option<&str>, timeout: Option<Duration>, done: Box<dyn Completion>) {
+        match down(&self.primary_stats) {
+            true => self.backup.translate(paths, from, timeout, done),
+            false => self.primary.translate(paths, from, timeout, done),
+        }
+    }
+
     /// A subscription lives on the primary.
     fn subscribe(
         &self,
@@ -120,7 +128,7 @@ impl Device for Failover {
         options: crate::session::SubscribeOptions,
         sink: crate::session::ChangeSink,
         done: Box<dyn Completion>,
-    ) -> crate::session::Unsubscribe {
+    ) -> Box<dyn crate::session::SubscriptionHandle> {
         self.primary.subscribe(tags, options, sink, done)
     }
 

@@ -19,6 +19,6 @@ pub use link::{Framing, Link, LinkConfig, Resync, Stats, Wants};
 pub use poller::{Deadband, Poller};
 pub use session::{
     Change, ChangeSink, Columns, Completion, Device, DeviceCore, Driver, Job, Outcome, Plan, Session, Submitter,
-    SubscribeOptions, TagInfo, TypedValue, Unsubscribe,
+    SubscribeOptions, SubscriptionHandle, TagInfo, TypedValue,
 };
 pub use shared::SharedLinks;

@@ -81,8 +81,32 @@ pub type Change = (u32, Result<TypedValue>, f64);
 /// on whatever thread the device's driver runs.
 pub type ChangeSink = Arc<dyn Fn(Vec<Change>) + Send + Sync>;
 
-/// Ends a subscription: it is deleted on the device, and its `done` completes.
-pub type Unsubscribe = Box<dyn FnOnce()>;
+/// A live subscription, as its owner controls it.
+pub trait SubscriptionHandle {
+    /// New settings for every tag it watches; [`Outcome::Values`] with one
+    /// value: the interval the device granted, in milliseconds.
+    fn modify(&self, options: SubscribeOptions, timeout: Option<Duration>, done: Box<dyn Completion>);
+    /// Stops watching the tags at `positions` in the subscribed list;
+    /// [`Outcome::Written`], one result per position.
+    fn remove(&self, positions: &[u32], timeout: Option<Duration>, done: Box<dyn Completion>);
+    /// Ends the subscription (deleted on the device); the `done` given to
+    /// `subscribe` completes. Later calls do nothing.
+    fn end(&self);
+}
+
+/// The handle of a subscription that was never made: a device without subscriptions.
+struct NoSubscription;
+
+impl SubscriptionHandle for NoSubscription {
+    fn modify(&self, _options: SubscribeOptions, _timeout: Option<Duration>, done: Box<dyn Completion>) {
+        done.complete(Outcome::Values(vec![Err(bifrost_core::Error::invalid_value("there is no subscription to modify"))]))
+    }
+    fn remove(&self, positions: &[u32], _timeout: Option<Duration>, done: Box<dyn Completion>) {
+        let none = || Err(bifrost_core::Error::invalid_value("there is no subscription to remove tags from"));
+        done.complete(Outcome::Written(positions.iter().map(|_| none()).collect()))
+    }
+    fn end(&self) {}
+}
 
 /// What a subscription watches for.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -377,6 +401,13 @@ pub trait Device {
             "this protocol's devices have no methods to call",
         ))]))
     }
+    /// Follows each browse path (text in the protocol's own form) from `from`, or
+    /// from the protocol's root, to the tag at its end; [`Outcome::Values`], one
+    /// tag address per path in order. Devices without browse paths say so.
+    fn translate(&self, paths: &[String], _from: Option<&str>, _timeout: Option<Duration>, done: Box<dyn Completion>) {
+        let unsupported = || Err(bifrost_core::Error::invalid_value("this protocol's devices have no browse paths"));
+        done.complete(Outcome::Values(paths.iter().map(|_| unsupported()).collect()))
+    }
     /// Watches the tags on the device, which reports their changes to `sink`;
     /// `done` gets [`Outcome::Values`] with one result once the subscription
     /// ends (unsubscribed, or failed). Devices without subscriptions say so.
@@ -386,11 +417,11 @@ pub trait Device {
         _options: SubscribeOptions,
         _sink: ChangeSink,
         done: Box<dyn Completion>,
-    ) -> Unsubscribe {
+    ) -> Box<dyn SubscriptionHandle> {
         done.complete(Outcome::Values(vec![Err(bifrost_core::Error::invalid_value(
             "this protocol's devices have no subscriptions: poll them (createPoller)",
         ))]));
-        Box::new(|| {})
+        Box::new(NoSubscription)
     }
     fn stats(&self) -> Arc<Stats>;
     /// Later calls fail with `ECLOSED`; `done` gets [`Outcome::Closed`] once the connection is closed.

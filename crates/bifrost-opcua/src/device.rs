@@ -13,7 +13,7 @@ use bifrost_core::{Error, Result, TypedValue, Value};
 use bifrost_engine::runtime::{tcp_connector, RuntimeDriver};
 use bifrost_engine::{
     Change, ChangeSink, Columns, Completion, DeviceCore, Driver, Job, LinkConfig, Outcome, Stats, Submitter,
-    SubscribeOptions, TagInfo, Unsubscribe,
+    SubscribeOptions, SubscriptionHandle, TagInfo,
 };
 use rustc_hash::FxHashMap;
 
@@ -171,6 +171,65 @@ impl Job<Framing> for ReadJob {
                 .zip(results)
                 .map(|(node, result)| {
                     node.and_then(|_| result.unwrap_or_else(|| Err(Error::proto("the tag was not read"))))
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Browse paths followed to their nodes, in TranslateBrowsePathsToNodeIds of at
+/// most the server's limit of paths each.
+struct TranslateJob {
+    start: NodeId,
+    paths: Vec<Result<Vec<view::PathElement>>>,
+    batches: Vec<Vec<usize>>,
+    state: Arc<DeviceState>,
+    results: Vec<Option<Result<TypedValue>>>,
+}
+
+impl Job<Framing> for TranslateJob {
+    fn start(&mut self, link: &mut Submitter<'_, Framing>) {
+        for (index, batch) in self.batches.iter().enumerate() {
+            let paths: Vec<_> = (batch.iter())
+                .map(|&i| (&self.start, self.paths[i].as_deref().expect("batches hold good paths")))
+                .collect();
+            let request = Request::service(view::translate(&paths), "TranslateBrowsePathsToNodeIds");
+            if let Err(e) = link.submit(request, index as u32) {
+                batch.iter().for_each(|&i| self.results[i] = Some(Err(e.clone())));
+            }
+        }
+    }
+
+    fn reply(&mut self, index: u32, reply: Result<Reply>, _link: &mut Submitter<'_, Framing>) {
+        let batch = &self.batches[index as usize];
+        let targets = reply.and_then(|reply| match reply {
+            Reply::Response(body) => view::parse_translate(&body, batch.len()),
+            _ => Err(Error::proto("a TranslateBrowsePathsToNodeIds was answered with another message type")),
+        });
+        let namespaces = self.state.server().namespaces.clone();
+        for (at, &i) in batch.iter().enumerate() {
+            self.results[i] = Some(match &targets {
+                Ok(targets) => match &targets[at] {
+                    Ok(target) if target.server_index != 0 => {
+                        Err(Error::invalid_value("the browse path leads to a node in another server"))
+                    }
+                    Ok(target) => target.resolve(&namespaces).map(|node| TypedValue {
+                        value: Value::String(node.to_string()),
+                        wide: false,
+                    }),
+                    Err(status) => Err(status_error(*status, "the browse path")),
+                },
+                Err(e) => Err(e.clone()),
+            });
+        }
+    }
+
+    fn finish(self: Box<Self>) -> Outcome {
+        let TranslateJob { paths, results, .. } = *self;
+        Outcome::Values(
+            (paths.into_iter().zip(results))
+                .map(|(path, result)| {
+                    path.and_then(|_| result.unwrap_or_else(|| Err(Error::proto("the path was not followed"))))
                 })
                 .collect(),
         )
@@ -753,10 +812,13 @@ const TOO_MANY_PUBLISH_REQUESTS: u32 = 0x8078_0000;
 /// BadTimeout.
 const BAD_TIMEOUT: u32 = 0x800A_0000;
 
-/// What a subscription and its unsubscribe share: its id on the server, once known, and whether it is ending.
+/// What a subscription and its handle share: its id on the server, once known,
+/// each tag's monitored item id once the items are made (`None` for a tag not
+/// watched), and whether it is ending.
 #[derive(Default)]
 struct SubscriptionShared {
     id: Mutex<Option<u32>>,
+    items: Mutex<Option<Vec<Option<u32>>>>,
     stopping: std::sync::atomic::AtomicBool,
 }
 
@@ -860,6 +922,11 @@ impl SubscriptionJob {
     fn items_created(&mut self, body: &[u8], link: &mut Submitter<'_, Framing>) -> Result<()> {
         let good: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].is_ok()).collect();
         let results = subscription::parse_create_monitored_items(body, good.len())?;
+        let mut items = vec![None; self.nodes.len()];
+        for (&i, &(status, id)) in good.iter().zip(&results) {
+            items[i] = (severity(status) != Severity::Bad).then_some(id);
+        }
+        *self.shared.items.lock().unwrap_or_else(|e| e.into_inner()) = Some(items);
         let refused: Vec<Change> = (good.iter().zip(&results))
             .filter(|(_, (status, _))| severity(*status) == Severity::Bad)
             .map(|(&i, (status, _))| {
@@ -980,6 +1047,180 @@ impl Job<Framing> for DeleteSubscriptionJob {
     }
 }
 
+/// The handle of one subscription: modify and remove run as calls of their own
+/// on the device, beside the subscription's Publish loop.
+struct OpcuaSubscription {
+    device: Rc<Core>,
+    shared: Arc<SubscriptionShared>,
+}
+
+impl OpcuaSubscription {
+    /// The subscription's id and its tags' monitored item ids, once it is made.
+    fn made(&self) -> Result<(u32, Vec<Option<u32>>)> {
+        if self.shared.stopping() {
+            return Err(Error::closed("the subscription has ended"));
+        }
+        let id = *self.shared.id.lock().unwrap_or_else(|e| e.into_inner());
+        let items = self.shared.items.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match (id, items) {
+            (Some(id), Some(items)) => Ok((id, items)),
+            _ => Err(Error::invalid_value("the subscription is still being made on the server: wait for its first batch")),
+        }
+    }
+}
+
+impl SubscriptionHandle for OpcuaSubscription {
+    fn modify(&self, options: SubscribeOptions, timeout: Option<Duration>, done: Box<dyn Completion>) {
+        let (id, items) = match self.made() {
+            Ok(made) => made,
+            Err(e) => return done.complete(Outcome::Values(vec![Err(e)])),
+        };
+        let items = (items.iter().enumerate()).filter_map(|(i, item)| Some(((*item)?, i as u32))).collect();
+        let job = ModifySubscriptionJob { id, options, items, granted: None, error: None };
+        self.device.run(Box::new(job), timeout, done);
+    }
+
+    fn remove(&self, positions: &[u32], timeout: Option<Duration>, done: Box<dyn Completion>) {
+        let (id, mut items) = match self.made() {
+            Ok(made) => made,
+            Err(e) => return done.complete(Outcome::Written(positions.iter().map(|_| Err(e.clone())).collect())),
+        };
+        // Each position's monitored item, taken so no later call names it again.
+        let targets: Vec<Option<u32>> =
+            positions.iter().map(|&at| items.get_mut(at as usize).and_then(Option::take)).collect();
+        *self.shared.items.lock().unwrap_or_else(|e| e.into_inner()) = Some(items);
+        let results = (targets.iter())
+            .map(|target| match target {
+                Some(_) => None,
+                None => Some(Err(Error::invalid_value("the tag is not watched by this subscription"))),
+            })
+            .collect();
+        self.device.run(Box::new(RemoveItemsJob { id, targets, results }), timeout, done);
+    }
+
+    fn end(&self) {
+        if self.shared.stopping.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        if let Some(id) = *self.shared.id.lock().unwrap_or_else(|e| e.into_inner()) {
+            self.device.run(Box::new(DeleteSubscriptionJob(id)), None, Box::new(|_| {}));
+        }
+    }
+}
+
+/// ModifySubscription to a new publishing interval, then ModifyMonitoredItems
+/// to sample each item as often, with the new deadband.
+struct ModifySubscriptionJob {
+    id: u32,
+    options: SubscribeOptions,
+    /// (monitored item id, client handle) of each watched tag.
+    items: Vec<(u32, u32)>,
+    granted: Option<f64>,
+    error: Option<Error>,
+}
+
+impl Job<Framing> for ModifySubscriptionJob {
+    fn start(&mut self, link: &mut Submitter<'_, Framing>) {
+        let parameters = subscription::SubscriptionParameters {
+            publishing_interval_ms: self.options.interval.as_secs_f64() * 1000.0,
+            lifetime_count: KEEP_ALIVE_COUNT * 3,
+            max_keep_alive_count: KEEP_ALIVE_COUNT,
+            max_notifications_per_publish: 0,
+        };
+        let request = Request::service(subscription::modify_subscription(self.id, &parameters), "ModifySubscription");
+        if let Err(e) = link.submit(request, 0) {
+            self.error = Some(e);
+        }
+    }
+
+    fn reply(&mut self, index: u32, reply: Result<Reply>, link: &mut Submitter<'_, Framing>) {
+        let body = match reply {
+            Ok(Reply::Response(body)) => body,
+            Ok(_) => return self.error = Some(Error::proto("a modify was answered with another message type")),
+            Err(e) => return self.error = Some(e),
+        };
+        if index == 0 {
+            match subscription::parse_modify_subscription(&body) {
+                Ok(granted) => self.granted = Some(granted),
+                Err(e) => return self.error = Some(e),
+            }
+            if self.items.is_empty() {
+                return;
+            }
+            let sampling_ms = self.options.interval.as_secs_f64() * 1000.0;
+            let request = subscription::modify_monitored_items(self.id, &self.items, sampling_ms, self.options.deadband);
+            if let Err(e) = link.submit(Request::service(request, "ModifyMonitoredItems"), 1) {
+                self.error = Some(e);
+            }
+            return;
+        }
+        let refused = subscription::parse_modify_monitored_items(&body, self.items.len())
+            .map(|statuses| statuses.into_iter().filter(|&status| severity(status) == Severity::Bad).collect::<Vec<_>>());
+        match refused {
+            Ok(refused) if refused.is_empty() => {}
+            Ok(refused) => {
+                let what = format!("{} of {} monitored items refused the new settings", refused.len(), self.items.len());
+                self.error = Some(status_error(refused[0], &what));
+            }
+            Err(e) => self.error = Some(e),
+        }
+    }
+
+    fn finish(self: Box<Self>) -> Outcome {
+        let result = match (self.error, self.granted) {
+            (Some(e), _) => Err(e),
+            (None, Some(granted)) => Ok(TypedValue { value: Value::Float(granted), wide: false }),
+            (None, None) => Err(Error::proto("the modify got no answer")),
+        };
+        Outcome::Values(vec![result])
+    }
+}
+
+/// DeleteMonitoredItems of some of a subscription's tags.
+struct RemoveItemsJob {
+    id: u32,
+    /// Per position asked: its monitored item, if it was watched.
+    targets: Vec<Option<u32>>,
+    /// Per position: its result, once known (at once for a position not watched).
+    results: Vec<Option<Result<()>>>,
+}
+
+impl Job<Framing> for RemoveItemsJob {
+    fn start(&mut self, link: &mut Submitter<'_, Framing>) {
+        let ids: Vec<u32> = self.targets.iter().flatten().copied().collect();
+        if ids.is_empty() {
+            return;
+        }
+        let request = Request::service(subscription::delete_monitored_items(self.id, &ids), "DeleteMonitoredItems");
+        if let Err(e) = link.submit(request, 0) {
+            self.reply(0, Err(e), link);
+        }
+    }
+
+    fn reply(&mut self, _index: u32, reply: Result<Reply>, _link: &mut Submitter<'_, Framing>) {
+        let count = self.targets.iter().flatten().count();
+        let statuses = reply.and_then(|reply| match reply {
+            Reply::Response(body) => subscription::parse_delete_monitored_items(&body, count),
+            _ => Err(Error::proto("a DeleteMonitoredItems was answered with another message type")),
+        });
+        let asked = (0..self.targets.len()).filter(|&at| self.targets[at].is_some());
+        for (n, at) in asked.enumerate() {
+            self.results[at] = Some(match &statuses {
+                Ok(statuses) if severity(statuses[n]) == Severity::Bad => {
+                    Err(status_error(statuses[n], "removing the monitored item"))
+                }
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.clone()),
+            });
+        }
+    }
+
+    fn finish(self: Box<Self>) -> Outcome {
+        let missing = || Err(Error::proto("the monitored item was not removed"));
+        Outcome::Written(self.results.into_iter().map(|result| result.unwrap_or_else(missing)).collect())
+    }
+}
+
 type Core = DeviceCore<Framing, DeviceState>;
 
 /// A connected OPC UA server.
@@ -1059,6 +1300,25 @@ impl bifrost_engine::Device for OpcuaDevice {
         self.0.run(Box::new(job), timeout, done);
     }
 
+    /// Paths in the text of Part 4, A.2 (`/Objects/2:Line1.Speed`), from RootFolder unless `from` says otherwise.
+    fn translate(&self, paths: &[String], from: Option<&str>, timeout: Option<Duration>, done: Box<dyn Completion>) {
+        let state = self.0.state.clone();
+        let start = match from.map(str::trim).filter(|f| !f.is_empty()) {
+            None => Ok(NodeId::numeric(0, view::ROOT_FOLDER)),
+            Some(text) => ExpandedNodeId::parse(text).and_then(|id| id.resolve(&state.server().namespaces)),
+        };
+        let start = match start {
+            Ok(start) => start,
+            Err(e) => return done.complete(Outcome::Values(paths.iter().map(|_| Err(e.clone())).collect())),
+        };
+        let paths: Vec<_> = paths.iter().map(|path| view::parse_relative_path(path)).collect();
+        let good: Vec<usize> = (0..paths.len()).filter(|&i| paths[i].is_ok()).collect();
+        let most = state.server().max_nodes_per_translate;
+        let batches = session::batches(good.len(), most).map(|range| good[range].to_vec()).collect();
+        let results = vec![None; paths.len()];
+        self.0.run(Box::new(TranslateJob { start, paths, batches, state, results }), timeout, done);
+    }
+
     fn call(&self, object: &str, method: &str, args: Vec<Value>, timeout: Option<Duration>, done: Box<dyn Completion>) {
         let state = self.0.state.clone();
         let resolve = |text: &str| ExpandedNodeId::parse(text).and_then(|id| id.resolve(&state.server().namespaces));
@@ -1077,7 +1337,7 @@ impl bifrost_engine::Device for OpcuaDevice {
         options: SubscribeOptions,
         sink: ChangeSink,
         done: Box<dyn Completion>,
-    ) -> Unsubscribe {
+    ) -> Box<dyn SubscriptionHandle> {
         let (nodes, _) = self.0.state.resolve(&parse_tags(tags));
         let shared = Arc::new(SubscriptionShared::default());
         let job = SubscriptionJob {
@@ -1093,14 +1353,7 @@ impl bifrost_engine::Device for OpcuaDevice {
             error: None,
         };
         self.0.run(Box::new(job), Some(SUBSCRIPTION_LIFETIME), done);
-        let device = self.0.clone();
-        Box::new(move || {
-            shared.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
-            let id = *shared.id.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(id) = id {
-                device.run(Box::new(DeleteSubscriptionJob(id)), None, Box::new(|_| {}));
-            }
-        })
+        Box::new(OpcuaSubscription { device: self.0.clone(), shared })
     }
 
     fn stats(&self) -> Arc<Stats> {

@@ -44,7 +44,7 @@ const SERVER_NODES: [u32; 4] = [
     2255,  // Server_NamespaceArray
     11705, // OperationLimits_MaxNodesPerRead
     11707, // OperationLimits_MaxNodesPerWrite
-    11710, // OperationLimits_MaxNodesPerBrowse
+    11712, // OperationLimits_MaxNodesPerTranslateBrowsePathsToNodeIds
 ];
 
 /// What the device needs of the server, learned as each connection is set up.
@@ -52,10 +52,10 @@ const SERVER_NODES: [u32; 4] = [
 pub struct ServerInfo {
     /// The namespace table, index to URI, for `nsu=` NodeIds.
     pub namespaces: Vec<String>,
-    /// How many nodes one Read, Write or Browse may name (0: no limit).
+    /// How many nodes one Read, Write or TranslateBrowsePathsToNodeIds may name (0: no limit).
     pub max_nodes_per_read: u32,
     pub max_nodes_per_write: u32,
-    pub max_nodes_per_browse: u32,
+    pub max_nodes_per_translate: u32,
     /// Sessions made so far: what was learned under one (node data types) is dropped under the next.
     pub session: u64,
 }
@@ -241,7 +241,7 @@ impl Framing {
             namespaces,
             max_nodes_per_read: limit(1),
             max_nodes_per_write: limit(2),
-            max_nodes_per_browse: limit(3),
+            max_nodes_per_translate: limit(3),
             session: server.session + 1,
         };
         Ok(())

@@ -30,7 +30,7 @@ use crate::encoding::{
     ReadLengths, Reader, Variant, VariantArray,
 };
 use crate::method::{self, Argument, CallResult};
-use crate::node_id::{Identifier, NodeId};
+use crate::node_id::{ExpandedNodeId, Identifier, NodeId};
 use crate::secure_channel::{date_time, encoding_id as channel_id, ResponseHeader};
 use crate::session::{encoding_id as service_id, read_array, ApplicationDescription, VALUE_ATTRIBUTE};
 use crate::subscription::{self, NotificationMessage};
@@ -69,6 +69,7 @@ mod status {
     pub const BAD_ARGUMENTS_MISSING: u32 = 0x8076_0000;
     pub const BAD_TOO_MANY_ARGUMENTS: u32 = 0x80E5_0000;
     pub const BAD_INVALID_ARGUMENT: u32 = 0x80AB_0000;
+    pub const BAD_MONITORED_ITEM_ID_INVALID: u32 = 0x8042_0000;
 }
 
 /// Attribute ids the simulator serves (Part 6, A.1).
@@ -168,7 +169,7 @@ impl AddressSpace {
             (0, Identifier::Numeric(84)) => Some(Node::Folder(Folder::Root)),
             (0, Identifier::Numeric(85)) => Some(Node::Folder(Folder::Objects)),
             (0, Identifier::Numeric(2253)) => Some(Node::Server),
-            (0, Identifier::Numeric(n @ (2255 | 2258 | 2259 | 2285 | 11705 | 11707 | 11710))) => {
+            (0, Identifier::Numeric(n @ (2255 | 2258 | 2259 | 2285 | 11705 | 11707 | 11710 | 11712))) => {
                 Some(Node::Standard(*n))
             }
             (1, Identifier::String(name)) => match name.as_str() {
@@ -199,6 +200,7 @@ impl AddressSpace {
             Node::Standard(11705) => "MaxNodesPerRead".into(),
             Node::Standard(11707) => "MaxNodesPerWrite".into(),
             Node::Standard(2285) => "CurrentSubscriptionCount".into(),
+            Node::Standard(11712) => "MaxNodesPerTranslateBrowsePathsToNodeIds".into(),
             Node::Standard(_) => "MaxNodesPerBrowse".into(),
             Node::Variable(i) => format!("V{i}"),
             Node::Ticks => "Ticks".into(),
@@ -220,7 +222,7 @@ impl AddressSpace {
             })),
             Node::Standard(2258) => Variant::DateTime(date_time(SystemTime::now())),
             Node::Standard(2259) => Variant::Int32(0), // Running
-            Node::Standard(11705 | 11707) => Variant::UInt32(self.max_nodes_per_read),
+            Node::Standard(11705 | 11707 | 11712) => Variant::UInt32(self.max_nodes_per_read),
             Node::Standard(2285) => Variant::UInt32(self.subscriptions.load(Ordering::Relaxed) as u32),
             Node::Standard(_) => Variant::UInt32(0),
             Node::Variable(i) if self.changing && variable_type(i) == builtin::DOUBLE => {
@@ -346,6 +348,17 @@ impl AddressSpace {
         }
     }
 
+    /// The node at the end of a path of browse names from `start`, or why there is none.
+    fn follow(&self, start: &NodeId, names: &[QualifiedName]) -> std::result::Result<Node, u32> {
+        let mut node = self.find(start).ok_or(status::BAD_NODE_ID_UNKNOWN)?;
+        for name in names {
+            node = (self.children(node).into_iter())
+                .find(|&child| Self::reference(child).browse_name == *name)
+                .ok_or(view::BAD_NO_MATCH)?;
+        }
+        Ok(node)
+    }
+
     /// One page of `node`'s children from `offset`, at most `max` (0: all); the rest is left under a continuation point.
     fn page(&self, node: Node, offset: usize, max: u32, state: &mut Connection) -> BrowseResult {
         let children = self.children(node);
@@ -440,8 +453,9 @@ struct Subscription {
     id: u32,
     interval: Duration,
     keep_alive_count: u32,
-    /// Per item: its client handle, node, absolute deadband, and the value last reported.
-    items: Vec<(u32, Node, f64, Option<Variant>)>,
+    items: Vec<Item>,
+    /// The id the next monitored item gets.
+    next_item: u32,
     next_sequence: u32,
     next_tick: Instant,
     /// Intervals since the last message.
@@ -452,13 +466,39 @@ struct Subscription {
     sent: VecDeque<NotificationMessage>,
 }
 
+/// One monitored item: its id, its client handle, its node, its absolute deadband, and the value last reported.
+struct Item {
+    id: u32,
+    handle: u32,
+    node: Node,
+    deadband: f64,
+    last: Option<Variant>,
+}
+
+/// MonitoringParameters as a request gives them: the client handle and the absolute
+/// deadband (a DataChangeFilter of deadband type 1; anything else reports every change).
+fn monitoring_parameters(r: &mut Reader<'_>) -> Result<(u32, f64)> {
+    let handle = r.u32("a client handle")?;
+    r.u64("a sampling interval")?;
+    let filter = ExtensionObject::decode(r)?;
+    r.u32("a queue size")?;
+    r.u8("discard oldest")?;
+    let deadband = match &filter.body {
+        ExtensionBody::Binary(body) if body.len() >= 16 && body[4..8] == [1, 0, 0, 0] => {
+            f64::from_le_bytes(body[8..16].try_into().unwrap_or_default())
+        }
+        _ => 0.0,
+    };
+    Ok((handle, deadband))
+}
+
 /// Messages kept for Republish.
 const RETRANSMIT: usize = 32;
 
 impl Subscription {
     /// Samples every item; what moved past its deadband waits to be published.
     fn sample(&mut self, space: &AddressSpace) {
-        for (handle, node, deadband, last) in &mut self.items {
+        for Item { handle, node, deadband, last, .. } in &mut self.items {
             let Ok(value) = space.value(*node) else { continue };
             let moved = match (&last, crate::value::to_value(&value)) {
                 (None, _) => true,
@@ -891,7 +931,10 @@ fn answer_service(
     let is_session = matches!(&state.session, Some(s) if s.token == header.token && s.activated);
     match id {
         subscription::encoding_id::CREATE_SUBSCRIPTION_REQUEST
+        | subscription::encoding_id::MODIFY_SUBSCRIPTION_REQUEST
         | subscription::encoding_id::CREATE_MONITORED_ITEMS_REQUEST
+        | subscription::encoding_id::MODIFY_MONITORED_ITEMS_REQUEST
+        | subscription::encoding_id::DELETE_MONITORED_ITEMS_REQUEST
         | subscription::encoding_id::PUBLISH_REQUEST
         | subscription::encoding_id::REPUBLISH_REQUEST
         | subscription::encoding_id::DELETE_SUBSCRIPTIONS_REQUEST
@@ -912,6 +955,7 @@ fn answer_service(
                 interval: interval_duration,
                 keep_alive_count,
                 items: Vec::new(),
+                next_item: 1,
                 next_sequence: 1,
                 next_tick: Instant::now() + interval_duration,
                 silent: 0,
@@ -925,6 +969,71 @@ fn answer_service(
                 put_u32(out, keep_alive_count);
             });
         }
+        subscription::encoding_id::MODIFY_SUBSCRIPTION_REQUEST => {
+            let id = r.u32("a subscription id").map_err(decoding)?;
+            let interval = f64::from_bits(r.u64("an interval").map_err(decoding)?).clamp(50.0, 3_600_000.0);
+            r.u32("a lifetime count").map_err(decoding)?;
+            let keep_alive_count = r.u32("a keep-alive count").map_err(decoding)?.clamp(1, 1000);
+            let subscription =
+                state.subscriptions.iter_mut().find(|s| s.id == id).ok_or(status::BAD_SUBSCRIPTION_ID_INVALID)?;
+            subscription.interval = Duration::from_secs_f64(interval / 1000.0);
+            subscription.keep_alive_count = keep_alive_count;
+            subscription.next_tick = Instant::now() + subscription.interval;
+            respond(out, subscription::encoding_id::MODIFY_SUBSCRIPTION_RESPONSE, handle, |out| {
+                out.extend_from_slice(&interval.to_le_bytes());
+                put_u32(out, keep_alive_count * 3);
+                put_u32(out, keep_alive_count);
+            });
+        }
+        subscription::encoding_id::MODIFY_MONITORED_ITEMS_REQUEST => {
+            let id = r.u32("a subscription id").map_err(decoding)?;
+            r.u32("timestamps to return").map_err(decoding)?;
+            let changes = read_array(r, 24, "items to modify", |r| Ok((r.u32("an item id")?, monitoring_parameters(r)?)))
+                .map_err(decoding)?;
+            let subscription =
+                state.subscriptions.iter_mut().find(|s| s.id == id).ok_or(status::BAD_SUBSCRIPTION_ID_INVALID)?;
+            let results: Vec<u32> = (changes.iter())
+                .map(|&(item, (client_handle, deadband))| match subscription.items.iter_mut().find(|i| i.id == item) {
+                    Some(found) => {
+                        (found.handle, found.deadband) = (client_handle, deadband);
+                        0
+                    }
+                    None => status::BAD_MONITORED_ITEM_ID_INVALID,
+                })
+                .collect();
+            let interval = subscription.interval.as_secs_f64() * 1000.0;
+            respond(out, subscription::encoding_id::MODIFY_MONITORED_ITEMS_RESPONSE, handle, |out| {
+                put_u32(out, results.len() as u32);
+                for status in &results {
+                    put_u32(out, *status);
+                    out.extend_from_slice(&interval.to_le_bytes());
+                    put_u32(out, 1);
+                    ExtensionObject { type_id: NodeId::null(), body: ExtensionBody::None }.encode(out);
+                }
+                put_u32(out, 0); // diagnostics
+            });
+        }
+        subscription::encoding_id::DELETE_MONITORED_ITEMS_REQUEST => {
+            let id = r.u32("a subscription id").map_err(decoding)?;
+            let items = read_array(r, 4, "monitored item ids", |r| r.u32("an item id")).map_err(decoding)?;
+            let subscription =
+                state.subscriptions.iter_mut().find(|s| s.id == id).ok_or(status::BAD_SUBSCRIPTION_ID_INVALID)?;
+            let results: Vec<u32> = (items.iter())
+                .map(|item| match subscription.items.iter().position(|i| i.id == *item) {
+                    Some(at) => {
+                        let removed = subscription.items.remove(at);
+                        subscription.pending.retain(|(h, _)| *h != removed.handle);
+                        0
+                    }
+                    None => status::BAD_MONITORED_ITEM_ID_INVALID,
+                })
+                .collect();
+            respond(out, subscription::encoding_id::DELETE_MONITORED_ITEMS_RESPONSE, handle, |out| {
+                put_u32(out, results.len() as u32);
+                results.iter().for_each(|code| put_u32(out, *code));
+                put_u32(out, 0); // diagnostics
+            });
+        }
         subscription::encoding_id::CREATE_MONITORED_ITEMS_REQUEST => {
             let id = r.u32("a subscription id").map_err(decoding)?;
             r.u32("timestamps to return").map_err(decoding)?;
@@ -934,18 +1043,7 @@ fn answer_service(
                 r.string("an index range")?;
                 QualifiedName::decode(r)?;
                 r.u32("a monitoring mode")?;
-                let handle = r.u32("a client handle")?;
-                r.u64("a sampling interval")?;
-                let filter = ExtensionObject::decode(r)?;
-                r.u32("a queue size")?;
-                r.u8("discard oldest")?;
-                // An absolute deadband (DataChangeFilter, deadband type 1); anything else reports every change.
-                let deadband = match &filter.body {
-                    ExtensionBody::Binary(body) if body.len() >= 16 && body[4..8] == [1, 0, 0, 0] => {
-                        f64::from_le_bytes(body[8..16].try_into().unwrap_or_default())
-                    }
-                    _ => 0.0,
-                };
+                let (handle, deadband) = monitoring_parameters(r)?;
                 Ok((node, handle, deadband))
             })
             .map_err(decoding)?;
@@ -954,9 +1052,11 @@ fn answer_service(
             let mut results = Vec::with_capacity(items.len());
             for (node, handle, deadband) in items {
                 match space.find(&node).filter(|n| AddressSpace::data_type(*n).is_some()) {
-                    Some(found) => {
-                        subscription.items.push((handle, found, deadband, None));
-                        results.push((0, subscription.items.len() as u32));
+                    Some(node) => {
+                        let id = subscription.next_item;
+                        subscription.next_item += 1;
+                        subscription.items.push(Item { id, handle, node, deadband, last: None });
+                        results.push((0, id));
                     }
                     None => results.push((status::BAD_NODE_ID_UNKNOWN, 0)),
                 }
@@ -1072,6 +1172,7 @@ fn answer_service(
         | service_id::WRITE_REQUEST
         | view::encoding_id::BROWSE_REQUEST
         | view::encoding_id::BROWSE_NEXT_REQUEST
+        | view::encoding_id::TRANSLATE_REQUEST
         | method::encoding_id::CALL_REQUEST => {
             match &state.session {
                 Some(s) if s.token == header.token && s.activated => {}
@@ -1092,6 +1193,36 @@ fn answer_service(
                     put_u32(out, calls.len() as u32);
                     for (object, method, inputs) in &calls {
                         space.call(object, method, inputs).encode(out);
+                    }
+                    put_u32(out, 0); // diagnostics
+                });
+            } else if id == view::encoding_id::TRANSLATE_REQUEST {
+                let paths = read_array(r, 8, "browse paths", |r| {
+                    let start = NodeId::decode(r)?;
+                    let names = read_array(r, 8, "relative path elements", |r| {
+                        NodeId::decode(r)?; // reference type: any hierarchical one leads to a child here
+                        r.bytes(2, "a path element's direction and subtypes")?;
+                        QualifiedName::decode(r)
+                    })?;
+                    Ok((start, names))
+                })
+                .map_err(decoding)?;
+                too_many(paths.len(), space.max_nodes_per_read)?;
+                respond(out, view::encoding_id::TRANSLATE_RESPONSE, handle, |out| {
+                    put_u32(out, paths.len() as u32);
+                    for (start, names) in &paths {
+                        match space.follow(start, names) {
+                            Ok(node) => {
+                                put_u32(out, 0);
+                                put_u32(out, 1);
+                                ExpandedNodeId::from(AddressSpace::node_id(node)).encode(out);
+                                put_u32(out, u32::MAX); // the whole path
+                            }
+                            Err(status) => {
+                                put_u32(out, status);
+                                put_u32(out, 0);
+                            }
+                        }
                     }
                     put_u32(out, 0); // diagnostics
                 });

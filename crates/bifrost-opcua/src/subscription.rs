@@ -1,6 +1,7 @@
 //! The Subscription and MonitoredItem service sets (Part 4, 5.12 and 5.13):
-//! CreateSubscription, DeleteSubscriptions, CreateMonitoredItems with a
-//! DataChangeFilter, Publish with acknowledgements, Republish, and the
+//! CreateSubscription, ModifySubscription, DeleteSubscriptions,
+//! CreateMonitoredItems with a DataChangeFilter, ModifyMonitoredItems,
+//! DeleteMonitoredItems, Publish with acknowledgements, Republish, and the
 //! NotificationMessage a Publish response carries.
 
 use bifrost_core::{Error, Result};
@@ -20,8 +21,14 @@ pub mod encoding_id {
     pub const DATA_CHANGE_FILTER: u32 = 724;
     pub const CREATE_MONITORED_ITEMS_REQUEST: u32 = 751;
     pub const CREATE_MONITORED_ITEMS_RESPONSE: u32 = 754;
+    pub const MODIFY_MONITORED_ITEMS_REQUEST: u32 = 763;
+    pub const MODIFY_MONITORED_ITEMS_RESPONSE: u32 = 766;
+    pub const DELETE_MONITORED_ITEMS_REQUEST: u32 = 781;
+    pub const DELETE_MONITORED_ITEMS_RESPONSE: u32 = 784;
     pub const CREATE_SUBSCRIPTION_REQUEST: u32 = 787;
     pub const CREATE_SUBSCRIPTION_RESPONSE: u32 = 790;
+    pub const MODIFY_SUBSCRIPTION_REQUEST: u32 = 793;
+    pub const MODIFY_SUBSCRIPTION_RESPONSE: u32 = 796;
     pub const DATA_CHANGE_NOTIFICATION: u32 = 811;
     pub const PUBLISH_REQUEST: u32 = 826;
     pub const PUBLISH_RESPONSE: u32 = 829;
@@ -45,15 +52,35 @@ pub struct SubscriptionParameters {
     pub max_notifications_per_publish: u32,
 }
 
+impl SubscriptionParameters {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.publishing_interval_ms.to_le_bytes());
+        put_u32(out, self.lifetime_count);
+        put_u32(out, self.max_keep_alive_count);
+        put_u32(out, self.max_notifications_per_publish);
+    }
+}
+
 pub fn create_subscription(parameters: &SubscriptionParameters) -> ServiceRequest {
     let mut out = Vec::with_capacity(32);
-    out.extend_from_slice(&parameters.publishing_interval_ms.to_le_bytes());
-    put_u32(&mut out, parameters.lifetime_count);
-    put_u32(&mut out, parameters.max_keep_alive_count);
-    put_u32(&mut out, parameters.max_notifications_per_publish);
+    parameters.encode(&mut out);
     out.push(1); // publishing enabled
     out.push(0); // priority
     request(encoding_id::CREATE_SUBSCRIPTION_REQUEST, out)
+}
+
+pub fn modify_subscription(subscription_id: u32, parameters: &SubscriptionParameters) -> ServiceRequest {
+    let mut out = Vec::with_capacity(32);
+    put_u32(&mut out, subscription_id);
+    parameters.encode(&mut out);
+    out.push(0); // priority
+    request(encoding_id::MODIFY_SUBSCRIPTION_REQUEST, out)
+}
+
+/// The publishing interval the server granted to a ModifySubscription.
+pub fn parse_modify_subscription(body: &[u8]) -> Result<f64> {
+    let (_, mut r) = secure_channel::response(body, encoding_id::MODIFY_SUBSCRIPTION_RESPONSE, "ModifySubscription")?;
+    Ok(f64::from_bits(r.u64("a publishing interval")?))
 }
 
 /// What the server granted.
@@ -95,30 +122,90 @@ pub fn create_monitored_items(subscription_id: u32, items: &[ItemToCreate]) -> S
         None::<&str>.encode(&mut out); // index range
         QualifiedName::default().encode(&mut out);
         put_u32(&mut out, 2); // monitoring mode: reporting
-        put_u32(&mut out, item.client_handle);
-        out.extend_from_slice(&item.sampling_interval_ms.to_le_bytes());
-        let filter = match item.deadband {
-            None => ExtensionObject { type_id: NodeId::null(), body: ExtensionBody::None },
-            Some(deadband) => {
-                let (kind, value) = match deadband {
-                    Deadband::Absolute(v) => (1u32, v),
-                    Deadband::Percent(v) => (2u32, v),
-                };
-                let mut body = Vec::with_capacity(16);
-                put_u32(&mut body, 1); // trigger: status or value
-                put_u32(&mut body, kind);
-                body.extend_from_slice(&value.to_le_bytes());
-                ExtensionObject {
-                    type_id: NodeId::numeric(0, encoding_id::DATA_CHANGE_FILTER),
-                    body: ExtensionBody::Binary(body),
-                }
-            }
-        };
-        filter.encode(&mut out);
-        put_u32(&mut out, 1); // queue size
-        out.push(1); // discard oldest
+        monitoring_parameters(&mut out, item.client_handle, item.sampling_interval_ms, item.deadband);
     }
     request(encoding_id::CREATE_MONITORED_ITEMS_REQUEST, out)
+}
+
+/// MonitoringParameters: the handle changes come under, how often the node is
+/// sampled, a DataChangeFilter for a deadband, and a queue of one (the newest).
+fn monitoring_parameters(out: &mut Vec<u8>, client_handle: u32, sampling_interval_ms: f64, deadband: Option<Deadband>) {
+    put_u32(out, client_handle);
+    out.extend_from_slice(&sampling_interval_ms.to_le_bytes());
+    let filter = match deadband {
+        None => ExtensionObject { type_id: NodeId::null(), body: ExtensionBody::None },
+        Some(deadband) => {
+            let (kind, value) = match deadband {
+                Deadband::Absolute(v) => (1u32, v),
+                Deadband::Percent(v) => (2u32, v),
+            };
+            let mut body = Vec::with_capacity(16);
+            put_u32(&mut body, 1); // trigger: status or value
+            put_u32(&mut body, kind);
+            body.extend_from_slice(&value.to_le_bytes());
+            ExtensionObject { type_id: NodeId::numeric(0, encoding_id::DATA_CHANGE_FILTER), body: ExtensionBody::Binary(body) }
+        }
+    };
+    filter.encode(out);
+    put_u32(out, 1); // queue size
+    out.push(1); // discard oldest
+}
+
+/// New parameters of monitored items, each named by the server's id for it and
+/// keeping its client handle.
+pub fn modify_monitored_items(
+    subscription_id: u32,
+    items: &[(u32, u32)],
+    sampling_interval_ms: f64,
+    deadband: Option<Deadband>,
+) -> ServiceRequest {
+    let mut out = Vec::with_capacity(12 + items.len() * 40);
+    put_u32(&mut out, subscription_id);
+    put_u32(&mut out, 2); // timestamps: both
+    put_u32(&mut out, items.len() as u32);
+    for &(monitored_item_id, client_handle) in items {
+        put_u32(&mut out, monitored_item_id);
+        monitoring_parameters(&mut out, client_handle, sampling_interval_ms, deadband);
+    }
+    request(encoding_id::MODIFY_MONITORED_ITEMS_REQUEST, out)
+}
+
+/// Per item modified, its status.
+pub fn parse_modify_monitored_items(body: &[u8], count: usize) -> Result<Vec<u32>> {
+    let (_, mut r) =
+        secure_channel::response(body, encoding_id::MODIFY_MONITORED_ITEMS_RESPONSE, "ModifyMonitoredItems")?;
+    let n = r.length(19, "monitored item results")?.unwrap_or(0);
+    if n != count {
+        return Err(Error::proto(format!("{n} results to {count} monitored items modified")));
+    }
+    (0..n)
+        .map(|_| {
+            let status = r.u32("an item's status")?;
+            r.u64("a revised sampling interval")?;
+            r.u32("a revised queue size")?;
+            ExtensionObject::decode(&mut r)?; // filter result
+            Ok(status)
+        })
+        .collect()
+}
+
+pub fn delete_monitored_items(subscription_id: u32, ids: &[u32]) -> ServiceRequest {
+    let mut out = Vec::with_capacity(8 + ids.len() * 4);
+    put_u32(&mut out, subscription_id);
+    put_u32(&mut out, ids.len() as u32);
+    ids.iter().for_each(|id| put_u32(&mut out, *id));
+    request(encoding_id::DELETE_MONITORED_ITEMS_REQUEST, out)
+}
+
+/// Per item deleted, its status.
+pub fn parse_delete_monitored_items(body: &[u8], count: usize) -> Result<Vec<u32>> {
+    let (_, mut r) =
+        secure_channel::response(body, encoding_id::DELETE_MONITORED_ITEMS_RESPONSE, "DeleteMonitoredItems")?;
+    let n = r.length(4, "results")?.unwrap_or(0);
+    if n != count {
+        return Err(Error::proto(format!("{n} results to {count} monitored items deleted")));
+    }
+    (0..n).map(|_| r.u32("a status")).collect()
 }
 
 /// Per item created, its status (and the server's id for it).
@@ -284,6 +371,30 @@ mod tests {
         assert_eq!(out.len(), 16);
         // Publish acknowledges (subscription 5, sequence 7).
         assert_eq!(&publish(&[(5, 7)]).fields[..], &[1, 0, 0, 0, 5, 0, 0, 0, 7, 0, 0, 0]);
+    }
+
+    #[test]
+    fn modify_and_delete_requests_are_byte_exact() {
+        let parameters = SubscriptionParameters {
+            publishing_interval_ms: 250.0,
+            lifetime_count: 30,
+            max_keep_alive_count: 10,
+            max_notifications_per_publish: 0,
+        };
+        let modify = modify_subscription(5, &parameters);
+        assert_eq!(modify.type_id, 793);
+        let mut expected = vec![5, 0, 0, 0];
+        expected.extend(250f64.to_le_bytes());
+        expected.extend([30, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&modify.fields[..], &expected[..]);
+        let delete = delete_monitored_items(5, &[7, 8]);
+        assert_eq!((delete.type_id, &delete.fields[..]), (781, &[5, 0, 0, 0, 2, 0, 0, 0, 7, 0, 0, 0, 8, 0, 0, 0][..]));
+        // Item 7 keeps client handle 2, sampled every 250 ms, no filter, a queue of one.
+        let items = modify_monitored_items(5, &[(7, 2)], 250.0, None);
+        let mut expected = vec![5, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 7, 0, 0, 0, 2, 0, 0, 0];
+        expected.extend(250f64.to_le_bytes());
+        expected.extend([0, 0, 0, 1, 0, 0, 0, 1]);
+        assert_eq!((items.type_id, &items.fields[..]), (763, &expected[..]));
     }
 
     #[test]

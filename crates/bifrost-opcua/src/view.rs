@@ -1,5 +1,6 @@
 //! View services (Part 4, 5.8): Browse and BrowseNext, a node's references
-//! page by page under continuation points.
+//! page by page under continuation points; TranslateBrowsePathsToNodeIds, a
+//! path of browse names to the node at its end.
 
 use bifrost_core::{Error, Result};
 use bytes::Bytes;
@@ -15,10 +16,18 @@ pub mod encoding_id {
     pub const BROWSE_RESPONSE: u32 = 530;
     pub const BROWSE_NEXT_REQUEST: u32 = 533;
     pub const BROWSE_NEXT_RESPONSE: u32 = 536;
+    pub const TRANSLATE_REQUEST: u32 = 554;
+    pub const TRANSLATE_RESPONSE: u32 = 557;
 }
 
 /// HierarchicalReferences: Organizes, HasComponent, HasProperty and their kin.
 pub const HIERARCHICAL_REFERENCES: u32 = 33;
+
+/// Aggregates: HasComponent, HasProperty and their kin (a relative path's `.`).
+pub const AGGREGATES: u32 = 44;
+
+/// RootFolder, where a relative path starts unless told otherwise.
+pub const ROOT_FOLDER: u32 = 84;
 
 /// Node classes (Part 3, 8.29).
 pub mod node_class {
@@ -136,9 +145,130 @@ pub fn parse_browse(body: &[u8]) -> Result<BrowseResult> {
     BrowseResult::decode(&mut r)
 }
 
+/// One step of a relative path: references of a type (with its subtypes) followed
+/// forward to the target of a browse name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PathElement {
+    pub reference_type: u32,
+    pub target: QualifiedName,
+}
+
+/// The characters a browse name in a relative path escapes with `&`.
+const RESERVED: &str = "/.<>:#!&";
+
+/// Parses a relative path's text (Part 4, A.2): `/` follows hierarchical
+/// references and `.` aggregates, each to a browse name `[namespace index:]name`
+/// in which `&` escapes the reserved characters `/.<>:#!&`. Explicit reference
+/// types (`<...>`) are refused.
+pub fn parse_relative_path(text: &str) -> Result<Vec<PathElement>> {
+    let bad = |why: &str| Error::address(format!("'{text}' is not a browse path: {why}"));
+    let mut elements = Vec::new();
+    let mut chars = text.chars().peekable();
+    while let Some(step) = chars.next() {
+        let reference_type = match step {
+            '/' => HIERARCHICAL_REFERENCES,
+            '.' => AGGREGATES,
+            '<' => return Err(bad("explicit reference types (<...>) are not supported; use / or .")),
+            _ => return Err(bad("each step starts with / or .")),
+        };
+        let (mut name, mut namespace) = (String::new(), None);
+        while let Some(&c) = chars.peek() {
+            if c == '/' || c == '.' || c == '<' {
+                break;
+            }
+            chars.next();
+            match c {
+                '&' => match chars.next() {
+                    Some(escaped) if RESERVED.contains(escaped) => name.push(escaped),
+                    _ => return Err(bad("& escapes one of /.<>:#!&")),
+                },
+                ':' if namespace.is_none() => {
+                    namespace = Some(name.parse::<u16>().map_err(|_| bad("a namespace index is a number"))?);
+                    name.clear();
+                }
+                '>' | ':' | '#' | '!' => return Err(bad(&format!("'{c}' must be escaped as &{c}"))),
+                _ => name.push(c),
+            }
+        }
+        if name.is_empty() {
+            return Err(bad("a step names no browse name"));
+        }
+        elements.push(PathElement { reference_type, target: QualifiedName { namespace: namespace.unwrap_or(0), name: Some(name) } });
+    }
+    if elements.is_empty() {
+        return Err(bad("it has no steps"));
+    }
+    Ok(elements)
+}
+
+/// TranslateBrowsePathsToNodeIds of each path from its starting node.
+pub fn translate(paths: &[(&NodeId, &[PathElement])]) -> ServiceRequest {
+    let mut out = Vec::with_capacity(64 * paths.len());
+    put_u32(&mut out, paths.len() as u32);
+    for (start, elements) in paths {
+        start.encode(&mut out);
+        put_u32(&mut out, elements.len() as u32);
+        for element in *elements {
+            NodeId::numeric(0, element.reference_type).encode(&mut out);
+            out.push(0); // forward
+            out.push(1); // with subtypes
+            element.target.encode(&mut out);
+        }
+    }
+    ServiceRequest { type_id: encoding_id::TRANSLATE_REQUEST, fields: Bytes::from(out) }
+}
+
+/// Where one path led: the node at its end, or the status saying why none.
+pub type PathTarget = std::result::Result<ExpandedNodeId, u32>;
+
+/// A TranslateBrowsePathsToNodeIds response's results, one per path asked: each
+/// path's first target reached by the whole path.
+pub fn parse_translate(body: &[u8], asked: usize) -> Result<Vec<PathTarget>> {
+    let (_, mut r) = secure_channel::response(body, encoding_id::TRANSLATE_RESPONSE, "TranslateBrowsePathsToNodeIds")?;
+    let count = r.length(8, "browse path results")?.unwrap_or(0);
+    if count != asked {
+        return Err(Error::proto(format!("{count} results to a translation of {asked} browse paths")));
+    }
+    (0..count)
+        .map(|_| {
+            let status = r.u32("a browse path status")?;
+            let targets = r.length(8, "browse path targets")?.unwrap_or(0);
+            let mut whole = None;
+            for _ in 0..targets {
+                let target = ExpandedNodeId::decode(&mut r)?;
+                // u32::MAX: the whole path was followed (else the index of the first step left).
+                if r.u32("a remaining path index")? == u32::MAX && whole.is_none() {
+                    whole = Some(target);
+                }
+            }
+            Ok(match whole {
+                Some(target) if crate::status::severity(status) != crate::status::Severity::Bad => Ok(target),
+                _ => Err(if crate::status::severity(status) == crate::status::Severity::Bad { status } else { BAD_NO_MATCH }),
+            })
+        })
+        .collect()
+}
+
+/// BadNoMatch: the path leads nowhere.
+pub const BAD_NO_MATCH: u32 = 0x806F_0000;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_paths_parse_as_part_4_a2_writes_them() {
+        let path = parse_relative_path("/Objects/2:Line&/1.Speed").unwrap();
+        let names: Vec<_> = path.iter().map(|e| (e.reference_type, e.target.namespace, e.target.name.clone().unwrap())).collect();
+        assert_eq!(names, [(33, 0, "Objects".into()), (33, 2, "Line/1".into()), (44, 0, "Speed".into())]);
+        for bad in ["", "Objects", "/", "/x:y", "/a<b>", "<HasChild>x", "/a&", "/a:b:c", "/a#b"] {
+            assert_eq!(parse_relative_path(bad).unwrap_err().code, bifrost_core::ErrorCode::Address, "{bad}");
+        }
+        // One path of one step: RootFolder, HierarchicalReferences forward with subtypes, 0:Objects.
+        let request = translate(&[(&NodeId::numeric(0, ROOT_FOLDER), &parse_relative_path("/Objects").unwrap())]);
+        let expected = [1, 0, 0, 0, 0, 84, 1, 0, 0, 0, 0, 33, 0, 1, 0, 0, 7, 0, 0, 0, b'O', b'b', b'j', b'e', b'c', b't', b's'];
+        assert_eq!(&request.fields[..], &expected);
+    }
 
     #[test]
     fn browse_results_round_trip_and_requests_are_byte_exact() {

@@ -228,7 +228,7 @@ async fn a_subscription_reports_changes_past_its_deadband_until_it_is_deleted() 
     let options =
         SubscribeOptions { interval: std::time::Duration::from_millis(50), deadband: Some(Deadband::Absolute(0.5)) };
     let tags = strings(&["ns=1;s=V0", "ns=1;s=Nope"]);
-    let unsubscribe = device.subscribe(&tags, options, sink, Box::new(move |o| drop(ended_sender.send(o))));
+    let subscription = device.subscribe(&tags, options, sink, Box::new(move |o| drop(ended_sender.send(o))));
     async fn next(
         changes: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<bifrost_engine::Change>>,
     ) -> Vec<bifrost_engine::Change> {
@@ -251,7 +251,23 @@ async fn a_subscription_reports_changes_past_its_deadband_until_it_is_deleted() 
     write(&writer, &[("ns=1;s=V0", Value::Float(2.0))]).await;
     let moved = next(&mut changes).await;
     assert_eq!(moved[0].1.as_ref().unwrap().value, Value::Float(2.0), "0.3 stayed within the deadband");
-    unsubscribe();
+    // A new interval (ModifySubscription, then ModifyMonitoredItems), then V0 no longer watched
+    // (DeleteMonitoredItems); the refused tag was never watched.
+    let (sender, modified) = tokio::sync::oneshot::channel();
+    let faster = SubscribeOptions { interval: std::time::Duration::from_millis(100), deadband: None };
+    subscription.modify(faster, None, Box::new(move |o| drop(sender.send(o))));
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), modified).await.unwrap().unwrap();
+    assert!(matches!(outcome, Outcome::Values(ref v) if v[0].as_ref().unwrap().value == Value::Float(100.0)), "{outcome:?}");
+    let (sender, removed) = tokio::sync::oneshot::channel();
+    subscription.remove(&[0, 1], None, Box::new(move |o| drop(sender.send(o))));
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), removed).await.unwrap().unwrap();
+    let Outcome::Written(results) = outcome else { panic!("{outcome:?}") };
+    assert!(results[0].is_ok(), "{results:?}");
+    assert_eq!(results[1].as_ref().unwrap_err().code, bifrost_core::ErrorCode::InvalidValue);
+    write(&writer, &[("ns=1;s=V0", Value::Float(9.0))]).await;
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(500), changes.recv()).await;
+    assert!(quiet.is_err(), "no change of a removed tag: {quiet:?}");
+    subscription.end();
     let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), ended).await.unwrap().unwrap();
     assert!(matches!(outcome, Outcome::Values(ref v) if v[0].is_ok()), "{outcome:?}");
     assert_eq!(read(&writer, &["i=2285"]).await[0].as_ref().unwrap(), &Value::UInt(0), "deleted on the server");
