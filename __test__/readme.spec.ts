@@ -1,4 +1,4 @@
-// The README's Modbus example is run as written, so the documentation cannot rot.
+// The README's examples are run as written, so the documentation cannot rot.
 import test from 'ava'
 import { readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -78,5 +78,29 @@ test('the README install examples run as written, CommonJS and ESM, through the 
     } finally {
       rmSync(file, { force: true })
     }
+  }
+})
+
+test('the README OPC UA example runs and prints what it promises', async (t) => {
+  const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8')
+  const example = /```ts\n(import \{ connect, getEndpoints, startOpcuaSimulator[\s\S]*?)```/.exec(readme)?.[1]
+  t.truthy(example, 'the README has an OPC UA example')
+  const file = join(__dirname, '.readme-opcua.mts')
+  writeFileSync(file, example!)
+  try {
+    const output = await run(process.execPath, ['--import', 'tsx', file])
+    t.regex(output, /'None http:\/\/opcfoundation\.org\/UA\/SecurityPolicy#None'/)
+    t.regex(output, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/m)
+    t.regex(output, /^\[ 42 \]$/m)
+    t.regex(output, /^ns=1;s=Sine$/m)
+    t.regex(output, /^ns=1;s=Ticks = \d+, ns=1;s=Sine = /m)
+    t.regex(output, /^200$/m)
+    // After the removal, Ticks alone, every 200 ms (two ticks apart) once the modify took.
+    const ticks = [...output.matchAll(/^ns=1;s=Ticks = (\d+)$/gm)].map((m) => Number(m[1]))
+    t.true(ticks.length >= 3 && ticks.at(-1)! > 20, String(ticks))
+    t.regex(output, /^0 0 \d{13}/m, 'a column: V0, its value and timestamp')
+    t.regex(output, /^1 -?[\d.e-]+ \d{13}/m, 'a column: Sine')
+  } finally {
+    rmSync(file, { force: true })
   }
 })
