@@ -363,8 +363,12 @@ peerTest('open62541: a channel token of 2 s is renewed at 75% of its lifetime: r
   })
 })
 
-peerTest('open62541: browse of its folder, and a prepared read of 2,000 nodes into columns', open62541, async (t) => {
+peerTest('open62541: browse of its folder, a Read of 10,000 nodes chunked both ways, and a prepared read of 2,000 nodes into columns', open62541, async (t) => {
   await withOpen62541(10_000, async (dev) => {
+    // open62541 takes and sends chunks of 64 KiB: the Read (about 270 KB) goes out in several, its answer comes in several.
+    const all = await dev.readTags(Array.from({ length: 10_000 }, (_, i) => `nsu=urn:bifrost:simulator;s=V${i}`))
+    const expected = (i: number) => [i * 0.5, i, i % 2 === 1, i * 0.25, `v${i}`][i % 5]
+    t.deepEqual(all.filter((r, i) => r.value !== expected(i)).map((r) => r.tag), [])
     const folder = await dev.browse('nsu=urn:bifrost:simulator;s=Simulation')
     // open62541 lists references in an order of its own.
     const types = new Map(folder.map((n) => [n.displayName, n.type]))

@@ -72,6 +72,8 @@ const METRICS = [
   { workload: 'opcua-decode', key: 'valuesPerSec', label: 'opcua-decode (a 2,000-value ReadResponse): values/s', better: 'higher', digits: 0 },
   { workload: 'opcua-decode', key: 'cpuMicrosPerValue', label: 'opcua-decode: CPU µs per value', better: 'lower', digits: 4 },
   { workload: 'opcua-startup', key: 'ms', label: 'opcua-startup: ms from require to first value', better: 'lower', digits: 1 },
+  { workload: 'opcua-startup', key: 'requireMs', label: 'opcua-startup: ms to load (require)', better: 'lower', digits: 1 },
+  { workload: 'opcua-startup', key: 'connectMs', label: 'opcua-startup: ms to connect (secure channel and session)', better: 'lower', digits: 1 },
   { workload: 'opcua-startup', key: 'rssMb', label: 'opcua-startup: RSS MB after first value', better: 'lower', digits: 0 },
 ]
 
