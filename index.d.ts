@@ -113,7 +113,7 @@ export declare class BindingSubscription {
 /**
  * One batch of changes, as columns in one `ArrayBuffer` in platform byte order:
  * the change count `n` as a u32 and 4 bytes of padding, then `n` f64 values
- * (a boolean as 0 or 1; NaN for any other change), `n` f64 timestamps (ms since
+ * (a boolean as 0 or 1, a 64-bit integer rounded; NaN for any other change), `n` f64 timestamps (ms since
  * the epoch), `n` u32 tag positions in the subscribed list, `n` quality bytes
  * (0 good, 1 bad), and `n` kind bytes (see [`Kind`]). The values that are not
  * plain numbers and the errors follow in change order in `values` and `errors`.

@@ -153,9 +153,7 @@ impl ToNapiValue for CopiedBuffer {
 }
 
 /// Runs a decode, a panic becoming an error of this call alone.
-pub(crate) fn panic_free<T>(
-    decode: impl FnOnce() -> std::result::Result<T, Error>,
-) -> std::result::Result<T, Error> {
+pub(crate) fn panic_free<T>(decode: impl FnOnce() -> std::result::Result<T, Error>) -> std::result::Result<T, Error> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode))
         .unwrap_or_else(|_| Err(Error::proto("internal error while decoding (please report it)")))
 }

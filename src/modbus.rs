@@ -19,9 +19,9 @@ use napi_derive::napi;
 use crate::device::{BindingDevice, DriverChoice};
 #[cfg(target_os = "linux")]
 use crate::event_loop::EventLoopDriver;
-use crate::{guarded, panic_free};
 use crate::js::{either, to_binding_columns, BindingColumnarRead, JsError, Promise, ToJs};
 use crate::simulator::{BindingSimulator, SimulatorOptions};
+use crate::{guarded, panic_free};
 
 /// Opens a Modbus device and settles `promise` with its `BindingDevice`. With
 /// `backup=host:port`, the primary and then the backup open as one failover pair.

@@ -13,9 +13,9 @@ use std::collections::HashMap;
 use bifrost_opcua::discovery::{discover, Discovery};
 
 use crate::device::{device_url, open_tcp, DriverChoice};
-use crate::{panic_free, JsValue};
 use crate::js::{either, JsError, Promise};
 use crate::simulator::{BindingSimulator, SimulatorOptions};
+use crate::{panic_free, JsValue};
 
 /// Opens a server's endpoint and settles `promise` with its `BindingDevice`, once
 /// the secure channel and the session are up.

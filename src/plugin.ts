@@ -122,7 +122,7 @@ export interface ColumnarData {
 export interface ChangeColumns {
   /** Per change: the position of its tag in the subscribed list. */
   indices: Uint32Array
-  /** Per change: its value as a number (a boolean as 0 or 1); NaN when it failed or is not a number (text, an array: see `results()`). */
+  /** Per change: its value as a number (a boolean as 0 or 1, a 64-bit integer rounded to the nearest double); NaN when it failed or is not a number (text, an array: see `results()`). */
   values: Float64Array
   /** Per change: the device's timestamp of it (else when the batch arrived), in milliseconds since the Unix epoch. */
   timestamps: Float64Array

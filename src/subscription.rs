@@ -73,7 +73,7 @@ impl Queue {
 
 /// One batch of changes, as columns in one `ArrayBuffer` in platform byte order:
 /// the change count `n` as a u32 and 4 bytes of padding, then `n` f64 values
-/// (a boolean as 0 or 1; NaN for any other change), `n` f64 timestamps (ms since
+/// (a boolean as 0 or 1, a 64-bit integer rounded; NaN for any other change), `n` f64 timestamps (ms since
 /// the epoch), `n` u32 tag positions in the subscribed list, `n` quality bytes
 /// (0 good, 1 bad), and `n` kind bytes (see [`Kind`]). The values that are not
 /// plain numbers and the errors follow in change order in `values` and `errors`.
@@ -136,7 +136,7 @@ fn kind(result: &Result<TypedValue, Error>) -> Kind {
     }
 }
 
-/// A change's value as one number, NaN where it is none (failed, text, an array).
+/// A change's value as one number (64-bit integers rounded), NaN where it is none (failed, text, an array).
 fn number(result: &Result<TypedValue, Error>) -> f64 {
     match result.as_ref().map(|typed| &typed.value) {
         Ok(Value::Float(v)) => *v,

@@ -99,7 +99,9 @@ struct NoSubscription;
 
 impl SubscriptionHandle for NoSubscription {
     fn modify(&self, _options: SubscribeOptions, _timeout: Option<Duration>, done: Box<dyn Completion>) {
-        done.complete(Outcome::Values(vec![Err(bifrost_core::Error::invalid_value("there is no subscription to modify"))]))
+        done.complete(Outcome::Values(vec![Err(bifrost_core::Error::invalid_value(
+            "there is no subscription to modify",
+        ))]))
     }
     fn remove(&self, positions: &[u32], _timeout: Option<Duration>, done: Box<dyn Completion>) {
         let none = || Err(bifrost_core::Error::invalid_value("there is no subscription to remove tags from"));

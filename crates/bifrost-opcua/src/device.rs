@@ -68,7 +68,10 @@ impl Opening {
     /// The framing of a connection to this server, and what it learns of the server.
     pub fn framing(&self) -> (Framing, SharedServerInfo) {
         let server = SharedServerInfo::default();
-        (Framing::new(self.endpoint_url.clone(), server.clone(), self.link.request_timeout, self.channel_lifetime), server)
+        (
+            Framing::new(self.endpoint_url.clone(), server.clone(), self.link.request_timeout, self.channel_lifetime),
+            server,
+        )
     }
 
     /// Starts the device's link on a runtime-thread driver.
@@ -213,10 +216,9 @@ impl Job<Framing> for TranslateJob {
                     Ok(target) if target.server_index != 0 => {
                         Err(Error::invalid_value("the browse path leads to a node in another server"))
                     }
-                    Ok(target) => target.resolve(&namespaces).map(|node| TypedValue {
-                        value: Value::String(node.to_string()),
-                        wide: false,
-                    }),
+                    Ok(target) => target
+                        .resolve(&namespaces)
+                        .map(|node| TypedValue { value: Value::String(node.to_string()), wide: false }),
                     Err(status) => Err(status_error(*status, "the browse path")),
                 },
                 Err(e) => Err(e.clone()),
@@ -1064,7 +1066,9 @@ impl OpcuaSubscription {
         let items = self.shared.items.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match (id, items) {
             (Some(id), Some(items)) => Ok((id, items)),
-            _ => Err(Error::invalid_value("the subscription is still being made on the server: wait for its first batch")),
+            _ => Err(Error::invalid_value(
+                "the subscription is still being made on the server: wait for its first batch",
+            )),
         }
     }
 }
@@ -1095,7 +1099,8 @@ impl SubscriptionHandle for OpcuaSubscription {
                 None => Some(Err(Error::invalid_value("the tag is not watched by this subscription"))),
             })
             .collect();
-        self.device.run(Box::new(RemoveItemsJob { id, targets, results }), timeout, done);
+        let job = RemoveItemsJob { id, shared: self.shared.clone(), positions: positions.to_vec(), targets, results };
+        self.device.run(Box::new(job), timeout, done);
     }
 
     fn end(&self) {
@@ -1148,18 +1153,21 @@ impl Job<Framing> for ModifySubscriptionJob {
                 return;
             }
             let sampling_ms = self.options.interval.as_secs_f64() * 1000.0;
-            let request = subscription::modify_monitored_items(self.id, &self.items, sampling_ms, self.options.deadband);
+            let request =
+                subscription::modify_monitored_items(self.id, &self.items, sampling_ms, self.options.deadband);
             if let Err(e) = link.submit(Request::service(request, "ModifyMonitoredItems"), 1) {
                 self.error = Some(e);
             }
             return;
         }
-        let refused = subscription::parse_modify_monitored_items(&body, self.items.len())
-            .map(|statuses| statuses.into_iter().filter(|&status| severity(status) == Severity::Bad).collect::<Vec<_>>());
+        let refused = subscription::parse_modify_monitored_items(&body, self.items.len()).map(|statuses| {
+            statuses.into_iter().filter(|&status| severity(status) == Severity::Bad).collect::<Vec<_>>()
+        });
         match refused {
             Ok(refused) if refused.is_empty() => {}
             Ok(refused) => {
-                let what = format!("{} of {} monitored items refused the new settings", refused.len(), self.items.len());
+                let what =
+                    format!("{} of {} monitored items refused the new settings", refused.len(), self.items.len());
                 self.error = Some(status_error(refused[0], &what));
             }
             Err(e) => self.error = Some(e),
@@ -1179,10 +1187,22 @@ impl Job<Framing> for ModifySubscriptionJob {
 /// DeleteMonitoredItems of some of a subscription's tags.
 struct RemoveItemsJob {
     id: u32,
-    /// Per position asked: its monitored item, if it was watched.
+    shared: Arc<SubscriptionShared>,
+    /// The positions asked, and per position its monitored item, if it was watched.
+    positions: Vec<u32>,
     targets: Vec<Option<u32>>,
     /// Per position: its result, once known (at once for a position not watched).
     results: Vec<Option<Result<()>>>,
+}
+
+impl RemoveItemsJob {
+    /// Marks the item asked at `at` as watched again.
+    fn restore(&self, at: usize) {
+        let mut items = self.shared.items.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = items.as_mut().and_then(|items| items.get_mut(self.positions[at] as usize)) {
+            *slot = self.targets[at];
+        }
+    }
 }
 
 impl Job<Framing> for RemoveItemsJob {
@@ -1203,14 +1223,18 @@ impl Job<Framing> for RemoveItemsJob {
             Reply::Response(body) => subscription::parse_delete_monitored_items(&body, count),
             _ => Err(Error::proto("a DeleteMonitoredItems was answered with another message type")),
         });
-        let asked = (0..self.targets.len()).filter(|&at| self.targets[at].is_some());
-        for (n, at) in asked.enumerate() {
+        let asked: Vec<usize> = (0..self.targets.len()).filter(|&at| self.targets[at].is_some()).collect();
+        for (n, &at) in asked.iter().enumerate() {
             self.results[at] = Some(match &statuses {
                 Ok(statuses) if severity(statuses[n]) == Severity::Bad => {
                     Err(status_error(statuses[n], "removing the monitored item"))
                 }
                 Ok(_) => Ok(()),
-                Err(e) => Err(e.clone()),
+                Err(e) => {
+                    // Not removed (the call failed): still watched, so it can be removed again.
+                    self.restore(at);
+                    Err(e.clone())
+                }
             });
         }
     }

@@ -24,7 +24,8 @@ pub enum Discovery {
 /// structures, or the error that stopped it (the URL's `request-timeout` bounds it).
 pub async fn discover(url: DeviceUrl, service: Discovery) -> Result<TypedValue> {
     let opening = Opening::from_url(url)?;
-    let framing = Framing::discovery(opening.endpoint_url.clone(), opening.link.request_timeout, opening.channel_lifetime);
+    let framing =
+        Framing::discovery(opening.endpoint_url.clone(), opening.link.request_timeout, opening.channel_lifetime);
     let driver = opening.open_runtime_driver(framing).await?;
     let request = match service {
         Discovery::Endpoints => Request::service(session::get_endpoints(&opening.endpoint_url), "GetEndpoints"),
@@ -60,7 +61,9 @@ impl Job<Framing> for DiscoveryJob {
     fn reply(&mut self, _index: u32, reply: Result<Reply>, _link: &mut Submitter<'_, Framing>) {
         let body = match reply {
             Ok(Reply::Response(body)) => body,
-            Ok(_) => return self.result = Some(Err(Error::proto("a discovery call was answered with another message"))),
+            Ok(_) => {
+                return self.result = Some(Err(Error::proto("a discovery call was answered with another message")))
+            }
             Err(e) => return self.result = Some(Err(e)),
         };
         let value = match self.service {

@@ -141,7 +141,12 @@ pub struct Framing {
 
 impl Framing {
     /// A framing for `endpoint_url` (`opc.tcp://host:port/path`), sharing what it learns in `server`.
-    pub fn new(endpoint_url: String, server: SharedServerInfo, request_timeout: Duration, lifetime: Duration) -> Framing {
+    pub fn new(
+        endpoint_url: String,
+        server: SharedServerInfo,
+        request_timeout: Duration,
+        lifetime: Duration,
+    ) -> Framing {
         Framing {
             endpoint_url,
             policy: Box::new(NoSecurity),
@@ -165,7 +170,10 @@ impl Framing {
     /// A framing whose set-up ends with the secure channel, without a session:
     /// for GetEndpoints and FindServers, which need none.
     pub fn discovery(endpoint_url: String, request_timeout: Duration, lifetime: Duration) -> Framing {
-        Framing { discovery: true, ..Framing::new(endpoint_url, SharedServerInfo::default(), request_timeout, lifetime) }
+        Framing {
+            discovery: true,
+            ..Framing::new(endpoint_url, SharedServerInfo::default(), request_timeout, lifetime)
+        }
     }
 
     fn header(&self, request_handle: u32) -> RequestHeader {
@@ -500,7 +508,8 @@ mod tests {
     #[test]
     fn the_token_is_renewed_ahead_of_the_request_that_finds_it_due_and_used_once_granted() {
         let lifetime = Duration::from_secs(3600);
-        let mut f = Framing::new("opc.tcp://h:4840".into(), SharedServerInfo::default(), Duration::from_secs(1), lifetime);
+        let mut f =
+            Framing::new("opc.tcp://h:4840".into(), SharedServerInfo::default(), Duration::from_secs(1), lifetime);
         assert!(matches!(f.set_up(None).unwrap(), Some(Request::Hello)));
         let mut out = Vec::new();
         f.encode(0, &Request::Hello, &mut out).unwrap();

@@ -988,8 +988,9 @@ fn answer_service(
         subscription::encoding_id::MODIFY_MONITORED_ITEMS_REQUEST => {
             let id = r.u32("a subscription id").map_err(decoding)?;
             r.u32("timestamps to return").map_err(decoding)?;
-            let changes = read_array(r, 24, "items to modify", |r| Ok((r.u32("an item id")?, monitoring_parameters(r)?)))
-                .map_err(decoding)?;
+            let changes =
+                read_array(r, 24, "items to modify", |r| Ok((r.u32("an item id")?, monitoring_parameters(r)?)))
+                    .map_err(decoding)?;
             let subscription =
                 state.subscriptions.iter_mut().find(|s| s.id == id).ok_or(status::BAD_SUBSCRIPTION_ID_INVALID)?;
             let results: Vec<u32> = (changes.iter())

@@ -143,7 +143,10 @@ fn monitoring_parameters(out: &mut Vec<u8>, client_handle: u32, sampling_interva
             put_u32(&mut body, 1); // trigger: status or value
             put_u32(&mut body, kind);
             body.extend_from_slice(&value.to_le_bytes());
-            ExtensionObject { type_id: NodeId::numeric(0, encoding_id::DATA_CHANGE_FILTER), body: ExtensionBody::Binary(body) }
+            ExtensionObject {
+                type_id: NodeId::numeric(0, encoding_id::DATA_CHANGE_FILTER),
+                body: ExtensionBody::Binary(body),
+            }
         }
     };
     filter.encode(out);

@@ -193,7 +193,10 @@ pub fn parse_relative_path(text: &str) -> Result<Vec<PathElement>> {
         if name.is_empty() {
             return Err(bad("a step names no browse name"));
         }
-        elements.push(PathElement { reference_type, target: QualifiedName { namespace: namespace.unwrap_or(0), name: Some(name) } });
+        elements.push(PathElement {
+            reference_type,
+            target: QualifiedName { namespace: namespace.unwrap_or(0), name: Some(name) },
+        });
     }
     if elements.is_empty() {
         return Err(bad("it has no steps"));
@@ -243,7 +246,11 @@ pub fn parse_translate(body: &[u8], asked: usize) -> Result<Vec<PathTarget>> {
             }
             Ok(match whole {
                 Some(target) if crate::status::severity(status) != crate::status::Severity::Bad => Ok(target),
-                _ => Err(if crate::status::severity(status) == crate::status::Severity::Bad { status } else { BAD_NO_MATCH }),
+                _ => Err(if crate::status::severity(status) == crate::status::Severity::Bad {
+                    status
+                } else {
+                    BAD_NO_MATCH
+                }),
             })
         })
         .collect()
@@ -259,14 +266,16 @@ mod tests {
     #[test]
     fn relative_paths_parse_as_part_4_a2_writes_them() {
         let path = parse_relative_path("/Objects/2:Line&/1.Speed").unwrap();
-        let names: Vec<_> = path.iter().map(|e| (e.reference_type, e.target.namespace, e.target.name.clone().unwrap())).collect();
+        let names: Vec<_> =
+            path.iter().map(|e| (e.reference_type, e.target.namespace, e.target.name.clone().unwrap())).collect();
         assert_eq!(names, [(33, 0, "Objects".into()), (33, 2, "Line/1".into()), (44, 0, "Speed".into())]);
         for bad in ["", "Objects", "/", "/x:y", "/a<b>", "<HasChild>x", "/a&", "/a:b:c", "/a#b"] {
             assert_eq!(parse_relative_path(bad).unwrap_err().code, bifrost_core::ErrorCode::Address, "{bad}");
         }
         // One path of one step: RootFolder, HierarchicalReferences forward with subtypes, 0:Objects.
         let request = translate(&[(&NodeId::numeric(0, ROOT_FOLDER), &parse_relative_path("/Objects").unwrap())]);
-        let expected = [1, 0, 0, 0, 0, 84, 1, 0, 0, 0, 0, 33, 0, 1, 0, 0, 7, 0, 0, 0, b'O', b'b', b'j', b'e', b'c', b't', b's'];
+        let expected =
+            [1, 0, 0, 0, 0, 84, 1, 0, 0, 0, 0, 33, 0, 1, 0, 0, 7, 0, 0, 0, b'O', b'b', b'j', b'e', b'c', b't', b's'];
         assert_eq!(&request.fields[..], &expected);
     }
 

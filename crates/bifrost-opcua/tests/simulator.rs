@@ -257,7 +257,10 @@ async fn a_subscription_reports_changes_past_its_deadband_until_it_is_deleted() 
     let faster = SubscribeOptions { interval: std::time::Duration::from_millis(100), deadband: None };
     subscription.modify(faster, None, Box::new(move |o| drop(sender.send(o))));
     let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), modified).await.unwrap().unwrap();
-    assert!(matches!(outcome, Outcome::Values(ref v) if v[0].as_ref().unwrap().value == Value::Float(100.0)), "{outcome:?}");
+    assert!(
+        matches!(outcome, Outcome::Values(ref v) if v[0].as_ref().unwrap().value == Value::Float(100.0)),
+        "{outcome:?}"
+    );
     let (sender, removed) = tokio::sync::oneshot::channel();
     subscription.remove(&[0, 1], None, Box::new(move |o| drop(sender.send(o))));
     let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), removed).await.unwrap().unwrap();
