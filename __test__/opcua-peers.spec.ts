@@ -266,7 +266,8 @@ test.serial('node-opcua-server: a running subscription takes a new interval and 
       } else if (!removed && counts.length >= 3) {
         t.deepEqual((await changes.remove(['ns=2;s=Counter'])).map((r) => r.quality), ['good'])
         removed = true
-        await new Promise((resolve) => setTimeout(resolve, 1000))
+        // Still watched, the counter (sampled every 300 ms, a deadband of 7) would report about three times in this.
+        await new Promise((resolve) => setTimeout(resolve, 3000))
         await dev.write('ns=2;s=Speed', 42)
       }
       if (batch.some((r) => r.tag === 'ns=2;s=Speed' && r.value === 42)) break
