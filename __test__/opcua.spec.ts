@@ -308,23 +308,24 @@ test('the simulator: getEndpoints and findServers describe it; a closed port is 
 })
 
 test('the simulator: translate follows browse paths to NodeIds in requests split to its limit; nowhere is BadNoMatch, malformed EADDRESS', async (t) => {
-  const sim = await startOpcuaSimulator({ variables: 10, maxNodesPerRead: 4 })
+  const sim = await startOpcuaSimulator({ variables: 10, maxNodesPerRead: 5 })
   const dev = await connect(sim.url)
   const paths = [
     '/Objects/1:Simulation/1:V3',
     '/Objects/Server/NamespaceArray',
     '/Objects/1:Simulation/1:Add.1:InputArguments',
     '/Objects/1:Simulation/1:Sine',
+    '/Objects/1:Simulation/1:Ticks',
     '/Objects/1:Simulation/1:V99',
     '/Objects/1:Simulation<HasChild>x',
     'Simulation',
   ]
   const results = await dev.translate(paths)
   t.deepEqual(results.map((r) => r.tag), paths)
-  // Five paths to follow, four at most a request: two requests (one would be BadTooManyOperations).
-  t.deepEqual(results.slice(0, 4).map((r) => r.value), ['ns=1;s=V3', 'i=2255', 'ns=1;s=Add.InputArguments', 'ns=1;s=Sine'])
-  t.is(results[4]!.error?.statusName, 'BadNoMatch')
-  t.deepEqual(results.slice(5).map((r) => r.error?.code), ['EADDRESS', 'EADDRESS'])
+  // Six paths to follow, five at most a request: two requests (one would be BadTooManyOperations).
+  t.deepEqual(results.slice(0, 5).map((r) => r.value), ['ns=1;s=V3', 'i=2255', 'ns=1;s=Add.InputArguments', 'ns=1;s=Sine', 'ns=1;s=Ticks'])
+  t.is(results[5]!.error?.statusName, 'BadNoMatch')
+  t.deepEqual(results.slice(6).map((r) => r.error?.code), ['EADDRESS', 'EADDRESS'])
   t.is(await dev.read(results[0]!.value as string), 0.75, 'the NodeId found reads')
   t.deepEqual((await dev.translate(['/1:Ticks'], { from: 'ns=1;s=Simulation' })).map((r) => r.value), ['ns=1;s=Ticks'])
   t.is((await dev.translate(['/1:Ticks'], { from: 'ns=1;s=Nope' }))[0]!.error?.statusName, 'BadNodeIdUnknown')
@@ -393,6 +394,31 @@ test('the simulator: a running subscription is modified (a new interval and dead
   t.is((await failure(changes.modify({ intervalMs: 100 }))).code, 'ECLOSED', 'the loop ended it')
   await writer.close()
   await dev.close()
+  sim.stop()
+})
+
+test('the simulator: a subscription makes, modifies and removes its monitored items in calls of at most MaxMonitoredItemsPerCall', async (t) => {
+  // The simulator refuses a call of more than five items (BadTooManyOperations): seven tags need two of each.
+  const sim = await startOpcuaSimulator({ variables: 10, maxNodesPerRead: 5 })
+  const dev = await connect(sim.url)
+  const tags = Array.from({ length: 7 }, (_, i) => `ns=1;s=V${i}`)
+  const changes = dev.subscribe(tags, { intervalMs: 50 })
+  const seen = new Map<string, unknown>()
+  for await (const batch of changes) {
+    for (const r of batch) seen.set(r.tag, r.error?.code ?? r.value)
+    if (seen.size === 7) break
+  }
+  t.deepEqual(tags.map((tag) => seen.get(tag)), [0, 1, false, 0.75, 'v4', 2.5, 6], 'every item made')
+  await dev.close()
+  const again = await connect(sim.url)
+  const running = again.subscribe(tags, { intervalMs: 50 })
+  for await (const batch of running) {
+    t.true(batch.length >= 1)
+    t.is(await running.modify({ intervalMs: 100 }), 100, 'two ModifyMonitoredItems')
+    t.deepEqual((await running.remove(tags.slice(0, 6))).map((r) => r.error?.code), Array(6).fill(undefined), 'two DeleteMonitoredItems')
+    break
+  }
+  await again.close()
   sim.stop()
 })
 

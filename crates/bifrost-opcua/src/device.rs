@@ -833,7 +833,8 @@ impl SubscriptionShared {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SubscriptionStep {
     Create,
-    Items,
+    /// CreateMonitoredItems of the batch numbered so.
+    Items(usize),
     Publish,
     Republish,
     Delete,
@@ -850,6 +851,12 @@ struct SubscriptionJob {
     sink: ChangeSink,
     shared: Arc<SubscriptionShared>,
     subscription_id: u32,
+    /// The server's MaxMonitoredItemsPerCall (0: no limit), and the tags' positions per CreateMonitoredItems.
+    most_items: u32,
+    item_batches: Vec<Vec<usize>>,
+    /// Each tag's monitored item id, as the batches are answered; batches not answered yet.
+    items: Vec<Option<u32>>,
+    batches_left: usize,
     requests: Vec<SubscriptionStep>,
     acknowledgements: Vec<(u32, u32)>,
     /// The sequence number the next data message should carry.
@@ -906,30 +913,31 @@ impl SubscriptionJob {
             self.submit(SubscriptionStep::Delete, request, link);
             return Ok(());
         }
-        let items: Vec<subscription::ItemToCreate> = (self.nodes.iter().enumerate())
-            .filter_map(|(i, node)| {
-                Some(subscription::ItemToCreate {
-                    node: node.as_ref().ok()?.clone(),
+        // As many calls as the server's MaxMonitoredItemsPerCall asks.
+        self.item_batches = batches(&self.nodes, self.most_items);
+        self.batches_left = self.item_batches.len();
+        for number in 0..self.item_batches.len() {
+            let items: Vec<subscription::ItemToCreate> = (self.item_batches[number].iter())
+                .map(|&i| subscription::ItemToCreate {
+                    node: self.nodes[i].as_ref().expect("batches hold good nodes").clone(),
                     client_handle: i as u32,
                     sampling_interval_ms: self.options.interval.as_secs_f64() * 1000.0,
                     deadband: self.options.deadband,
                 })
-            })
-            .collect();
-        let request = subscription::create_monitored_items(created.subscription_id, &items);
-        self.submit(SubscriptionStep::Items, Request::service(request, "CreateMonitoredItems"), link);
+                .collect();
+            let request = subscription::create_monitored_items(created.subscription_id, &items);
+            self.submit(SubscriptionStep::Items(number), Request::service(request, "CreateMonitoredItems"), link);
+        }
         Ok(())
     }
 
-    fn items_created(&mut self, body: &[u8], link: &mut Submitter<'_, Framing>) -> Result<()> {
-        let good: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].is_ok()).collect();
-        let results = subscription::parse_create_monitored_items(body, good.len())?;
-        let mut items = vec![None; self.nodes.len()];
-        for (&i, &(status, id)) in good.iter().zip(&results) {
-            items[i] = (severity(status) != Severity::Bad).then_some(id);
+    fn items_created(&mut self, number: usize, body: &[u8], link: &mut Submitter<'_, Framing>) -> Result<()> {
+        let batch = std::mem::take(&mut self.item_batches[number]);
+        let results = subscription::parse_create_monitored_items(body, batch.len())?;
+        for (&i, &(status, id)) in batch.iter().zip(&results) {
+            self.items[i] = (severity(status) != Severity::Bad).then_some(id);
         }
-        *self.shared.items.lock().unwrap_or_else(|e| e.into_inner()) = Some(items);
-        let refused: Vec<Change> = (good.iter().zip(&results))
+        let refused: Vec<Change> = (batch.iter().zip(&results))
             .filter(|(_, (status, _))| severity(*status) == Severity::Bad)
             .map(|(&i, (status, _))| {
                 (i as u32, Err(status_error(*status, &format!("subscription to '{}'", self.tags[i]))), 0.0)
@@ -938,6 +946,12 @@ impl SubscriptionJob {
         if !refused.is_empty() {
             (self.sink)(refused);
         }
+        self.batches_left -= 1;
+        if self.batches_left > 0 {
+            return Ok(());
+        }
+        // Every item made: the subscription can be modified from now, and publishes.
+        *self.shared.items.lock().unwrap_or_else(|e| e.into_inner()) = Some(self.items.clone());
         for _ in 0..PUBLISH_PIPELINE {
             self.publish(link);
         }
@@ -1014,7 +1028,7 @@ impl Job<Framing> for SubscriptionJob {
         };
         let handled = match step {
             SubscriptionStep::Create => self.created(&body, link),
-            SubscriptionStep::Items => self.items_created(&body, link),
+            SubscriptionStep::Items(number) => self.items_created(number, &body, link),
             SubscriptionStep::Publish => self.published(&body, link),
             SubscriptionStep::Republish => subscription::parse_republish(&body).map(|message| self.deliver(&message)),
             SubscriptionStep::Delete => subscription::parse_delete_subscriptions(&body).map(drop),
@@ -1079,8 +1093,11 @@ impl SubscriptionHandle for OpcuaSubscription {
             Ok(made) => made,
             Err(e) => return done.complete(Outcome::Values(vec![Err(e)])),
         };
-        let items = (items.iter().enumerate()).filter_map(|(i, item)| Some(((*item)?, i as u32))).collect();
-        let job = ModifySubscriptionJob { id, options, items, granted: None, error: None };
+        let items: Vec<(u32, u32)> =
+            (items.iter().enumerate()).filter_map(|(i, item)| Some(((*item)?, i as u32))).collect();
+        let most = self.device.state.server().max_monitored_items_per_call;
+        let calls = if items.is_empty() { Vec::new() } else { session::batches(items.len(), most).collect() };
+        let job = ModifySubscriptionJob { id, options, items, calls, granted: None, error: None };
         self.device.run(Box::new(job), timeout, done);
     }
 
@@ -1099,7 +1116,11 @@ impl SubscriptionHandle for OpcuaSubscription {
                 None => Some(Err(Error::invalid_value("the tag is not watched by this subscription"))),
             })
             .collect();
-        let job = RemoveItemsJob { id, shared: self.shared.clone(), positions: positions.to_vec(), targets, results };
+        let asked: Vec<usize> = (0..targets.len()).filter(|&at| targets[at].is_some()).collect();
+        let most = self.device.state.server().max_monitored_items_per_call;
+        let calls = if asked.is_empty() { Vec::new() } else { session::batches(asked.len(), most).collect() };
+        let shared = self.shared.clone();
+        let job = RemoveItemsJob { id, shared, positions: positions.to_vec(), targets, asked, calls, results };
         self.device.run(Box::new(job), timeout, done);
     }
 
@@ -1118,8 +1139,9 @@ impl SubscriptionHandle for OpcuaSubscription {
 struct ModifySubscriptionJob {
     id: u32,
     options: SubscribeOptions,
-    /// (monitored item id, client handle) of each watched tag.
+    /// (monitored item id, client handle) of each watched tag, and the items of each ModifyMonitoredItems.
     items: Vec<(u32, u32)>,
+    calls: Vec<Range<usize>>,
     granted: Option<f64>,
     error: Option<Error>,
 }
@@ -1149,18 +1171,18 @@ impl Job<Framing> for ModifySubscriptionJob {
                 Ok(granted) => self.granted = Some(granted),
                 Err(e) => return self.error = Some(e),
             }
-            if self.items.is_empty() {
-                return;
-            }
             let sampling_ms = self.options.interval.as_secs_f64() * 1000.0;
-            let request =
-                subscription::modify_monitored_items(self.id, &self.items, sampling_ms, self.options.deadband);
-            if let Err(e) = link.submit(Request::service(request, "ModifyMonitoredItems"), 1) {
-                self.error = Some(e);
+            for (number, call) in self.calls.iter().enumerate() {
+                let items = &self.items[call.clone()];
+                let request = subscription::modify_monitored_items(self.id, items, sampling_ms, self.options.deadband);
+                if let Err(e) = link.submit(Request::service(request, "ModifyMonitoredItems"), number as u32 + 1) {
+                    self.error = Some(e);
+                }
             }
             return;
         }
-        let refused = subscription::parse_modify_monitored_items(&body, self.items.len()).map(|statuses| {
+        let count = self.calls[index as usize - 1].len();
+        let refused = subscription::parse_modify_monitored_items(&body, count).map(|statuses| {
             statuses.into_iter().filter(|&status| severity(status) == Severity::Bad).collect::<Vec<_>>()
         });
         match refused {
@@ -1191,6 +1213,9 @@ struct RemoveItemsJob {
     /// The positions asked, and per position its monitored item, if it was watched.
     positions: Vec<u32>,
     targets: Vec<Option<u32>>,
+    /// The positions with an item, and which of them each DeleteMonitoredItems names.
+    asked: Vec<usize>,
+    calls: Vec<Range<usize>>,
     /// Per position: its result, once known (at once for a position not watched).
     results: Vec<Option<Result<()>>>,
 }
@@ -1207,23 +1232,22 @@ impl RemoveItemsJob {
 
 impl Job<Framing> for RemoveItemsJob {
     fn start(&mut self, link: &mut Submitter<'_, Framing>) {
-        let ids: Vec<u32> = self.targets.iter().flatten().copied().collect();
-        if ids.is_empty() {
-            return;
-        }
-        let request = Request::service(subscription::delete_monitored_items(self.id, &ids), "DeleteMonitoredItems");
-        if let Err(e) = link.submit(request, 0) {
-            self.reply(0, Err(e), link);
+        for number in 0..self.calls.len() {
+            let ids: Vec<u32> =
+                self.asked[self.calls[number].clone()].iter().filter_map(|&at| self.targets[at]).collect();
+            let request = Request::service(subscription::delete_monitored_items(self.id, &ids), "DeleteMonitoredItems");
+            if let Err(e) = link.submit(request, number as u32) {
+                self.reply(number as u32, Err(e), link);
+            }
         }
     }
 
-    fn reply(&mut self, _index: u32, reply: Result<Reply>, _link: &mut Submitter<'_, Framing>) {
-        let count = self.targets.iter().flatten().count();
+    fn reply(&mut self, index: u32, reply: Result<Reply>, _link: &mut Submitter<'_, Framing>) {
+        let asked = self.asked[self.calls[index as usize].clone()].to_vec();
         let statuses = reply.and_then(|reply| match reply {
-            Reply::Response(body) => subscription::parse_delete_monitored_items(&body, count),
+            Reply::Response(body) => subscription::parse_delete_monitored_items(&body, asked.len()),
             _ => Err(Error::proto("a DeleteMonitoredItems was answered with another message type")),
         });
-        let asked: Vec<usize> = (0..self.targets.len()).filter(|&at| self.targets[at].is_some()).collect();
         for (n, &at) in asked.iter().enumerate() {
             self.results[at] = Some(match &statuses {
                 Ok(statuses) if severity(statuses[n]) == Severity::Bad => {
@@ -1364,13 +1388,18 @@ impl bifrost_engine::Device for OpcuaDevice {
     ) -> Box<dyn SubscriptionHandle> {
         let (nodes, _) = self.0.state.resolve(&parse_tags(tags));
         let shared = Arc::new(SubscriptionShared::default());
+        let most_items = self.0.state.server().max_monitored_items_per_call;
         let job = SubscriptionJob {
             tags: tags.to_vec(),
+            items: vec![None; nodes.len()],
             nodes,
             options,
             sink,
             shared: shared.clone(),
             subscription_id: 0,
+            most_items,
+            item_batches: Vec::new(),
+            batches_left: 0,
             requests: Vec::new(),
             acknowledgements: Vec::new(),
             next_sequence: None,

@@ -40,11 +40,12 @@ const SESSION_GONE: [u32; 4] = [
 ];
 
 /// Nodes read once a session is active: the namespace table and the operation limits.
-const SERVER_NODES: [u32; 4] = [
+const SERVER_NODES: [u32; 5] = [
     2255,  // Server_NamespaceArray
     11705, // OperationLimits_MaxNodesPerRead
     11707, // OperationLimits_MaxNodesPerWrite
     11712, // OperationLimits_MaxNodesPerTranslateBrowsePathsToNodeIds
+    11714, // OperationLimits_MaxMonitoredItemsPerCall
 ];
 
 /// What the device needs of the server, learned as each connection is set up.
@@ -52,10 +53,12 @@ const SERVER_NODES: [u32; 4] = [
 pub struct ServerInfo {
     /// The namespace table, index to URI, for `nsu=` NodeIds.
     pub namespaces: Vec<String>,
-    /// How many nodes one Read, Write or TranslateBrowsePathsToNodeIds may name (0: no limit).
+    /// How many nodes one Read, Write or TranslateBrowsePathsToNodeIds may name,
+    /// and how many monitored items one call may make, change or delete (0: no limit).
     pub max_nodes_per_read: u32,
     pub max_nodes_per_write: u32,
     pub max_nodes_per_translate: u32,
+    pub max_monitored_items_per_call: u32,
     /// Sessions made so far: what was learned under one (node data types) is dropped under the next.
     pub session: u64,
 }
@@ -250,6 +253,7 @@ impl Framing {
             max_nodes_per_read: limit(1),
             max_nodes_per_write: limit(2),
             max_nodes_per_translate: limit(3),
+            max_monitored_items_per_call: limit(4),
             session: server.session + 1,
         };
         Ok(())

@@ -169,7 +169,7 @@ impl AddressSpace {
             (0, Identifier::Numeric(84)) => Some(Node::Folder(Folder::Root)),
             (0, Identifier::Numeric(85)) => Some(Node::Folder(Folder::Objects)),
             (0, Identifier::Numeric(2253)) => Some(Node::Server),
-            (0, Identifier::Numeric(n @ (2255 | 2258 | 2259 | 2285 | 11705 | 11707 | 11710 | 11712))) => {
+            (0, Identifier::Numeric(n @ (2255 | 2258 | 2259 | 2285 | 11705 | 11707 | 11710 | 11712 | 11714))) => {
                 Some(Node::Standard(*n))
             }
             (1, Identifier::String(name)) => match name.as_str() {
@@ -201,6 +201,7 @@ impl AddressSpace {
             Node::Standard(11707) => "MaxNodesPerWrite".into(),
             Node::Standard(2285) => "CurrentSubscriptionCount".into(),
             Node::Standard(11712) => "MaxNodesPerTranslateBrowsePathsToNodeIds".into(),
+            Node::Standard(11714) => "MaxMonitoredItemsPerCall".into(),
             Node::Standard(_) => "MaxNodesPerBrowse".into(),
             Node::Variable(i) => format!("V{i}"),
             Node::Ticks => "Ticks".into(),
@@ -222,7 +223,7 @@ impl AddressSpace {
             })),
             Node::Standard(2258) => Variant::DateTime(date_time(SystemTime::now())),
             Node::Standard(2259) => Variant::Int32(0), // Running
-            Node::Standard(11705 | 11707 | 11712) => Variant::UInt32(self.max_nodes_per_read),
+            Node::Standard(11705 | 11707 | 11712 | 11714) => Variant::UInt32(self.max_nodes_per_read),
             Node::Standard(2285) => Variant::UInt32(self.subscriptions.load(Ordering::Relaxed) as u32),
             Node::Standard(_) => Variant::UInt32(0),
             Node::Variable(i) if self.changing && variable_type(i) == builtin::DOUBLE => {
@@ -991,6 +992,7 @@ fn answer_service(
             let changes =
                 read_array(r, 24, "items to modify", |r| Ok((r.u32("an item id")?, monitoring_parameters(r)?)))
                     .map_err(decoding)?;
+            too_many(changes.len(), space.max_nodes_per_read)?;
             let subscription =
                 state.subscriptions.iter_mut().find(|s| s.id == id).ok_or(status::BAD_SUBSCRIPTION_ID_INVALID)?;
             let results: Vec<u32> = (changes.iter())
@@ -1017,6 +1019,7 @@ fn answer_service(
         subscription::encoding_id::DELETE_MONITORED_ITEMS_REQUEST => {
             let id = r.u32("a subscription id").map_err(decoding)?;
             let items = read_array(r, 4, "monitored item ids", |r| r.u32("an item id")).map_err(decoding)?;
+            too_many(items.len(), space.max_nodes_per_read)?;
             let subscription =
                 state.subscriptions.iter_mut().find(|s| s.id == id).ok_or(status::BAD_SUBSCRIPTION_ID_INVALID)?;
             let results: Vec<u32> = (items.iter())
@@ -1048,6 +1051,7 @@ fn answer_service(
                 Ok((node, handle, deadband))
             })
             .map_err(decoding)?;
+            too_many(items.len(), space.max_nodes_per_read)?;
             let subscription =
                 state.subscriptions.iter_mut().find(|s| s.id == id).ok_or(status::BAD_SUBSCRIPTION_ID_INVALID)?;
             let mut results = Vec::with_capacity(items.len());
