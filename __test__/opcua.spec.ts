@@ -412,12 +412,15 @@ test('the simulator: a subscription makes, modifies and removes its monitored it
   await dev.close()
   const again = await connect(sim.url)
   const running = again.subscribe(tags, { intervalMs: 50 })
+  let batches = 0
   for await (const batch of running) {
+    batches++
     t.true(batch.length >= 1)
     t.is(await running.modify({ intervalMs: 100 }), 100, 'two ModifyMonitoredItems')
     t.deepEqual((await running.remove(tags.slice(0, 6))).map((r) => r.error?.code), Array(6).fill(undefined), 'two DeleteMonitoredItems')
     break
   }
+  t.is(batches, 1, 'the subscription delivered a batch to modify and remove under')
   await again.close()
   sim.stop()
 })

@@ -50,6 +50,18 @@ export function checkMs(name: string, value: unknown): number {
   throw new BifrostError('EINVAL', `${name} must be a whole number of milliseconds from 1 to ${MAX_MS}, not ${shown}`)
 }
 
+/** `value`, checked to be an array of strings; `EINVAL` naming it otherwise. @internal */
+export function checkStrings(name: string, value: unknown): void {
+  if (!Array.isArray(value) || value.some((item) => typeof item !== 'string')) throw new BifrostError('EINVAL', `${name} must be an array of strings`)
+}
+
+/** Each tag's first position in `tags`. */
+function firstPositions(tags: readonly string[]): Map<string, number> {
+  const positions = new Map<string, number>()
+  tags.forEach((tag, i) => positions.has(tag) || positions.set(tag, i))
+  return positions
+}
+
 /** A deadband option, checked for its shape (the addon checks its type and value). @internal */
 export function checkDeadband(deadband: unknown): void {
   if (deadband !== undefined && (typeof deadband !== 'object' || deadband === null)) {
@@ -169,6 +181,8 @@ export function toColumnarData(raw: ArrayBuffer | BindingColumnsWithErrors): Col
 /** A subscription the addon runs: its batches as `convert` makes them, and its controls. */
 class NativeSubscription<T> implements AsyncIterableIterator<T>, SubscriptionControls {
   private readonly binding: BindingSubscription
+  /** Made by the first `remove`. */
+  private positions?: Map<string, number>
 
   constructor(
     device: BindingDevice,
@@ -202,10 +216,8 @@ class NativeSubscription<T> implements AsyncIterableIterator<T>, SubscriptionCon
 
   remove(tags: string[], options?: RequestOptions): Promise<TagResult[]> {
     // A tag not subscribed gets a position past the list: the addon answers that it is not watched.
-    const positions = tags.map((tag) => {
-      const at = this.tags.indexOf(tag)
-      return at < 0 ? 0xffff_ffff : at
-    })
+    this.positions ??= firstPositions(this.tags)
+    const positions = tags.map((tag) => this.positions!.get(tag) ?? 0xffff_ffff)
     return this.binding.remove(positions, tags, options?.timeout) as Promise<TagResult[]>
   }
 }
@@ -624,7 +636,7 @@ export class Device {
   async translate(paths: string[], options?: TranslateOptions): Promise<TagResult[]> {
     this.checkOpen()
     checkRequestOptions(options)
-    if (!Array.isArray(paths) || paths.some((p) => typeof p !== 'string')) throw new BifrostError('EINVAL', 'paths must be an array of strings')
+    checkStrings('paths', paths)
     if (!this.plugin.translate) throw new BifrostError('EINVAL', 'this device has no browse paths: its plugin has no translate()')
     try {
       return await this.plugin.translate(paths, options)
@@ -681,8 +693,7 @@ export class Device {
     const plugin = this.subscribable(tags, options)
     if (plugin.subscribeColumns) return subscriptionOf(() => plugin.subscribeColumns!(tags, options))
     const results = subscriptionOf(() => plugin.subscribe(tags, options))
-    const positions = new Map<string, number>()
-    tags.forEach((tag, i) => positions.has(tag) || positions.set(tag, i))
+    const positions = firstPositions(tags)
     const columns = (async function* () {
       for await (const batch of results) yield columnsOf(positions, batch)
     })()
@@ -692,7 +703,7 @@ export class Device {
   /** The plugin, once the subscription's arguments are checked. */
   private subscribable(tags: string[], options: SubscribeOptions): ProtocolPlugin & Required<Pick<ProtocolPlugin, 'subscribe'>> {
     this.checkOpen()
-    if (!Array.isArray(tags) || tags.some((t) => typeof t !== 'string')) throw new BifrostError('EINVAL', 'tags must be an array of strings')
+    checkStrings('tags', tags)
     if (options.intervalMs !== undefined) checkMs('intervalMs', options.intervalMs)
     checkDeadband(options.deadband)
     const { maxPending } = options

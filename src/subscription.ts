@@ -4,7 +4,7 @@
  * @packageDocumentation
  */
 
-import { checkDeadband, checkMs } from './device.js'
+import { checkDeadband, checkMs, checkStrings } from './device.js'
 import { BifrostError, asBifrostError } from './errors.js'
 import type { Deadband } from './poller.js'
 import type { RequestOptions, TagResult } from './plugin.js'
@@ -99,7 +99,7 @@ export class Subscription<T> implements AsyncIterableIterator<T> {
    * @throws {@link BifrostError} `EINVAL` for bad arguments or on a device that cannot remove tags from a subscription
    */
   async remove(tags: string[], options?: RequestOptions): Promise<TagResult[]> {
-    if (!Array.isArray(tags) || tags.some((t) => typeof t !== 'string')) throw new BifrostError('EINVAL', 'tags must be an array of strings')
+    checkStrings('tags', tags)
     if (options?.timeout !== undefined) checkMs('timeout', options.timeout)
     if (!this.controls.remove) throw new BifrostError('EINVAL', "this device's subscriptions cannot drop tags")
     try {
