@@ -52,7 +52,7 @@ impl DriverChoice {
 /// device `make` builds on it (on the JavaScript thread), once the protocol's
 /// set-up is done; `runtime` opens the link on the runtime's thread instead.
 pub(crate) fn open_tcp<F, R>(
-    env: &Env,
+    env: napi::sys::napi_env,
     framing: F,
     (link, address): (LinkConfig, String),
     driver: DriverChoice,
@@ -70,10 +70,10 @@ pub(crate) fn open_tcp<F, R>(
                 Ok(driver) => promise.resolve(env, BindingDevice::new(make(Box::new(driver)))),
                 Err(e) => promise.reject(env, &e),
             });
-        return crate::event_loop::EventLoopDriver::open(env.raw(), framing, link, address, on_driver);
+        return crate::event_loop::EventLoopDriver::open(env, framing, link, address, on_driver);
     }
     let _ = (driver, link, address); // other platforms always run on the runtime
-    let Some(to_js) = ToJs::here() else { return promise.reject(env.raw(), &Error::proto("no JavaScript thread")) };
+    let Some(to_js) = ToJs::here() else { return promise.reject(env, &Error::proto("no JavaScript thread")) };
     let opening = runtime(framing);
     napi::bindgen_prelude::spawn(async move {
         let opened = crate::guarded(opening).await.and_then(|driver| driver);

@@ -25,7 +25,7 @@ pub fn open(env: &Env, url: DeviceUrl, driver: DriverChoice, promise: Promise) {
     let target = (opening.link.clone(), opening.address.clone());
     let runtime = move |framing| async move { opening.open_runtime_driver(framing).await };
     let make = move |driver| Box::new(EnipDevice::new(driver, negotiated)) as Box<dyn bifrost_engine::Device>;
-    open_tcp(env, framing, target, driver, promise, runtime, make);
+    open_tcp(env.raw(), framing, target, driver, promise, runtime, make);
 }
 
 /// Starts the EtherNet/IP simulator inside this process; `tags` are `NAME=TYPE[count]`.

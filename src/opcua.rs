@@ -2,7 +2,9 @@
 //! simulator, each a thin wrapper that converts arguments and results.
 
 use bifrost_core::url::{whole_number, DeviceUrl};
+use bifrost_core::Error;
 use bifrost_opcua::device::{OpcuaDevice, Opening};
+use bifrost_opcua::framing::Security;
 use bifrost_opcua::server::SimulatorConfig;
 use napi::bindgen_prelude::{Either, Float64ArraySlice};
 use napi::Env;
@@ -13,18 +15,39 @@ use std::collections::HashMap;
 use bifrost_opcua::discovery::{discover, Discovery};
 
 use crate::device::{device_url, open_tcp, DriverChoice};
-use crate::js::{either, JsError, Promise};
+use crate::js::{either, JsError, Promise, ToJs};
 use crate::simulator::{BindingSimulator, SimulatorOptions};
 use crate::{panic_free, JsValue};
 
 /// Opens a server's endpoint and settles `promise` with its `BindingDevice`, once
-/// the secure channel and the session are up.
+/// the secure channel and the session are up. A secured channel or a user first
+/// needs the server's endpoint and certificate, fetched and checked off the JavaScript thread.
 pub fn open(env: &Env, url: DeviceUrl, driver: DriverChoice, promise: Promise) {
     let opening = match Opening::from_url(url) {
         Ok(opening) => opening,
         Err(e) => return promise.reject(env.raw(), &e),
     };
-    let (framing, server) = opening.framing();
+    if !opening.needs_endpoint() {
+        return open_secured(env.raw(), opening, Security::none(), driver, promise);
+    }
+    let Some(to_js) = ToJs::here() else { return promise.reject(env.raw(), &Error::proto("no JavaScript thread")) };
+    napi::bindgen_prelude::spawn(async move {
+        let security = crate::guarded(opening.security()).await.and_then(|security| security);
+        to_js.post(Box::new(move |env| match security {
+            Ok(security) => open_secured(env, opening, security, driver, promise),
+            Err(e) => promise.reject(env, &e),
+        }));
+    });
+}
+
+fn open_secured(
+    env: napi::sys::napi_env,
+    opening: Opening,
+    security: Security,
+    driver: DriverChoice,
+    promise: Promise,
+) {
+    let (framing, server) = opening.framing(security);
     let target = (opening.link.clone(), opening.address.clone());
     let runtime = move |framing| async move { opening.open_runtime_driver(framing).await };
     let make = move |driver| Box::new(OpcuaDevice::new(driver, server)) as Box<dyn bifrost_engine::Device>;

@@ -4,6 +4,7 @@
 //! node's DataType gives (read once per session and kept).
 
 use std::ops::Range;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,10 +18,13 @@ use bifrost_engine::{
 };
 use rustc_hash::FxHashMap;
 
+use crate::crypto::Policy;
 use crate::encoding::Variant;
-use crate::framing::{Framing, Reply, Request, ServerInfo, SharedServerInfo};
+use crate::framing::{Framing, Reply, Request, Security, ServerInfo, SharedServerInfo};
 use crate::node_id::{ExpandedNodeId, Identifier, NodeId};
+use crate::pki::{Pki, ServerCheck};
 use crate::secure_channel::status_error;
+use crate::security::{Ends, Identity, MODE_NONE, MODE_SIGN, MODE_SIGN_AND_ENCRYPT};
 use crate::session::{self, DATA_TYPE_ATTRIBUTE, VALUE_ATTRIBUTE};
 use crate::status::{severity, Severity};
 use crate::subscription;
@@ -39,20 +43,115 @@ const DEFAULT_CHANNEL_LIFETIME_MS: u32 = 3_600_000;
 pub struct Opening {
     /// `host:port`.
     pub address: String,
+    /// The host as dialled, which the server's certificate must name.
+    pub host: String,
     /// The endpoint URL as Hello and CreateSession name it.
     pub endpoint_url: String,
     pub link: LinkConfig,
     /// The secure channel's token lifetime to ask for (`channel-lifetime`, ms); the server may grant another.
     pub channel_lifetime: Duration,
+    pub security: SecurityOptions,
+}
+
+/// What the URL asks of security: the channel's policy and mode, the certificate store, and the user.
+#[derive(Debug, Clone)]
+pub struct SecurityOptions {
+    pub policy: Policy,
+    pub mode: u32,
+    pub pki: Pki,
+    /// Accept the server's certificate for this connection though no trusted one vouches for it.
+    pub accept_once: bool,
+    /// Whether the server's certificate must name the host dialled.
+    pub check_host_name: bool,
+    pub user: User,
+}
+
+/// The user the URL names; a certificate user's files are read when connecting.
+#[derive(Clone)]
+pub enum User {
+    Anonymous,
+    Name { user: String, password: String },
+    Certificate { certificate: PathBuf, key: PathBuf },
+}
+
+/// Never shows a password.
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            User::Anonymous => write!(f, "Anonymous"),
+            User::Name { user, .. } => write!(f, "Name({user}, ***)"),
+            User::Certificate { certificate, .. } => write!(f, "Certificate({})", certificate.display()),
+        }
+    }
+}
+
+const MODES: [(&str, u32); 3] = [("None", MODE_NONE), ("Sign", MODE_SIGN), ("SignAndEncrypt", MODE_SIGN_AND_ENCRYPT)];
+
+impl SecurityOptions {
+    /// The security keys: `security-policy` and `security-mode` (either alone
+    /// implies the other: SignAndEncrypt, Basic256Sha256), `pki-dir`,
+    /// `accept-server-certificate`, `check-host-name`, and the user: `username` and `password`
+    /// (or `user:password@` before the host), or `user-certificate` and `user-private-key`.
+    fn from_url(url: &mut DeviceUrl) -> Result<SecurityOptions> {
+        let policy = url.take::<String>("security-policy")?.map(|p| Policy::parse(&p)).transpose()?;
+        let mode = match url.take::<String>("security-mode")? {
+            None => None,
+            Some(m) => Some(MODES.iter().find(|(name, _)| name.eq_ignore_ascii_case(&m)).map(|(_, n)| *n).ok_or_else(
+                || Error::invalid_value(format!("unknown security mode '{m}' (known: None, Sign, SignAndEncrypt)")),
+            )?),
+        };
+        let (policy, mode) = match (policy, mode) {
+            (None, None) => (Policy::None, MODE_NONE),
+            (Some(Policy::None), None) | (None, Some(MODE_NONE)) => (Policy::None, MODE_NONE),
+            (Some(policy), None) => (policy, MODE_SIGN_AND_ENCRYPT),
+            (None, Some(mode)) => (Policy::Basic256Sha256, mode),
+            (Some(policy), Some(mode)) => (policy, mode),
+        };
+        if (policy == Policy::None) != (mode == MODE_NONE) {
+            return Err(Error::invalid_value(format!(
+                "security policy {} cannot go with security mode {}: None goes with None only",
+                policy.name(),
+                MODES.iter().find(|(_, n)| *n == mode).map_or("?", |(name, _)| name)
+            )));
+        }
+        let pki = Pki::new(url.take::<String>("pki-dir")?.map(PathBuf::from).unwrap_or_else(crate::pki::default_root));
+        let accept_once = url.take::<bool>("accept-server-certificate")?.unwrap_or(false);
+        let check_host_name = url.take::<bool>("check-host-name")?.unwrap_or(true);
+        let (mut user, mut password) = match url.user_info.take() {
+            Some(info) => match info.split_once(':') {
+                Some((user, password)) => (Some(user.to_string()), Some(password.to_string())),
+                None => (Some(info), None),
+            },
+            None => (None, None),
+        };
+        user = url.take::<String>("username")?.or(user);
+        password = url.take::<String>("password")?.or(password);
+        let certificate = url.take::<String>("user-certificate")?;
+        let key = url.take::<String>("user-private-key")?;
+        let user = match (user, password, certificate, key) {
+            (None, None, None, None) => User::Anonymous,
+            (Some(user), password, None, None) => User::Name { user, password: password.unwrap_or_default() },
+            (None, None, Some(certificate), Some(key)) => {
+                User::Certificate { certificate: PathBuf::from(certificate), key: PathBuf::from(key) }
+            }
+            (None, Some(_), None, None) => return Err(Error::invalid_value("a password without a username")),
+            (None, None, _, _) => {
+                return Err(Error::invalid_value("a user certificate needs both user-certificate and user-private-key"))
+            }
+            _ => {
+                return Err(Error::invalid_value("a user is either a username and password or a certificate, not both"))
+            }
+        };
+        Ok(SecurityOptions { policy, mode, pki, accept_once, check_host_name, user })
+    }
 }
 
 impl Opening {
-    /// Parses `opc.tcp://host[:4840][/path]` and the keys every protocol shares.
+    /// Parses `opc.tcp://[user:password@]host[:4840][/path]`, the security keys and the keys every protocol shares.
     pub fn from_url(mut url: DeviceUrl) -> Result<Opening> {
         if url.scheme != "opc.tcp" {
             return Err(Error::address(format!("'{}://' is not an OPC UA scheme", url.scheme)));
         }
-        url.refuse_user_info()?;
         if url.host.is_empty() {
             return Err(Error::address("opc.tcp:// needs a host"));
         }
@@ -61,17 +160,87 @@ impl Opening {
         // Many requests on one session by default: a Publish waits on the server while reads go on.
         let link = LinkConfig::from_url_over(&mut url, LinkConfig { max_in_flight: 32, ..LinkConfig::default() })?;
         let lifetime_ms = url.take_in("channel-lifetime", 1000..=u32::MAX)?.unwrap_or(DEFAULT_CHANNEL_LIFETIME_MS);
+        let security = SecurityOptions::from_url(&mut url)?;
         url.finish()?;
-        Ok(Opening { address, endpoint_url, link, channel_lifetime: Duration::from_millis(u64::from(lifetime_ms)) })
+        Ok(Opening {
+            address,
+            host: url.host.clone(),
+            endpoint_url,
+            link,
+            channel_lifetime: Duration::from_millis(u64::from(lifetime_ms)),
+            security,
+        })
     }
 
-    /// The framing of a connection to this server, and what it learns of the server.
-    pub fn framing(&self) -> (Framing, SharedServerInfo) {
+    /// Whether connecting needs the server's endpoint first: a secured channel, or a user.
+    pub fn needs_endpoint(&self) -> bool {
+        self.security.mode != MODE_NONE || !matches!(self.security.user, User::Anonymous)
+    }
+
+    /// What the connection's security needs before it dials: our certificate (made
+    /// on first use), the endpoint for the policy and mode (by GetEndpoints), and
+    /// the server's certificate from it, checked against the trust list.
+    pub async fn security(&self) -> Result<Security> {
+        let options = &self.security;
+        let identity = Arc::new(match &options.user {
+            User::Anonymous => Identity::Anonymous,
+            User::Name { user, password } => Identity::UserName { user: user.clone(), password: password.clone() },
+            User::Certificate { certificate, key } => crate::pki::user_identity(certificate, key)?,
+        });
+        if !self.needs_endpoint() {
+            return Ok(Security { identity, ..Security::none() });
+        }
+        let endpoints = crate::discovery::endpoints(self).await?;
+        let uri = options.policy.uri();
+        let endpoint = endpoints
+            .iter()
+            .find(|e| e.security_policy_uri.as_deref() == Some(uri.as_str()) && e.security_mode == options.mode)
+            .ok_or_else(|| {
+                let offered: Vec<String> = endpoints
+                    .iter()
+                    .map(|e| {
+                        let policy = e.security_policy_uri.as_deref().unwrap_or_default();
+                        let mode = MODES.iter().find(|(_, n)| *n == e.security_mode).map_or("?", |(name, _)| name);
+                        format!("{} {mode}", policy.rsplit('#').next().unwrap_or(policy))
+                    })
+                    .collect();
+                let mode = MODES.iter().find(|(_, n)| *n == options.mode).map_or("?", |(name, _)| name);
+                status_error(
+                    crate::status::BAD_SECURITY_POLICY_REJECTED,
+                    &format!(
+                        "the server offers no endpoint with {} {mode} (it offers: {})",
+                        options.policy.name(),
+                        offered.join(", ")
+                    ),
+                )
+            })?;
+        let Some(server_certificate) = endpoint.server_certificate.clone().filter(|c| !c.is_empty()) else {
+            if options.mode == MODE_NONE {
+                return Ok(Security { identity, ..Security::none() }); // a user whose token the server takes as it is
+            }
+            return Err(crate::crypto::checks_failed("the server's endpoint carries no certificate"));
+        };
+        let pki = options.pki.clone();
+        let host = options.check_host_name.then(|| self.host.clone());
+        let (server_uri, accept_once) = (endpoint.server.application_uri.clone(), options.accept_once);
+        let checked = tokio::task::spawn_blocking(move || {
+            let own = pki.own()?;
+            let check = ServerCheck { host: host.as_deref(), application_uri: server_uri.as_deref(), accept_once };
+            let server = pki.check_server(&server_certificate, &check)?;
+            Ok::<_, Error>(Ends { own, server_certificate, server })
+        })
+        .await
+        .map_err(|_| Error::proto("checking the server's certificate stopped"))??;
+        Ok(Security { policy: options.policy, mode: options.mode, ends: Some(Arc::new(checked)), identity })
+    }
+
+    /// The framing of a connection to this server, secured as `security` has it, and what it learns of the server.
+    pub fn framing(&self, security: Security) -> (Framing, SharedServerInfo) {
         let server = SharedServerInfo::default();
-        (
-            Framing::new(self.endpoint_url.clone(), server.clone(), self.link.request_timeout, self.channel_lifetime),
-            server,
-        )
+        let request_timeout = self.link.request_timeout;
+        let framing =
+            Framing::new(self.endpoint_url.clone(), server.clone(), request_timeout, self.channel_lifetime, security);
+        (framing, server)
     }
 
     /// Starts the device's link on a runtime-thread driver.
@@ -1463,6 +1632,39 @@ mod tests {
         assert_eq!(opening.endpoint_url, "opc.tcp://10.0.0.5:4840/UA/Server");
         assert_eq!(opening.link.request_timeout, Duration::from_millis(500));
         assert!(Opening::from_url(DeviceUrl::parse("opc.tcp://h?bogus=1").unwrap()).is_err());
-        assert!(Opening::from_url(DeviceUrl::parse("opc.tcp://user:pw@h").unwrap()).is_err());
+        assert!(!opening.needs_endpoint(), "policy None and no user: nothing to fetch first");
+    }
+
+    fn security_of(url: &str) -> Result<SecurityOptions> {
+        Opening::from_url(DeviceUrl::parse(url).unwrap()).map(|o| o.security)
+    }
+
+    #[test]
+    fn security_keys_imply_each_other_and_refuse_what_cannot_go_together() {
+        let s = security_of("opc.tcp://h?security-policy=Aes256_Sha256_RsaPss&pki-dir=/tmp/p").unwrap();
+        assert_eq!(
+            (s.policy, s.mode, s.pki.root()),
+            (Policy::Aes256Sha256RsaPss, MODE_SIGN_AND_ENCRYPT, std::path::Path::new("/tmp/p"))
+        );
+        let s = security_of("opc.tcp://h?security-mode=sign").unwrap();
+        assert_eq!((s.policy, s.mode), (Policy::Basic256Sha256, MODE_SIGN));
+        let e = security_of("opc.tcp://h?security-policy=None&security-mode=Sign").unwrap_err();
+        assert!(e.message.contains("None goes with None only"), "{}", e.message);
+        assert!(security_of("opc.tcp://h?security-mode=Encrypt").unwrap_err().message.contains("SignAndEncrypt"));
+    }
+
+    #[test]
+    fn credentials_come_from_the_options_or_the_url_and_never_show() {
+        let s = security_of("opc.tcp://ann:s3cret@h").unwrap();
+        assert!(matches!(&s.user, User::Name { user, password } if user == "ann" && password == "s3cret"));
+        assert!(!format!("{s:?}").contains("s3cret"));
+        let s = security_of("opc.tcp://ann:old@h?username=bob&password=new").unwrap();
+        assert!(matches!(&s.user, User::Name { user, password } if user == "bob" && password == "new"));
+        let e = security_of("opc.tcp://h?password=s3cret").unwrap_err();
+        assert!(!e.message.contains("s3cret"), "{}", e.message);
+        let e = security_of("opc.tcp://h?username=a&user-certificate=c.der&user-private-key=k.pem").unwrap_err();
+        assert!(e.message.contains("not both"), "{}", e.message);
+        let opening = Opening::from_url(DeviceUrl::parse("opc.tcp://h?username=a").unwrap()).unwrap();
+        assert!(opening.needs_endpoint(), "a user needs the endpoint's token policies first");
     }
 }

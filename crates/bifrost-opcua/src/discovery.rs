@@ -6,6 +6,7 @@
 use bifrost_core::url::DeviceUrl;
 use bifrost_core::{Error, Result, TypedValue, Value};
 use bifrost_engine::{Job, Outcome, Submitter};
+use bytes::Bytes;
 
 use crate::device::Opening;
 use crate::framing::{Framing, Reply, Request};
@@ -24,57 +25,69 @@ pub enum Discovery {
 /// structures, or the error that stopped it (the URL's `request-timeout` bounds it).
 pub async fn discover(url: DeviceUrl, service: Discovery) -> Result<TypedValue> {
     let opening = Opening::from_url(url)?;
+    let items = match service {
+        Discovery::Endpoints => endpoints(&opening).await?.iter().map(endpoint).collect(),
+        Discovery::Servers => {
+            let request = Request::service(session::find_servers(&opening.endpoint_url), "FindServers");
+            session::parse_find_servers(&call(&opening, request).await?)?.iter().map(application).collect()
+        }
+    };
+    Ok(plain(Value::Array(items)))
+}
+
+/// The endpoints of the server `opening` reaches, by GetEndpoints.
+pub async fn endpoints(opening: &Opening) -> Result<Vec<EndpointDescription>> {
+    let request = Request::service(session::get_endpoints(&opening.endpoint_url), "GetEndpoints");
+    session::parse_get_endpoints(&call(opening, request).await?)
+}
+
+/// Calls one discovery service on a channel of its own (policy None, no session)
+/// and closes it: the response's body.
+async fn call(opening: &Opening, request: Request) -> Result<Bytes> {
     let framing =
         Framing::discovery(opening.endpoint_url.clone(), opening.link.request_timeout, opening.channel_lifetime);
     let driver = opening.open_runtime_driver(framing).await?;
-    let request = match service {
-        Discovery::Endpoints => Request::service(session::get_endpoints(&opening.endpoint_url), "GetEndpoints"),
-        Discovery::Servers => Request::service(session::find_servers(&opening.endpoint_url), "FindServers"),
-    };
     let (sender, answered) = tokio::sync::oneshot::channel();
-    let job = DiscoveryJob { service, request: Some(request), result: None };
-    driver.run(Box::new(job), None, Box::new(move |outcome| drop(sender.send(outcome))));
-    let outcome = answered.await.map_err(|_| Error::closed("the connection was closed"));
+    let job = DiscoveryJob { request: Some(request), answer: Some(sender) };
+    driver.run(Box::new(job), None, Box::new(|_| {}));
+    let answer = answered.await.unwrap_or_else(|_| Err(Error::closed("the connection was closed")));
     driver.close(Box::new(|_| {}));
-    match outcome? {
-        Outcome::Values(mut results) if results.len() == 1 => results.remove(0),
-        Outcome::Closed => Err(Error::closed("the connection was closed")),
-        _ => Err(Error::proto("internal error: a discovery call ended without its answer")),
-    }
+    answer
 }
 
 struct DiscoveryJob {
-    service: Discovery,
     request: Option<Request>,
-    result: Option<Result<TypedValue>>,
+    answer: Option<tokio::sync::oneshot::Sender<Result<Bytes>>>,
+}
+
+impl DiscoveryJob {
+    fn answer(&mut self, answer: Result<Bytes>) {
+        if let Some(sender) = self.answer.take() {
+            let _ = sender.send(answer);
+        }
+    }
 }
 
 impl Job<Framing> for DiscoveryJob {
     fn start(&mut self, link: &mut Submitter<'_, Framing>) {
         if let Some(request) = self.request.take() {
             if let Err(e) = link.submit(request, 0) {
-                self.result = Some(Err(e));
+                self.answer(Err(e));
             }
         }
     }
 
     fn reply(&mut self, _index: u32, reply: Result<Reply>, _link: &mut Submitter<'_, Framing>) {
-        let body = match reply {
-            Ok(Reply::Response(body)) => body,
-            Ok(_) => {
-                return self.result = Some(Err(Error::proto("a discovery call was answered with another message")))
-            }
-            Err(e) => return self.result = Some(Err(e)),
-        };
-        let value = match self.service {
-            Discovery::Endpoints => session::parse_get_endpoints(&body).map(|all| all.iter().map(endpoint).collect()),
-            Discovery::Servers => session::parse_find_servers(&body).map(|all| all.iter().map(application).collect()),
-        };
-        self.result = Some(value.map(|items| plain(Value::Array(items))));
+        self.answer(match reply {
+            Ok(Reply::Response(body)) => Ok(body),
+            Ok(_) => Err(Error::proto("a discovery call was answered with another message")),
+            Err(e) => Err(e),
+        });
     }
 
-    fn finish(self: Box<Self>) -> Outcome {
-        Outcome::Values(vec![self.result.unwrap_or_else(|| Err(Error::proto("the discovery call got no answer")))])
+    fn finish(mut self: Box<Self>) -> Outcome {
+        self.answer(Err(Error::proto("the discovery call got no answer")));
+        Outcome::Values(Vec::new())
     }
 }
 
@@ -133,6 +146,7 @@ fn endpoint(endpoint: &EndpointDescription) -> Value {
             Members::default()
                 .text("policyId", &token.policy_id)
                 .with("tokenType", named(&USER_TOKEN_TYPES, token.token_type))
+                .text("securityPolicyUri", &token.security_policy_uri)
                 .done()
         })
         .collect();

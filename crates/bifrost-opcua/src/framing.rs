@@ -10,10 +10,12 @@ use std::time::{Duration, Instant, SystemTime};
 use bifrost_core::{Error, Result};
 use bytes::Bytes;
 
+use crate::crypto::{self, Policy};
 use crate::encoding::{Decode, Reader, Variant};
 use crate::node_id::NodeId;
 use crate::secure_channel::{self, RequestHeader, SecurityToken, TokenRequest};
-use crate::session::{self, ApplicationDescription, ServiceRequest};
+use crate::security::{Ends, Identity, Secured, MODE_NONE};
+use crate::session::{self, ApplicationDescription, ServiceRequest, SignatureData};
 use crate::transport::{
     self, chunk, kind, Acknowledge, Assembled, Channel, Hello, Limits, Negotiated, NoSecurity, Reassembly,
     SecurityPolicy, HEADER_LEN,
@@ -118,10 +120,37 @@ enum Step {
     Ready,
 }
 
+/// How a connection is secured: the channel's policy and mode, both ends'
+/// certificates (when the channel is secured or the identity needs the server's
+/// key), and who the session acts for.
+pub struct Security {
+    pub policy: Policy,
+    pub mode: u32,
+    pub ends: Option<Arc<Ends>>,
+    pub identity: Arc<Identity>,
+}
+
+impl Security {
+    /// Policy None, anonymous.
+    pub fn none() -> Security {
+        Security { policy: Policy::None, mode: MODE_NONE, ends: None, identity: Arc::new(Identity::Anonymous) }
+    }
+
+    fn channel(&self) -> Box<dyn SecurityPolicy + Send> {
+        match (&self.ends, self.mode) {
+            (Some(ends), mode) if mode != MODE_NONE => Box::new(Secured::new(self.policy, mode, ends.clone())),
+            _ => Box::new(NoSecurity),
+        }
+    }
+}
+
 /// The framing of one connection to one endpoint.
 pub struct Framing {
     endpoint_url: String,
+    security: Security,
     policy: Box<dyn SecurityPolicy + Send>,
+    /// The nonce CreateSession sent, which the server's signature covers.
+    session_nonce: Vec<u8>,
     step: Step,
     limits: Negotiated,
     channel: Channel,
@@ -149,10 +178,13 @@ impl Framing {
         server: SharedServerInfo,
         request_timeout: Duration,
         lifetime: Duration,
+        security: Security,
     ) -> Framing {
         Framing {
             endpoint_url,
-            policy: Box::new(NoSecurity),
+            policy: security.channel(),
+            security,
+            session_nonce: Vec::new(),
             step: Step::Hello,
             limits: Acknowledge { protocol_version: 0, limits: OURS }.negotiate(&OURS),
             channel: Channel { channel_id: 0, token_id: 0, sequence: 1 },
@@ -175,7 +207,7 @@ impl Framing {
     pub fn discovery(endpoint_url: String, request_timeout: Duration, lifetime: Duration) -> Framing {
         Framing {
             discovery: true,
-            ..Framing::new(endpoint_url, SharedServerInfo::default(), request_timeout, lifetime)
+            ..Framing::new(endpoint_url, SharedServerInfo::default(), request_timeout, lifetime, Security::none())
         }
     }
 
@@ -197,14 +229,15 @@ impl Framing {
     fn open(&mut self, out: &mut Vec<u8>, request_id: u32, request: TokenRequest) -> Result<()> {
         let sequence = self.next_sequence();
         let header = self.header(request_id);
-        let policy = &*self.policy;
+        let nonce = self.policy.new_nonce();
         secure_channel::open_request(
             out,
             self.channel.channel_id,
-            policy,
+            &*self.policy,
             (sequence, request_id),
             &header,
             request,
+            nonce.as_deref(),
             self.requested_lifetime,
         )
     }
@@ -217,17 +250,67 @@ impl Framing {
         self.renewing = false;
     }
 
-    /// The anonymous identity's policy id on our endpoint (security None).
-    fn anonymous_policy(&self, endpoints: &[session::EndpointDescription]) -> Result<String> {
-        endpoints
+    /// CreateSession: a fresh nonce, and our certificate when the channel is secured.
+    fn create_session(&mut self) -> Request {
+        self.session_nonce = crypto::random(crypto::NONCE_LEN);
+        let ends = self.security.ends.as_ref().filter(|_| self.security.mode != MODE_NONE);
+        let client = ApplicationDescription {
+            application_uri: Some(ends.map_or("urn:bifrost:client", |e| e.own.application_uri.as_str()).into()),
+            product_uri: Some("urn:bifrost".into()),
+            application_name: crate::encoding::LocalizedText { locale: None, text: Some("Bifrost".into()) },
+            application_type: 1,
+            discovery_urls: Vec::new(),
+        };
+        let certificate = ends.map(|e| e.own.certificate.as_slice());
+        let request = session::create_session(
+            &client,
+            &self.endpoint_url,
+            "bifrost",
+            SESSION_TIMEOUT_MS,
+            (&self.session_nonce, certificate),
+        );
+        Request::service(request, "CreateSession")
+    }
+
+    /// ActivateSession, once the server proved itself: on a secured channel, its
+    /// signature of our certificate and nonce checked and ours of its made.
+    fn activate_session(&self, created: &session::CreatedSession) -> Result<Request> {
+        let security = &self.security;
+        let server_certificate = created.server_certificate.as_deref().unwrap_or_default();
+        let mut client_signature = SignatureData::default();
+        if let (Some(ends), true) = (&security.ends, security.mode != MODE_NONE) {
+            if created.server_certificate.as_deref().map(crate::security::leaf)
+                != Some(crate::security::leaf(&ends.server_certificate))
+            {
+                return Err(crypto::checks_failed(
+                    "CreateSession was answered with another certificate than the endpoint's",
+                ));
+            }
+            let mut signed = ends.own.certificate.clone();
+            signed.extend_from_slice(&self.session_nonce);
+            let signature = created.server_signature.signature.as_deref().unwrap_or_default();
+            ends.server.verify(security.policy, &signed, signature)?;
+            let mut data = server_certificate.to_vec();
+            data.extend_from_slice(&created.server_nonce);
+            client_signature = SignatureData {
+                algorithm: Some(security.policy.signature_uri().into()),
+                signature: Some(ends.own.key.sign(security.policy, &data)?),
+            };
+        }
+        let policies: Vec<_> = created
+            .endpoints
             .iter()
-            .filter(|e| e.security_policy_uri.as_deref() == Some(self.policy.uri()))
+            .filter(|e| e.security_policy_uri.as_deref() == Some(self.policy.uri()) && e.security_mode == security.mode)
             .flat_map(|e| &e.user_identity_tokens)
-            .find(|token| token.token_type == 0)
-            .map(|token| token.policy_id.clone().unwrap_or_default())
-            .ok_or_else(|| {
-                Error::invalid_value("the server offers no anonymous identity with security None on this endpoint")
-            })
+            .collect();
+        let server_key = security.ends.as_ref().map(|e| &e.server);
+        let (token, user_signature) = security.identity.token(
+            &policies,
+            security.policy,
+            server_key,
+            (server_certificate, &created.server_nonce),
+        )?;
+        Ok(Request::service(session::activate_session(&client_signature, &token, &user_signature), "ActivateSession"))
     }
 
     fn learn_server(&mut self, body: &[u8]) -> Result<()> {
@@ -341,6 +424,7 @@ impl bifrost_engine::Framing for Framing {
             kind::ERROR => Err(transport::parse_error(&frame[HEADER_LEN..])?),
             kind::OPEN => {
                 let opened = secure_channel::parse_open_response(&frame, &*self.policy)?;
+                self.policy.granted(opened.token.token_id, &opened.server_nonce)?;
                 if opened.request_id == RENEWAL_ID {
                     self.granted(opened.token);
                     return Ok(None);
@@ -348,6 +432,7 @@ impl bifrost_engine::Framing for Framing {
                 Ok(Some((Some(opened.request_id.wrapping_sub(1)), Reply::Opened(opened.token))))
             }
             kind::MESSAGE => {
+                let frame = self.policy.open(frame)?;
                 let chunk = transport::parse_chunk(&frame)?;
                 if chunk.channel_id != self.channel.channel_id {
                     return Err(Error::proto(format!(
@@ -400,6 +485,7 @@ impl bifrost_engine::Framing for Framing {
             self.renewing = false;
             self.authentication_token = NodeId::null();
             self.reassembly = Reassembly::default();
+            self.policy = self.security.channel();
             return Ok(Some(Request::Hello));
         };
         let body = match &reply {
@@ -420,25 +506,16 @@ impl bifrost_engine::Framing for Framing {
                     return Ok(None);
                 }
                 self.step = Step::CreateSession;
-                let client = ApplicationDescription {
-                    application_uri: Some("urn:bifrost:client".into()),
-                    product_uri: Some("urn:bifrost".into()),
-                    application_name: crate::encoding::LocalizedText { locale: None, text: Some("Bifrost".into()) },
-                    application_type: 1,
-                    discovery_urls: Vec::new(),
-                };
-                let request = session::create_session(&client, &self.endpoint_url, "bifrost", SESSION_TIMEOUT_MS);
-                Ok(Some(Request::service(request, "CreateSession")))
+                Ok(Some(self.create_session()))
             }
             (Step::CreateSession, _) => {
                 let created = session::parse_create_session(&body()?)?;
-                self.authentication_token = created.authentication_token;
+                self.authentication_token = created.authentication_token.clone();
                 if created.timeout_ms.is_finite() && created.timeout_ms >= 1.0 {
                     self.session_timeout = Duration::from_secs_f64(created.timeout_ms / 1000.0);
                 }
-                let policy_id = self.anonymous_policy(&created.endpoints)?;
                 self.step = Step::ActivateSession;
-                Ok(Some(Request::service(session::activate_session_anonymous(&policy_id), "ActivateSession")))
+                Ok(Some(self.activate_session(&created)?))
             }
             (Step::ActivateSession, _) => {
                 session::parse_activate_session(&body()?)?;
@@ -512,8 +589,13 @@ mod tests {
     #[test]
     fn the_token_is_renewed_ahead_of_the_request_that_finds_it_due_and_used_once_granted() {
         let lifetime = Duration::from_secs(3600);
-        let mut f =
-            Framing::new("opc.tcp://h:4840".into(), SharedServerInfo::default(), Duration::from_secs(1), lifetime);
+        let mut f = Framing::new(
+            "opc.tcp://h:4840".into(),
+            SharedServerInfo::default(),
+            Duration::from_secs(1),
+            lifetime,
+            Security::none(),
+        );
         assert!(matches!(f.set_up(None).unwrap(), Some(Request::Hello)));
         let mut out = Vec::new();
         f.encode(0, &Request::Hello, &mut out).unwrap();

@@ -123,7 +123,9 @@ pub enum TokenRequest {
     Renew = 1,
 }
 
-/// Writes an OpenSecureChannel request: an OPN chunk with the policy's asymmetric header.
+/// Writes an OpenSecureChannel request: an OPN chunk with the policy's
+/// asymmetric security header, signed and encrypted as the policy has it.
+#[allow(clippy::too_many_arguments)]
 pub fn open_request(
     out: &mut Vec<u8>,
     channel_id: u32,
@@ -131,26 +133,30 @@ pub fn open_request(
     (sequence, request_id): (u32, u32),
     header: &RequestHeader,
     request: TokenRequest,
+    nonce: Option<&[u8]>,
     lifetime: Duration,
 ) -> Result<()> {
     let start = out.len();
+    let mut header_end = 0;
     transport::message(out, kind::OPEN, chunk::FINAL, |out| {
         out.extend_from_slice(&channel_id.to_le_bytes());
         Some(policy.uri()).encode(out);
-        None::<&[u8]>.encode(out); // sender certificate: none with policy None
-        None::<&[u8]>.encode(out); // receiver certificate thumbprint
+        let (certificate, thumbprint) = policy.certificates();
+        certificate.encode(out);
+        thumbprint.encode(out);
+        header_end = out.len() - start;
         out.extend_from_slice(&sequence.to_le_bytes());
         out.extend_from_slice(&request_id.to_le_bytes());
         NodeId::numeric(0, encoding_id::OPEN_SECURE_CHANNEL_REQUEST).encode(out);
         header.encode(out);
         out.extend_from_slice(&0u32.to_le_bytes()); // client protocol version
         out.extend_from_slice(&(request as u32).to_le_bytes());
-        out.extend_from_slice(&1u32.to_le_bytes()); // security mode None
-        None::<&[u8]>.encode(out); // client nonce
+        out.extend_from_slice(&policy.mode().to_le_bytes());
+        nonce.encode(out);
         out.extend_from_slice(&(lifetime.as_millis().min(u128::from(u32::MAX)) as u32).to_le_bytes());
     });
     let mut chunk = out.split_off(start);
-    policy.secure(&mut chunk)?;
+    policy.secure_asymmetric(&mut chunk, header_end)?;
     out.extend_from_slice(&chunk);
     Ok(())
 }
@@ -171,29 +177,34 @@ impl SecurityToken {
     }
 }
 
-/// An OpenSecureChannel response: its OPN chunk's sequence and request ids, and the token.
+/// An OpenSecureChannel response: its OPN chunk's sequence and request ids,
+/// the token, and the server's nonce its keys derive from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Opened {
     pub sequence: u32,
     pub request_id: u32,
     pub token: SecurityToken,
+    pub server_nonce: Vec<u8>,
 }
 
-/// Reads an OPN chunk answering our OpenSecureChannel under `policy`.
+/// Reads an OPN chunk answering our OpenSecureChannel under `policy`, which checks and decrypts it.
 pub fn parse_open_response(message: &[u8], policy: &dyn SecurityPolicy) -> Result<Opened> {
     let header = transport::Header::parse(message)?;
     if header.kind != kind::OPEN {
         return Err(Error::proto("OpenSecureChannel was answered with another message type"));
     }
-    let mut r =
-        Reader::new(message.get(HEADER_LEN..header.size as usize).ok_or_else(|| Error::proto("a short OPN chunk"))?);
+    let message = message.get(..header.size as usize).ok_or_else(|| Error::proto("a short OPN chunk"))?;
+    let mut r = Reader::new(&message[HEADER_LEN..]);
     let channel_id = r.u32("a channel id")?;
     let uri = r.string("a security policy URI")?.unwrap_or_default();
     if uri != policy.uri() {
         return Err(Error::proto(format!("the server answered with security policy '{uri}', not '{}'", policy.uri())));
     }
-    r.byte_string("a sender certificate")?;
+    let sender = r.byte_string("a sender certificate")?;
     r.byte_string("a certificate thumbprint")?;
+    let header_end = message.len() - r.rest().len();
+    let content = policy.open_asymmetric(message, header_end, sender)?;
+    let mut r = Reader::new(&content);
     let (sequence, request_id) = (r.u32("a sequence number")?, r.u32("a request id")?);
     let (_, mut r) = response(r.rest(), encoding_id::OPEN_SECURE_CHANNEL_RESPONSE, "OpenSecureChannel")?;
     r.u32("the server's protocol version")?;
@@ -203,11 +214,11 @@ pub fn parse_open_response(message: &[u8], policy: &dyn SecurityPolicy) -> Resul
         created_at: r.u64("a token's creation time")? as i64,
         lifetime: Duration::from_millis(u64::from(r.u32("a token's lifetime")?)),
     };
-    r.byte_string("a server nonce")?;
+    let server_nonce = r.byte_string("a server nonce")?.unwrap_or_default().to_vec();
     if token.channel_id != channel_id && channel_id != 0 {
         return Err(Error::proto(format!("a token for channel {} on channel {channel_id}", token.channel_id)));
     }
-    Ok(Opened { sequence, request_id, token })
+    Ok(Opened { sequence, request_id, token, server_nonce })
 }
 
 /// The body of a CloseSecureChannel request, for a CLO chunk.
@@ -290,7 +301,7 @@ pub(crate) mod tests {
     #[test]
     fn open_secure_channel_with_policy_none() {
         let mut out = Vec::new();
-        open_request(&mut out, 0, &NoSecurity, (1, 1), &header(), TokenRequest::Issue, Duration::from_secs(600))
+        open_request(&mut out, 0, &NoSecurity, (1, 1), &header(), TokenRequest::Issue, None, Duration::from_secs(600))
             .unwrap();
         assert_eq!(&out[..4], b"OPNF");
         assert_eq!(u32::from_le_bytes(out[4..8].try_into().unwrap()) as usize, out.len());

@@ -1,5 +1,5 @@
 //! Session services (Part 4, 5.4 and 5.6) and the first attribute service:
-//! GetEndpoints, FindServers, CreateSession, ActivateSession with the Anonymous identity,
+//! GetEndpoints, FindServers, CreateSession, ActivateSession with an identity token,
 //! CloseSession, and Read. Each request is a message body (its encoding's
 //! NodeId first) for a MSG chunk; each response is checked by
 //! [`secure_channel::response`] and read here.
@@ -17,6 +17,8 @@ use crate::secure_channel::{self, RequestHeader};
 /// The binary encodings' NodeIds of the messages here (namespace 0).
 pub mod encoding_id {
     pub const ANONYMOUS_IDENTITY_TOKEN: u32 = 321;
+    pub const USER_NAME_IDENTITY_TOKEN: u32 = 324;
+    pub const X509_IDENTITY_TOKEN: u32 = 327;
     pub const FIND_SERVERS_REQUEST: u32 = 422;
     pub const FIND_SERVERS_RESPONSE: u32 = 425;
     pub const GET_ENDPOINTS_REQUEST: u32 = 428;
@@ -151,6 +153,8 @@ pub struct UserTokenPolicy {
     pub policy_id: Option<String>,
     /// 0 anonymous, 1 user name, 2 certificate, 3 issued token.
     pub token_type: u32,
+    /// The policy that secures the token; none or empty: the endpoint's.
+    pub security_policy_uri: Option<String>,
 }
 
 /// An endpoint a server offers.
@@ -158,6 +162,8 @@ pub struct UserTokenPolicy {
 pub struct EndpointDescription {
     pub endpoint_url: Option<String>,
     pub server: ApplicationDescription,
+    /// The server's certificate (maybe followed by its chain).
+    pub server_certificate: Option<Vec<u8>>,
     /// 1 None, 2 Sign, 3 SignAndEncrypt.
     pub security_mode: u32,
     pub security_policy_uri: Option<String>,
@@ -169,7 +175,7 @@ impl Decode<'_> for EndpointDescription {
     fn decode(r: &mut Reader<'_>) -> Result<EndpointDescription> {
         let endpoint_url = owned(r, "an endpoint url")?;
         let server = ApplicationDescription::decode(r)?;
-        r.byte_string("a server certificate")?;
+        let server_certificate = r.byte_string("a server certificate")?.map(<[u8]>::to_vec);
         let security_mode = r.u32("a security mode")?;
         let security_policy_uri = owned(r, "a security policy uri")?;
         let user_identity_tokens = read_array(r, 20, "user identity tokens", |r| {
@@ -177,14 +183,15 @@ impl Decode<'_> for EndpointDescription {
             let token_type = r.u32("a user token type")?;
             r.string("an issued token type")?;
             r.string("an issuer endpoint url")?;
-            r.string("a user token security policy")?;
-            Ok(UserTokenPolicy { policy_id, token_type })
+            let security_policy_uri = owned(r, "a user token security policy")?;
+            Ok(UserTokenPolicy { policy_id, token_type, security_policy_uri })
         })?;
         r.string("a transport profile uri")?;
         let security_level = r.u8("a security level")?;
         Ok(EndpointDescription {
             endpoint_url,
             server,
+            server_certificate,
             security_mode,
             security_policy_uri,
             user_identity_tokens,
@@ -205,39 +212,45 @@ pub fn create_session(
     endpoint_url: &str,
     session_name: &str,
     timeout_ms: f64,
+    (nonce, certificate): (&[u8], Option<&[u8]>),
 ) -> ServiceRequest {
     request(encoding_id::CREATE_SESSION_REQUEST, |out| {
         client.encode(out);
         None::<&str>.encode(out); // server uri
         Some(endpoint_url).encode(out);
         Some(session_name).encode(out);
-        // A nonce of 32 bytes: policy None does not use it, but servers ask for one.
-        Some(&nonce()[..]).encode(out);
-        None::<&[u8]>.encode(out); // client certificate
+        Some(nonce).encode(out);
+        certificate.encode(out);
         out.extend_from_slice(&timeout_ms.to_le_bytes());
         put_u32(out, 0); // max response message size: no limit beyond the channel's
     })
 }
 
-/// 32 bytes that differ between sessions (no secret rides on them under policy None).
-fn nonce() -> [u8; 32] {
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-    let mut state = seed as u64 ^ u64::from(std::process::id()) << 32;
-    std::array::from_fn(|_| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state as u8
-    })
+/// An algorithm's URI and a signature made with it; both null when nothing is signed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SignatureData {
+    pub algorithm: Option<String>,
+    pub signature: Option<Vec<u8>>,
 }
 
-/// What CreateSession gives: the session, the token to send in every request, its timeout.
+impl Encode for SignatureData {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.algorithm.as_deref().encode(out);
+        self.signature.as_deref().encode(out);
+    }
+}
+
+/// What CreateSession gives: the session, the token to send in every request, its
+/// timeout, and what proves the server: its nonce, its certificate and its signature.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CreatedSession {
     pub session_id: NodeId,
     pub authentication_token: NodeId,
     pub timeout_ms: f64,
+    pub server_nonce: Vec<u8>,
+    pub server_certificate: Option<Vec<u8>>,
     pub endpoints: Vec<EndpointDescription>,
+    pub server_signature: SignatureData,
     pub max_request_message_size: u32,
 }
 
@@ -246,41 +259,105 @@ pub fn parse_create_session(body: &[u8]) -> Result<CreatedSession> {
     let session_id = NodeId::decode(&mut r)?;
     let authentication_token = NodeId::decode(&mut r)?;
     let timeout_ms = f64::from_bits(r.u64("a session timeout")?);
-    r.byte_string("a server nonce")?;
-    r.byte_string("a server certificate")?;
+    let server_nonce = r.byte_string("a server nonce")?.unwrap_or_default().to_vec();
+    let server_certificate = r.byte_string("a server certificate")?.map(<[u8]>::to_vec);
     let endpoints = read_array(&mut r, 30, "endpoints", EndpointDescription::decode)?;
     read_array(&mut r, 8, "software certificates", |r| {
         r.byte_string("a certificate")?;
         r.byte_string("a signature")
     })?;
-    r.string("a signature algorithm")?;
-    r.byte_string("a server signature")?;
+    let server_signature = SignatureData {
+        algorithm: owned(&mut r, "a signature algorithm")?,
+        signature: r.byte_string("a server signature")?.map(<[u8]>::to_vec),
+    };
     let max_request_message_size = r.u32("the largest request")?;
-    Ok(CreatedSession { session_id, authentication_token, timeout_ms, endpoints, max_request_message_size })
-}
-
-/// ActivateSession with the Anonymous identity, under the server's policy id for it.
-pub fn activate_session_anonymous(policy_id: &str) -> ServiceRequest {
-    request(encoding_id::ACTIVATE_SESSION_REQUEST, |out| {
-        None::<&str>.encode(out); // client signature: algorithm
-        None::<&[u8]>.encode(out); // and signature
-        put_array(out, &[] as &[u8], |_, _| {}); // software certificates
-        put_array(out, &[] as &[u8], |_, _| {}); // locale ids
-        let mut token = Vec::new();
-        Some(policy_id).encode(&mut token);
-        let identity = ExtensionObject {
-            type_id: NodeId::numeric(0, encoding_id::ANONYMOUS_IDENTITY_TOKEN),
-            body: ExtensionBody::Binary(token),
-        };
-        identity.encode(out);
-        None::<&str>.encode(out); // user token signature: algorithm
-        None::<&[u8]>.encode(out); // and signature
+    Ok(CreatedSession {
+        session_id,
+        authentication_token,
+        timeout_ms,
+        server_nonce,
+        server_certificate,
+        endpoints,
+        server_signature,
+        max_request_message_size,
     })
 }
 
-/// An ActivateSession response: only its status matters here.
-pub fn parse_activate_session(body: &[u8]) -> Result<()> {
-    secure_channel::response(body, encoding_id::ACTIVATE_SESSION_RESPONSE, "ActivateSession").map(|_| ())
+/// A user identity token, as ActivateSession carries it (Part 4, 7.40).
+#[derive(Clone, PartialEq, Eq)]
+pub enum IdentityToken {
+    Anonymous {
+        policy_id: String,
+    },
+    /// `password` as sent: encrypted with `encryption_algorithm`, or plain when that is none.
+    UserName {
+        policy_id: String,
+        user: String,
+        password: Vec<u8>,
+        encryption_algorithm: Option<String>,
+    },
+    X509 {
+        policy_id: String,
+        certificate: Vec<u8>,
+    },
+}
+
+/// Never shows a password, encrypted or not.
+impl std::fmt::Debug for IdentityToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IdentityToken::Anonymous { policy_id } => write!(f, "Anonymous({policy_id})"),
+            IdentityToken::UserName { policy_id, user, .. } => write!(f, "UserName({policy_id}, {user}, ***)"),
+            IdentityToken::X509 { policy_id, .. } => write!(f, "X509({policy_id})"),
+        }
+    }
+}
+
+impl Encode for IdentityToken {
+    fn encode(&self, out: &mut Vec<u8>) {
+        let mut body = Vec::new();
+        let type_id = match self {
+            IdentityToken::Anonymous { policy_id } => {
+                Some(policy_id.as_str()).encode(&mut body);
+                encoding_id::ANONYMOUS_IDENTITY_TOKEN
+            }
+            IdentityToken::UserName { policy_id, user, password, encryption_algorithm } => {
+                Some(policy_id.as_str()).encode(&mut body);
+                Some(user.as_str()).encode(&mut body);
+                Some(password.as_slice()).encode(&mut body);
+                encryption_algorithm.as_deref().encode(&mut body);
+                encoding_id::USER_NAME_IDENTITY_TOKEN
+            }
+            IdentityToken::X509 { policy_id, certificate } => {
+                Some(policy_id.as_str()).encode(&mut body);
+                Some(certificate.as_slice()).encode(&mut body);
+                encoding_id::X509_IDENTITY_TOKEN
+            }
+        };
+        ExtensionObject { type_id: NodeId::numeric(0, type_id), body: ExtensionBody::Binary(body) }.encode(out);
+    }
+}
+
+/// ActivateSession: our signature of the server's certificate and nonce (when the
+/// channel is secured), the user's identity, and the user's signature (X509).
+pub fn activate_session(
+    client_signature: &SignatureData,
+    identity: &IdentityToken,
+    user_signature: &SignatureData,
+) -> ServiceRequest {
+    request(encoding_id::ACTIVATE_SESSION_REQUEST, |out| {
+        client_signature.encode(out);
+        put_array(out, &[] as &[u8], |_, _| {}); // software certificates
+        put_array(out, &[] as &[u8], |_, _| {}); // locale ids
+        identity.encode(out);
+        user_signature.encode(out);
+    })
+}
+
+/// An ActivateSession response: the server's next nonce.
+pub fn parse_activate_session(body: &[u8]) -> Result<Vec<u8>> {
+    let (_, mut r) = secure_channel::response(body, encoding_id::ACTIVATE_SESSION_RESPONSE, "ActivateSession")?;
+    Ok(r.byte_string("a server nonce")?.unwrap_or_default().to_vec())
 }
 
 /// CloseSession, deleting the session's subscriptions.
@@ -500,8 +577,26 @@ mod tests {
 
     #[test]
     fn the_anonymous_identity_rides_in_an_extension_object() {
-        let body = activate_session_anonymous("anonymous").message(&header());
+        let anonymous = IdentityToken::Anonymous { policy_id: "anonymous".into() };
+        let body =
+            activate_session(&SignatureData::default(), &anonymous, &SignatureData::default()).message(&header());
         let tail = hex("01 00 41 01 01 0D 00 00 00 09 00 00 00 61 6E 6F 6E 79 6D 6F 75 73 FF FF FF FF FF FF FF FF");
         assert!(body.ends_with(&tail), "{body:02x?}");
+    }
+
+    /// Part 4, 7.40.4: policy id, user name, password (a ByteString), encryption algorithm (null: plain).
+    #[test]
+    fn a_user_name_token_is_byte_exact_and_never_shows_its_password() {
+        let token = IdentityToken::UserName {
+            policy_id: "u".into(),
+            user: "ab".into(),
+            password: b"pw".to_vec(),
+            encryption_algorithm: None,
+        };
+        let mut out = Vec::new();
+        token.encode(&mut out);
+        let expected = "01 00 44 01 01 15 00 00 00 01 00 00 00 75 02 00 00 00 61 62 02 00 00 00 70 77 FF FF FF FF";
+        assert_eq!(out, hex(expected));
+        assert!(!format!("{token:?}").contains("pw"));
     }
 }

@@ -19,6 +19,16 @@ pub fn severity(code: u32) -> Severity {
     }
 }
 
+/// Codes the security checks give.
+pub const BAD_CERTIFICATE_INVALID: u32 = 0x8012_0000;
+pub const BAD_SECURITY_CHECKS_FAILED: u32 = 0x8013_0000;
+pub const BAD_CERTIFICATE_TIME_INVALID: u32 = 0x8014_0000;
+pub const BAD_CERTIFICATE_HOST_NAME_INVALID: u32 = 0x8016_0000;
+pub const BAD_CERTIFICATE_URI_INVALID: u32 = 0x8017_0000;
+pub const BAD_CERTIFICATE_UNTRUSTED: u32 = 0x801A_0000;
+pub const BAD_SECURITY_POLICY_REJECTED: u32 = 0x8055_0000;
+pub const BAD_SECURITY_MODE_REJECTED: u32 = 0x8054_0000;
+
 /// The name of `code` (its low 16 bits, flags and info, ignored), or `None` for one the specification does not define.
 pub fn name(code: u32) -> Option<&'static str> {
     let code = code & 0xFFFF_0000;

@@ -5,14 +5,17 @@
 //! What a security policy adds to a chunk (signing, encryption) sits behind
 //! [`SecurityPolicy`]; policy None adds nothing.
 
+use std::borrow::Cow;
+
 use bifrost_core::{Error, Result};
+use bytes::Bytes;
 
 use crate::encoding::{Encode, ReadLengths, Reader};
 
 /// Bytes of every message header: type, chunk type, size.
 pub const HEADER_LEN: usize = 8;
 /// Bytes of a symmetric chunk's security header (the token id) and sequence header.
-const SYMMETRIC_HEADERS: usize = 4 + 8;
+pub const SYMMETRIC_HEADERS: usize = 4 + 8;
 /// The smallest buffer a peer may offer (Part 6, 7.1.2.3).
 pub const MIN_BUFFER: u32 = 8192;
 
@@ -198,17 +201,31 @@ pub fn parse_error(body: &[u8]) -> Result<Error> {
     Ok(Error::proto(format!("the server ended the connection with {}{reason}", crate::status::describe(code))))
 }
 
-/// What a security policy does to the chunks of a secure channel. Policy None
-/// does nothing; the signing and encrypting policies (part 2) plug in here.
+/// What a security policy does to the chunks of a secure channel: policy None
+/// does nothing; the signing and encrypting policies are `security::Secured`.
 pub trait SecurityPolicy {
     /// Its URI, as OpenSecureChannel names it.
     fn uri(&self) -> &str;
-    /// Bytes a signature adds after a chunk's body.
-    fn signature_len(&self) -> usize;
-    /// Signs (and encrypts) a finished chunk in place: `chunk` is header to signature.
+    /// The message security mode: 1 None, 2 Sign, 3 SignAndEncrypt.
+    fn mode(&self) -> u32;
+    /// What OpenSecureChannel's security header carries: our certificate and the server's thumbprint.
+    fn certificates(&self) -> (Option<&[u8]>, Option<&[u8]>);
+    /// A fresh client nonce for an OpenSecureChannel, kept until its token is granted.
+    fn new_nonce(&mut self) -> Option<Vec<u8>>;
+    /// Token `token_id` was granted with `server_nonce`: its keys are derived.
+    fn granted(&mut self, token_id: u32, server_nonce: &[u8]) -> Result<()>;
+    /// The most body bytes one symmetric chunk of `chunk_size` bytes carries.
+    fn body_room(&self, chunk_size: usize) -> usize;
+    /// Signs (and encrypts) a finished symmetric chunk in place: `chunk` is its header to its body's end.
     fn secure(&self, chunk: &mut Vec<u8>) -> Result<()>;
-    /// Checks (and decrypts) a received chunk in place; returns the body's end.
-    fn open(&self, chunk: &mut [u8]) -> Result<usize>;
+    /// Checks (and decrypts) a received symmetric chunk: the same chunk without
+    /// padding or signature, its size set to match.
+    fn open(&self, chunk: Bytes) -> Result<Bytes>;
+    /// Signs and encrypts an OpenSecureChannel chunk in place; its security header ends at `header_end`.
+    fn secure_asymmetric(&self, chunk: &mut Vec<u8>, header_end: usize) -> Result<()>;
+    /// Checks and decrypts an OpenSecureChannel response: its sequence header and body.
+    /// `sender` is the certificate its security header names.
+    fn open_asymmetric<'a>(&self, chunk: &'a [u8], header_end: usize, sender: Option<&[u8]>) -> Result<Cow<'a, [u8]>>;
 }
 
 /// No security: chunks travel as they are.
@@ -219,16 +236,40 @@ impl SecurityPolicy for NoSecurity {
         "http://opcfoundation.org/UA/SecurityPolicy#None"
     }
 
-    fn signature_len(&self) -> usize {
-        0
+    fn mode(&self) -> u32 {
+        1
+    }
+
+    fn certificates(&self) -> (Option<&[u8]>, Option<&[u8]>) {
+        (None, None)
+    }
+
+    fn new_nonce(&mut self) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn granted(&mut self, _token_id: u32, _server_nonce: &[u8]) -> Result<()> {
+        Ok(())
+    }
+
+    fn body_room(&self, chunk_size: usize) -> usize {
+        chunk_size.saturating_sub(HEADER_LEN + 4 + SYMMETRIC_HEADERS)
     }
 
     fn secure(&self, _chunk: &mut Vec<u8>) -> Result<()> {
         Ok(())
     }
 
-    fn open(&self, chunk: &mut [u8]) -> Result<usize> {
-        Ok(chunk.len())
+    fn open(&self, chunk: Bytes) -> Result<Bytes> {
+        Ok(chunk)
+    }
+
+    fn secure_asymmetric(&self, _chunk: &mut Vec<u8>, _header_end: usize) -> Result<()> {
+        Ok(())
+    }
+
+    fn open_asymmetric<'a>(&self, chunk: &'a [u8], header_end: usize, _sender: Option<&[u8]>) -> Result<Cow<'a, [u8]>> {
+        Ok(Cow::Borrowed(&chunk[header_end..]))
     }
 }
 
@@ -258,7 +299,7 @@ pub fn write_chunks(
             limits.send_message
         )));
     }
-    let room = (limits.send_chunk as usize).saturating_sub(HEADER_LEN + 4 + SYMMETRIC_HEADERS + policy.signature_len());
+    let room = policy.body_room(limits.send_chunk as usize);
     if room == 0 {
         return Err(Error::invalid_value("the server's receive buffer holds no body"));
     }

@@ -21,7 +21,7 @@ fn requests(sim: &Simulator) -> u64 {
 async fn open(sim: &Simulator) -> OpcuaDevice {
     let url = format!("opc.tcp://127.0.0.1:{}/bifrost?request-timeout=5000", sim.local_addr().port());
     let opening = Opening::from_url(DeviceUrl::parse(&url).unwrap()).unwrap();
-    let (framing, server) = opening.framing();
+    let (framing, server) = opening.framing(bifrost_opcua::framing::Security::none());
     let driver = opening.open_runtime_driver(framing).await.unwrap();
     OpcuaDevice::new(driver, server)
 }

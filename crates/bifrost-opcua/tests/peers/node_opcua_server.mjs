@@ -1,20 +1,27 @@
-// node-opcua-server as a peer for the Rust integration tests: security None,
-// anonymous, bound to loopback on the port given (0: any), printing
-// "listening <port>" once ready. Run it with HOME set to a directory of its own
+// node-opcua-server as a peer for the tests: bound to loopback on the port given
+// (0: any), printing "listening <port>" once ready. By default it offers security
+// None and the anonymous user; with "secure" after the port it also offers every
+// policy we speak in Sign and SignAndEncrypt, the user "operator" (password
+// "secret-pw") and X509 users, and accepts any client or user certificate. Run it with HOME set to a directory of its own
 // (it writes its PKI there) and the repository root as the working directory.
 // It serves a folder of test variables in namespace urn:bifrost:test (see below).
 import { OPCUAServer } from 'node-opcua-server'
 import { StatusCodes } from 'node-opcua-status-code'
 import { DataType } from 'node-opcua-variant'
 
+const secure = process.argv[3] === 'secure'
+const policy = (name) => `http://opcfoundation.org/UA/SecurityPolicy#${name}`
 const server = new OPCUAServer({
   port: Number(process.argv[2] ?? 0),
   host: '127.0.0.1',
   hostname: '127.0.0.1',
   resourcePath: '/bifrost',
-  securityPolicies: ['http://opcfoundation.org/UA/SecurityPolicy#None'],
-  securityModes: [1], // MessageSecurityMode.None
+  securityPolicies: secure
+    ? ['None', 'Basic256Sha256', 'Aes128_Sha256_RsaOaep', 'Aes256_Sha256_RsaPss'].map(policy)
+    : [policy('None')],
+  securityModes: secure ? [1, 2, 3] : [1], // MessageSecurityMode None, Sign, SignAndEncrypt
   allowAnonymous: true,
+  userManager: { isValidUser: (user, password) => user === 'operator' && password === 'secret-pw' },
 })
 await server.initialize()
 
