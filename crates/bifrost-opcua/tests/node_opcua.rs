@@ -117,7 +117,8 @@ fn hello_opens_and_closes_a_secure_channel_with_node_opcua() {
 
     let mut out = Vec::new();
     let lifetime = Duration::from_secs(600);
-    secure_channel::open_request(&mut out, 0, &NoSecurity, (1, 1), &request_header(1), TokenRequest::Issue, lifetime)
+    let header = request_header(1);
+    secure_channel::open_request(&mut out, 0, &NoSecurity, (1, 1), &header, TokenRequest::Issue, None, lifetime)
         .unwrap();
     stream.write_all(&out).unwrap();
     let opened = secure_channel::parse_open_response(&read_message(&mut stream), &NoSecurity).unwrap();
@@ -186,6 +187,7 @@ fn a_session_reads_the_servers_own_nodes_with_node_opcua() {
         (1, 1),
         &request_header(1),
         TokenRequest::Issue,
+        None,
         Duration::from_secs(600),
     )
     .unwrap();
@@ -214,13 +216,15 @@ fn a_session_reads_the_servers_own_nodes_with_node_opcua() {
         application_type: 1,
         ..Default::default()
     };
-    let create = session::create_session(&client, &url, "bifrost-test", 60_000.0).message(&request_header(3));
+    let create =
+        session::create_session(&client, &url, "bifrost-test", 60_000.0, (&[7; 32], None)).message(&request_header(3));
     let created = session::parse_create_session(&call(&mut stream, &mut channel, 3, &create, &limits)).unwrap();
     assert!(created.timeout_ms > 0.0 && !created.endpoints.is_empty(), "{created:?}");
     let authenticated =
         |handle| RequestHeader { authentication_token: created.authentication_token.clone(), ..request_header(handle) };
-    let activate =
-        session::activate_session_anonymous(anonymous.policy_id.as_deref().unwrap_or("")).message(&authenticated(4));
+    let token = session::IdentityToken::Anonymous { policy_id: anonymous.policy_id.clone().unwrap_or_default() };
+    let none = session::SignatureData::default();
+    let activate = session::activate_session(&none, &token, &none).message(&authenticated(4));
     session::parse_activate_session(&call(&mut stream, &mut channel, 4, &activate, &limits)).unwrap();
 
     // Read: the server's state (Running, 0), its namespace array, and a node it does not have.

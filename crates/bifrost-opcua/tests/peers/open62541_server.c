@@ -6,7 +6,13 @@
  * Boolean i%2==1, a Float i*0.25 or a String "v<i>" by i%5, read-only when
  * i%7==6, in a folder Simulation under Objects. With `changing`, every
  * Double V<i> is rewritten each second as i*0.5 plus the seconds since start.
- *   open62541_server PORT [VARIABLES [changing]]                           */
+ * With `secure`, it makes a certificate (RSA 4096, naming 127.0.0.1) and
+ * also offers every security policy in Sign and SignAndEncrypt, the user
+ * "operator" (password "secret-pw"), and accepts any client certificate.
+ *   open62541_server PORT [VARIABLES [changing] [secure]]                  */
+#include <open62541/plugin/accesscontrol_default.h>
+#include <open62541/plugin/certificategroup_default.h>
+#include <open62541/plugin/create_certificate.h>
 #include <open62541/plugin/log_stdout.h>
 #include <open62541/server.h>
 #include <open62541/server_config_default.h>
@@ -71,7 +77,7 @@ static void add_variable(UA_Server *server, UA_UInt16 ns, UA_NodeId folder, unsi
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: open62541_server PORT [VARIABLES]\n");
+        fprintf(stderr, "usage: open62541_server PORT [VARIABLES [changing] [secure]]\n");
         return 2;
     }
     UA_UInt16 port = (UA_UInt16)atoi(argv[1]);
@@ -79,9 +85,39 @@ int main(int argc, char **argv) {
     signal(SIGINT, stop);
     signal(SIGTERM, stop);
 
+    int changing = 0, secure = 0;
+    for (int i = 3; i < argc; i++) {
+        changing |= strcmp(argv[i], "changing") == 0;
+        secure |= strcmp(argv[i], "secure") == 0;
+    }
+
     UA_Server *server = UA_Server_new();
     UA_ServerConfig *config = UA_Server_getConfig(server);
-    UA_ServerConfig_setMinimal(config, port, NULL);
+    if (secure) {
+        UA_String subject[] = {UA_STRING_STATIC("C=DE"), UA_STRING_STATIC("O=Bifrost"),
+                               UA_STRING_STATIC("CN=open62541@127.0.0.1")};
+        UA_String names[] = {UA_STRING_STATIC("DNS:localhost"), UA_STRING_STATIC("IP:127.0.0.1"),
+                             UA_STRING_STATIC("URI:urn:bifrost:open62541")};
+        UA_ByteString certificate = UA_BYTESTRING_NULL, key = UA_BYTESTRING_NULL;
+        if (UA_CreateCertificate(UA_Log_Stdout, subject, 3, names, 3, UA_CERTIFICATEFORMAT_DER, NULL, &key,
+                                 &certificate) != UA_STATUSCODE_GOOD ||
+            UA_ServerConfig_setDefaultWithSecurityPolicies(config, port, &certificate, &key, NULL, 0, NULL, 0,
+                                                           NULL, 0) != UA_STATUSCODE_GOOD) {
+            fprintf(stderr, "open62541 could not set up its security\n");
+            return 1;
+        }
+        UA_ByteString_clear(&certificate);
+        UA_ByteString_clear(&key);
+        UA_String_clear(&config->applicationDescription.applicationUri);
+        config->applicationDescription.applicationUri = UA_STRING_ALLOC("urn:bifrost:open62541");
+        UA_CertificateGroup_AcceptAll(&config->secureChannelPKI);
+        UA_CertificateGroup_AcceptAll(&config->sessionPKI);
+        UA_UsernamePasswordLogin logins[] = {{UA_STRING_STATIC("operator"), UA_STRING_STATIC("secret-pw")}};
+        config->accessControl.clear(&config->accessControl);
+        UA_AccessControl_default(config, true, NULL, 1, logins);
+    } else {
+        UA_ServerConfig_setMinimal(config, port, NULL);
+    }
     /* Loopback only. */
     char url[64];
     snprintf(url, sizeof url, "opc.tcp://127.0.0.1:%u", port);
@@ -97,7 +133,7 @@ int main(int argc, char **argv) {
     UA_Server_addObjectNode(server, folder, UA_NS0ID(OBJECTSFOLDER), UA_NS0ID(ORGANIZES),
                             UA_QUALIFIEDNAME(ns, "Simulation"), UA_NS0ID(FOLDERTYPE), folder_attr, NULL, NULL);
     for (unsigned i = 0; i < count; i++) add_variable(server, ns, folder, i);
-    if (argc > 3 && strcmp(argv[3], "changing") == 0) {
+    if (changing) {
         variable_count = count;
         variable_ns = ns;
         started = time(NULL);
