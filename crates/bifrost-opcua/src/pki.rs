@@ -376,3 +376,137 @@ pub fn user_identity(certificate: &Path, key: &Path) -> Result<crate::security::
     };
     Ok(crate::security::Identity::Certificate { certificate: certificate_der, key: PrivateKey::from_pkcs8(&key_der)? })
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A certificate made for a test, its key, and what it was made from.
+    pub(crate) struct Made {
+        pub cert: rcgen::Certificate,
+        pub key: rcgen::KeyPair,
+        params: rcgen::CertificateParams,
+    }
+
+    impl Made {
+        pub(crate) fn der(&self) -> &[u8] {
+            self.cert.der()
+        }
+    }
+
+    /// A certificate for `names` (DNS names, IP addresses or `urn:` URIs), self-signed
+    /// or signed by `issuer`, valid from `days.0` to `days.1` days from now.
+    pub(crate) fn certificate(
+        names: &[&str],
+        days: (i64, i64),
+        ca: bool,
+        issuer: Option<&Made>,
+        bits: rcgen::RsaKeySize,
+    ) -> Made {
+        let key = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, bits).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        for name in names {
+            params.subject_alt_names.push(if let Ok(ip) = name.parse() {
+                rcgen::SanType::IpAddress(ip)
+            } else if name.starts_with("urn:") {
+                rcgen::SanType::URI(rcgen::string::Ia5String::try_from(*name).unwrap())
+            } else {
+                rcgen::SanType::DnsName(rcgen::string::Ia5String::try_from(*name).unwrap())
+            });
+        }
+        params.distinguished_name.push(rcgen::DnType::CommonName, names.first().copied().unwrap_or("ca"));
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now + time::Duration::days(days.0);
+        params.not_after = now + time::Duration::days(days.1);
+        if ca {
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        }
+        let cert = match issuer {
+            None => params.self_signed(&key).unwrap(),
+            Some(issuer) => params.signed_by(&key, &rcgen::Issuer::from_params(&issuer.params, &issuer.key)).unwrap(),
+        };
+        Made { cert, key, params }
+    }
+
+    fn store() -> (Pki, PathBuf) {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let root = std::env::temp_dir().join(format!("bifrost-pki-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        (Pki::new(root.clone()), root)
+    }
+
+    fn check<'a>(host: &'a str, uri: &'a str) -> ServerCheck<'a> {
+        ServerCheck { host: Some(host), application_uri: Some(uri), accept_once: false }
+    }
+
+    fn status_name(result: Result<PublicKey>) -> &'static str {
+        result.err().and_then(|e| e.opcua).map_or("passed", |s| s.name)
+    }
+
+    #[test]
+    fn the_own_certificate_is_made_once_and_names_its_application_uri() {
+        let (pki, root) = store();
+        let own = pki.own().unwrap();
+        assert!(own.application_uri.starts_with("urn:") && own.application_uri.ends_with(":bifrost"));
+        assert_eq!(own.key.size(), 256, "RSA 2048");
+        let again = pki.own().unwrap();
+        assert_eq!(again.certificate, own.certificate, "made on first use, then kept");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(root.join("own/private/bifrost.pem")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "the key is its owner's alone");
+        }
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn an_untrusted_server_is_saved_to_rejected_and_trusted_once_copied() {
+        let (pki, root) = store();
+        let cert = certificate(&["urn:s", "plc.local"], (-1, 30), false, None, rcgen::RsaKeySize::_2048);
+        let e = pki.check_server(cert.der(), &check("plc.local", "urn:s")).err().unwrap();
+        assert_eq!(e.opcua.unwrap().name, "BadCertificateUntrusted");
+        let thumbprint: String = crypto::thumbprint(cert.der()).iter().map(|b| format!("{b:02x}")).collect();
+        let rejected = root.join("rejected/certs").join(format!("{thumbprint}.der"));
+        assert!(e.message.contains(&rejected.display().to_string()), "{}", e.message);
+        assert_eq!(std::fs::read(&rejected).unwrap(), cert.der().to_vec());
+        let once = ServerCheck { accept_once: true, ..check("plc.local", "urn:s") };
+        assert_eq!(status_name(pki.check_server(cert.der(), &once)), "passed");
+        std::fs::create_dir_all(root.join("trusted/certs")).unwrap();
+        std::fs::copy(&rejected, root.join("trusted/certs/plc.der")).unwrap();
+        assert_eq!(status_name(pki.check_server(cert.der(), &check("plc.local", "urn:s"))), "passed");
+        // Trusted, but not for another host or another application.
+        assert_eq!(
+            status_name(pki.check_server(cert.der(), &check("10.0.0.9", "urn:s"))),
+            "BadCertificateHostNameInvalid"
+        );
+        let anywhere = ServerCheck { host: None, ..check("", "urn:s") };
+        assert_eq!(status_name(pki.check_server(cert.der(), &anywhere)), "passed");
+        assert_eq!(status_name(pki.check_server(cert.der(), &check("plc.local", "urn:x"))), "BadCertificateUriInvalid");
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn a_chain_is_followed_to_a_trusted_ca_with_each_signature_and_validity_checked() {
+        let (pki, root) = store();
+        let ca = certificate(&["Plant CA"], (-1, 365), true, None, rcgen::RsaKeySize::_2048);
+        let server = certificate(&["urn:s", "10.0.0.5"], (-1, 30), false, Some(&ca), rcgen::RsaKeySize::_2048);
+        std::fs::create_dir_all(root.join("trusted/certs")).unwrap();
+        std::fs::write(root.join("trusted/certs/ca.der"), ca.der()).unwrap();
+        assert_eq!(status_name(pki.check_server(server.der(), &check("10.0.0.5", "urn:s"))), "passed");
+        // The server may send its chain: the leaf is what is checked.
+        let mut chain = server.der().to_vec();
+        chain.extend_from_slice(ca.der());
+        assert_eq!(status_name(pki.check_server(&chain, &check("10.0.0.5", "urn:s"))), "passed");
+        // A certificate of the same name signed by another key is not vouched for.
+        let impostor = certificate(&["Plant CA"], (-1, 365), true, None, rcgen::RsaKeySize::_2048);
+        let forged = certificate(&["urn:s", "10.0.0.5"], (-1, 30), false, Some(&impostor), rcgen::RsaKeySize::_2048);
+        assert_eq!(status_name(pki.check_server(forged.der(), &check("10.0.0.5", "urn:s"))), "BadCertificateUntrusted");
+        // Expired, though trusted.
+        let old = certificate(&["urn:s", "10.0.0.5"], (-60, -1), false, Some(&ca), rcgen::RsaKeySize::_2048);
+        assert_eq!(status_name(pki.check_server(old.der(), &check("10.0.0.5", "urn:s"))), "BadCertificateTimeInvalid");
+        assert_eq!(status_name(pki.check_server(b"not a certificate", &check("h", "u"))), "BadCertificateInvalid");
+        let _ = std::fs::remove_dir_all(root);
+    }
+}

@@ -67,7 +67,7 @@ impl Secured {
         let token_id = u32::from_le_bytes(chunk[HEADER_LEN + 4..HEADER_LEN + 8].try_into().unwrap_or_default());
         self.tokens.iter().rev().find(|k| k.token_id == token_id).ok_or_else(|| {
             crate::secure_channel::status_error(
-                0x8023_0000, // BadSecureChannelTokenUnknown
+                0x8087_0000, // BadSecureChannelTokenUnknown
                 &format!("a chunk under token {token_id}, which this channel was not granted"),
             )
         })
@@ -347,6 +347,108 @@ impl Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pki::tests::{certificate, Made};
+    use crate::transport::{self, kind, Acknowledge, Channel, Limits};
+
+    fn ends(own: &Made, server: &Made) -> Arc<Ends> {
+        Arc::new(Ends {
+            own: Own {
+                certificate: own.der().to_vec(),
+                key: crypto::PrivateKey::from_pkcs8(own.key.serialized_der()).unwrap(),
+                application_uri: "urn:c".into(),
+            },
+            server_certificate: server.der().to_vec(),
+            server: crate::pki::public_key(server.der()).unwrap(),
+        })
+    }
+
+    /// A client and, with the roles swapped, the server it talks to (RSA 2048 and 4096,
+    /// so both paddings are used), under token 7 from each other's nonces.
+    fn pair(policy: Policy, mode: u32) -> (Secured, Secured, Made) {
+        let client_cert = certificate(&["urn:c"], (-1, 30), false, None, rcgen::RsaKeySize::_2048);
+        let server_cert = certificate(&["urn:s"], (-1, 30), false, None, rcgen::RsaKeySize::_4096);
+        let mut client = Secured::new(policy, mode, ends(&client_cert, &server_cert));
+        let mut server = Secured::new(policy, mode, ends(&server_cert, &client_cert));
+        let client_nonce = client.new_nonce().unwrap();
+        let server_nonce = server.new_nonce().unwrap();
+        client.granted(7, &server_nonce).unwrap();
+        server.granted(7, &client_nonce).unwrap();
+        (client, server, client_cert)
+    }
+
+    #[test]
+    fn every_policy_and_mode_round_trips_and_refuses_a_changed_byte() {
+        let policies = [Policy::Basic256Sha256, Policy::Aes128Sha256RsaOaep, Policy::Aes256Sha256RsaPss];
+        for (policy, mode) in policies.iter().flat_map(|p| [(*p, MODE_SIGN), (*p, MODE_SIGN_AND_ENCRYPT)]) {
+            let (client, server, client_cert) = pair(policy, mode);
+            // OpenSecureChannel: signed with our key, encrypted with the server's (in Sign mode too).
+            let header = crate::secure_channel::RequestHeader {
+                authentication_token: crate::node_id::NodeId::null(),
+                timestamp: 0,
+                request_handle: 1,
+                timeout_hint: 0,
+            };
+            let mut opn = Vec::new();
+            let request = crate::secure_channel::TokenRequest::Issue;
+            let lifetime = std::time::Duration::from_secs(60);
+            crate::secure_channel::open_request(
+                &mut opn,
+                0,
+                &client,
+                (1, 1),
+                &header,
+                request,
+                Some(&[9; 32]),
+                lifetime,
+            )
+            .unwrap();
+            let header_end = HEADER_LEN + 4 + (4 + policy.uri().len()) + (4 + client_cert.der().len()) + (4 + 20);
+            assert_eq!(u32::from_le_bytes(opn[4..8].try_into().unwrap()) as usize, opn.len());
+            assert!(!opn.windows(32).any(|w| w == [9; 32]), "{policy:?}: the nonce travels encrypted");
+            let content = server.open_asymmetric(&opn, header_end, Some(client_cert.der())).unwrap();
+            assert_eq!(&content[..12], &[1, 0, 0, 0, 1, 0, 0, 0, 0x01, 0x00, 0xBE, 0x01], "{policy:?}");
+            assert!(content.ends_with(&[9; 32].iter().chain(&60_000u32.to_le_bytes()).copied().collect::<Vec<_>>()));
+            opn[header_end + 5] ^= 1;
+            assert!(server.open_asymmetric(&opn, header_end, Some(client_cert.der())).is_err());
+
+            // A message in several chunks, each signed (and encrypted), opened by the other end.
+            let limits = Acknowledge {
+                protocol_version: 0,
+                limits: Limits { receive_buffer: 8192, send_buffer: 8192, max_message: 0, max_chunks: 0 },
+            }
+            .negotiate(&Limits { receive_buffer: 8192, send_buffer: 8192, max_message: 0, max_chunks: 0 });
+            let body: Vec<u8> = (0..20_000u32).map(|i| (i * 7) as u8).collect();
+            let mut channel = Channel { channel_id: 3, token_id: 7, sequence: 1 };
+            let mut out = Vec::new();
+            transport::write_chunks(&mut out, kind::MESSAGE, &mut channel, 5, &body, &limits, &client).unwrap();
+            let (mut at, mut received, mut chunks) = (0, Vec::new(), Vec::new());
+            while at < out.len() {
+                let len = transport::frame_len(&out[at..], 8192).unwrap().unwrap();
+                assert!(len <= 8192, "{policy:?} {mode}: a chunk of {len} bytes");
+                chunks.push(out[at..at + len].to_vec());
+                let opened = server.open(Bytes::copy_from_slice(&out[at..at + len])).unwrap();
+                received.extend_from_slice(transport::parse_chunk(&opened).unwrap().body);
+                at += len;
+            }
+            assert_eq!(received, body, "{policy:?} {mode}");
+            assert!(chunks.len() >= 3);
+            let plain_visible = chunks[0].windows(16).any(|w| w == &body[..16]);
+            assert_eq!(plain_visible, mode == MODE_SIGN, "{policy:?} {mode}: encrypted only in SignAndEncrypt");
+            let mut changed = chunks[1].clone();
+            let last = changed.len() - 40;
+            changed[last] ^= 0x80;
+            let e = server.open(Bytes::from(changed)).unwrap_err();
+            assert_eq!(e.opcua.unwrap().name, "BadSecurityChecksFailed");
+            // The client cannot open its own chunks: each direction has its keys.
+            assert!(client.open(Bytes::from(chunks[0].clone())).is_err());
+            let mut other_token = chunks[0].clone();
+            other_token[12] = 8;
+            assert_eq!(
+                server.open(Bytes::from(other_token)).unwrap_err().opcua.unwrap().name,
+                "BadSecureChannelTokenUnknown"
+            );
+        }
+    }
 
     #[test]
     fn padding_fills_whole_blocks_and_unpads() {
