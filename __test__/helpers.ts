@@ -60,12 +60,12 @@ export async function freePort(): Promise<number> {
   return port
 }
 
-/** Starts a child process and waits until a line of its output contains `ready`. */
-export async function startProcess(cmd: string, args: string[], ready: string, env: NodeJS.ProcessEnv = process.env): Promise<ChildProcess> {
+/** Starts a child process and waits (20 s unless told) until a line of its output contains `ready`. */
+export async function startProcess(cmd: string, args: string[], ready: string, env: NodeJS.ProcessEnv = process.env, timeoutMs = 20_000): Promise<ChildProcess> {
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env })
   let output = ''
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${cmd} did not become ready in 20 s:\n${output}`)), 20_000)
+    const timer = setTimeout(() => reject(new Error(`${cmd} did not become ready in ${timeoutMs / 1000} s:\n${output}`)), timeoutMs)
     const onData = (chunk: Buffer) => {
       output += chunk.toString()
       if (output.includes(ready)) {

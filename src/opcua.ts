@@ -46,6 +46,8 @@ export interface OpcuaUserTokenPolicy {
   policyId?: string
   /** `Anonymous`, `UserName`, `Certificate` or `IssuedToken`. */
   tokenType: string | number
+  /** The security policy that secures the token (a password's encryption); absent or empty: the endpoint's. */
+  securityPolicyUri?: string
 }
 
 /** An endpoint a server offers ({@link getEndpoints}). */

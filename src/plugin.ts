@@ -62,6 +62,34 @@ export interface ConnectOptions {
   failoverWrites?: boolean
   /** OPC UA: milliseconds the secure channel's token is asked to live (1000 to 4294967295; the server may grant another), renewed at 75% of what it grants. Default 3600000. */
   channelLifetime?: number
+  /**
+   * OPC UA: the secure channel's security policy, by name or URI: `None`, `Basic256Sha256`,
+   * `Aes128_Sha256_RsaOaep` or `Aes256_Sha256_RsaPss`. Default `None`, or `Basic256Sha256`
+   * when only {@link ConnectOptions.securityMode} is given.
+   */
+  securityPolicy?: 'None' | 'Basic256Sha256' | 'Aes128_Sha256_RsaOaep' | 'Aes256_Sha256_RsaPss' | (string & {})
+  /** OPC UA: `None`, `Sign` or `SignAndEncrypt`. Default `None`, or `SignAndEncrypt` when only {@link ConnectOptions.securityPolicy} is given. */
+  securityMode?: 'None' | 'Sign' | 'SignAndEncrypt'
+  /**
+   * OPC UA: the certificate store's folder. It holds `own/` (the application certificate and key,
+   * made on first use), `trusted/certs/` (servers or CAs trusted), `issuers/certs/` (CAs that
+   * complete chains) and `rejected/certs/` (servers refused, to copy into `trusted/certs/`).
+   * Default `bifrost/pki` in the user's configuration folder (`$XDG_CONFIG_HOME` or `~/.config`,
+   * `%APPDATA%` on Windows, `~/Library/Application Support` on macOS).
+   */
+  pkiDir?: string
+  /** OPC UA: accept the server's certificate for this connection though nothing in the trust list vouches for it; nothing is saved. Default false. */
+  acceptServerCertificate?: boolean
+  /** OPC UA: whether the server's certificate must name the host dialled. Default true. */
+  checkHostName?: boolean
+  /** OPC UA: the user name to activate the session with (or `user:password@` before the URL's host). Never shown in messages. */
+  username?: string
+  /** OPC UA: the user's password, encrypted with the server's key unless its user token policy says None. Never shown in messages. */
+  password?: string
+  /** OPC UA: a user certificate file (DER or PEM) to activate the session with, with {@link ConnectOptions.userPrivateKey}. */
+  userCertificate?: string
+  /** OPC UA: the user certificate's private key file (PKCS#8, PEM or DER). */
+  userPrivateKey?: string
   /** Serial lines: bits per second (50 to 12000000). Default 19200. */
   baudRate?: number
   /** Serial lines: `none`, `even` (the default) or `odd`. */

@@ -6,8 +6,9 @@
  * Boolean i%2==1, a Float i*0.25 or a String "v<i>" by i%5, read-only when
  * i%7==6, in a folder Simulation under Objects. With `changing`, every
  * Double V<i> is rewritten each second as i*0.5 plus the seconds since start.
- * With `secure`, it makes a certificate (RSA 4096, naming 127.0.0.1) and
- * also offers every security policy in Sign and SignAndEncrypt, the user
+ * With `secure`, it makes a certificate (RSA 4096, naming 127.0.0.1), also
+ * listens on 127.0.0.2 (which the certificate does not name), and also
+ * offers every security policy in Sign and SignAndEncrypt, the user
  * "operator" (password "secret-pw"), and accepts any client certificate.
  *   open62541_server PORT [VARIABLES [changing] [secure]]                  */
 #include <open62541/plugin/accesscontrol_default.h>
@@ -118,13 +119,16 @@ int main(int argc, char **argv) {
     } else {
         UA_ServerConfig_setMinimal(config, port, NULL);
     }
-    /* Loopback only. */
+    /* Loopback only; a secure server also on 127.0.0.2, which its certificate does not name. */
+    size_t urls = secure ? 2 : 1;
     char url[64];
-    snprintf(url, sizeof url, "opc.tcp://127.0.0.1:%u", port);
     UA_Array_delete(config->serverUrls, config->serverUrlsSize, &UA_TYPES[UA_TYPES_STRING]);
-    config->serverUrls = (UA_String *)UA_Array_new(1, &UA_TYPES[UA_TYPES_STRING]);
-    config->serverUrls[0] = UA_String_fromChars(url);
-    config->serverUrlsSize = 1;
+    config->serverUrls = (UA_String *)UA_Array_new(urls, &UA_TYPES[UA_TYPES_STRING]);
+    for (size_t i = 0; i < urls; i++) {
+        snprintf(url, sizeof url, "opc.tcp://127.0.0.%u:%u", (unsigned)i + 1, port);
+        config->serverUrls[i] = UA_String_fromChars(url);
+    }
+    config->serverUrlsSize = urls;
 
     UA_UInt16 ns = UA_Server_addNamespace(server, "urn:bifrost:simulator");
     UA_ObjectAttributes folder_attr = UA_ObjectAttributes_default;
