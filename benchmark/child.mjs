@@ -194,9 +194,12 @@ async function enip(seconds) {
   return { tagsPerSec: tags / run.seconds, cpuSecPerMillionTags: (run.cpu / tags) * 1e6, peakRssMb: peakRssMb() }
 }
 
-/** opcua-read: one batched Read of the 2,000 nodes per cycle, for `seconds`; the first cycle's values are checked. */
-async function opcuaRead(seconds, { url, ns }) {
-  const reader = await client.opcuaReader(client.load(), url, OPCUA.nodes(ns))
+/**
+ * opcua-read: one batched Read of the 2,000 nodes per cycle, for `seconds`; the first cycle's values
+ * are checked. With `secure`, on a channel of Basic256Sha256 in SignAndEncrypt.
+ */
+async function opcuaRead(seconds, { url, ns }, secure = false) {
+  const reader = await client.opcuaReader(client.load(), url, OPCUA.nodes(ns), secure)
   check('first opcua read', await reader.read(), OPCUA.values)
   for (let i = 0; i < 20; i++) await reader.read() // warm-up
   const run = await timedLoop(1, seconds, () => reader.read())
@@ -297,6 +300,7 @@ const run = {
   enip: () => enip(s.enipSeconds),
   'opcua-read': () => opcuaRead(s.opcuaSeconds, s.opcua),
   'opcua-read-open62541': () => opcuaRead(s.opcuaSeconds, s.open62541),
+  'opcua-read-secure': () => opcuaRead(s.opcuaSeconds, s.open62541Secure, true),
   'opcua-startup': () => opcuaStartup(),
   'opcua-decode': () => opcuaDecode(OPCUA.decodePasses),
   'opcua-subscribe-1k': () => opcuaSubscribe(1000, s.opcuaSubscribeSeconds),

@@ -25,12 +25,12 @@ const only = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',
 const settings = quick ? SETTINGS.quick : SETTINGS.full
 const CLIENTS = ['bifrost', 'modbus-serial', 'jsmodbus', 'st-ethernet-ip', 'node-opcua', 'open62541']
 const OURS = CLIENTS[0]
-const WORKLOADS = ['seq', 'pipelined', 'poll-1k', 'poll-1k-1hz', 'gateway', 'decode', 'decode-many', 'startup', 'scale', 'enip', 'opcua-read', 'opcua-read-open62541', 'opcua-startup', 'opcua-decode', 'opcua-subscribe-1k', 'opcua-subscribe-10k']
+const WORKLOADS = ['seq', 'pipelined', 'poll-1k', 'poll-1k-1hz', 'gateway', 'decode', 'decode-many', 'startup', 'scale', 'enip', 'opcua-read', 'opcua-read-open62541', 'opcua-read-secure', 'opcua-startup', 'opcua-decode', 'opcua-subscribe-1k', 'opcua-subscribe-10k']
 /** Who runs each workload: the Modbus clients, except for EtherNet/IP and OPC UA. */
 const clientsOf = (workload) =>
   workload === 'enip' ? ['bifrost', 'st-ethernet-ip'] : workload.startsWith('opcua') ? ['bifrost', 'node-opcua'] : ['bifrost', 'modbus-serial', 'jsmodbus']
 /** Native clients shown beside a workload's figures, never in its ratios (they are not pure-JS peers): open62541's C client. */
-const anchorsOf = (workload) => (workload.startsWith('opcua-read') ? ['open62541'] : [])
+const anchorsOf = (workload) => (['opcua-read', 'opcua-read-open62541'].includes(workload) ? ['open62541'] : [])
 const CHILD_TIMEOUT_MS = 5 * 60_000
 
 /** The figures reported, and which direction is better. */
@@ -63,6 +63,9 @@ const METRICS = [
   { workload: 'opcua-read-open62541', key: 'valuesPerSec', label: 'opcua-read from open62541: values/s', better: 'higher', digits: 0 },
   { workload: 'opcua-read-open62541', key: 'cpuMicrosPerValue', label: 'opcua-read from open62541: client CPU µs per value', better: 'lower', digits: 3 },
   { workload: 'opcua-read-open62541', key: 'peakRssMb', label: 'opcua-read from open62541: peak RSS MB', better: 'lower', digits: 0 },
+  { workload: 'opcua-read-secure', key: 'valuesPerSec', label: 'opcua-read Basic256Sha256 SignAndEncrypt (open62541): values/s', better: 'higher', digits: 0 },
+  { workload: 'opcua-read-secure', key: 'cpuMicrosPerValue', label: 'opcua-read Basic256Sha256 SignAndEncrypt (open62541): client CPU µs per value', better: 'lower', digits: 3 },
+  { workload: 'opcua-read-secure', key: 'peakRssMb', label: 'opcua-read Basic256Sha256 SignAndEncrypt (open62541): peak RSS MB', better: 'lower', digits: 0 },
   { workload: 'opcua-subscribe-1k', key: 'notificationsPerSec', label: 'opcua-subscribe 1k items: notifications/s', better: 'higher', digits: 0 },
   { workload: 'opcua-subscribe-1k', key: 'cpuPercent', label: 'opcua-subscribe 1k items: client CPU %', better: 'lower', digits: 2 },
   { workload: 'opcua-subscribe-1k', key: 'peakRssMb', label: 'opcua-subscribe 1k items: peak RSS MB', better: 'lower', digits: 0 },
@@ -278,6 +281,7 @@ const server = await startServer('modbus')
 const enipServer = workloads.includes('enip') ? await startServer('enip', ENIP.specs.flatMap((spec) => ['--tag', spec])) : undefined
 const opcuaServer = workloads.some((w) => w.startsWith('opcua')) ? await startServer('opcua', ['--variables', String(OPCUA.variables)]) : undefined
 const open62541 = workloads.includes('opcua-read-open62541') ? await startOpen62541(OPCUA.variables) : undefined
+const open62541Secure = workloads.includes('opcua-read-secure') ? await startOpen62541(OPCUA.variables, 'secure') : undefined
 const open62541Changing = workloads.some((w) => w.startsWith('opcua-subscribe')) ? await startOpen62541(OPCUA.changingVariables, 'changing') : undefined
 const require = createRequire(import.meta.url)
 const { connect } = require('../dist/index.js')
@@ -297,6 +301,7 @@ const servers = {
   opcua: await opcuaTarget(opcuaServer?.url),
   open62541: await opcuaTarget(open62541?.url),
   open62541Changing: await opcuaTarget(open62541Changing?.url),
+  open62541Secure: await opcuaTarget(open62541Secure?.url),
 }
 if (opcuaServer) {
   // node-opcua makes its certificate on first use (seconds): once, before anything is measured.

@@ -1,6 +1,8 @@
 // The project, used as its README recommends: one Device per connection,
 // prepared plans for repeated polls, ReplyDecoder.decodeInto for frames from elsewhere.
 import { createRequire } from 'node:module'
+import os from 'node:os'
+import { join } from 'node:path'
 import { BLOCK, DECODE, ENIP, POLL, check } from '../workloads.mjs'
 
 const require = createRequire(import.meta.url)
@@ -82,8 +84,12 @@ export default {
     return { read, close: () => dev.close() }
   },
   /** opcua-read: the nodes prepared once; each cycle is one read of the plan (Reads split to the server's limit). */
-  async opcuaReader(lib, url, nodes) {
-    const server = await lib.connect(`${url}?request-timeout=5000`)
+  async opcuaReader(lib, url, nodes, secure) {
+    // Secure: the benchmark's own certificate store, accepting the server it started.
+    const security = secure
+      ? { securityPolicy: 'Basic256Sha256', securityMode: 'SignAndEncrypt', pkiDir: join(os.tmpdir(), 'bifrost-bench-pki'), acceptServerCertificate: true }
+      : {}
+    const server = await lib.connect(`${url}?request-timeout=5000`, security)
     const plan = server.prepare(nodes)
     const read = async () => {
       const data = await plan.read()

@@ -1,16 +1,17 @@
 // node-opcua-client, used as its README shows: an OPCUAClient with security
-// None, a session, and the nodes read as one batched Read per cycle.
+// None (or Basic256Sha256 SignAndEncrypt), a session, and the nodes read as one
+// batched Read per cycle.
 import { createRequire } from 'node:module'
 
 const require = createRequire(import.meta.url)
 
-/** A client with security None, connected, and its session. */
-async function connectSession(lib, url) {
+/** A client with security None (`secure`: Basic256Sha256 SignAndEncrypt), connected, and its session. */
+async function connectSession(lib, url, secure = false) {
   const client = lib.OPCUAClient.create({
     applicationName: 'bifrost-benchmark',
     endpointMustExist: false,
-    securityMode: lib.MessageSecurityMode.None,
-    securityPolicy: lib.SecurityPolicy.None,
+    securityMode: secure ? lib.MessageSecurityMode.SignAndEncrypt : lib.MessageSecurityMode.None,
+    securityPolicy: secure ? lib.SecurityPolicy.Basic256Sha256 : lib.SecurityPolicy.None,
     connectionStrategy: { maxRetry: 0 },
   })
   await client.connect(url)
@@ -21,8 +22,8 @@ export default {
   name: 'node-opcua',
   version: require('node-opcua-client/package.json').version,
   load: () => require('node-opcua-client'),
-  async opcuaReader(lib, url, nodes) {
-    const { client, session } = await connectSession(lib, url)
+  async opcuaReader(lib, url, nodes, secure) {
+    const { client, session } = await connectSession(lib, url, secure)
     const toRead = nodes.map((nodeId) => ({ nodeId, attributeId: lib.AttributeIds.Value }))
     const values = new Float64Array(nodes.length)
     const read = async () => {
