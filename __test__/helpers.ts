@@ -91,10 +91,10 @@ export async function stopProcess(child: ChildProcess | undefined): Promise<void
   await exited
 }
 
-/** Runs a command to completion and returns its stdout; rejects on a non-zero exit. */
-export function run(cmd: string, args: string[]): Promise<string> {
+/** Runs a command (in `env`) to completion and returns its stdout; rejects on a non-zero exit. */
+export function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env })
     let out = ''
     let err = ''
     child.stdout.on('data', (c) => (out += c))

@@ -1,8 +1,9 @@
 // The README's examples are run as written, so the documentation cannot rot.
 import test from 'ava'
-import { readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { run } from './helpers.js'
+import { freePort, peerTest, run, startProcess, stopProcess } from './helpers.js'
 
 test('the README Modbus example runs and prints what it promises', async (t) => {
   const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8')
@@ -102,5 +103,35 @@ test('the README OPC UA example runs and prints what it promises', async (t) => 
     t.regex(output, /^1 -?[\d.e-]+ \d{13}/m, 'a column: Sine')
   } finally {
     rmSync(file, { force: true })
+  }
+})
+
+const OPEN62541 = join(__dirname, '..', 'target', 'open62541', 'bin', 'open62541_server')
+
+peerTest('the README secure OPC UA example runs against open62541: refused until the server is trusted, then reads as the user', { name: 'open62541 (node scripts/open62541.mjs builds it)', present: existsSync(OPEN62541) }, async (t) => {
+  const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8')
+  const example = /```ts\n(import \{ connect, BifrostError[\s\S]*?)```/.exec(readme)?.[1]
+  t.truthy(example, 'the README has a secure OPC UA example')
+  const port = await freePort()
+  const server = await startProcess(OPEN62541, [String(port), '10', 'secure'], `listening ${port}`, process.env, 90_000)
+  // The example's store is the default one: under a configuration folder of the test's own.
+  const config = mkdtempSync(join(tmpdir(), 'bifrost-readme-config-'))
+  const file = join(__dirname, '.readme-secure.mts')
+  writeFileSync(file, example!.replace('opc.tcp://10.0.0.7:4840', `opc.tcp://127.0.0.1:${port}`))
+  const env = { ...process.env, XDG_CONFIG_HOME: config, OPCUA_PASSWORD: 'secret-pw' }
+  try {
+    const first = await run(process.execPath, ['--import', 'tsx', file], env)
+    const pki = join(config, 'bifrost', 'pki')
+    t.regex(first, /is not trusted: it was saved to '.*rejected\/certs\/[0-9a-f]{40}\.der'/)
+    const rejected = readdirSync(join(pki, 'rejected', 'certs'))
+    mkdirSync(join(pki, 'trusted', 'certs'), { recursive: true })
+    copyFileSync(join(pki, 'rejected', 'certs', rejected[0]!), join(pki, 'trusted', 'certs', rejected[0]!))
+    const second = await run(process.execPath, ['--import', 'tsx', file], env)
+    t.regex(second, /tag: 'ns=2;s=V0'[\s\S]*value: 0[\s\S]*tag: 'ns=2;s=V4'[\s\S]*value: 'v4'/)
+    t.false(second.includes('secret-pw'))
+  } finally {
+    rmSync(file, { force: true })
+    rmSync(config, { recursive: true, force: true })
+    await stopProcess(server)
   }
 })
