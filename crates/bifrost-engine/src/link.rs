@@ -74,6 +74,13 @@ pub trait Framing {
         None
     }
 
+    /// Whether a request waits out an outage: while the circuit breaker is open
+    /// it stays queued (until its deadline) for the next connection attempt,
+    /// where other requests fail fast. False by default.
+    fn outlasts_outages(_request: &Self::Request) -> bool {
+        false
+    }
+
     /// A request that keeps an idle connection (and what the device holds for it) alive;
     /// its answer proves the link, and a timeout counts as any timeout.
     fn keep_alive(&mut self) -> Option<Self::Request> {
@@ -520,7 +527,7 @@ impl<F: Framing, T> Link<F, T> {
         if self.closed {
             return Err((token, closed()));
         }
-        if let Some(error) = self.breaker_error(now) {
+        if let Some(error) = self.breaker_error(now).filter(|_| !F::outlasts_outages(&request)) {
             return Err((token, error));
         }
         let limit = self.config.max_queued;
@@ -551,7 +558,7 @@ impl<F: Framing, T> Link<F, T> {
         match self.connection {
             Connection::Down if !self.closed && (self.queue.len > 0 || self.opening) => {
                 if let Some(error) = self.breaker_error(now) {
-                    self.fail_waiting(&error);
+                    self.fail_waiting(&error, false);
                 } else {
                     self.connection = Connection::Connecting;
                     wants.connect = true;
@@ -666,7 +673,9 @@ impl<F: Framing, T> Link<F, T> {
         let in_flight = self.in_flight_due.filter(|_| !self.in_flight.is_empty());
         let waiting = self.queue.next_deadline();
         let quiet = ((self.draining || self.queue.len > 0) && now < self.line_quiet_at).then_some(self.line_quiet_at);
-        [in_flight, waiting, quiet, self.keep_alive_at()].into_iter().flatten().min()
+        // Requests that outlast an outage wait for the breaker to let the next attempt through.
+        let retry = self.breaker.open_until.filter(|_| self.connection == Connection::Down && self.queue.len > 0);
+        [in_flight, waiting, quiet, retry, self.keep_alive_at()].into_iter().flatten().min()
     }
 
     /// The bytes the driver must write, in order.
@@ -706,15 +715,21 @@ impl<F: Framing, T> Link<F, T> {
             self.connection = Connection::Down;
         }
         self.open_breaker(now, error.clone());
-        self.fail_waiting(&error);
+        self.fail_waiting(&error, false);
     }
 
-    /// Fails every waiting request with `error`.
-    fn fail_waiting(&mut self, error: &Error) {
+    /// Fails every waiting request with `error`, but for those that outlast
+    /// outages, unless `all`: they wait for the next connection attempt.
+    fn fail_waiting(&mut self, error: &Error, all: bool) {
         self.opening = false;
-        let failed: Vec<_> = self.queue.drain().collect();
-        for waiting in failed {
-            self.completed.push((waiting.token, Err(error.clone())));
+        let waiting: Vec<_> = self.queue.drain().collect();
+        for waiting in waiting {
+            if !all && F::outlasts_outages(&waiting.request) {
+                let lane = if F::is_write(&waiting.request) { WRITES } else { READS };
+                self.queue.push(lane, waiting);
+            } else {
+                self.completed.push((waiting.token, Err(error.clone())));
+            }
         }
     }
 
@@ -894,7 +909,7 @@ impl<F: Framing, T> Link<F, T> {
             // A device that let requests time out is not probed again sooner than a request could time out.
             let at_least = now + self.config.request_timeout;
             self.breaker.open_until = self.breaker.open_until.max(Some(at_least));
-            self.fail_waiting(&cause);
+            self.fail_waiting(&cause, false);
         }
     }
 
@@ -943,7 +958,7 @@ impl<F: Framing, T> Link<F, T> {
     pub fn close(&mut self) {
         self.drop_connection(closed(), false);
         self.closed = true;
-        self.fail_waiting(&closed());
+        self.fail_waiting(&closed(), true);
         self.stats.queued.store(0, Ordering::Relaxed);
     }
 
@@ -1024,6 +1039,9 @@ mod tests {
         }
         fn keep_alive(&mut self) -> Option<u8> {
             Some(0xAA)
+        }
+        fn outlasts_outages(op: &u8) -> bool {
+            *op == 0x77
         }
         fn set_up(&mut self, reply: Option<u8>) -> Result<Option<u8>> {
             match reply {
@@ -1228,5 +1246,39 @@ mod tests {
         link.received(later);
         link.poll(later);
         assert_eq!(link.outgoing(), &[1, 2], "a reply closes the breaker");
+    }
+
+    #[test]
+    fn a_request_that_outlasts_outages_waits_through_failed_attempts_for_the_next_connection() {
+        let now = Instant::now();
+        let mut link: Link<Toy, u32> = Link::new(Toy::default(), LinkConfig::default(), now);
+        assert!(link.poll(now).connect);
+        link.connect_failed(now, Error::conn_refused("refused"));
+        assert!(link.submit(now, 1, now + Duration::from_secs(60), 1).is_err(), "others fail fast");
+        link.submit(now, 0x77, now + Duration::from_secs(60), 2).unwrap();
+        let wants = link.poll(now);
+        assert!(!wants.connect && !link.has_completed(), "it waits while the breaker is open");
+        let retry = wants.wake_at.expect("woken for the next attempt");
+        assert!(retry > now && retry <= now + Duration::from_millis(200), "{:?}", retry - now);
+        // The next attempt fails too: it still waits, for a longer backoff.
+        assert!(link.poll(retry).connect);
+        link.connect_failed(retry, Error::conn_refused("refused"));
+        let wants = link.poll(retry);
+        assert!(!link.has_completed());
+        let again = wants.wake_at.unwrap();
+        assert!(again > retry);
+        assert!(link.poll(again).connect);
+        link.connected(again);
+        link.poll(again);
+        assert_eq!(link.outgoing(), &[0, 0x77], "sent on the connection that came back");
+        // One still waiting when the link closes fails with ECLOSED.
+        let mut link: Link<Toy, u32> = Link::new(Toy::default(), LinkConfig::default(), now);
+        link.poll(now);
+        link.connect_failed(now, Error::conn_refused("refused"));
+        link.submit(now, 0x77, now + Duration::from_secs(60), 3).unwrap();
+        link.close();
+        let completed: Vec<_> = link.take_completed().collect();
+        assert_eq!(completed.len(), 1);
+        assert_eq!(completed[0].1.as_ref().unwrap_err().code, ErrorCode::Closed);
     }
 }

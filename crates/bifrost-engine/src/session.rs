@@ -151,10 +151,20 @@ impl<F: Framing> Submitter<'_, F> {
     /// Queues `request`; its reply comes to [`Job::reply`] with `index`. Fails at
     /// once (queue full, breaker open, link closed) without calling `reply`.
     pub fn submit(&mut self, request: F::Request, index: u32) -> Result<()> {
+        self.submit_until(request, index, self.entry.deadline)
+    }
+
+    /// As [`Submitter::submit`], with a deadline of its own (never past the call's).
+    pub fn submit_until(&mut self, request: F::Request, index: u32, deadline: Instant) -> Result<()> {
         let token = Token { slot: self.slot, index };
-        self.link.submit(self.now, request, self.entry.deadline, token).map_err(|(_, e)| e)?;
+        self.link.submit(self.now, request, deadline.min(self.entry.deadline), token).map_err(|(_, e)| e)?;
         self.entry.count += 1;
         Ok(())
+    }
+
+    /// The time the job is called at.
+    pub fn now(&self) -> Instant {
+        self.now
     }
 
     /// When the call must be over.

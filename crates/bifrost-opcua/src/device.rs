@@ -986,14 +986,28 @@ const BAD_TIMEOUT: u32 = 0x800A_0000;
 /// What a subscription and its handle share: its id on the server, once known,
 /// each tag's monitored item id once the items are made (`None` for a tag not
 /// watched), and whether it is ending.
-#[derive(Default)]
 struct SubscriptionShared {
     id: Mutex<Option<u32>>,
     items: Mutex<Option<Vec<Option<u32>>>>,
+    /// The settings the subscription runs with now: a subscription made again takes them.
+    options: Mutex<SubscribeOptions>,
     stopping: std::sync::atomic::AtomicBool,
 }
 
 impl SubscriptionShared {
+    fn new(options: SubscribeOptions) -> SubscriptionShared {
+        SubscriptionShared {
+            id: Mutex::default(),
+            items: Mutex::default(),
+            options: Mutex::new(options),
+            stopping: std::sync::atomic::AtomicBool::default(),
+        }
+    }
+
+    fn options(&self) -> SubscribeOptions {
+        *self.options.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn stopping(&self) -> bool {
         self.stopping.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -1007,16 +1021,37 @@ enum SubscriptionStep {
     Publish,
     Republish,
     Delete,
+    /// After a broken connection: a Read that waits for the connection to come back.
+    Probe,
+    Transfer,
+}
+
+/// How long a probe waits for the connection before the job asks again (and so
+/// how soon a subscription ended during an outage is over).
+const PROBE_WAIT: Duration = Duration::from_secs(1);
+
+/// A subscription's publishing intervals the server keeps it without a Publish:
+/// long enough to outlast a reconnect (a minute), and three keep-alives at least.
+fn parameters(options: &SubscribeOptions) -> subscription::SubscriptionParameters {
+    let interval_ms = options.interval.as_secs_f64() * 1000.0;
+    subscription::SubscriptionParameters {
+        publishing_interval_ms: interval_ms,
+        lifetime_count: ((60_000.0 / interval_ms.max(1.0)).ceil() as u32).max(KEEP_ALIVE_COUNT * 3),
+        max_keep_alive_count: KEEP_ALIVE_COUNT,
+        max_notifications_per_publish: 0,
+    }
 }
 
 /// A subscription: CreateSubscription, its monitored items, then Publish after
 /// Publish (two on the wire), each acknowledging what came; a gap in the
-/// sequence numbers is filled by Republish. It ends when the server answers
-/// that the subscription is gone (after an unsubscribe deleted it) or the connection breaks.
+/// sequence numbers is filled by Republish. A broken connection does not end it:
+/// a probe waits for the connection to come back (the framing activates the
+/// session again), Publish goes on, and if the session was lost the subscription
+/// is transferred to the new one, or made again with the tags still watched. It
+/// ends when the server answers that it is gone after it was ended, or the device closes.
 struct SubscriptionJob {
     tags: Vec<String>,
     nodes: Vec<Result<NodeId>>,
-    options: SubscribeOptions,
     sink: ChangeSink,
     shared: Arc<SubscriptionShared>,
     subscription_id: u32,
@@ -1026,12 +1061,26 @@ struct SubscriptionJob {
     /// Each tag's monitored item id, as the batches are answered; batches not answered yet.
     items: Vec<Option<u32>>,
     batches_left: usize,
+    /// Whether every monitored item was made on the server (Publish may go).
+    made: bool,
     requests: Vec<SubscriptionStep>,
+    /// Publish requests outstanding.
+    publishing: usize,
+    /// Whether a probe waits for the connection to come back (other requests' failures then say nothing new).
+    probing: bool,
+    /// Whether the subscription is being transferred to a new session (or made again).
+    transferring: bool,
     acknowledgements: Vec<(u32, u32)>,
-    /// The sequence number the next data message should carry.
+    /// The sequence number the next data message should carry, and those of the last messages delivered.
     next_sequence: Option<u32>,
+    delivered: std::collections::VecDeque<u32>,
+    /// Per tag: the source time (100 ns ticks) and status of the last sample delivered.
+    last_samples: Vec<(i64, u32)>,
     error: Option<Error>,
 }
+
+/// The sequence numbers of delivered messages kept, so none is delivered twice.
+const DELIVERED_KEPT: usize = 64;
 
 /// A DataValue's source time in ms since 1970 (0 when it has none).
 fn source_ms(data: &crate::encoding::DataValue) -> f64 {
@@ -1044,36 +1093,82 @@ impl SubscriptionJob {
     fn submit(&mut self, step: SubscriptionStep, request: Request, link: &mut Submitter<'_, Framing>) {
         let index = self.requests.len() as u32;
         self.requests.push(step);
-        if let Err(e) = link.submit(request, index) {
-            self.error.get_or_insert(e);
+        let submitted = match step {
+            SubscriptionStep::Probe => link.submit_until(request, index, link.now() + PROBE_WAIT),
+            _ => link.submit(request, index),
+        };
+        match submitted {
+            Ok(()) if step == SubscriptionStep::Publish => self.publishing += 1,
+            Ok(()) => {}
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
         }
     }
 
+    /// Publish requests up to the pipeline's depth.
     fn publish(&mut self, link: &mut Submitter<'_, Framing>) {
-        if self.shared.stopping() || self.error.is_some() {
-            return;
+        while self.publishing < PUBLISH_PIPELINE && !self.shared.stopping() && self.error.is_none() {
+            let acknowledgements = std::mem::take(&mut self.acknowledgements);
+            self.submit(SubscriptionStep::Publish, Request::publish(subscription::publish(&acknowledgements)), link);
         }
-        let acknowledgements = std::mem::take(&mut self.acknowledgements);
-        self.submit(SubscriptionStep::Publish, Request::publish(subscription::publish(&acknowledgements)), link);
     }
 
+    /// Hands a message's changes on, once: a message that came again (by Republish
+    /// after a reconnect, say) is acknowledged but not delivered twice, and so is
+    /// a sample a server sends again in a new message once a session is activated
+    /// again (the same source time and status as the tag's last one).
     fn deliver(&mut self, message: &subscription::NotificationMessage) {
         if message.changes.is_empty() {
             return;
         }
         self.acknowledgements.push((self.subscription_id, message.sequence));
-        let changes = (message.changes.iter())
+        if self.delivered.contains(&message.sequence) {
+            return;
+        }
+        if self.delivered.len() == DELIVERED_KEPT {
+            self.delivered.pop_front();
+        }
+        self.delivered.push_back(message.sequence);
+        let changes: Vec<Change> = (message.changes.iter())
             .filter_map(|(handle, data)| {
                 let tag = self.tags.get(*handle as usize)?;
+                let sample = (data.source_timestamp.unwrap_or(0), data.status.unwrap_or(0));
+                let last = self.last_samples.get_mut(*handle as usize)?;
+                if sample.0 != 0 && *last == sample {
+                    return None;
+                }
+                *last = sample;
                 Some((*handle, value_of(data, tag), source_ms(data)))
             })
             .collect();
-        (self.sink)(changes);
+        if !changes.is_empty() {
+            (self.sink)(changes);
+        }
+    }
+
+    /// Acknowledges again what the server still holds and was delivered: the
+    /// acknowledgements of a Publish lost with its connection.
+    fn acknowledge_again(&mut self, available: &[u32], current: u32) {
+        for &sequence in available.iter().filter(|&&s| s != current && self.delivered.contains(&s)) {
+            if !self.acknowledgements.contains(&(self.subscription_id, sequence)) {
+                self.acknowledgements.push((self.subscription_id, sequence));
+            }
+        }
+    }
+
+    /// CreateSubscription, with the settings it runs with now.
+    fn create(&mut self, link: &mut Submitter<'_, Framing>) {
+        self.made = false;
+        let request = subscription::create_subscription(&parameters(&self.shared.options()));
+        self.submit(SubscriptionStep::Create, Request::service(request, "CreateSubscription"), link);
     }
 
     fn created(&mut self, body: &[u8], link: &mut Submitter<'_, Framing>) -> Result<()> {
         let created = subscription::parse_create_subscription(body)?;
         self.subscription_id = created.subscription_id;
+        self.next_sequence = None;
+        self.delivered.clear();
         *self.shared.id.lock().unwrap_or_else(|e| e.into_inner()) = Some(created.subscription_id);
         if self.shared.stopping() {
             // Ended before it was made: delete it at once.
@@ -1082,20 +1177,33 @@ impl SubscriptionJob {
             self.submit(SubscriptionStep::Delete, request, link);
             return Ok(());
         }
+        // The tags still watched: all at first; made again, not those removed since.
+        let watched = self.shared.items.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let nodes: Vec<Result<NodeId>> = (self.nodes.iter().enumerate())
+            .map(|(i, node)| match &watched {
+                Some(items) if items.get(i).copied().flatten().is_none() => Err(Error::invalid_value("not watched")),
+                _ => node.clone(),
+            })
+            .collect();
         // As many calls as the server's MaxMonitoredItemsPerCall asks.
-        self.item_batches = batches(&self.nodes, self.most_items);
+        self.item_batches = batches(&nodes, self.most_items);
         self.batches_left = self.item_batches.len();
+        self.items = vec![None; self.nodes.len()];
+        let options = self.shared.options();
         for number in 0..self.item_batches.len() {
             let items: Vec<subscription::ItemToCreate> = (self.item_batches[number].iter())
                 .map(|&i| subscription::ItemToCreate {
-                    node: self.nodes[i].as_ref().expect("batches hold good nodes").clone(),
+                    node: nodes[i].as_ref().expect("batches hold good nodes").clone(),
                     client_handle: i as u32,
-                    sampling_interval_ms: self.options.interval.as_secs_f64() * 1000.0,
-                    deadband: self.options.deadband,
+                    sampling_interval_ms: options.interval.as_secs_f64() * 1000.0,
+                    deadband: options.deadband,
                 })
                 .collect();
             let request = subscription::create_monitored_items(created.subscription_id, &items);
             self.submit(SubscriptionStep::Items(number), Request::service(request, "CreateMonitoredItems"), link);
+        }
+        if self.item_batches.is_empty() {
+            self.all_made(link);
         }
         Ok(())
     }
@@ -1116,21 +1224,39 @@ impl SubscriptionJob {
             (self.sink)(refused);
         }
         self.batches_left -= 1;
-        if self.batches_left > 0 {
-            return Ok(());
-        }
-        // Every item made: the subscription can be modified from now, and publishes.
-        *self.shared.items.lock().unwrap_or_else(|e| e.into_inner()) = Some(self.items.clone());
-        for _ in 0..PUBLISH_PIPELINE {
-            self.publish(link);
+        if self.batches_left == 0 {
+            self.all_made(link);
         }
         Ok(())
     }
 
+    /// Every item made: the subscription can be modified from now, and publishes.
+    fn all_made(&mut self, link: &mut Submitter<'_, Framing>) {
+        *self.shared.items.lock().unwrap_or_else(|e| e.into_inner()) = Some(self.items.clone());
+        self.made = true;
+        self.transferring = false;
+        self.publish(link);
+    }
+
+    /// Republish of each notification the server still holds from `expected` on, before `before`.
+    fn republish(&mut self, available: &[u32], expected: u32, before: u32, link: &mut Submitter<'_, Framing>) {
+        let missed = available.iter().filter(|&&s| s >= expected && s < before && !self.delivered.contains(&s));
+        for missing in missed.copied().collect::<Vec<_>>() {
+            let request = Request::service(subscription::republish(self.subscription_id, missing), "Republish");
+            self.submit(SubscriptionStep::Republish, request, link);
+        }
+    }
+
     fn published(&mut self, body: &[u8], link: &mut Submitter<'_, Framing>) -> Result<()> {
         let published = match subscription::parse_publish(body) {
-            Err(e) if e.opcua.is_some_and(|s| SUBSCRIPTION_GONE.contains(&s.code)) && self.shared.stopping() => {
-                return Ok(())
+            Err(e) if e.opcua.is_some_and(|s| SUBSCRIPTION_GONE.contains(&s.code)) => {
+                if !self.shared.stopping() && !self.transferring {
+                    // A new session (the last one was lost): bring the subscription over, or make it again.
+                    self.transferring = true;
+                    let request = subscription::transfer_subscriptions(&[self.subscription_id]);
+                    self.submit(SubscriptionStep::Transfer, Request::service(request, "TransferSubscriptions"), link);
+                }
+                return Ok(());
             }
             // The server holds enough of ours: one fewer on the wire.
             Err(e) if e.opcua.is_some_and(|s| s.code == TOO_MANY_PUBLISH_REQUESTS) => return Ok(()),
@@ -1148,19 +1274,44 @@ impl SubscriptionJob {
             )));
         }
         let message = &published.message;
+        self.acknowledge_again(&published.available, message.sequence);
         if !message.changes.is_empty() {
             // A gap: the messages between were lost on the way; the server keeps them for a Republish.
             if let Some(expected) = self.next_sequence.filter(|&expected| message.sequence > expected) {
-                for missing in (expected..message.sequence).filter(|s| published.available.contains(s)) {
-                    let request = Request::service(subscription::republish(self.subscription_id, missing), "Republish");
-                    self.submit(SubscriptionStep::Republish, request, link);
-                }
+                self.republish(&published.available, expected, message.sequence, link);
             }
             self.next_sequence = Some(message.sequence.wrapping_add(1));
         }
         self.deliver(message);
         self.publish(link);
         Ok(())
+    }
+
+    /// TransferSubscriptions was answered: publish on, after a Republish of what
+    /// was missed; refused (the server lost it too), the subscription is made again.
+    fn transferred(&mut self, body: &[u8], link: &mut Submitter<'_, Framing>) -> Result<()> {
+        let results = subscription::parse_transfer_subscriptions(body, 1);
+        match results.as_deref() {
+            Ok([(status, available)]) if severity(*status) != Severity::Bad => {
+                if let Some(expected) = self.next_sequence {
+                    self.republish(available, expected, u32::MAX, link);
+                }
+                self.transferring = false;
+                self.publish(link);
+            }
+            _ => self.create(link),
+        }
+        Ok(())
+    }
+
+    /// A request failed with the connection: wait for it to come back, unless the job is over.
+    fn connection_lost(&mut self, error: Error, link: &mut Submitter<'_, Framing>) {
+        if error.code == bifrost_core::ErrorCode::Closed || self.shared.stopping() {
+            self.error.get_or_insert(error);
+            return;
+        }
+        self.probing = true;
+        self.submit(SubscriptionStep::Probe, Request::probe(), link);
     }
 }
 
@@ -1175,25 +1326,22 @@ impl Job<Framing> for SubscriptionJob {
         if self.nodes.iter().all(Result::is_err) {
             return;
         }
-        let parameters = subscription::SubscriptionParameters {
-            publishing_interval_ms: self.options.interval.as_secs_f64() * 1000.0,
-            lifetime_count: KEEP_ALIVE_COUNT * 3,
-            max_keep_alive_count: KEEP_ALIVE_COUNT,
-            max_notifications_per_publish: 0,
-        };
-        let request = Request::service(subscription::create_subscription(&parameters), "CreateSubscription");
-        self.submit(SubscriptionStep::Create, request, link);
+        self.create(link);
     }
 
     fn reply(&mut self, index: u32, reply: Result<Reply>, link: &mut Submitter<'_, Framing>) {
         let step = self.requests[index as usize];
+        match step {
+            SubscriptionStep::Publish => self.publishing -= 1,
+            SubscriptionStep::Probe => self.probing = false,
+            _ => {}
+        }
         let body = match reply {
             Ok(Reply::Response(body)) => body,
             Ok(_) => Bytes::new(),
-            Err(e) => {
-                self.error.get_or_insert(e);
-                return;
-            }
+            // One probe at a time: the others' failures say nothing it will not find out.
+            Err(e) if self.probing && e.code != bifrost_core::ErrorCode::Closed => return,
+            Err(e) => return self.connection_lost(e, link),
         };
         let handled = match step {
             SubscriptionStep::Create => self.created(&body, link),
@@ -1201,6 +1349,16 @@ impl Job<Framing> for SubscriptionJob {
             SubscriptionStep::Publish => self.published(&body, link),
             SubscriptionStep::Republish => subscription::parse_republish(&body).map(|message| self.deliver(&message)),
             SubscriptionStep::Delete => subscription::parse_delete_subscriptions(&body).map(drop),
+            SubscriptionStep::Transfer => self.transferred(&body, link),
+            // The connection is back: go on where the subscription was.
+            SubscriptionStep::Probe if self.made => {
+                self.publish(link);
+                Ok(())
+            }
+            SubscriptionStep::Probe => {
+                self.create(link);
+                Ok(())
+            }
         };
         if let Err(e) = handled {
             self.error.get_or_insert(e);
@@ -1266,7 +1424,8 @@ impl SubscriptionHandle for OpcuaSubscription {
             (items.iter().enumerate()).filter_map(|(i, item)| Some(((*item)?, i as u32))).collect();
         let most = self.device.state.server().max_monitored_items_per_call;
         let calls = if items.is_empty() { Vec::new() } else { session::batches(items.len(), most).collect() };
-        let job = ModifySubscriptionJob { id, options, items, calls, granted: None, error: None };
+        let shared = self.shared.clone();
+        let job = ModifySubscriptionJob { id, shared, options, items, calls, granted: None, error: None };
         self.device.run(Box::new(job), timeout, done);
     }
 
@@ -1307,6 +1466,7 @@ impl SubscriptionHandle for OpcuaSubscription {
 /// to sample each item as often, with the new deadband.
 struct ModifySubscriptionJob {
     id: u32,
+    shared: Arc<SubscriptionShared>,
     options: SubscribeOptions,
     /// (monitored item id, client handle) of each watched tag, and the items of each ModifyMonitoredItems.
     items: Vec<(u32, u32)>,
@@ -1317,13 +1477,8 @@ struct ModifySubscriptionJob {
 
 impl Job<Framing> for ModifySubscriptionJob {
     fn start(&mut self, link: &mut Submitter<'_, Framing>) {
-        let parameters = subscription::SubscriptionParameters {
-            publishing_interval_ms: self.options.interval.as_secs_f64() * 1000.0,
-            lifetime_count: KEEP_ALIVE_COUNT * 3,
-            max_keep_alive_count: KEEP_ALIVE_COUNT,
-            max_notifications_per_publish: 0,
-        };
-        let request = Request::service(subscription::modify_subscription(self.id, &parameters), "ModifySubscription");
+        let request = subscription::modify_subscription(self.id, &parameters(&self.options));
+        let request = Request::service(request, "ModifySubscription");
         if let Err(e) = link.submit(request, 0) {
             self.error = Some(e);
         }
@@ -1368,7 +1523,10 @@ impl Job<Framing> for ModifySubscriptionJob {
     fn finish(self: Box<Self>) -> Outcome {
         let result = match (self.error, self.granted) {
             (Some(e), _) => Err(e),
-            (None, Some(granted)) => Ok(TypedValue { value: Value::Float(granted), wide: false }),
+            (None, Some(granted)) => {
+                *self.shared.options.lock().unwrap_or_else(|e| e.into_inner()) = self.options;
+                Ok(TypedValue { value: Value::Float(granted), wide: false })
+            }
             (None, None) => Err(Error::proto("the modify got no answer")),
         };
         Outcome::Values(vec![result])
@@ -1556,22 +1714,27 @@ impl bifrost_engine::Device for OpcuaDevice {
         done: Box<dyn Completion>,
     ) -> Box<dyn SubscriptionHandle> {
         let (nodes, _) = self.0.state.resolve(&parse_tags(tags));
-        let shared = Arc::new(SubscriptionShared::default());
+        let shared = Arc::new(SubscriptionShared::new(options));
         let most_items = self.0.state.server().max_monitored_items_per_call;
         let job = SubscriptionJob {
             tags: tags.to_vec(),
             items: vec![None; nodes.len()],
             nodes,
-            options,
             sink,
             shared: shared.clone(),
             subscription_id: 0,
             most_items,
             item_batches: Vec::new(),
             batches_left: 0,
+            made: false,
             requests: Vec::new(),
+            publishing: 0,
+            probing: false,
+            transferring: false,
             acknowledgements: Vec::new(),
             next_sequence: None,
+            delivered: std::collections::VecDeque::with_capacity(DELIVERED_KEPT),
+            last_samples: vec![(0, 0); tags.len()],
             error: None,
         };
         self.0.run(Box::new(job), Some(SUBSCRIPTION_LIFETIME), done);

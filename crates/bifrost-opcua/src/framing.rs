@@ -81,21 +81,30 @@ pub enum Request {
         writes: bool,
         /// Whether the server may hold it until it has something to say (Publish): no timeout hint.
         waits: bool,
+        /// Whether it waits out an outage for the next connection (a subscription's probe).
+        patient: bool,
     },
 }
 
 impl Request {
     pub fn service(request: ServiceRequest, what: &'static str) -> Request {
-        Request::Service { request, what, writes: false, waits: false }
+        Request::Service { request, what, writes: false, waits: false, patient: false }
     }
 
     pub fn write(request: ServiceRequest, what: &'static str) -> Request {
-        Request::Service { request, what, writes: true, waits: false }
+        Request::Service { request, what, writes: true, waits: false, patient: false }
     }
 
     /// A Publish: answered when a notification or a keep-alive is due.
     pub fn publish(request: ServiceRequest) -> Request {
-        Request::Service { request, what: "Publish", writes: false, waits: true }
+        Request::Service { request, what: "Publish", writes: false, waits: true, patient: false }
+    }
+
+    /// A Read of the server's state that waits out an outage: answered once the
+    /// connection (and its session) is back.
+    pub fn probe() -> Request {
+        let request = session::read(&[NodeId::numeric(0, 2259)], session::VALUE_ATTRIBUTE);
+        Request::Service { request, what: "Read (waiting for the server)", writes: false, waits: false, patient: true }
     }
 }
 
@@ -114,6 +123,8 @@ pub enum Reply {
 enum Step {
     Hello,
     Open,
+    /// ActivateSession of the session the last connection had, on the new channel.
+    Reactivate,
     CreateSession,
     ActivateSession,
     ReadServer,
@@ -161,6 +172,12 @@ pub struct Framing {
     /// What OpenSecureChannel asks for; the server's answer is `token_lifetime`.
     requested_lifetime: Duration,
     authentication_token: NodeId,
+    /// The session as CreateSession gave it, and the nonce the server gave last: a
+    /// session that outlives its connection is activated again with them.
+    created: Option<session::CreatedSession>,
+    server_nonce: Vec<u8>,
+    /// Whether this connection activated the last one's session again.
+    resumed: bool,
     session_timeout: Duration,
     reassembly: Reassembly,
     /// The message body being sent: kept to reuse its room.
@@ -193,6 +210,9 @@ impl Framing {
             token_lifetime: lifetime,
             requested_lifetime: lifetime,
             authentication_token: NodeId::null(),
+            created: None,
+            server_nonce: Vec::new(),
+            resumed: false,
             session_timeout: Duration::from_millis(SESSION_TIMEOUT_MS as u64),
             reassembly: Reassembly::default(),
             scratch: Vec::new(),
@@ -250,6 +270,11 @@ impl Framing {
         self.renewing = false;
     }
 
+    fn read_server(&self) -> Request {
+        let nodes = SERVER_NODES.map(|id| NodeId::numeric(0, id));
+        Request::service(session::read(&nodes, session::VALUE_ATTRIBUTE), "Read")
+    }
+
     /// CreateSession: a fresh nonce, and our certificate when the channel is secured.
     fn create_session(&mut self) -> Request {
         self.session_nonce = crypto::random(crypto::NONCE_LEN);
@@ -272,12 +297,10 @@ impl Framing {
         Request::service(request, "CreateSession")
     }
 
-    /// ActivateSession, once the server proved itself: on a secured channel, its
-    /// signature of our certificate and nonce checked and ours of its made.
-    fn activate_session(&self, created: &session::CreatedSession) -> Result<Request> {
+    /// CreateSession was answered: on a secured channel, the server's signature of
+    /// our certificate and nonce is checked; then the session is activated.
+    fn session_created(&mut self, created: session::CreatedSession) -> Result<Request> {
         let security = &self.security;
-        let server_certificate = created.server_certificate.as_deref().unwrap_or_default();
-        let mut client_signature = SignatureData::default();
         if let (Some(ends), true) = (&security.ends, security.mode != MODE_NONE) {
             if created.server_certificate.as_deref().map(crate::security::leaf)
                 != Some(crate::security::leaf(&ends.server_certificate))
@@ -290,8 +313,26 @@ impl Framing {
             signed.extend_from_slice(&self.session_nonce);
             let signature = created.server_signature.signature.as_deref().unwrap_or_default();
             ends.server.verify(security.policy, &signed, signature)?;
+        }
+        self.authentication_token = created.authentication_token.clone();
+        if created.timeout_ms.is_finite() && created.timeout_ms >= 1.0 {
+            self.session_timeout = Duration::from_secs_f64(created.timeout_ms / 1000.0);
+        }
+        self.server_nonce = created.server_nonce.clone();
+        self.created = Some(created);
+        self.activate_session()
+    }
+
+    /// ActivateSession of the session created: on a secured channel with our
+    /// signature of the server's certificate and its last nonce; the user's token.
+    fn activate_session(&self) -> Result<Request> {
+        let created = self.created.as_ref().ok_or_else(|| Error::proto("no session to activate"))?;
+        let security = &self.security;
+        let server_certificate = created.server_certificate.as_deref().unwrap_or_default();
+        let mut client_signature = SignatureData::default();
+        if let (Some(ends), true) = (&security.ends, security.mode != MODE_NONE) {
             let mut data = server_certificate.to_vec();
-            data.extend_from_slice(&created.server_nonce);
+            data.extend_from_slice(&self.server_nonce);
             client_signature = SignatureData {
                 algorithm: Some(security.policy.signature_uri().into()),
                 signature: Some(ends.own.key.sign(security.policy, &data)?),
@@ -308,12 +349,13 @@ impl Framing {
             &policies,
             security.policy,
             server_key,
-            (server_certificate, &created.server_nonce),
+            (server_certificate, &self.server_nonce),
         )?;
         Ok(Request::service(session::activate_session(&client_signature, &token, &user_signature), "ActivateSession"))
     }
 
-    fn learn_server(&mut self, body: &[u8]) -> Result<()> {
+    /// The server's namespaces and limits; a new session (not one activated again) gets the next number.
+    fn learn_server(&mut self, body: &[u8], new_session: bool) -> Result<()> {
         let values = session::parse_read(body, SERVER_NODES.len())?;
         let limit = |at: usize| match values[at].value {
             Some(Variant::UInt32(n)) => n,
@@ -337,18 +379,24 @@ impl Framing {
             max_nodes_per_write: limit(2),
             max_nodes_per_translate: limit(3),
             max_monitored_items_per_call: limit(4),
-            session: server.session + 1,
+            session: server.session + u64::from(new_session),
         };
         Ok(())
     }
 
-    /// A response whose service result says the session or channel is gone breaks the connection.
-    fn check_session(body: &[u8]) -> Result<()> {
+    /// A response whose service result says the session or channel is gone breaks
+    /// the connection, and the next one makes a new session.
+    fn check_session(&mut self, body: &[u8]) -> Result<()> {
+        if self.step != Step::Ready {
+            return Ok(()); // the set-up reads its own answers
+        }
         let mut r = Reader::new(body);
         NodeId::decode(&mut r)?;
         r.bytes(12, "a response header")?; // timestamp, request handle
         let result = r.u32("a service result")?;
         if SESSION_GONE.contains(&result) {
+            self.authentication_token = NodeId::null();
+            self.created = None;
             return Err(secure_channel::status_error(result, "the server dropped the session (setting up anew)"));
         }
         Ok(())
@@ -365,6 +413,10 @@ impl bifrost_engine::Framing for Framing {
 
     fn is_write(request: &Request) -> bool {
         matches!(request, Request::Service { writes: true, .. })
+    }
+
+    fn outlasts_outages(request: &Request) -> bool {
+        matches!(request, Request::Service { patient: true, .. })
     }
 
     fn describe(request: &Request) -> String {
@@ -445,13 +497,13 @@ impl bifrost_engine::Framing for Framing {
                 if chunk.header.chunk == chunk::FINAL && !self.reassembly.holds(chunk.request_id) {
                     let start = chunk.body.as_ptr() as usize - frame.as_ptr() as usize;
                     let body = frame.slice(start..start + chunk.body.len());
-                    Self::check_session(&body)?;
+                    self.check_session(&body)?;
                     return Ok(Some((Some(id), Reply::Response(body))));
                 }
                 match self.reassembly.take(&chunk, &self.limits)? {
                     Assembled::Pending => Ok(None),
                     Assembled::Message(_, body) => {
-                        Self::check_session(&body)?;
+                        self.check_session(&body)?;
                         Ok(Some((Some(id), Reply::Response(Bytes::from(body)))))
                     }
                     Assembled::Aborted(_, error) => Ok(Some((Some(id), Reply::Aborted(error)))),
@@ -483,7 +535,6 @@ impl bifrost_engine::Framing for Framing {
             self.channel = Channel { channel_id: 0, token_id: 0, sequence: 1 };
             self.renew_at = None;
             self.renewing = false;
-            self.authentication_token = NodeId::null();
             self.reassembly = Reassembly::default();
             self.policy = self.security.channel();
             return Ok(Some(Request::Hello));
@@ -505,26 +556,42 @@ impl bifrost_engine::Framing for Framing {
                     self.step = Step::Ready;
                     return Ok(None);
                 }
+                if self.created.is_some() {
+                    // The session may have outlived the connection: activate it on the new channel.
+                    self.step = Step::Reactivate;
+                    return self.activate_session().map(Some);
+                }
                 self.step = Step::CreateSession;
                 Ok(Some(self.create_session()))
             }
+            (Step::Reactivate, _) => match session::parse_activate_session(&body()?) {
+                Ok(nonce) => {
+                    self.server_nonce = nonce;
+                    self.step = Step::ReadServer;
+                    self.resumed = true;
+                    Ok(Some(self.read_server()))
+                }
+                // Gone (the server restarted, or timed it out): a new session.
+                Err(_) => {
+                    self.authentication_token = NodeId::null();
+                    self.created = None;
+                    self.step = Step::CreateSession;
+                    Ok(Some(self.create_session()))
+                }
+            },
             (Step::CreateSession, _) => {
                 let created = session::parse_create_session(&body()?)?;
-                self.authentication_token = created.authentication_token.clone();
-                if created.timeout_ms.is_finite() && created.timeout_ms >= 1.0 {
-                    self.session_timeout = Duration::from_secs_f64(created.timeout_ms / 1000.0);
-                }
                 self.step = Step::ActivateSession;
-                Ok(Some(self.activate_session(&created)?))
+                Ok(Some(self.session_created(created)?))
             }
             (Step::ActivateSession, _) => {
-                session::parse_activate_session(&body()?)?;
+                self.server_nonce = session::parse_activate_session(&body()?)?;
                 self.step = Step::ReadServer;
-                let nodes = SERVER_NODES.map(|id| NodeId::numeric(0, id));
-                Ok(Some(Request::service(session::read(&nodes, session::VALUE_ATTRIBUTE), "Read")))
+                self.resumed = false;
+                Ok(Some(self.read_server()))
             }
             (Step::ReadServer, _) => {
-                self.learn_server(&body()?)?;
+                self.learn_server(&body()?, !self.resumed)?;
                 self.step = Step::Ready;
                 Ok(None)
             }

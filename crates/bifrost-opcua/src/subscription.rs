@@ -34,6 +34,8 @@ pub mod encoding_id {
     pub const PUBLISH_RESPONSE: u32 = 829;
     pub const REPUBLISH_REQUEST: u32 = 832;
     pub const REPUBLISH_RESPONSE: u32 = 835;
+    pub const TRANSFER_SUBSCRIPTIONS_REQUEST: u32 = 841;
+    pub const TRANSFER_SUBSCRIPTIONS_RESPONSE: u32 = 844;
     pub const DELETE_SUBSCRIPTIONS_REQUEST: u32 = 847;
     pub const DELETE_SUBSCRIPTIONS_RESPONSE: u32 = 850;
 }
@@ -244,6 +246,33 @@ pub fn parse_delete_subscriptions(body: &[u8]) -> Result<Vec<u32>> {
     (0..n).map(|_| r.u32("a status")).collect()
 }
 
+/// TransferSubscriptions of `ids` to this session. Their current values are not
+/// sent again: what changed meanwhile waits in their queues, and Republish finds
+/// what was sent and lost, so nothing comes twice.
+pub fn transfer_subscriptions(ids: &[u32]) -> ServiceRequest {
+    let mut out = Vec::with_capacity(5 + ids.len() * 4);
+    put_u32(&mut out, ids.len() as u32);
+    ids.iter().for_each(|id| put_u32(&mut out, *id));
+    out.push(0); // send initial values: no
+    request(encoding_id::TRANSFER_SUBSCRIPTIONS_REQUEST, out)
+}
+
+/// A TransferSubscriptions response: per subscription, its status and the
+/// sequence numbers of the notifications the server still holds for Republish.
+pub fn parse_transfer_subscriptions(body: &[u8], count: usize) -> Result<Vec<(u32, Vec<u32>)>> {
+    let (_, mut r) =
+        secure_channel::response(body, encoding_id::TRANSFER_SUBSCRIPTIONS_RESPONSE, "TransferSubscriptions")?;
+    let results = crate::session::read_array(&mut r, 8, "transfer results", |r| {
+        let status = r.u32("a status")?;
+        let n = r.length(4, "available sequence numbers")?.unwrap_or(0);
+        Ok((status, (0..n).map(|_| r.u32("a sequence number")).collect::<Result<Vec<u32>>>()?))
+    })?;
+    if results.len() != count {
+        return Err(Error::proto(format!("TransferSubscriptions: {} results to {count} subscriptions", results.len())));
+    }
+    Ok(results)
+}
+
 /// Publish, acknowledging the (subscription, sequence number) pairs received.
 pub fn publish(acknowledgements: &[(u32, u32)]) -> ServiceRequest {
     let mut out = Vec::with_capacity(4 + acknowledgements.len() * 8);
@@ -374,6 +403,26 @@ mod tests {
         assert_eq!(out.len(), 16);
         // Publish acknowledges (subscription 5, sequence 7).
         assert_eq!(&publish(&[(5, 7)]).fields[..], &[1, 0, 0, 0, 5, 0, 0, 0, 7, 0, 0, 0]);
+    }
+
+    /// Part 4, 5.13.7: the ids, then sendInitialValues; the response's results carry each status and sequence numbers.
+    #[test]
+    fn transfer_subscriptions_is_byte_exact_and_its_results_are_read() {
+        assert_eq!(&transfer_subscriptions(&[9]).fields[..], &[1, 0, 0, 0, 9, 0, 0, 0, 0]);
+        let mut body = Vec::new();
+        NodeId::numeric(0, encoding_id::TRANSFER_SUBSCRIPTIONS_RESPONSE).encode(&mut body);
+        secure_channel::ResponseHeader {
+            timestamp: 0,
+            request_handle: 1,
+            service_result: 0,
+            diagnostics: Default::default(),
+            string_table: Vec::new(),
+        }
+        .encode(&mut body);
+        body.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(parse_transfer_subscriptions(&body, 1).unwrap(), vec![(0, vec![4, 5])]);
+        assert!(parse_transfer_subscriptions(&body, 2).is_err());
+        assert!(parse_transfer_subscriptions(&body[..body.len() - 6], 1).is_err());
     }
 
     #[test]
