@@ -355,6 +355,7 @@ try {
   opcuaServer?.stop()
   open62541?.stop()
   open62541Changing?.stop()
+  open62541Secure?.stop()
 }
 
 const versions = Object.fromEntries(runs.map((r) => [r.client, r.version]))
