@@ -2,8 +2,8 @@
 // loopback: node-opcua-server 2.186.4 (crates/bifrost-opcua/tests/peers/
 // node_opcua_server.mjs with "secure") and open62541 1.5 (open62541_server.c
 // with "secure": an RSA 4096 certificate naming 127.0.0.1). Both offer every
-// policy we speak in Sign and SignAndEncrypt, the user operator/secret-pw and
-// certificate users. Each test keeps its certificate store in a folder of its own.
+// policy we speak in Sign and SignAndEncrypt (open62541 the deprecated
+// Basic128Rsa15 and Basic256 too), the user operator/secret-pw and certificate users. Each test keeps its certificate store in a folder of its own.
 import test from 'ava'
 import type { ExecutionContext } from 'ava'
 import type { ChildProcess } from 'node:child_process'
@@ -21,6 +21,8 @@ const open62541 = { name: 'open62541 (node scripts/open62541.mjs builds it)', pr
 const nodeOpcua = { name: 'node-opcua-server (npm ci installs it)', present: existsSync(join(ROOT, 'node_modules', 'node-opcua-server')) }
 
 const POLICIES = ['Basic256Sha256', 'Aes128_Sha256_RsaOaep', 'Aes256_Sha256_RsaPss'] as const
+/** Deprecated (SHA-1): used only with allowDeprecatedSecurity. */
+const DEPRECATED = ['Basic128Rsa15', 'Basic256'] as const
 const MODES = ['Sign', 'SignAndEncrypt'] as const
 const USER = { username: 'operator', password: 'secret-pw' }
 
@@ -180,19 +182,26 @@ async function open62541Matrix(t: ExecutionContext, url: string, pkiDir: string)
   const certificateUser = await userCertificate(url, {})
   const identities = { anonymous: {}, userName: USER, certificate: certificateUser }
   let combinations = 0
-  for (const securityPolicy of POLICIES) {
+  for (const securityPolicy of [...POLICIES, ...DEPRECATED]) {
+    const optIn = (DEPRECATED as readonly string[]).includes(securityPolicy) ? { allowDeprecatedSecurity: true } : {}
     for (const securityMode of MODES) {
       for (const [identity, credentials] of Object.entries(identities)) {
-        const values = await readWith(url, { pkiDir, securityPolicy, securityMode, ...credentials }, ['ns=2;s=V0', 'ns=2;s=V4', 'i=2259'])
+        const options = { pkiDir, securityPolicy, securityMode, ...optIn, ...credentials }
+        const values = await readWith(url, options, ['ns=2;s=V0', 'ns=2;s=V4', 'i=2259'])
         t.deepEqual(values, [0, 'v4', 0], `${securityPolicy} ${securityMode} ${identity}`)
         combinations++
       }
     }
   }
-  t.is(combinations, 18)
+  t.is(combinations, 30)
+  for (const securityPolicy of DEPRECATED) {
+    const refused = await failure(connect(url, { pkiDir, securityPolicy }))
+    t.is(refused.code, 'EINVAL')
+    t.regex(refused.message, /deprecated policy \(SHA-1\): connect with allowDeprecatedSecurity true/)
+  }
 }
 
-peerTest('open62541: every policy in Sign and SignAndEncrypt (its key is RSA 4096), as anonymous, a user name and a user certificate; its certificate names the host dialled', open62541, async (t) => {
+peerTest('open62541: every policy in Sign and SignAndEncrypt (its key is RSA 4096; Basic128Rsa15 and Basic256 only when allowed), as anonymous, a user name and a user certificate; its certificate names the host dialled', open62541, async (t) => {
   const url = await open62541Server('secure')
   const pkiDir = await trustingStore(url)
   await open62541Matrix(t, url, pkiDir)

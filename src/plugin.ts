@@ -64,10 +64,11 @@ export interface ConnectOptions {
   channelLifetime?: number
   /**
    * OPC UA: the secure channel's security policy, by name or URI: `None`, `Basic256Sha256`,
-   * `Aes128_Sha256_RsaOaep` or `Aes256_Sha256_RsaPss`. Default `None`, or `Basic256Sha256`
-   * when only {@link ConnectOptions.securityMode} is given.
+   * `Aes128_Sha256_RsaOaep` or `Aes256_Sha256_RsaPss`; the deprecated `Basic128Rsa15` and
+   * `Basic256` (SHA-1) with {@link ConnectOptions.allowDeprecatedSecurity}. Default `None`, or
+   * `Basic256Sha256` when only {@link ConnectOptions.securityMode} is given.
    */
-  securityPolicy?: 'None' | 'Basic256Sha256' | 'Aes128_Sha256_RsaOaep' | 'Aes256_Sha256_RsaPss' | (string & {})
+  securityPolicy?: 'None' | 'Basic256Sha256' | 'Aes128_Sha256_RsaOaep' | 'Aes256_Sha256_RsaPss' | 'Basic128Rsa15' | 'Basic256' | (string & {})
   /** OPC UA: `None`, `Sign` or `SignAndEncrypt`. Default `None`, or `SignAndEncrypt` when only {@link ConnectOptions.securityPolicy} is given. */
   securityMode?: 'None' | 'Sign' | 'SignAndEncrypt'
   /**
@@ -82,6 +83,8 @@ export interface ConnectOptions {
   acceptServerCertificate?: boolean
   /** OPC UA: whether the server's certificate must name the host dialled. Default true. */
   checkHostName?: boolean
+  /** OPC UA: allow the deprecated policies Basic128Rsa15 and Basic256 (SHA-1), for the channel or a user's token. Default false: they are `EINVAL`. */
+  allowDeprecatedSecurity?: boolean
   /** OPC UA: the user name to activate the session with (or `user:password@` before the URL's host). Never shown in messages. */
   username?: string
   /** OPC UA: the user's password, encrypted with the server's key unless its user token policy says None. Never shown in messages. */

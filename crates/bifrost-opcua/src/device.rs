@@ -63,6 +63,8 @@ pub struct SecurityOptions {
     pub accept_once: bool,
     /// Whether the server's certificate must name the host dialled.
     pub check_host_name: bool,
+    /// Whether the deprecated policies (Basic128Rsa15, Basic256: SHA-1) may be used.
+    pub allow_deprecated: bool,
     pub user: User,
 }
 
@@ -90,7 +92,7 @@ const MODES: [(&str, u32); 3] = [("None", MODE_NONE), ("Sign", MODE_SIGN), ("Sig
 impl SecurityOptions {
     /// The security keys: `security-policy` and `security-mode` (either alone
     /// implies the other: SignAndEncrypt, Basic256Sha256), `pki-dir`,
-    /// `accept-server-certificate`, `check-host-name`, and the user: `username` and `password`
+    /// `accept-server-certificate`, `check-host-name`, `allow-deprecated-security`, and the user: `username` and `password`
     /// (or `user:password@` before the host), or `user-certificate` and `user-private-key`.
     fn from_url(url: &mut DeviceUrl) -> Result<SecurityOptions> {
         let policy = url.take::<String>("security-policy")?.map(|p| Policy::parse(&p)).transpose()?;
@@ -117,6 +119,10 @@ impl SecurityOptions {
         let pki = Pki::new(url.take::<String>("pki-dir")?.map(PathBuf::from).unwrap_or_else(crate::pki::default_root));
         let accept_once = url.take::<bool>("accept-server-certificate")?.unwrap_or(false);
         let check_host_name = url.take::<bool>("check-host-name")?.unwrap_or(true);
+        let allow_deprecated = url.take::<bool>("allow-deprecated-security")?.unwrap_or(false);
+        if policy.is_legacy() && !allow_deprecated {
+            return Err(crate::crypto::deprecated(policy, "security policy"));
+        }
         let (mut user, mut password) = match url.user_info.take() {
             Some(info) => match info.split_once(':') {
                 Some((user, password)) => (Some(user.to_string()), Some(password.to_string())),
@@ -142,7 +148,7 @@ impl SecurityOptions {
                 return Err(Error::invalid_value("a user is either a username and password or a certificate, not both"))
             }
         };
-        Ok(SecurityOptions { policy, mode, pki, accept_once, check_host_name, user })
+        Ok(SecurityOptions { policy, mode, pki, accept_once, check_host_name, allow_deprecated, user })
     }
 }
 
@@ -188,7 +194,7 @@ impl Opening {
             User::Certificate { certificate, key } => crate::pki::user_identity(certificate, key)?,
         });
         if !self.needs_endpoint() {
-            return Ok(Security { identity, ..Security::none() });
+            return Ok(Security { identity, allow_deprecated: options.allow_deprecated, ..Security::none() });
         }
         let endpoints = crate::discovery::endpoints(self).await?;
         let uri = options.policy.uri();
@@ -216,7 +222,8 @@ impl Opening {
             })?;
         let Some(server_certificate) = endpoint.server_certificate.clone().filter(|c| !c.is_empty()) else {
             if options.mode == MODE_NONE {
-                return Ok(Security { identity, ..Security::none() }); // a user whose token the server takes as it is
+                // A user whose token the server takes as it is.
+                return Ok(Security { identity, allow_deprecated: options.allow_deprecated, ..Security::none() });
             }
             return Err(crate::crypto::checks_failed("the server's endpoint carries no certificate"));
         };
@@ -231,7 +238,13 @@ impl Opening {
         })
         .await
         .map_err(|_| Error::proto("checking the server's certificate stopped"))??;
-        Ok(Security { policy: options.policy, mode: options.mode, ends: Some(Arc::new(checked)), identity })
+        Ok(Security {
+            policy: options.policy,
+            mode: options.mode,
+            ends: Some(Arc::new(checked)),
+            identity,
+            allow_deprecated: options.allow_deprecated,
+        })
     }
 
     /// The framing of a connection to this server, secured as `security` has it, and what it learns of the server.

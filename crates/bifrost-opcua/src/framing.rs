@@ -24,6 +24,9 @@ use crate::transport::{
 /// What we offer in Hello: chunks of 64 KiB, messages of up to 64 MiB, any number of chunks.
 const OURS: Limits = Limits { receive_buffer: 65535, send_buffer: 65535, max_message: 64 << 20, max_chunks: 0 };
 
+/// Bytes of the nonce CreateSession sends (Part 4 asks for 32 at least).
+const SESSION_NONCE_LEN: usize = 32;
+
 /// The session timeout asked for; servers revise it.
 const SESSION_TIMEOUT_MS: f64 = 60_000.0;
 
@@ -139,12 +142,20 @@ pub struct Security {
     pub mode: u32,
     pub ends: Option<Arc<Ends>>,
     pub identity: Arc<Identity>,
+    /// Whether a deprecated policy (SHA-1) may secure the user's token.
+    pub allow_deprecated: bool,
 }
 
 impl Security {
     /// Policy None, anonymous.
     pub fn none() -> Security {
-        Security { policy: Policy::None, mode: MODE_NONE, ends: None, identity: Arc::new(Identity::Anonymous) }
+        Security {
+            policy: Policy::None,
+            mode: MODE_NONE,
+            ends: None,
+            identity: Arc::new(Identity::Anonymous),
+            allow_deprecated: false,
+        }
     }
 
     fn channel(&self) -> Box<dyn SecurityPolicy + Send> {
@@ -277,7 +288,7 @@ impl Framing {
 
     /// CreateSession: a fresh nonce, and our certificate when the channel is secured.
     fn create_session(&mut self) -> Request {
-        self.session_nonce = crypto::random(crypto::NONCE_LEN);
+        self.session_nonce = crypto::random(SESSION_NONCE_LEN);
         let ends = self.security.ends.as_ref().filter(|_| self.security.mode != MODE_NONE);
         let client = ApplicationDescription {
             application_uri: Some(ends.map_or("urn:bifrost:client", |e| e.own.application_uri.as_str()).into()),
@@ -347,7 +358,7 @@ impl Framing {
         let server_key = security.ends.as_ref().map(|e| &e.server);
         let (token, user_signature) = security.identity.token(
             &policies,
-            security.policy,
+            (security.policy, security.allow_deprecated),
             server_key,
             (server_certificate, &self.server_nonce),
         )?;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bifrost_core::{Error, Result};
 use bytes::Bytes;
 
-use crate::crypto::{self, checks_failed, Policy, PublicKey, SymmetricKeys, BLOCK_LEN, NONCE_LEN};
+use crate::crypto::{self, checks_failed, Policy, PublicKey, SymmetricKeys, BLOCK_LEN};
 use crate::pki::Own;
 use crate::session::{IdentityToken, SignatureData, UserTokenPolicy};
 use crate::transport::{SecurityPolicy, HEADER_LEN, SYMMETRIC_HEADERS};
@@ -138,14 +138,15 @@ impl SecurityPolicy for Secured {
     }
 
     fn new_nonce(&mut self) -> Option<Vec<u8>> {
-        self.client_nonce = crypto::random(NONCE_LEN);
+        self.client_nonce = crypto::random(self.policy.nonce_len());
         Some(self.client_nonce.clone())
     }
 
     fn granted(&mut self, token_id: u32, server_nonce: &[u8]) -> Result<()> {
-        if server_nonce.len() < NONCE_LEN {
+        let needed = self.policy.nonce_len();
+        if server_nonce.len() < needed {
             return Err(checks_failed(&format!(
-                "the server's nonce has {} bytes; {} needs {NONCE_LEN}",
+                "the server's nonce has {} bytes; {} needs {needed}",
                 server_nonce.len(),
                 self.policy.name()
             )));
@@ -161,7 +162,7 @@ impl SecurityPolicy for Secured {
     }
 
     fn body_room(&self, chunk_size: usize) -> usize {
-        let signature = crypto::SYMMETRIC_SIGNATURE_LEN;
+        let signature = self.policy.symmetric_signature_len();
         if self.encrypts() {
             let blocks = chunk_size.saturating_sub(UNENCRYPTED) / BLOCK_LEN * BLOCK_LEN;
             blocks.saturating_sub(8 + signature + 1)
@@ -172,11 +173,12 @@ impl SecurityPolicy for Secured {
 
     fn secure(&self, chunk: &mut Vec<u8>) -> Result<()> {
         let keys = self.keys(chunk)?;
+        let signature_len = self.policy.symmetric_signature_len();
         if self.encrypts() {
             let content = chunk.len() - UNENCRYPTED;
-            chunk.extend(padding(content, crypto::SYMMETRIC_SIGNATURE_LEN, BLOCK_LEN, false));
+            chunk.extend(padding(content, signature_len, BLOCK_LEN, false));
         }
-        let size = chunk.len() + crypto::SYMMETRIC_SIGNATURE_LEN;
+        let size = chunk.len() + signature_len;
         set_size(chunk, size)?;
         let signature = keys.ours.sign(chunk);
         chunk.extend_from_slice(signature.as_ref());
@@ -187,7 +189,7 @@ impl SecurityPolicy for Secured {
     }
 
     fn open(&self, chunk: Bytes) -> Result<Bytes> {
-        let signature = crypto::SYMMETRIC_SIGNATURE_LEN;
+        let signature = self.policy.symmetric_signature_len();
         if chunk.len() < HEADER_LEN + 4 + SYMMETRIC_HEADERS + signature {
             return Err(checks_failed(&format!("a secured chunk of {} bytes", chunk.len())));
         }
@@ -288,7 +290,7 @@ impl Identity {
     pub fn token(
         &self,
         policies: &[&UserTokenPolicy],
-        channel: Policy,
+        (channel, allow_deprecated): (Policy, bool),
         server: Option<&PublicKey>,
         (server_certificate, server_nonce): (&[u8], &[u8]),
     ) -> Result<(IdentityToken, SignatureData)> {
@@ -305,6 +307,9 @@ impl Identity {
                 ))
             })?,
         };
+        if policy.is_legacy() && !allow_deprecated {
+            return Err(crypto::deprecated(policy, &format!("the server secures {} identity with", self.name())));
+        }
         let server_key = || {
             server.ok_or_else(|| {
                 Error::invalid_value("the identity needs the server's certificate, which it did not send")
@@ -378,7 +383,13 @@ mod tests {
 
     #[test]
     fn every_policy_and_mode_round_trips_and_refuses_a_changed_byte() {
-        let policies = [Policy::Basic256Sha256, Policy::Aes128Sha256RsaOaep, Policy::Aes256Sha256RsaPss];
+        let policies = [
+            Policy::Basic256Sha256,
+            Policy::Aes128Sha256RsaOaep,
+            Policy::Aes256Sha256RsaPss,
+            Policy::Basic128Rsa15,
+            Policy::Basic256,
+        ];
         for (policy, mode) in policies.iter().flat_map(|p| [(*p, MODE_SIGN), (*p, MODE_SIGN_AND_ENCRYPT)]) {
             let (client, server, client_cert) = pair(policy, mode);
             // OpenSecureChannel: signed with our key, encrypted with the server's (in Sign mode too).

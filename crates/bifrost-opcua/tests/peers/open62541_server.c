@@ -8,7 +8,8 @@
  * Double V<i> is rewritten each second as i*0.5 plus the seconds since start.
  * With `secure`, it makes a certificate (RSA 4096, naming 127.0.0.1), also
  * listens on 127.0.0.2 (which the certificate does not name), and also
- * offers every security policy in Sign and SignAndEncrypt, the user
+ * offers every security policy in Sign and SignAndEncrypt (the deprecated
+ * Basic128Rsa15 and Basic256 too), the user
  * "operator" (password "secret-pw"), and accepts any client certificate.
  *   open62541_server PORT [VARIABLES [changing] [secure]]                  */
 #include <open62541/plugin/accesscontrol_default.h>
@@ -106,6 +107,18 @@ int main(int argc, char **argv) {
                                                            NULL, 0) != UA_STATUSCODE_GOOD) {
             fprintf(stderr, "open62541 could not set up its security\n");
             return 1;
+        }
+        /* The deprecated policies too (SHA-1), which clients use only when asked. */
+        const char *deprecated[] = {"http://opcfoundation.org/UA/SecurityPolicy#Basic128Rsa15",
+                                    "http://opcfoundation.org/UA/SecurityPolicy#Basic256"};
+        if (UA_ServerConfig_addSecurityPolicyBasic128Rsa15(config, &certificate, &key) != UA_STATUSCODE_GOOD ||
+            UA_ServerConfig_addSecurityPolicyBasic256(config, &certificate, &key) != UA_STATUSCODE_GOOD) {
+            fprintf(stderr, "open62541 could not add the deprecated policies\n");
+            return 1;
+        }
+        for (int i = 0; i < 2; i++) {
+            UA_ServerConfig_addEndpoint(config, UA_STRING((char *)deprecated[i]), UA_MESSAGESECURITYMODE_SIGN);
+            UA_ServerConfig_addEndpoint(config, UA_STRING((char *)deprecated[i]), UA_MESSAGESECURITYMODE_SIGNANDENCRYPT);
         }
         UA_ByteString_clear(&certificate);
         UA_ByteString_clear(&key);
