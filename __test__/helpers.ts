@@ -160,3 +160,15 @@ export async function failure(promise: Promise<unknown>): Promise<BifrostError> 
   if (!(error instanceof BifrostError)) throw new Error(`expected a BifrostError, got ${String(error)}`)
   return error
 }
+
+/** Reads `tag` every 100 ms for `ms`: how many reads succeeded, and the messages of those that failed. */
+export async function readFor(dev: Device, tag: string, ms: number): Promise<{ reads: number; errors: string[] }> {
+  const errors: string[] = []
+  let reads = 0
+  const started = Date.now()
+  while (Date.now() - started < ms) {
+    await dev.read(tag).then(() => reads++, (e: Error) => errors.push(e.message))
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  return { reads, errors }
+}

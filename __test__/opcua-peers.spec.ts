@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { connect, findServers, getEndpoints } from '../src/index.js'
 import type { Device } from '../src/index.js'
-import { failure, freePort, peerTest, startProcess, stopProcess } from './helpers.js'
+import { failure, freePort, peerTest, readFor, startProcess, stopProcess } from './helpers.js'
 
 const ROOT = join(__dirname, '..')
 const SERVER = join(ROOT, 'crates', 'bifrost-opcua', 'tests', 'peers', 'node_opcua_server.mjs')
@@ -351,13 +351,7 @@ peerTest('open62541: a channel token of 2 s is renewed at 75% of its lifetime: r
   await withOpen62541(10, async (_, url) => {
     // open62541 closes a channel whose token expired (without the renewal this test sees ECONNRESET and reconnects).
     const dev = await connect(url, { channelLifetime: 2000 })
-    const errors: string[] = []
-    let reads = 0
-    const started = Date.now()
-    while (Date.now() - started < 5000) {
-      await dev.read('i=2259').then(() => reads++, (e: Error) => errors.push(e.message))
-      await new Promise((resolve) => setTimeout(resolve, 100))
-    }
+    const { reads, errors } = await readFor(dev, 'i=2259', 5000)
     t.deepEqual(errors, [])
     t.true(reads >= 10, `${reads} reads`)
     t.is(dev.stats().connects, 1, 'one connection all along')

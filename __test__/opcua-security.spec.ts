@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { connect } from '../src/index.js'
 import type { ConnectOptions, Device } from '../src/index.js'
-import { failure, freePort, peerTest, startProcess, stats, stopProcess } from './helpers.js'
+import { failure, freePort, peerTest, readFor, startProcess, stats, stopProcess } from './helpers.js'
 
 const ROOT = join(__dirname, '..')
 const NODE_OPCUA = join(ROOT, 'crates', 'bifrost-opcua', 'tests', 'peers', 'node_opcua_server.mjs')
@@ -227,13 +227,7 @@ peerTest('open62541: under SignAndEncrypt, a channel token of 2 s is renewed (ne
   const url = await open62541Server('secure')
   const pkiDir = await trustingStore(url)
   const dev: Device = await connect(url, { pkiDir, securityPolicy: 'Basic256Sha256', channelLifetime: 2000 })
-  const errors: string[] = []
-  let reads = 0
-  const started = Date.now()
-  while (Date.now() - started < 5000) {
-    await dev.read('ns=2;s=V0').then(() => reads++, (e: Error) => errors.push(e.message))
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
+  const { reads, errors } = await readFor(dev, 'ns=2;s=V0', 5000)
   t.deepEqual(errors, [])
   t.true(reads >= 10, `${reads} reads`)
   t.is(stats(dev).connects, 1, 'one connection all along')

@@ -493,7 +493,7 @@ fn scalar_number(r: &mut Reader<'_>) -> Result<Option<f64>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn header() -> RequestHeader {
@@ -558,10 +558,10 @@ mod tests {
         assert_eq!(batches(0, 3).count(), 0);
     }
 
-    /// A ReadResponse as a server writes it.
-    pub(crate) fn read_response(values: &[crate::encoding::DataValue]) -> Vec<u8> {
+    /// A good response of encoding `type_id` as a server writes it: its header, then what `fields` writes.
+    pub(crate) fn response(type_id: u32, fields: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
         let mut body = Vec::new();
-        NodeId::numeric(0, encoding_id::READ_RESPONSE).encode(&mut body);
+        NodeId::numeric(0, type_id).encode(&mut body);
         secure_channel::ResponseHeader {
             timestamp: 0,
             request_handle: 1,
@@ -570,9 +570,16 @@ mod tests {
             string_table: Vec::new(),
         }
         .encode(&mut body);
-        put_array(&mut body, values, |out, v| v.encode(out));
-        put_array(&mut body, &[] as &[u8], |_, _| {});
+        fields(&mut body);
         body
+    }
+
+    /// A ReadResponse as a server writes it.
+    pub(crate) fn read_response(values: &[crate::encoding::DataValue]) -> Vec<u8> {
+        response(encoding_id::READ_RESPONSE, |body| {
+            put_array(body, values, |out, v| v.encode(out));
+            put_array(body, &[] as &[u8], |_, _| {});
+        })
     }
 
     #[test]

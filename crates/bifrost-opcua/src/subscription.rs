@@ -409,17 +409,9 @@ mod tests {
     #[test]
     fn transfer_subscriptions_is_byte_exact_and_its_results_are_read() {
         assert_eq!(&transfer_subscriptions(&[9]).fields[..], &[1, 0, 0, 0, 9, 0, 0, 0, 0]);
-        let mut body = Vec::new();
-        NodeId::numeric(0, encoding_id::TRANSFER_SUBSCRIPTIONS_RESPONSE).encode(&mut body);
-        secure_channel::ResponseHeader {
-            timestamp: 0,
-            request_handle: 1,
-            service_result: 0,
-            diagnostics: Default::default(),
-            string_table: Vec::new(),
-        }
-        .encode(&mut body);
-        body.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0]);
+        let body = crate::session::tests::response(encoding_id::TRANSFER_SUBSCRIPTIONS_RESPONSE, |body| {
+            body.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0])
+        });
         assert_eq!(parse_transfer_subscriptions(&body, 1).unwrap(), vec![(0, vec![4, 5])]);
         assert!(parse_transfer_subscriptions(&body, 2).is_err());
         assert!(parse_transfer_subscriptions(&body[..body.len() - 6], 1).is_err());
