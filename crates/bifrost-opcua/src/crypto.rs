@@ -230,6 +230,24 @@ pub fn random(len: usize) -> Vec<u8> {
     bytes
 }
 
+/// A CreateSession nonce on a channel that signs nothing (policy None): bytes
+/// that differ between sessions, without aws-lc's generator, whose first use
+/// seeds itself for about 30 ms. Nothing secret rides on them.
+pub fn plain_nonce(len: usize) -> Vec<u8> {
+    static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let count = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let mut state = (time as u64) ^ (u64::from(std::process::id()) << 32) ^ count.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
 /// A certificate's thumbprint: its SHA-1 digest.
 pub fn thumbprint(certificate: &[u8]) -> [u8; 20] {
     let digest = digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, certificate);

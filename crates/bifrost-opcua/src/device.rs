@@ -231,6 +231,7 @@ impl Opening {
         let host = options.check_host_name.then(|| self.host.clone());
         let (server_uri, accept_once) = (endpoint.server.application_uri.clone(), options.accept_once);
         let checked = tokio::task::spawn_blocking(move || {
+            crate::crypto::random(1); // seeds aws-lc's generator here, not on the device's thread
             let own = pki.own()?;
             let check = ServerCheck { host: host.as_deref(), application_uri: server_uri.as_deref(), accept_once };
             let server = pki.check_server(&server_certificate, &check)?;

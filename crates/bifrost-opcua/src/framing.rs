@@ -259,7 +259,8 @@ impl Framing {
 
     fn open(&mut self, out: &mut Vec<u8>, request_id: u32, request: TokenRequest) -> Result<()> {
         let sequence = self.next_sequence();
-        let header = self.header(request_id);
+        // No session token here: a channel belongs to no session.
+        let header = RequestHeader { authentication_token: NodeId::null(), ..self.header(request_id) };
         let nonce = self.policy.new_nonce();
         secure_channel::open_request(
             out,
@@ -288,8 +289,11 @@ impl Framing {
 
     /// CreateSession: a fresh nonce, and our certificate when the channel is secured.
     fn create_session(&mut self) -> Request {
-        self.session_nonce = crypto::random(SESSION_NONCE_LEN);
         let ends = self.security.ends.as_ref().filter(|_| self.security.mode != MODE_NONE);
+        self.session_nonce = match ends {
+            Some(_) => crypto::random(SESSION_NONCE_LEN),
+            None => crypto::plain_nonce(SESSION_NONCE_LEN),
+        };
         let client = ApplicationDescription {
             application_uri: Some(ends.map_or("urn:bifrost:client", |e| e.own.application_uri.as_str()).into()),
             product_uri: Some("urn:bifrost".into()),
