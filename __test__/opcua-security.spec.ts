@@ -53,14 +53,17 @@ function nodeOpcuaServer(): Promise<string> {
   return nodeOpcuaUrl
 }
 
-/** open62541 in secure mode (and plain, for the endpoint it lacks), each started once. */
+/**
+ * open62541 in secure mode (or `plain`, for the endpoint it lacks; or a mode whose
+ * certificate the checks must refuse: see open62541_server.c), each started once.
+ */
 const open62541Urls = new Map<string, Promise<string>>()
-function open62541Server(mode: 'secure' | 'plain'): Promise<string> {
+function open62541Server(mode: string): Promise<string> {
   let url = open62541Urls.get(mode)
   if (!url) {
     url = (async () => {
       const port = await freePort()
-      const args = [String(port), '20', ...(mode === 'secure' ? ['secure'] : [])]
+      const args = [String(port), '20', ...(mode === 'plain' ? [] : [mode])]
       servers.push(await startProcess(OPEN62541, args, `listening ${port}`, process.env, 90_000))
       return `opc.tcp://127.0.0.1:${port}`
     })()
@@ -232,4 +235,22 @@ peerTest('open62541: under SignAndEncrypt, a channel token of 2 s is renewed (ne
   t.true(reads >= 10, `${reads} reads`)
   t.is(stats(dev).connects, 1, 'one connection all along')
   await dev.close()
+})
+
+peerTest('open62541: server certificates are checked: a chain to a trusted CA passes (the CA alone trusted); an expired one is BadCertificateTimeInvalid and one naming another application BadCertificateUriInvalid, even accepted once', open62541, async (t) => {
+  const ca = join(folder('ca'), 'ca.der')
+  const chained = await open62541Server(`secure-ca:${ca}`)
+  const pkiDir = folder('pki')
+  const options = { pkiDir, securityPolicy: 'Basic256Sha256' }
+  t.is((await failure(connect(chained, options))).statusName, 'BadCertificateUntrusted', 'its CA is not trusted yet')
+  mkdirSync(join(pkiDir, 'trusted', 'certs'), { recursive: true })
+  copyFileSync(ca, join(pkiDir, 'trusted', 'certs', 'plant-ca.der'))
+  t.deepEqual(await readWith(chained, options, ['ns=2;s=V4']), ['v4'], 'the server is trusted through its CA')
+
+  const expired = await failure(connect(await open62541Server('secure-expired'), { ...options, acceptServerCertificate: true }))
+  t.is(expired.statusName, 'BadCertificateTimeInvalid')
+  t.regex(expired.message, /is valid from .* to .*, not now/)
+  const elsewhere = await failure(connect(await open62541Server('secure-wrong-uri'), { ...options, acceptServerCertificate: true }))
+  t.is(elsewhere.statusName, 'BadCertificateUriInvalid')
+  t.regex(elsewhere.message, /names the application URI \["urn:elsewhere"\], but the server says it is 'urn:bifrost:open62541'/)
 })

@@ -240,12 +240,6 @@ pub fn delete_subscriptions(ids: &[u32]) -> ServiceRequest {
     request(encoding_id::DELETE_SUBSCRIPTIONS_REQUEST, out)
 }
 
-pub fn parse_delete_subscriptions(body: &[u8]) -> Result<Vec<u32>> {
-    let (_, mut r) = secure_channel::response(body, encoding_id::DELETE_SUBSCRIPTIONS_RESPONSE, "DeleteSubscriptions")?;
-    let n = r.length(4, "results")?.unwrap_or(0);
-    (0..n).map(|_| r.u32("a status")).collect()
-}
-
 /// TransferSubscriptions of `ids` to this session. Their current values are not
 /// sent again: what changed meanwhile waits in their queues, and Republish finds
 /// what was sent and lost, so nothing comes twice.
