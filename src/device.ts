@@ -79,7 +79,8 @@ function subscriptionOf<T>(start: () => AsyncIterable<T> & SubscriptionControls)
   }
 }
 
-function checkRequestOptions(options: RequestOptions | undefined): void {
+/** `options.timeout`, checked when given. @internal */
+export function checkRequestOptions(options: RequestOptions | undefined): void {
   if (options?.timeout !== undefined) checkMs('timeout', options.timeout)
 }
 

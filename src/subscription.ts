@@ -4,7 +4,7 @@
  * @packageDocumentation
  */
 
-import { checkDeadband, checkMs, checkStrings } from './device.js'
+import { checkDeadband, checkMs, checkRequestOptions, checkStrings } from './device.js'
 import { BifrostError, asBifrostError } from './errors.js'
 import type { Deadband } from './poller.js'
 import type { RequestOptions, TagResult } from './plugin.js'
@@ -81,7 +81,7 @@ export class Subscription<T> implements AsyncIterableIterator<T> {
   async modify(change: SubscriptionChange, options?: RequestOptions): Promise<number> {
     checkMs('intervalMs', change?.intervalMs)
     checkDeadband(change.deadband)
-    if (options?.timeout !== undefined) checkMs('timeout', options.timeout)
+    checkRequestOptions(options)
     if (!this.controls.modify) throw new BifrostError('EINVAL', "this device's subscriptions cannot be modified")
     try {
       return await this.controls.modify(change, options)
@@ -100,7 +100,7 @@ export class Subscription<T> implements AsyncIterableIterator<T> {
    */
   async remove(tags: string[], options?: RequestOptions): Promise<TagResult[]> {
     checkStrings('tags', tags)
-    if (options?.timeout !== undefined) checkMs('timeout', options.timeout)
+    checkRequestOptions(options)
     if (!this.controls.remove) throw new BifrostError('EINVAL', "this device's subscriptions cannot drop tags")
     try {
       return await this.controls.remove(tags, options)

@@ -1040,6 +1040,34 @@ enum SubscriptionStep {
     Transfer,
 }
 
+impl SubscriptionStep {
+    /// The request index that names the step: a subscription sends requests as
+    /// long as it lives, so its steps are not kept in a list that would only grow.
+    fn index(self) -> u32 {
+        match self {
+            SubscriptionStep::Create => 0,
+            SubscriptionStep::Publish => 1,
+            SubscriptionStep::Republish => 2,
+            SubscriptionStep::Delete => 3,
+            SubscriptionStep::Probe => 4,
+            SubscriptionStep::Transfer => 5,
+            SubscriptionStep::Items(batch) => 6 + batch as u32,
+        }
+    }
+
+    fn of(index: u32) -> SubscriptionStep {
+        match index {
+            0 => SubscriptionStep::Create,
+            1 => SubscriptionStep::Publish,
+            2 => SubscriptionStep::Republish,
+            3 => SubscriptionStep::Delete,
+            4 => SubscriptionStep::Probe,
+            5 => SubscriptionStep::Transfer,
+            batch => SubscriptionStep::Items(batch as usize - 6),
+        }
+    }
+}
+
 /// How long a probe waits for the connection before the job asks again (and so
 /// how soon a subscription ended during an outage is over).
 const PROBE_WAIT: Duration = Duration::from_secs(1);
@@ -1077,7 +1105,6 @@ struct SubscriptionJob {
     batches_left: usize,
     /// Whether every monitored item was made on the server (Publish may go).
     made: bool,
-    requests: Vec<SubscriptionStep>,
     /// Publish requests outstanding.
     publishing: usize,
     /// Whether a probe waits for the connection to come back (other requests' failures then say nothing new).
@@ -1105,8 +1132,7 @@ fn source_ms(data: &crate::encoding::DataValue) -> f64 {
 
 impl SubscriptionJob {
     fn submit(&mut self, step: SubscriptionStep, request: Request, link: &mut Submitter<'_, Framing>) {
-        let index = self.requests.len() as u32;
-        self.requests.push(step);
+        let index = step.index();
         let submitted = match step {
             SubscriptionStep::Probe => link.submit_until(request, index, link.now() + PROBE_WAIT),
             _ => link.submit(request, index),
@@ -1344,7 +1370,7 @@ impl Job<Framing> for SubscriptionJob {
     }
 
     fn reply(&mut self, index: u32, reply: Result<Reply>, link: &mut Submitter<'_, Framing>) {
-        let step = self.requests[index as usize];
+        let step = SubscriptionStep::of(index);
         match step {
             SubscriptionStep::Publish => self.publishing -= 1,
             SubscriptionStep::Probe => self.probing = false,
@@ -1747,7 +1773,6 @@ impl bifrost_engine::Device for OpcuaDevice {
             item_batches: Vec::new(),
             batches_left: 0,
             made: false,
-            requests: Vec::new(),
             publishing: 0,
             probing: false,
             transferring: false,
@@ -1816,6 +1841,23 @@ mod tests {
         assert_eq!(opening.link.request_timeout, Duration::from_millis(500));
         assert!(Opening::from_url(DeviceUrl::parse("opc.tcp://h?bogus=1").unwrap()).is_err());
         assert!(!opening.needs_endpoint(), "policy None and no user: nothing to fetch first");
+    }
+
+    #[test]
+    fn a_subscription_step_is_named_by_its_request_index() {
+        let steps = [
+            SubscriptionStep::Create,
+            SubscriptionStep::Publish,
+            SubscriptionStep::Republish,
+            SubscriptionStep::Delete,
+            SubscriptionStep::Probe,
+            SubscriptionStep::Transfer,
+            SubscriptionStep::Items(0),
+            SubscriptionStep::Items(41),
+        ];
+        for step in steps {
+            assert_eq!(SubscriptionStep::of(step.index()), step);
+        }
     }
 
     fn security_of(url: &str) -> Result<SecurityOptions> {

@@ -108,10 +108,7 @@ impl Decode<'_> for CallResult {
 /// A Call response's one result.
 pub fn parse_call(body: &[u8]) -> Result<CallResult> {
     let (_, mut r) = secure_channel::response(body, encoding_id::CALL_RESPONSE, "Call")?;
-    let count = r.length(4, "call results")?.unwrap_or(0);
-    if count != 1 {
-        return Err(Error::proto(format!("{count} results to a Call of one method")));
-    }
+    crate::session::result_count(&mut r, 4, 1, || "a Call of one method".into())?;
     CallResult::decode(&mut r)
 }
 

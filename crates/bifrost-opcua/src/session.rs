@@ -83,6 +83,21 @@ pub(crate) fn read_array<'a, T>(
     (0..count).map(|_| each(r)).collect()
 }
 
+/// How many results a response carries for its operations, which must be the
+/// `asked` number: another is `EPROTO`, "{count} results to {what()}".
+pub(crate) fn result_count(
+    r: &mut Reader<'_>,
+    least: usize,
+    asked: usize,
+    what: impl FnOnce() -> String,
+) -> Result<usize> {
+    let count = r.length(least, "results")?.unwrap_or(0);
+    if count != asked {
+        return Err(Error::proto(format!("{count} results to {}", what())));
+    }
+    Ok(count)
+}
+
 fn owned(r: &mut Reader<'_>, what: &str) -> Result<Option<String>> {
     Ok(r.string(what)?.map(str::to_string))
 }
@@ -410,21 +425,15 @@ pub fn write(values: &[(NodeId, crate::encoding::Variant)]) -> ServiceRequest {
 /// A Write response's status per node; a count that differs is `EPROTO`.
 pub fn parse_write(body: &[u8], count: usize) -> Result<Vec<u32>> {
     let (_, mut r) = secure_channel::response(body, encoding_id::WRITE_RESPONSE, "Write")?;
-    let results = read_array(&mut r, 4, "write results", |r| r.u32("a status"))?;
-    if results.len() != count {
-        return Err(Error::proto(format!("{} results to a Write of {count} nodes", results.len())));
-    }
-    Ok(results)
+    result_count(&mut r, 4, count, || format!("a Write of {count} nodes"))?;
+    (0..count).map(|_| r.u32("a status")).collect()
 }
 
 /// A Read response's values, one per node read; a count that differs is `EPROTO`.
 pub fn parse_read(body: &[u8], count: usize) -> Result<Vec<DataValue>> {
     let (_, mut r) = secure_channel::response(body, encoding_id::READ_RESPONSE, "Read")?;
-    let values = read_array(&mut r, 1, "read results", DataValue::decode)?;
-    if values.len() != count {
-        return Err(Error::proto(format!("{} results to a Read of {count} nodes", values.len())));
-    }
-    Ok(values)
+    result_count(&mut r, 1, count, || format!("a Read of {count} nodes"))?;
+    (0..count).map(|_| DataValue::decode(&mut r)).collect()
 }
 
 /// Server_ServerCapabilities_OperationLimits_MaxNodesPerRead: how many nodes one Read may name (0: no limit).
@@ -442,10 +451,7 @@ pub fn batches(count: usize, most: u32) -> impl Iterator<Item = std::ops::Range<
 /// not a number, is listed in `failed` with its status (0 for not a number).
 pub fn parse_read_into(body: &[u8], out: &mut [f64], failed: &mut Vec<(usize, u32)>) -> Result<()> {
     let (_, mut r) = secure_channel::response(body, encoding_id::READ_RESPONSE, "Read")?;
-    let count = r.length(1, "read results")?.unwrap_or(0);
-    if count != out.len() {
-        return Err(Error::proto(format!("{count} results to a Read of {} nodes", out.len())));
-    }
+    result_count(&mut r, 1, out.len(), || format!("a Read of {} nodes", out.len()))?;
     for (i, slot) in out.iter_mut().enumerate() {
         let mask = r.u8("a DataValue's mask")?;
         let number = match mask & 1 {

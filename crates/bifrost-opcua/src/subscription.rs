@@ -4,7 +4,7 @@
 //! DeleteMonitoredItems, Publish with acknowledgements, Republish, and the
 //! NotificationMessage a Publish response carries.
 
-use bifrost_core::{Error, Result};
+use bifrost_core::Result;
 use bifrost_engine::Deadband;
 use bytes::Bytes;
 
@@ -14,7 +14,7 @@ use crate::encoding::{
 };
 use crate::node_id::NodeId;
 use crate::secure_channel;
-use crate::session::{ServiceRequest, VALUE_ATTRIBUTE};
+use crate::session::{result_count, ServiceRequest, VALUE_ATTRIBUTE};
 
 /// The binary encodings' NodeIds of the messages here (namespace 0).
 pub mod encoding_id {
@@ -179,11 +179,8 @@ pub fn modify_monitored_items(
 pub fn parse_modify_monitored_items(body: &[u8], count: usize) -> Result<Vec<u32>> {
     let (_, mut r) =
         secure_channel::response(body, encoding_id::MODIFY_MONITORED_ITEMS_RESPONSE, "ModifyMonitoredItems")?;
-    let n = r.length(19, "monitored item results")?.unwrap_or(0);
-    if n != count {
-        return Err(Error::proto(format!("{n} results to {count} monitored items modified")));
-    }
-    (0..n)
+    result_count(&mut r, 19, count, || format!("{count} monitored items modified"))?;
+    (0..count)
         .map(|_| {
             let status = r.u32("an item's status")?;
             r.u64("a revised sampling interval")?;
@@ -206,22 +203,16 @@ pub fn delete_monitored_items(subscription_id: u32, ids: &[u32]) -> ServiceReque
 pub fn parse_delete_monitored_items(body: &[u8], count: usize) -> Result<Vec<u32>> {
     let (_, mut r) =
         secure_channel::response(body, encoding_id::DELETE_MONITORED_ITEMS_RESPONSE, "DeleteMonitoredItems")?;
-    let n = r.length(4, "results")?.unwrap_or(0);
-    if n != count {
-        return Err(Error::proto(format!("{n} results to {count} monitored items deleted")));
-    }
-    (0..n).map(|_| r.u32("a status")).collect()
+    result_count(&mut r, 4, count, || format!("{count} monitored items deleted"))?;
+    (0..count).map(|_| r.u32("a status")).collect()
 }
 
 /// Per item created, its status (and the server's id for it).
 pub fn parse_create_monitored_items(body: &[u8], count: usize) -> Result<Vec<(u32, u32)>> {
     let (_, mut r) =
         secure_channel::response(body, encoding_id::CREATE_MONITORED_ITEMS_RESPONSE, "CreateMonitoredItems")?;
-    let n = r.length(23, "monitored item results")?.unwrap_or(0);
-    if n != count {
-        return Err(Error::proto(format!("{n} results to {count} monitored items")));
-    }
-    (0..n)
+    result_count(&mut r, 23, count, || format!("{count} monitored items"))?;
+    (0..count)
         .map(|_| {
             let status = r.u32("an item's status")?;
             let id = r.u32("a monitored item id")?;
@@ -256,15 +247,14 @@ pub fn transfer_subscriptions(ids: &[u32]) -> ServiceRequest {
 pub fn parse_transfer_subscriptions(body: &[u8], count: usize) -> Result<Vec<(u32, Vec<u32>)>> {
     let (_, mut r) =
         secure_channel::response(body, encoding_id::TRANSFER_SUBSCRIPTIONS_RESPONSE, "TransferSubscriptions")?;
-    let results = crate::session::read_array(&mut r, 8, "transfer results", |r| {
-        let status = r.u32("a status")?;
-        let n = r.length(4, "available sequence numbers")?.unwrap_or(0);
-        Ok((status, (0..n).map(|_| r.u32("a sequence number")).collect::<Result<Vec<u32>>>()?))
-    })?;
-    if results.len() != count {
-        return Err(Error::proto(format!("TransferSubscriptions: {} results to {count} subscriptions", results.len())));
-    }
-    Ok(results)
+    result_count(&mut r, 8, count, || format!("a transfer of {count} subscriptions"))?;
+    (0..count)
+        .map(|_| {
+            let status = r.u32("a status")?;
+            let n = r.length(4, "available sequence numbers")?.unwrap_or(0);
+            Ok((status, (0..n).map(|_| r.u32("a sequence number")).collect::<Result<Vec<u32>>>()?))
+        })
+        .collect()
 }
 
 /// Publish, acknowledging the (subscription, sequence number) pairs received.

@@ -138,10 +138,7 @@ pub fn parse_browse(body: &[u8]) -> Result<BrowseResult> {
         (encoding_id::BROWSE_RESPONSE, "Browse")
     };
     let (_, mut r) = secure_channel::response(body, expected, what)?;
-    let count = r.length(8, "browse results")?.unwrap_or(0);
-    if count != 1 {
-        return Err(Error::proto(format!("{count} results to a {what} of one node")));
-    }
+    crate::session::result_count(&mut r, 8, 1, || format!("a {what} of one node"))?;
     BrowseResult::decode(&mut r)
 }
 
@@ -228,11 +225,8 @@ pub type PathTarget = std::result::Result<ExpandedNodeId, u32>;
 /// path's first target reached by the whole path.
 pub fn parse_translate(body: &[u8], asked: usize) -> Result<Vec<PathTarget>> {
     let (_, mut r) = secure_channel::response(body, encoding_id::TRANSLATE_RESPONSE, "TranslateBrowsePathsToNodeIds")?;
-    let count = r.length(8, "browse path results")?.unwrap_or(0);
-    if count != asked {
-        return Err(Error::proto(format!("{count} results to a translation of {asked} browse paths")));
-    }
-    (0..count)
+    crate::session::result_count(&mut r, 8, asked, || format!("a translation of {asked} browse paths"))?;
+    (0..asked)
         .map(|_| {
             let status = r.u32("a browse path status")?;
             let targets = r.length(8, "browse path targets")?.unwrap_or(0);
